@@ -1,0 +1,231 @@
+"""LlamaIndex adapter: reads a query engine into a module graph and converts results back.
+
+It runs nothing itself. What it cannot express as primitives it hands over as a ``call`` module
+that runs the user's component unchanged (with one log line saying so). The callables it puts in
+module params reuse LlamaIndex's own code (prompt helper, templates, node mapping, response
+building) so that the optimized run computes the very prompt and response the native run does.
+
+Engines are recognised by duck typing: an LLM or embedding model backed by a Teola engine carries
+``teola_engine`` (the engine's name) and, for LLMs, ``teola_sampling``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
+from llama_index.core.base.llms.types import MessageRole
+from llama_index.core.prompts.prompt_utils import get_biggest_prompt
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.response_synthesizers import CompactAndRefine
+from llama_index.core.retrievers import VectorIndexRetriever
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.vector_stores import SimpleVectorStore
+from llama_index.core.vector_stores.types import VectorStoreQueryMode, VectorStoreQueryResult
+
+from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.values import SKIPPED, ChatMessage, Prompt
+
+log = logging.getLogger(__name__)
+
+_ROLES = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}
+
+
+class UnsupportedPipelineError(TypeError):
+    """``optimize()`` was given an object it cannot read at all."""
+
+
+def to_prompt(messages: Sequence[LIChatMessage]) -> Prompt:
+    """LlamaIndex chat messages as a framework-free ``Prompt``."""
+    converted = []
+    for message in messages:
+        if message.role not in _ROLES:
+            raise ValueError(f"Teola's LLM engine takes system, user and assistant messages, got role {message.role.value!r}")
+        converted.append(ChatMessage(_ROLES[message.role], message.content or ""))
+    return Prompt(messages=tuple(converted))
+
+
+@dataclass(frozen=True)
+class IndexSource:
+    """The vectors a vector index engine must serve, read off a LlamaIndex vector store.
+
+    Either ``ids`` + ``vectors`` (a copy, searched by cosine similarity, as SimpleVectorStore does)
+    or ``faiss_index`` (the store's own faiss index, searched in place; ids are positions).
+    """
+
+    name: str
+    ids: tuple[str, ...] = ()
+    vectors: Any = None
+    faiss_index: Any = None
+
+
+@dataclass
+class AppReading:
+    """What the adapter read: the module graph, and the vector indexes it needs as engines."""
+
+    graph: Graph
+    indexes: list[IndexSource] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+
+
+def read_query_engine(query_engine: Any) -> AppReading:
+    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize."""
+    if not isinstance(query_engine, RetrieverQueryEngine):
+        raise UnsupportedPipelineError(
+            f"optimize() takes a llama_index RetrieverQueryEngine (for example index.as_query_engine()), "
+            f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
+        )
+    reading = AppReading(Graph(inputs=("query_str",)))
+    nodes_ref = _read_retriever(query_engine.retriever, reading)
+    for i, postprocessor in enumerate(query_engine._node_postprocessors):
+        name = f"postprocess{i}"
+        reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes_ref, "query": QueryInput("query_str")},
+                               ("nodes",), params={"fn": _postprocess_fn(postprocessor),
+                                                   "label": type(postprocessor).__name__}))
+        nodes_ref = Ref(name, "nodes")
+    _read_synthesizer(query_engine._response_synthesizer, nodes_ref, reading)
+    reading.graph.set_output("response", Ref("synthesize", "response"))
+    return reading
+
+
+def _fallback(reading: AppReading, component: Any, why: str) -> None:
+    message = f"{type(component).__name__} runs unoptimized, as one call: {why}"
+    log.warning("teola: %s", message)
+    reading.fallbacks.append(message)
+
+
+def _read_retriever(retriever: Any, reading: AppReading) -> Ref:
+    why = _why_not_optimizable_retriever(retriever)
+    if why:
+        _fallback(reading, retriever, why)
+        reading.graph.add(Node("retrieve", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("nodes",),
+                               params={"fn": lambda query: retriever.retrieve(query), "label": type(retriever).__name__}))
+        return Ref("retrieve", "nodes")
+    store = retriever._vector_store
+    index = _index_source(store)
+    reading.indexes.append(index)
+    reading.graph.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",), params={
+        "embed_engine": retriever._embed_model.teola_engine,
+        "index_engine": index.name,
+        "top_k": retriever._similarity_top_k,
+        "to_nodes": _to_nodes_fn(retriever, store, len(index.ids) or None),
+    }))
+    return Ref("retrieve", "nodes")
+
+
+def _why_not_optimizable_retriever(retriever: Any) -> str | None:
+    if type(retriever) is not VectorIndexRetriever:
+        return "Teola reads VectorIndexRetriever (index.as_retriever())"
+    if not hasattr(retriever._embed_model, "teola_engine"):
+        return "its embedding model is not backed by a Teola engine (use teola_integrations.llama_index.TeolaEmbedding)"
+    if retriever._vector_store_query_mode != VectorStoreQueryMode.DEFAULT:
+        return f"query mode {retriever._vector_store_query_mode.value!r} (Teola runs dense search)"
+    if retriever._filters is not None or retriever._node_ids or retriever._doc_ids or retriever._kwargs:
+        return "metadata filters, node/doc id restrictions or vector store kwargs"
+    if not _is_faiss_store(retriever._vector_store) and type(retriever._vector_store) is not SimpleVectorStore:
+        return f"vector store {type(retriever._vector_store).__name__} (Teola reads SimpleVectorStore and FaissVectorStore)"
+    return None
+
+
+def _is_faiss_store(store: Any) -> bool:
+    return type(store).__name__ == "FaissVectorStore" and hasattr(store, "_faiss_index")
+
+
+def _index_source(store: Any) -> IndexSource:
+    name = f"index:{type(store).__name__}:{id(store):x}"
+    if _is_faiss_store(store):
+        return IndexSource(name, faiss_index=store._faiss_index)
+    ids = tuple(store.data.embedding_dict)
+    return IndexSource(name, ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
+
+
+def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int | None) -> Callable[..., list[NodeWithScore]]:
+    """Search hits -> NodeWithScore list, through the retriever's own node mapping."""
+
+    def to_nodes(hits: list[tuple[str, float]], query: str) -> list[NodeWithScore]:
+        if snapshot_size is not None and len(store.data.embedding_dict) != snapshot_size:
+            raise RuntimeError("the index changed after optimize(): call optimize() again so Teola serves the new nodes")
+        result = VectorStoreQueryResult(ids=[i for i, _ in hits], similarities=[s for _, s in hits])
+        to_fetch = retriever._determine_nodes_to_fetch(result)
+        if to_fetch:
+            fetched = retriever._docstore.get_nodes(node_ids=to_fetch, raise_error=False)
+            result.nodes = retriever._insert_fetched_nodes_into_query_result(result, fetched)
+        nodes = retriever._convert_nodes_to_scored_nodes(result)
+        return retriever._handle_recursive_retrieval(QueryBundle(query), nodes)
+
+    return to_nodes
+
+
+def _postprocess_fn(postprocessor: Any) -> Callable[..., list[NodeWithScore]]:
+    def postprocess(nodes: list[NodeWithScore], query: str) -> list[NodeWithScore]:
+        return postprocessor.postprocess_nodes(nodes, query_bundle=QueryBundle(query))
+
+    return postprocess
+
+
+def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
+    inputs = {"query": QueryInput("query_str"), "nodes": nodes_ref}
+    why = _why_not_optimizable_synthesizer(synth)
+    if why:
+        _fallback(reading, synth, why)
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, inputs, ("response",), params={
+            "fn": lambda query, nodes: synth.synthesize(query=query, nodes=nodes), "label": type(synth).__name__}))
+        return
+    llm = synth._llm
+    reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, inputs, ("response",), params={
+        "llm_engine": llm.teola_engine,
+        "sampling": llm.teola_sampling,
+        "build_prompt": _compact_prompt_fn(synth),
+        "finish": _compact_finish_fn(synth),
+    }))
+
+
+def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
+    if type(synth) is not CompactAndRefine:
+        return "Teola lowers the 'compact' response mode so far"
+    if synth._streaming or synth._output_cls is not None or synth._structured_answer_filtering or synth._multimodal:
+        return "streaming, structured output or answer filtering"
+    if not hasattr(synth._llm, "teola_engine"):
+        return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+    return None
+
+
+def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
+    """(query, nodes) -> the prompt of the one LLM call compact mode makes, as the native run builds it.
+
+    Returns ``SKIPPED`` when there are no nodes, or when the context needs more than one LLM call
+    (refine steps); ``finish`` then answers exactly as the native synthesizer does.
+    """
+
+    def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
+        if not nodes:
+            return SKIPPED
+        texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+        compact = synth._make_compact_text_chunks(query, texts)
+        max_prompt = get_biggest_prompt([synth._text_qa_template, synth._refine_template])
+        chunks = [piece for chunk in compact for piece in synth._prompt_helper.repack(
+            max_prompt, [chunk], llm=synth._llm, padding=synth._response_padding_size)]
+        if len(chunks) != 1:
+            log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
+            return SKIPPED
+        template = synth._text_qa_template.partial_format(query_str=query)
+        llm = synth._llm
+        if llm.metadata.is_chat_model:
+            return to_prompt(llm._get_messages(template, context_str=chunks[0]))
+        return Prompt(text=llm._get_prompt(template, context_str=chunks[0]))
+
+    return build_prompt
+
+
+def _compact_finish_fn(synth: CompactAndRefine) -> Callable[..., Any]:
+    """(query, nodes, answer) -> the framework Response the native synthesizer returns."""
+
+    def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+        if answer is SKIPPED:
+            return synth.synthesize(query=query, nodes=nodes)
+        response = synth._llm._parse_output(answer) or "Empty Response"
+        return synth._prepare_response_output(response, list(nodes))
+
+    return finish

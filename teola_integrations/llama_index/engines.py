@@ -1,0 +1,164 @@
+"""LlamaIndex LLM and embedding classes backed by Teola's shared engines.
+
+A native LlamaIndex app built with these runs on the very engines its optimized twin runs on, so
+a latency comparison measures the execution strategy and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from typing import Any, AsyncIterator, Iterator, Sequence
+
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.types import (ChatMessage, ChatResponse, ChatResponseGen, CompletionResponse,
+                                              CompletionResponseGen, LLMMetadata, MessageRole)
+from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.llms.custom import CustomLLM
+from pydantic import Field, PrivateAttr
+
+from teola.adapters.llama_index import to_prompt
+from teola.optimizer.values import Prompt, Sampling
+from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
+from teola.runtime.runtime import get_runtime
+
+_END = object()
+
+
+def _iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
+    """Iterate an async stream that runs on the runtime loop from synchronous code."""
+    runtime = get_runtime()
+    items: queue.Queue = queue.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                items.put(item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            items.put(exc)
+        items.put(_END)
+
+    runtime.submit(pump())
+    while (item := items.get()) is not _END:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+class TeolaLLM(CustomLLM):
+    """A LlamaIndex chat LLM served by Teola's shared vLLM engine (greedy by default).
+
+    ``model`` is ``"smollm2-135m-instruct"`` (the packaged CPU default), a local model folder or a
+    hub id. Chat messages are rendered with the model's own chat template.
+    """
+
+    model: str = Field(default=DEFAULT_LLM, description="model name, folder or hub id")
+    max_tokens: int = Field(default=128, gt=0, description="the most tokens one answer may have")
+    temperature: float = Field(default=0.0, ge=0.0, description="0 is greedy decoding")
+    max_model_len: int = Field(default=2048, gt=0, description="context window the engine is started with")
+    _engine: Any = PrivateAttr()
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._engine = get_runtime().llm(self.model, max_model_len=self.max_model_len)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TeolaLLM"
+
+    @property
+    def metadata(self) -> LLMMetadata:
+        return LLMMetadata(context_window=self.max_model_len, num_output=self.max_tokens, is_chat_model=True,
+                           model_name=self.model)
+
+    @property
+    def teola_engine(self) -> str:
+        """The name of the shared engine this LLM runs on."""
+        return self._engine.name
+
+    @property
+    def teola_sampling(self) -> Sampling:
+        """The decoding settings of this LLM."""
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature)
+
+    def _text(self, prompt: Prompt) -> str:
+        return get_runtime().run(self._engine.generate_text(prompt, self.teola_sampling))
+
+    async def _atext(self, prompt: Prompt) -> str:
+        return await get_runtime().arun(self._engine.generate_text(prompt, self.teola_sampling))
+
+    def _deltas(self, prompt: Prompt) -> Iterator[str]:
+        return _iterate_sync(self._engine.stream_text(prompt, self.teola_sampling))
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=self._text(to_prompt(messages))))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        text = await self._atext(to_prompt(messages))
+        return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text))
+
+    @llm_chat_callback()
+    def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
+        def gen() -> ChatResponseGen:
+            text = ""
+            for delta in self._deltas(to_prompt(messages)):
+                text += delta
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+
+        return gen()
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=self._text(Prompt(text=prompt)))
+
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return CompletionResponse(text=await self._atext(Prompt(text=prompt)))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        def gen() -> CompletionResponseGen:
+            text = ""
+            for delta in self._deltas(Prompt(text=prompt)):
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
+
+        return gen()
+
+
+class TeolaEmbedding(BaseEmbedding):
+    """A LlamaIndex embedding model served by Teola's shared embedding engine (batched across queries)."""
+
+    model: str = Field(default=DEFAULT_EMBEDDING, description="packaged default, folder or hub id")
+    _engine: Any = PrivateAttr()
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("model_name", kwargs.get("model", DEFAULT_EMBEDDING))
+        super().__init__(**kwargs)
+        self._engine = get_runtime().embedding(self.model)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "TeolaEmbedding"
+
+    @property
+    def teola_engine(self) -> str:
+        """The name of the shared engine this model runs on."""
+        return self._engine.name
+
+    async def _aembed(self, texts: Sequence[str]) -> list[list[float]]:
+        return list(await asyncio.gather(*(self._engine.submit(text) for text in texts)))
+
+    def _get_query_embedding(self, query: str) -> list[float]:
+        return get_runtime().run(self._aembed([query]))[0]
+
+    async def _aget_query_embedding(self, query: str) -> list[float]:
+        return (await get_runtime().arun(self._aembed([query])))[0]
+
+    def _get_text_embedding(self, text: str) -> list[float]:
+        return get_runtime().run(self._aembed([text]))[0]
+
+    def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return get_runtime().run(self._aembed(texts))

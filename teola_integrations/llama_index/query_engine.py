@@ -1,0 +1,73 @@
+"""``optimize()`` for LlamaIndex: a query engine that runs the user's pipeline on Teola's runtime."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.response.schema import RESPONSE_TYPE
+from llama_index.core.schema import QueryBundle
+
+from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
+from teola.optimizer.ir import Graph
+from teola.optimizer.lowering import lower
+from teola.runtime.engines.vector_index import FaissIndexEngine
+from teola.runtime.graph_scheduler import QueryTrace
+from teola.runtime.runtime import Runtime, get_runtime
+
+log = logging.getLogger(__name__)
+
+
+def _index_engine(source: IndexSource) -> FaissIndexEngine:
+    if source.faiss_index is not None:
+        return FaissIndexEngine.from_index(source.faiss_index)
+    return FaissIndexEngine.from_vectors(source.ids, np.asarray(source.vectors, dtype=np.float32))
+
+
+class TeolaQueryEngine(BaseQueryEngine):
+    """A LlamaIndex query engine whose queries run as primitive graphs on shared engines.
+
+    It keeps the wrapped engine's interface: ``query``/``aquery`` return the same ``Response``
+    (text, ``source_nodes``, metadata) the native engine returns. ``plan`` is the primitive graph;
+    ``last_trace`` the primitive timings of the most recent query.
+    """
+
+    def __init__(self, native: BaseQueryEngine, reading: AppReading, runtime: Runtime) -> None:
+        super().__init__(callback_manager=native.callback_manager)
+        self.native = native
+        self.module_graph: Graph = reading.graph
+        self.plan: Graph = lower(reading.graph)
+        self.fallbacks = list(reading.fallbacks)
+        self.last_trace: QueryTrace | None = None
+        self._runtime = runtime
+        for source in reading.indexes:
+            runtime.vector_index(source.name, lambda s=source: _index_engine(s))
+
+    def _get_prompt_modules(self) -> dict[str, Any]:
+        return self.native._get_prompt_modules()
+
+    def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        outputs, self.last_trace = self._runtime.execute(self.plan, _inputs(query_bundle))
+        return outputs["response"]
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        outputs, self.last_trace = await self._runtime.aexecute(self.plan, _inputs(query_bundle))
+        return outputs["response"]
+
+
+def _inputs(query_bundle: QueryBundle) -> dict[str, str]:
+    if query_bundle.custom_embedding_strs or query_bundle.embedding is not None:
+        raise ValueError("Teola takes plain text queries; custom embedding strings or precomputed embeddings "
+                         "are not supported yet: query the native engine for those")
+    return {"query_str": query_bundle.query_str}
+
+
+def optimize(query_engine: Any, runtime: Runtime | None = None) -> TeolaQueryEngine:
+    """Wrap a LlamaIndex ``RetrieverQueryEngine`` so its queries run on Teola's runtime.
+
+    What Teola cannot lower runs unchanged as one ``call`` primitive (logged once, listed in
+    ``.fallbacks``). Raises ``UnsupportedPipelineError`` for objects it cannot read at all.
+    """
+    return TeolaQueryEngine(query_engine, read_query_engine(query_engine), runtime or get_runtime())
