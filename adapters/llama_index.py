@@ -104,13 +104,13 @@ def _read_retriever(retriever: Any, reading: AppReading) -> Ref:
                                params={"fn": lambda query: retriever.retrieve(query), "label": type(retriever).__name__}))
         return Ref("retrieve", "nodes")
     store = retriever._vector_store
-    index = _index_source(store)
+    index = _index_source(store, retriever._node_ids)
     reading.indexes.append(index)
     reading.graph.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",), params={
         "embed_engine": retriever._embed_model.teola_engine,
         "index_engine": index.name,
         "top_k": retriever._similarity_top_k,
-        "to_nodes": _to_nodes_fn(retriever, store, len(index.ids) or None),
+        "to_nodes": _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict)),
     }))
     return Ref("retrieve", "nodes")
 
@@ -122,8 +122,8 @@ def _why_not_optimizable_retriever(retriever: Any) -> str | None:
         return "its embedding model is not backed by a Teola engine (use teola_integrations.llama_index.TeolaEmbedding)"
     if retriever._vector_store_query_mode != VectorStoreQueryMode.DEFAULT:
         return f"query mode {retriever._vector_store_query_mode.value!r} (Teola runs dense search)"
-    if retriever._filters is not None or retriever._node_ids or retriever._doc_ids or retriever._kwargs:
-        return "metadata filters, node/doc id restrictions or vector store kwargs"
+    if retriever._filters is not None or retriever._doc_ids or retriever._kwargs:
+        return "metadata filters, doc id restrictions or vector store kwargs"
     if not _is_faiss_store(retriever._vector_store) and type(retriever._vector_store) is not SimpleVectorStore:
         return f"vector store {type(retriever._vector_store).__name__} (Teola reads SimpleVectorStore and FaissVectorStore)"
     return None
@@ -133,11 +133,16 @@ def _is_faiss_store(store: Any) -> bool:
     return type(store).__name__ == "FaissVectorStore" and hasattr(store, "_faiss_index")
 
 
-def _index_source(store: Any) -> IndexSource:
-    name = f"index:{type(store).__name__}:{id(store):x}"
+def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
+    """The store's vectors; for SimpleVectorStore only those ``node_ids`` allows, as its own query does.
+
+    FaissVectorStore's query ignores node ids, so its index is searched whole, as it is natively.
+    """
     if _is_faiss_store(store):
-        return IndexSource(name, faiss_index=store._faiss_index)
-    ids = tuple(store.data.embedding_dict)
+        return IndexSource(f"index:faiss:{id(store):x}", faiss_index=store._faiss_index)
+    allowed = set(node_ids) if node_ids else None
+    ids = tuple(i for i in store.data.embedding_dict if allowed is None or i in allowed)
+    name = f"index:simple:{id(store):x}:{hash(ids):x}"
     return IndexSource(name, ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
 
 

@@ -91,7 +91,7 @@ class Runtime:
         with self._lock:
             for engine in self.engines.values():
                 try:
-                    engine.close()
+                    self.run(_call_on_loop(engine.close))
                 except Exception:  # closing must go on for the other engines
                     log.exception("closing engine %s failed", engine.name)
             self.engines.clear()

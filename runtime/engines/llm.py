@@ -112,5 +112,7 @@ class VLLMEngine:
         return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
 
     def close(self) -> None:
-        """Stop the engine core."""
-        self._engine.shutdown()
+        """Stop the engine core (once; later calls do nothing)."""
+        engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.shutdown()

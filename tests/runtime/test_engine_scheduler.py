@@ -1,0 +1,64 @@
+"""Cross-query batching and failure isolation of the batching scheduler, on a counting engine."""
+
+import asyncio
+
+from teola.optimizer.ir import Node, Op
+from teola.runtime.engine_scheduler import BatchingScheduler, embed_payload
+from teola.runtime.engines.base import BatchEngine, EngineCapabilities
+
+
+class UpperEngine(BatchEngine):
+    """Upper-cases strings; fails a batch holding a non-string, like a real model would."""
+
+    capabilities = EngineCapabilities(max_batch=4)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list] = []
+
+    async def run_batch(self, requests):
+        self.batches.append(list(requests))
+        await asyncio.sleep(0.01)
+        return [r.upper() for r in requests]
+
+
+def _embed_node() -> Node:
+    return Node("embed", Op.EMBED, {}, ("vector",), "upper")
+
+
+async def _submit_all(scheduler, texts, priorities=None):
+    node = _embed_node()
+    priorities = priorities or [0] * len(texts)
+    return await asyncio.gather(*(scheduler.execute(node, {"text": t}, p) for t, p in zip(texts, priorities)),
+                                return_exceptions=True)
+
+
+def test_concurrent_requests_share_batches_capped_at_max_batch():
+    engine = UpperEngine()
+    scheduler = BatchingScheduler("upper", engine, embed_payload)
+    results = asyncio.run(_submit_all(scheduler, [f"q{i}" for i in range(10)]))
+    assert results == [f"Q{i}" for i in range(10)]
+    assert len(scheduler.batch_sizes) < 10
+    assert max(scheduler.batch_sizes) <= 4 and sum(scheduler.batch_sizes) == 10
+
+
+def test_a_bad_request_fails_alone_and_its_batch_mates_succeed():
+    scheduler = BatchingScheduler("upper", UpperEngine(), embed_payload)
+    results = asyncio.run(_submit_all(scheduler, ["a", 42, "c"]))
+    assert results[0] == "A" and results[2] == "C"
+    assert isinstance(results[1], AttributeError)
+
+
+def test_waiting_requests_are_served_by_priority():
+    engine = UpperEngine()
+    scheduler = BatchingScheduler("upper", engine, embed_payload)
+
+    async def main():
+        first = asyncio.ensure_future(scheduler.submit("first"))
+        await asyncio.sleep(0.001)  # the engine is now busy with "first"; the rest queue up
+        rest = [asyncio.ensure_future(scheduler.submit(t, p)) for t, p in
+                [("low", 5), ("high", 0), ("mid", 2), ("high2", 0), ("low2", 5)]]
+        await asyncio.gather(first, *rest)
+
+    asyncio.run(main())
+    assert engine.batches == [["first"], ["high", "high2", "mid", "low"], ["low2"]]

@@ -1,0 +1,118 @@
+"""Pure graph-execution logic, on zero-cost engines defined here (no models needed)."""
+
+import asyncio
+
+import pytest
+
+from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
+from teola.optimizer.values import SKIPPED
+from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
+from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
+from teola.runtime.graph_scheduler import GraphScheduler
+
+
+class SleepEngine(EngineScheduler):
+    """Sleeps ``params['seconds']`` then returns ``params['value']`` or its input joined."""
+
+    def __init__(self) -> None:
+        super().__init__("sleep")
+        self.running = 0
+        self.max_running = 0
+
+    async def execute(self, node, args, priority=0):
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await asyncio.sleep(node.params.get("seconds", 0))
+            if node.params.get("fail"):
+                raise ValueError(f"boom in {node.name}")
+            return node.params.get("value", "+".join(str(v) for v in args.values()))
+        finally:
+            self.running -= 1
+
+
+def _diamond(fail: str = "") -> Graph:
+    g = Graph()
+    g.add(Node("a", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"seconds": 0.05, "fail": fail == "a"}))
+    g.add(Node("b", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"seconds": 0.05, "fail": fail == "b"}))
+    g.add(Node("c", Op.CALL, {"x": Ref("a", "out"), "y": Ref("b", "out")}, ("out",), "sleep"))
+    g.set_output("answer", Ref("c", "out"))
+    return g
+
+
+def test_independent_branches_run_at_the_same_time_and_join():
+    engine = SleepEngine()
+    outputs, trace = asyncio.run(GraphScheduler(_diamond(), {"sleep": engine}).run({"query_str": "q"}))
+    assert outputs == {"answer": "q+q"}
+    assert engine.max_running == 2
+    spans = {s.node: s for s in trace.spans}
+    assert spans["c"].start >= max(spans["a"].end, spans["b"].end)
+
+
+def test_a_failing_primitive_fails_its_query_with_its_name_and_cause():
+    with pytest.raises(PrimitiveError, match="primitive 'b' \\(call on the sleep engine\\) failed: ValueError: boom in b"):
+        asyncio.run(GraphScheduler(_diamond(fail="b"), {"sleep": SleepEngine()}).run({"query_str": "q"}))
+
+
+def test_one_failing_query_leaves_concurrent_queries_alone():
+    engine = SleepEngine()
+
+    async def main():
+        good, bad = GraphScheduler(_diamond(), {"sleep": engine}), GraphScheduler(_diamond(fail="a"), {"sleep": engine})
+        return await asyncio.gather(good.run({"query_str": "1"}), bad.run({"query_str": "2"}),
+                                    good.run({"query_str": "3"}), return_exceptions=True)
+
+    first, second, third = asyncio.run(main())
+    assert first[0] == {"answer": "1+1"} and third[0] == {"answer": "3+3"}
+    assert isinstance(second, PrimitiveError) and second.node == "a"
+
+
+def test_skipped_values_skip_consumers_unless_they_opt_in():
+    g = Graph()
+    g.add(Node("maybe", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"value": SKIPPED}))
+    g.add(Node("use", Op.CALL, {"x": Ref("maybe", "out")}, ("out",), "sleep", {"value": "ran"}))
+    g.add(Node("finish", Op.CALL, {"x": Ref("use", "out")}, ("out",), "callable",
+               {"fn": lambda x: "fallback" if x is SKIPPED else x, "runs_on_skipped": True}))
+    g.set_output("answer", Ref("finish", "out"))
+    outputs, trace = asyncio.run(GraphScheduler(g, {"sleep": SleepEngine(), "callable": CallablePool()}).run({"query_str": "q"}))
+    assert outputs == {"answer": "fallback"}
+    assert "use" not in {s.node for s in trace.spans}
+
+
+def test_missing_engines_and_inputs_are_named():
+    with pytest.raises(TeolaRuntimeError, match="needs engines \\['sleep'\\]"):
+        GraphScheduler(_diamond(), {})
+    with pytest.raises(TeolaRuntimeError, match="missing inputs \\['query_str'\\]"):
+        asyncio.run(GraphScheduler(_diamond(), {"sleep": SleepEngine()}).run({}))
+
+
+def test_multi_output_nodes_must_return_a_mapping_of_their_outputs():
+    g = Graph()
+    g.add(Node("split", Op.CALL, {"q": QueryInput("query_str")}, ("head", "tail"), "callable",
+               {"fn": lambda q: {"head": q[0], "tail": q[1:]}}))
+    g.add(Node("bad", Op.CALL, {"q": QueryInput("query_str")}, ("x", "y"), "callable", {"fn": lambda q: q}))
+    g.set_output("tail", Ref("split", "tail"))
+    outputs, _ = asyncio.run(GraphScheduler(g, {"callable": CallablePool()}).run({"query_str": "abc"}))
+    assert outputs == {"tail": "bc"}
+    g.set_output("x", Ref("bad", "x"))
+    with pytest.raises(PrimitiveError, match="expected a mapping with keys"):
+        asyncio.run(GraphScheduler(g, {"callable": CallablePool()}).run({"query_str": "abc"}))
+
+
+def test_cancelling_a_query_cancels_its_running_primitives():
+    engine = SleepEngine()
+    g = Graph()
+    g.add(Node("slow", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"seconds": 30}))
+    g.set_output("out", Ref("slow", "out"))
+
+    async def main():
+        task = asyncio.ensure_future(GraphScheduler(g, {"sleep": engine}).run({"query_str": "q"}))
+        await asyncio.sleep(0.05)
+        assert engine.running == 1
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+        return engine.running
+
+    assert asyncio.run(main()) == 0
