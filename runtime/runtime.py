@@ -57,6 +57,10 @@ class Runtime:
             if name not in self.engines:
                 log.info("starting engine %s", name)
                 self.engines[name] = self.run(_call_on_loop(start))
+                # Exit hooks run last-registered first: re-registering after each start closes the
+                # engines before multiprocessing's own hook waits for vLLM's engine-core process.
+                atexit.unregister(self.close)
+                atexit.register(self.close)
             return self.engines[name]
 
     def llm(self, model: str = DEFAULT_LLM, **engine_args: Any) -> LLMScheduler:

