@@ -1,0 +1,41 @@
+"""Reading LlamaIndex objects into module graphs (pure graph logic: framework mocks are enough here)."""
+
+import pytest
+from llama_index.core import VectorStoreIndex
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor import SimilarityPostprocessor
+from llama_index.core.schema import TextNode
+
+from teola.adapters.llama_index import UnsupportedPipelineError, read_query_engine, to_prompt
+from teola.optimizer.ir import ModuleKind, Ref
+from teola.optimizer.values import ChatMessage as TeolaMessage
+
+
+def test_to_prompt_keeps_roles_and_contents_and_rejects_other_roles():
+    prompt = to_prompt([ChatMessage(role=MessageRole.SYSTEM, content="be brief"),
+                        ChatMessage(role=MessageRole.USER, content="hi"), ChatMessage(role=MessageRole.ASSISTANT)])
+    assert prompt.messages == (TeolaMessage("system", "be brief"), TeolaMessage("user", "hi"),
+                               TeolaMessage("assistant", ""))
+    with pytest.raises(ValueError, match="got role 'tool'"):
+        to_prompt([ChatMessage(role=MessageRole.TOOL, content="x")])
+
+
+def test_foreign_components_become_call_modules_with_the_reason_recorded():
+    index = VectorStoreIndex([TextNode(text="a"), TextNode(text="b")], embed_model=MockEmbedding(embed_dim=8))
+    query_engine = index.as_query_engine(llm=MockLLM(), node_postprocessors=[SimilarityPostprocessor()])
+    reading = read_query_engine(query_engine)
+    graph = reading.graph
+    assert [(n.name, n.op) for n in graph.topological_order()] == [
+        ("retrieve", ModuleKind.CALL), ("postprocess0", ModuleKind.POSTPROCESS), ("synthesize", ModuleKind.CALL)]
+    assert graph["synthesize"].inputs["nodes"] == Ref("postprocess0", "nodes")
+    assert len(reading.fallbacks) == 2
+    assert "embedding model is not backed by a Teola engine" in reading.fallbacks[0]
+    assert reading.indexes == []
+
+
+def test_objects_that_are_not_retriever_query_engines_are_refused_by_name():
+    index = VectorStoreIndex([TextNode(text="a")], embed_model=MockEmbedding(embed_dim=8))
+    with pytest.raises(UnsupportedPipelineError, match="got llama_index.core.indices.vector_store.retrievers"):
+        read_query_engine(index.as_retriever())
