@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import pairwise
 from pathlib import Path
-
 from pydoc_data.topics import topics
 
 MIN_WORDS = 120
@@ -87,7 +87,7 @@ def _table_row(lines: list[str], rule: str) -> str:
     edges = [i for i, ch in enumerate(rule) if ch == "+"]
     cells = [
         _join_lines([line[start + 1 : end].strip() for line in lines])
-        for start, end in zip(edges, edges[1:])
+        for start, end in pairwise(edges)
     ]
     return " | ".join(cell for cell in cells if cell)
 
