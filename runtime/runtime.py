@@ -111,6 +111,15 @@ _default: Runtime | None = None
 _default_lock = threading.Lock()
 
 
+def shutdown_runtime() -> None:
+    """Close the shared runtime if one was started (it is also closed at exit)."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+            _default = None
+
+
 def get_runtime() -> Runtime:
     """The process's shared runtime, created on first use and closed at exit."""
     global _default

@@ -31,13 +31,12 @@ def _demo(args: argparse.Namespace) -> int:
     teola = optimize(native)
     print(f"Teola plan:\n{teola.plan}\n", flush=True)
     questions = [q.question for q in load_questions()][: args.questions]
-    native.query(questions[0]), teola.query(questions[0])  # warm-up, not measured
     results = compare(native.query, teola.query, questions, repeats=args.repeats)
     print(format_table(results))
     for r in results[: args.show_answers]:
         print(f"\nQ: {r.question}\nA: {r.answer.strip()}")
     if args.json:
-        report = {"machine": platform.platform(), "python": sys.version.split()[0], "settings": vars(args),
+        report = {"machine": platform.platform(), "python": sys.version.split()[0], "settings": {k: v for k, v in vars(args).items() if k != "run"},
                   "results": as_json(results)}
         Path(args.json).write_text(json.dumps(report, indent=2))
         print(f"\nresults written to {args.json}")

@@ -39,10 +39,18 @@ def _sources(response: Any) -> list[str]:
 
 def compare(native: Callable[[str], Any], teola: Callable[[str], Any], questions: list[str],
             repeats: int = 3) -> list[QuestionResult]:
-    """Run every question ``repeats`` times on both, alternating which goes first, in one process."""
+    """Run every question ``repeats`` times on both, alternating which goes first, in one process.
+
+    Each question is asked once, unmeasured, before its repeats: vLLM computes a prompt whose
+    prefix is already cached along another path than a cold one, and at a near-tie greedy
+    decoding can then pick another token (a native cold run and a native warm run can differ).
+    Warming first makes every measured run, native or Teola, see the same cache state.
+    """
     results = []
-    with tqdm(total=len(questions) * repeats * 2, desc="native vs teola", unit="query") as bar:
+    with tqdm(total=len(questions) * (repeats * 2 + 1), desc="native vs teola", unit="query") as bar:
         for question in questions:
+            native(question)
+            bar.update()
             result = QuestionResult(question)
             for repeat in range(repeats):
                 order = [("native", native), ("teola", teola)]

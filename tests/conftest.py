@@ -15,6 +15,13 @@ os.environ.setdefault("VLLM_CACHE_ROOT", str(_ROOT / ".teola-cache" / "vllm"))
 MAX_TOKENS = 48
 
 
+def pytest_sessionfinish(session, exitstatus):
+    """Stop the engines while pytest's output streams are still open (vLLM logs as it shuts down)."""
+    from teola.runtime.runtime import shutdown_runtime
+
+    shutdown_runtime()
+
+
 @pytest.fixture(scope="session")
 def runtime():
     from teola.runtime.runtime import get_runtime

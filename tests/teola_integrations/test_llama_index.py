@@ -26,6 +26,13 @@ def _ids(response):
     return [n.node.node_id for n in response.source_nodes]
 
 
+def _warm_native(query_engine, question):
+    """Ask once unmeasured, then again: vLLM's output for a prompt whose prefix is cached can differ
+    (near-tie greedy picks) from a cold run's, so both runs compared must see the same cache state."""
+    query_engine.query(question)
+    return query_engine.query(question)
+
+
 def _assert_same(native, fast):
     assert str(fast) == str(native)
     assert _ids(fast) == _ids(native)
@@ -38,7 +45,7 @@ def test_same_answers_and_sources_as_native(index, llm, questions):
     assert fast.fallbacks == []
     assert {n.op.value for n in fast.plan} >= {"embed", "search", "prefill", "decode"}
     for question in questions[:4]:
-        native = query_engine.query(question.question)
+        native = _warm_native(query_engine, question.question)
         _assert_same(native, fast.query(question.question))
         assert native.response.strip() and native.response != "Empty Response"
         spans = {s.node for s in fast.last_trace.spans}
@@ -49,7 +56,7 @@ def test_aquery_matches_query(index, llm, questions):
     query_engine = index.as_query_engine(llm=llm, similarity_top_k=2)
     fast = optimize(query_engine)
     question = questions[4].question
-    _assert_same(query_engine.query(question), asyncio.run(fast.aquery(question)))
+    _assert_same(_warm_native(query_engine, question), asyncio.run(fast.aquery(question)))
 
 
 def test_postprocessors_run_and_an_emptied_context_answers_like_native(index, llm, questions):
@@ -58,7 +65,7 @@ def test_postprocessors_run_and_an_emptied_context_answers_like_native(index, ll
     drop_all = index.as_query_engine(llm=llm, similarity_top_k=3,
                                      node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=1.5)])
     question = questions[5].question
-    _assert_same(keep_all.query(question), optimize(keep_all).query(question))
+    _assert_same(_warm_native(keep_all, question), optimize(keep_all).query(question))
     native_empty = drop_all.query(question)
     assert str(native_empty) == "Empty Response"
     _assert_same(native_empty, optimize(drop_all).query(question))
@@ -70,7 +77,7 @@ def test_context_needing_refine_steps_still_matches_native(index, llm, questions
     query_engine = index.as_query_engine(llm=llm, similarity_top_k=3, response_synthesizer=synth)
     fast = optimize(query_engine)
     question = questions[0].question
-    _assert_same(query_engine.query(question), fast.query(question))
+    _assert_same(_warm_native(query_engine, question), fast.query(question))
     # the context did not fit one call: Teola handed synthesis to the native refine loop
     assert "synthesize.decode" not in {s.node for s in fast.last_trace.spans}
 
