@@ -30,12 +30,12 @@ class FaissIndexEngine(BatchEngine):
 
     capabilities = EngineCapabilities(max_batch=256)
 
-    def __init__(self, index, ids: Sequence[str]) -> None:
+    def __init__(self, index, ids: Sequence[str] | None) -> None:
         super().__init__()
-        if index.ntotal != len(ids):
+        if ids is not None and index.ntotal != len(ids):
             raise ValueError(f"the faiss index holds {index.ntotal} vectors but {len(ids)} ids were given")
         self._index = self._maybe_to_gpu(index)
-        self._ids = list(ids)
+        self._ids = list(ids) if ids is not None else None
         self._normalize_queries = False
 
     @staticmethod
@@ -61,9 +61,16 @@ class FaissIndexEngine(BatchEngine):
         return engine
 
     @classmethod
-    def from_index(cls, index, ids: Sequence[str] | None = None) -> "FaissIndexEngine":
-        """Search an existing faiss index; ids default to the positions as strings."""
-        return cls(index, ids if ids is not None else [str(i) for i in range(index.ntotal)])
+    def from_index(cls, index) -> "FaissIndexEngine":
+        """Search an existing faiss index in place; ids are positions as strings (as FaissVectorStore's).
+
+        On a GPU machine the index is copied to the GPU once, and vectors added to the original
+        afterwards are not seen: optimize the app again after adding to its index.
+        """
+        return cls(index, None)
+
+    def _id(self, position: int) -> str:
+        return self._ids[position] if self._ids is not None else str(position)
 
     @property
     def dimension(self) -> int:
@@ -76,10 +83,10 @@ class FaissIndexEngine(BatchEngine):
             raise ValueError(f"query vectors must have width {self.dimension}, got shape {queries.shape}")
         if self._normalize_queries:
             _faiss().normalize_L2(queries)
-        k = min(max(top_k for _, top_k in requests), len(self._ids))
+        k = min(max(top_k for _, top_k in requests), self._index.ntotal)
         scores, positions = self._index.search(queries, k)
         return [
-            [(self._ids[p], float(s)) for p, s in zip(positions[row, :top_k], scores[row, :top_k]) if p >= 0]
+            [(self._id(p), float(s)) for p, s in zip(positions[row, :top_k], scores[row, :top_k]) if p >= 0]
             for row, (_, top_k) in enumerate(requests)
         ]
 

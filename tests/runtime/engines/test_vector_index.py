@@ -44,3 +44,14 @@ def test_bad_input_is_named():
         asyncio.run(engine.run_batch([([1.0, 0.0, 0.0], 1)]))
     with pytest.raises(ValueError, match="non-empty"):
         FaissIndexEngine.from_vectors([], np.zeros((0, 2), dtype=np.float32))
+
+
+def test_an_index_searched_in_place_sees_vectors_added_later():
+    import faiss
+
+    index = faiss.IndexFlatIP(2)
+    index.add(np.asarray([[1.0, 0.0]], dtype=np.float32))
+    engine = FaissIndexEngine.from_index(index)
+    index.add(np.asarray([[0.0, 1.0]], dtype=np.float32))
+    (hits,) = asyncio.run(engine.run_batch([([0.0, 1.0], 2)]))
+    assert [h[0] for h in hits] == ["1", "0"]
