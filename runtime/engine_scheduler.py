@@ -22,6 +22,10 @@ from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.base import BatchEngine
 from teola.runtime.engines.llm import VLLMEngine
 
+# (query priority, -depth): lower sorts first. Depth is the primitive's distance from the query's
+# outputs, so work with the most still to follow it is served first.
+Priority = tuple[int, int]
+
 
 class EngineScheduler(abc.ABC):
     """Runs primitives on one engine."""
@@ -30,7 +34,7 @@ class EngineScheduler(abc.ABC):
         self.name = name
 
     @abc.abstractmethod
-    async def execute(self, node: Node, args: dict[str, Any], priority: int = 0) -> Any:
+    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         """Run ``node`` with its input values ``args``; return its output value."""
 
     def close(self) -> None:
@@ -39,7 +43,7 @@ class EngineScheduler(abc.ABC):
 
 @dataclass(order=True)
 class _Request:
-    priority: int
+    priority: Priority
     seq: int
     payload: Any = field(compare=False)
     future: asyncio.Future = field(compare=False)
@@ -62,7 +66,7 @@ class BatchingScheduler(EngineScheduler):
         self._worker: asyncio.Task | None = None
         self.batch_sizes: list[int] = []
 
-    async def submit(self, payload: Any, priority: int = 0) -> Any:
+    async def submit(self, payload: Any, priority: Priority = (0, 0)) -> Any:
         """Queue one request; lower ``priority`` values are served first."""
         if self._worker is None:
             self._wakeup = asyncio.Event()
@@ -72,7 +76,7 @@ class BatchingScheduler(EngineScheduler):
         self._wakeup.set()
         return await future
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: int = 0) -> Any:
+    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         return await self.submit(self._payload_of(node, args), priority)
 
     def _take_batch(self) -> list[_Request]:
@@ -133,21 +137,22 @@ class LLMScheduler(EngineScheduler):
     """Prefill and decode primitives on a vLLM engine, which batches concurrent requests itself.
 
     ``prefill`` turns a prompt into token IDs (and, with ``params['warm']``, sends it ahead so
-    its KV lands in the prefix cache); ``decode`` generates from token IDs.
+    its KV lands in the prefix cache); ``decode`` generates from token IDs. vLLM runs here with
+    its default first-come-first-served policy, so primitive priorities are not passed on yet.
     """
 
     def __init__(self, name: str, engine: VLLMEngine) -> None:
         super().__init__(name)
         self.engine = engine
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: int = 0) -> Any:
+    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         if node.op is Op.PREFILL:
             token_ids = self.tokenize(args["prompt"])
             if node.params.get("warm"):
-                await self.engine.complete(token_ids, Sampling(max_tokens=1), priority)
+                await self.engine.complete(token_ids, Sampling(max_tokens=1))
             return token_ids
         if node.op is Op.DECODE:
-            return await self.engine.complete(args["tokens"], node.params["sampling"], priority)
+            return await self.engine.complete(args["tokens"], node.params["sampling"])
         raise ValueError(f"the LLM engine runs prefill and decode primitives, not {node.op.value!r} ({node.name})")
 
     def tokenize(self, prompt: Prompt) -> list[int]:
@@ -156,13 +161,13 @@ class LLMScheduler(EngineScheduler):
             raise TypeError(f"prefill takes a teola Prompt, got {type(prompt).__name__}")
         return self.engine.tokenize(prompt)
 
-    async def generate_text(self, prompt: Prompt, sampling: Sampling, priority: int = 0) -> str:
+    async def generate_text(self, prompt: Prompt, sampling: Sampling) -> str:
         """Prompt in, whole text out: what framework LLM classes backed by this engine call."""
-        return await self.engine.complete(self.tokenize(prompt), sampling, priority)
+        return await self.engine.complete(self.tokenize(prompt), sampling)
 
-    async def stream_text(self, prompt: Prompt, sampling: Sampling, priority: int = 0) -> AsyncIterator[str]:
+    async def stream_text(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str]:
         """Prompt in, text deltas out as the engine produces them."""
-        async for delta, _ in self.engine.generate(self.tokenize(prompt), sampling, priority):
+        async for delta, _ in self.engine.generate(self.tokenize(prompt), sampling):
             yield delta
 
     def close(self) -> None:
@@ -179,7 +184,7 @@ class CallablePool(EngineScheduler):
         super().__init__(name)
         self._threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="teola-call")
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: int = 0) -> Any:
+    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         fn = node.params["fn"]
         return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: fn(**args))
 

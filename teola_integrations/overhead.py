@@ -16,7 +16,7 @@ from tqdm import tqdm
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.lowering import lower
 from teola.optimizer.values import Sampling
-from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler, embed_payload, search_payload
+from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler, Priority, embed_payload, search_payload
 from teola.runtime.engines.base import BatchEngine
 from teola.runtime.runtime import Runtime
 
@@ -31,7 +31,7 @@ class EchoEngine(BatchEngine):
 class EchoLLM(EngineScheduler):
     """A zero-cost LLM scheduler: prefill returns the prompt, decode an empty answer."""
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: int = 0) -> Any:
+    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         return args.get("prompt", "")
 
 

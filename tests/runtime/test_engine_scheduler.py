@@ -28,7 +28,7 @@ def _embed_node() -> Node:
 
 async def _submit_all(scheduler, texts, priorities=None):
     node = _embed_node()
-    priorities = priorities or [0] * len(texts)
+    priorities = priorities or [(0, 0)] * len(texts)
     return await asyncio.gather(*(scheduler.execute(node, {"text": t}, p) for t, p in zip(texts, priorities)),
                                 return_exceptions=True)
 
@@ -57,7 +57,7 @@ def test_waiting_requests_are_served_by_priority():
         first = asyncio.ensure_future(scheduler.submit("first"))
         await asyncio.sleep(0.001)  # the engine is now busy with "first"; the rest queue up
         rest = [asyncio.ensure_future(scheduler.submit(t, p)) for t, p in
-                [("low", 5), ("high", 0), ("mid", 2), ("high2", 0), ("low2", 5)]]
+                [("low", (0, 5)), ("high", (0, -2)), ("mid", (0, 2)), ("high2", (0, -2)), ("low2", (1, -9))]]
         await asyncio.gather(first, *rest)
 
     asyncio.run(main())

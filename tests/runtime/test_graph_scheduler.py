@@ -8,7 +8,7 @@ from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
 from teola.optimizer.values import SKIPPED
 from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
-from teola.runtime.graph_scheduler import GraphScheduler
+from teola.runtime.graph_scheduler import GraphScheduler, depths_to_outputs
 
 
 class SleepEngine(EngineScheduler):
@@ -116,3 +116,20 @@ def test_cancelling_a_query_cancels_its_running_primitives():
         return engine.running
 
     assert asyncio.run(main()) == 0
+
+
+def test_primitives_reach_engines_with_their_distance_from_the_output_as_priority():
+    g = _diamond()
+    g.add(Node("d", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep"))
+    g.replace(g["c"].with_inputs(z=Ref("d", "out")))
+    g.replace(g["a"].with_inputs(q=Ref("d", "out")))
+    assert depths_to_outputs(g) == {"d": 2, "a": 1, "b": 1, "c": 0}
+    seen = {}
+
+    class Recorder(SleepEngine):
+        async def execute(self, node, args, priority=(0, 0)):
+            seen[node.name] = priority
+            return await super().execute(node, args, priority)
+
+    asyncio.run(GraphScheduler(g, {"sleep": Recorder()}).run({"query_str": "q"}, priority=3))
+    assert seen == {"d": (3, -2), "a": (3, -1), "b": (3, -1), "c": (3, 0)}
