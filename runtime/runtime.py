@@ -68,7 +68,12 @@ class Runtime:
         from teola.runtime.engines.llm import VLLMEngine
 
         name = f"llm:{model}"
-        return self._get_or_start(name, lambda: LLMScheduler(name, VLLMEngine(model, **engine_args)))
+        scheduler = self._get_or_start(name, lambda: LLMScheduler(name, VLLMEngine(model, **engine_args)))
+        started_with = scheduler.engine.settings
+        if any(started_with.get(k) != v for k, v in engine_args.items()):
+            raise TeolaRuntimeError(f"the shared engine for {model} already runs with {started_with}, not {engine_args}: "
+                                    "ask for the same settings (one engine per model serves every app)")
+        return scheduler
 
     def embedding(self, model: str = DEFAULT_EMBEDDING) -> BatchingScheduler:
         """The shared embedding engine for ``model``."""

@@ -46,6 +46,8 @@ class VLLMEngine:
                 f"on a GPU `pip install 'teola[gpu]'` ({exc})"
             ) from exc
         self.model_name = model
+        self.settings = {"max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib,
+                         "gpu_memory_utilization": gpu_memory_utilization}
         path = resolve_llm(model)
         on_gpu = torch.cuda.is_available()
         if not on_gpu:
@@ -83,7 +85,7 @@ class VLLMEngine:
                 "retrieve fewer or shorter chunks, or start the engine with a larger max_model_len"
             )
 
-    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
+    async def generate(self, token_ids: list[int], sampling: Sampling,
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
         """Stream ``(text delta, num_cached_tokens or None)`` for one request; aborts it if the caller stops early."""
         from vllm import SamplingParams
@@ -99,17 +101,16 @@ class VLLMEngine:
         )
         finished = False
         try:
-            async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id,
-                                                   priority=priority):
+            async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id):
                 finished = out.finished
                 yield out.outputs[0].text, out.num_cached_tokens
         finally:
             if not finished:
                 await self._engine.abort(request_id)
 
-    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+    async def complete(self, token_ids: list[int], sampling: Sampling) -> str:
         """The whole generated text of one request."""
-        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
+        return "".join([delta async for delta, _ in self.generate(token_ids, sampling)])
 
     def close(self) -> None:
         """Stop the engine core (once; later calls do nothing)."""

@@ -6,6 +6,7 @@ from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 
 from teola.optimizer.values import ChatMessage, Prompt, Sampling
 from teola.runtime.engines.llm import PromptTooLongError
+from teola.runtime.errors import TeolaRuntimeError
 
 pytestmark = pytest.mark.engines
 
@@ -43,3 +44,9 @@ def test_prompts_that_do_not_fit_or_are_empty_get_clear_errors(runtime, llm):
         runtime.run(engine.complete([1] * 5000, Sampling(max_tokens=4)))
     with pytest.raises(ValueError, match="prompt is empty"):
         runtime.run(engine.complete([], Sampling(max_tokens=4)))
+
+
+def test_asking_for_the_shared_engine_with_other_settings_is_refused(runtime, llm):
+    assert runtime.llm(max_model_len=2048) is runtime.llm()
+    with pytest.raises(TeolaRuntimeError, match="already runs with .*max_model_len': 2048"):
+        runtime.llm(max_model_len=4096)
