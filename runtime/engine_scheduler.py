@@ -52,8 +52,8 @@ class _Request:
 class BatchingScheduler(EngineScheduler):
     """Cross-query batching in front of a ``BatchEngine`` (embedding, vector index, reranker).
 
-    ``payload_of`` maps a node and its input values to the engine's request. ``batch_sizes``
-    records every batch sent, for tests and benchmarks.
+    ``payload_of`` maps a node and its input values to the engine's request. ``batches_sent`` and
+    ``requests_sent`` count what reached the engine (their ratio is the mean batch size).
     """
 
     def __init__(self, name: str, engine: BatchEngine, payload_of: Callable[[Node, dict[str, Any]], Any]) -> None:
@@ -64,7 +64,8 @@ class BatchingScheduler(EngineScheduler):
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
-        self.batch_sizes: list[int] = []
+        self.batches_sent = 0
+        self.requests_sent = 0
 
     async def submit(self, payload: Any, priority: Priority = (0, 0)) -> Any:
         """Queue one request; lower ``priority`` values are served first."""
@@ -92,7 +93,8 @@ class BatchingScheduler(EngineScheduler):
             await self._wakeup.wait()
             self._wakeup.clear()
             while batch := self._take_batch():
-                self.batch_sizes.append(len(batch))
+                self.batches_sent += 1
+                self.requests_sent += len(batch)
                 await self._run_batch(batch)
 
     async def _run_batch(self, batch: list[_Request]) -> None:

@@ -42,7 +42,11 @@ class QueryTrace:
 
 
 class GraphScheduler:
-    """Executes a primitive graph (a plan) for one query on the given engine schedulers."""
+    """Executes a primitive graph (a plan) on the given engine schedulers, one ``run`` per query.
+
+    What depends only on the plan (order, depths, engine check) is computed once here; each
+    ``run`` holds its own query's futures, tasks and trace, so queries never share state.
+    """
 
     def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler]) -> None:
         missing = sorted({n.engine for n in plan if n.engine not in engines})

@@ -86,14 +86,19 @@ class Runtime:
         """The vector index engine ``name``, built by ``build`` the first time it is asked for."""
         return self._get_or_start(name, lambda: BatchingScheduler(name, build(), search_payload))
 
-    def execute(self, plan: Graph, inputs: Mapping[str, Any], priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run one query of ``plan`` and wait for its outputs and trace."""
-        return self.run(self.aexecute(plan, inputs, priority))
+    def prepare(self, plan: Graph) -> GraphScheduler:
+        """A scheduler for ``plan`` on this runtime's engines: analysed once, then run for every query."""
+        return GraphScheduler(plan, self.engines)
 
-    async def aexecute(self, plan: Graph, inputs: Mapping[str, Any],
+    def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
+                priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+        """Run one query of a prepared plan and wait for its outputs and trace."""
+        return self.run(scheduler.run(inputs, priority))
+
+    async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
                        priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run one query of ``plan`` from any event loop."""
-        return await self.arun(GraphScheduler(plan, self.engines).run(inputs, priority))
+        """Run one query of a prepared plan from any event loop."""
+        return await self.arun(scheduler.run(inputs, priority))
 
     def close(self) -> None:
         """Stop every engine and the loop."""

@@ -58,15 +58,15 @@ def measure_overhead(queries: int = 500, concurrency: int = 16) -> dict[str, flo
             "index": BatchingScheduler("index", EchoEngine(), search_payload),
             "llm": EchoLLM("llm"),
         })
-        plan = rag_plan()
+        scheduler = runtime.prepare(rag_plan())
         sequential = []
         for i in tqdm(range(queries), desc="runtime overhead", unit="query"):
             start = time.perf_counter()
-            runtime.execute(plan, {"query_str": f"q{i}"})
+            runtime.execute(scheduler, {"query_str": f"q{i}"})
             sequential.append(time.perf_counter() - start)
 
         async def burst() -> None:
-            await asyncio.gather(*(runtime.aexecute(plan, {"query_str": f"q{i}"}) for i in range(concurrency)))
+            await asyncio.gather(*(runtime.aexecute(scheduler, {"query_str": f"q{i}"}) for i in range(concurrency)))
 
         bursts = max(1, queries // concurrency)
         start = time.perf_counter()
@@ -75,7 +75,7 @@ def measure_overhead(queries: int = 500, concurrency: int = 16) -> dict[str, flo
         concurrent = (time.perf_counter() - start) / (bursts * concurrency)
         sequential.sort()
         return {
-            "primitives_per_query": len(plan),
+            "primitives_per_query": len(scheduler.plan),
             "sequential_median_us": statistics.median(sequential) * 1e6,
             "sequential_p99_us": sequential[int(0.99 * (len(sequential) - 1))] * 1e6,
             f"concurrent{concurrency}_mean_us": concurrent * 1e6,

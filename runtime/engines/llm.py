@@ -76,7 +76,7 @@ class VLLMEngine:
             ids = self._tokenizer.encode(prompt.text)
         return list(ids)
 
-    def _check_fits(self, token_ids: list[int], sampling: Sampling) -> None:
+    def _check_fits(self, token_ids: list[int]) -> None:
         if not token_ids:
             raise ValueError("the prompt is empty: give the LLM at least one token")
         if len(token_ids) + 1 > self.max_model_len:
@@ -91,7 +91,7 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        self._check_fits(token_ids, sampling)
+        self._check_fits(token_ids)
         request_id = request_id or f"teola-{next(self._ids)}"
         params = SamplingParams(
             temperature=sampling.temperature,

@@ -158,7 +158,7 @@ class TeolaEmbedding(BaseEmbedding):
         return (await get_runtime().arun(self._aembed([query])))[0]
 
     def _get_text_embedding(self, text: str) -> list[float]:
-        return get_runtime().run(self._aembed([text]))[0]
+        return self._get_query_embedding(text)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
         return get_runtime().run(self._aembed(texts))

@@ -31,7 +31,7 @@ class TeolaQueryEngine(BaseQueryEngine):
 
     It keeps the wrapped engine's interface: ``query``/``aquery`` return the same ``Response``
     (text, ``source_nodes``, metadata) the native engine returns. ``plan`` is the primitive graph;
-    ``last_trace`` the primitive timings of the most recent query.
+    ``last_trace`` the primitive timings of the most recent query (of any caller, when queries overlap).
     """
 
     def __init__(self, native: BaseQueryEngine, reading: AppReading, runtime: Runtime) -> None:
@@ -44,16 +44,17 @@ class TeolaQueryEngine(BaseQueryEngine):
         self._runtime = runtime
         for source in reading.indexes:
             runtime.vector_index(source.name, lambda s=source: _index_engine(s))
+        self._scheduler = runtime.prepare(self.plan)
 
     def _get_prompt_modules(self) -> dict[str, Any]:
         return self.native._get_prompt_modules()
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        outputs, self.last_trace = self._runtime.execute(self.plan, _inputs(query_bundle))
+        outputs, self.last_trace = self._runtime.execute(self._scheduler, _inputs(query_bundle))
         return outputs["response"]
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        outputs, self.last_trace = await self._runtime.aexecute(self.plan, _inputs(query_bundle))
+        outputs, self.last_trace = await self._runtime.aexecute(self._scheduler, _inputs(query_bundle))
         return outputs["response"]
 
 

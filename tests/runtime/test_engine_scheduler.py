@@ -38,8 +38,8 @@ def test_concurrent_requests_share_batches_capped_at_max_batch():
     scheduler = BatchingScheduler("upper", engine, embed_payload)
     results = asyncio.run(_submit_all(scheduler, [f"q{i}" for i in range(10)]))
     assert results == [f"Q{i}" for i in range(10)]
-    assert len(scheduler.batch_sizes) < 10
-    assert max(scheduler.batch_sizes) <= 4 and sum(scheduler.batch_sizes) == 10
+    assert scheduler.batches_sent == len(engine.batches) < 10 and scheduler.requests_sent == 10
+    assert max(len(b) for b in engine.batches) <= 4
 
 
 def test_a_bad_request_fails_alone_and_its_batch_mates_succeed():
