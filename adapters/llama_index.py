@@ -20,13 +20,14 @@ from llama_index.core.base.llms.types import MessageRole
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers import CompactAndRefine
-from llama_index.core.retrievers import VectorIndexRetriever
+from llama_index.core.retrievers import QueryFusionRetriever, VectorIndexRetriever
+from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import VectorStoreQueryMode, VectorStoreQueryResult
 
-from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
-from teola.optimizer.values import SKIPPED, ChatMessage, Prompt
+from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
+from teola.optimizer.values import SKIPPED, ChatMessage, Prompt, PromptPrefix
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +98,125 @@ def _fallback(reading: AppReading, component: Any, why: str) -> None:
 
 
 def _read_retriever(retriever: Any, reading: AppReading) -> Ref:
-    why = _why_not_optimizable_retriever(retriever)
-    if why:
-        _fallback(reading, retriever, why)
-        reading.graph.add(Node("retrieve", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("nodes",),
-                               params={"fn": lambda query: retriever.retrieve(query), "label": type(retriever).__name__}))
-        return Ref("retrieve", "nodes")
+    if type(retriever) is QueryFusionRetriever:
+        why = _why_not_optimizable_fusion(retriever)
+        if not why:
+            return _read_fusion_retriever(retriever, reading)
+    else:
+        why = _why_not_optimizable_retriever(retriever)
+        if not why:
+            _add_vector_retrieve(reading, "retrieve", retriever, QueryInput("query_str"))
+            return Ref("retrieve", "nodes")
+    _fallback(reading, retriever, why)
+    reading.graph.add(Node("retrieve", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("nodes",),
+                           params={"fn": lambda query: retriever.retrieve(query), "label": type(retriever).__name__}))
+    return Ref("retrieve", "nodes")
+
+
+def _add_vector_retrieve(reading: AppReading, name: str, retriever: VectorIndexRetriever, query: Source,
+                         batch: bool = False, after: tuple[str, ...] = ()) -> None:
+    """A retrieve module for ``retriever``; with ``batch`` its query input is a list of texts."""
     store = retriever._vector_store
     index = _index_source(store, retriever._node_ids)
-    reading.indexes.append(index)
-    reading.graph.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",), params={
+    if index.name not in {i.name for i in reading.indexes}:
+        reading.indexes.append(index)
+    reading.graph.add(Node(name, ModuleKind.RETRIEVE, {"query": query}, ("nodes",), params={
         "embed_engine": retriever._embed_model.teola_engine,
         "index_engine": index.name,
         "top_k": retriever._similarity_top_k,
         "to_nodes": _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict)),
-    }))
+        "batch": batch,
+    }, after=after))
+
+
+def _why_not_optimizable_fusion(retriever: QueryFusionRetriever) -> str | None:
+    for sub in retriever._retrievers:
+        why = _why_not_optimizable_retriever(sub)
+        if why:
+            return f"one of its retrievers is not readable: {why}"
+    if retriever.num_queries > 1 and not hasattr(retriever._llm, "teola_engine"):
+        return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+    if retriever.mode not in _FUSIONS:
+        return f"fusion mode {retriever.mode!r}"
+    return None
+
+
+_FUSIONS = {
+    FUSION_MODES.RECIPROCAL_RANK: lambda r, results: r._reciprocal_rerank_fusion(results),
+    FUSION_MODES.RELATIVE_SCORE: lambda r, results: r._relative_score_fusion(results),
+    FUSION_MODES.DIST_BASED_SCORE: lambda r, results: r._relative_score_fusion(results, dist_based=True),
+    FUSION_MODES.SIMPLE: lambda r, results: r._simple_fusion(results),
+}
+
+
+def _read_fusion_retriever(retriever: QueryFusionRetriever, reading: AppReading) -> Ref:
+    """QueryFusionRetriever: the LLM writes ``num_queries - 1`` queries; the original and each generated
+    query are retrieved by every retriever; the retriever's own fusion merges the lists.
+
+    The module order records the native one (generate, then retrieve); the data edges say the
+    original query's retrievals need no generated query.
+    """
+    generated = retriever.num_queries - 1
+    query = QueryInput("query_str")
+    if generated > 0:
+        llm = retriever._llm
+        reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), params={
+            "llm_engine": llm.teola_engine, "sampling": llm.teola_sampling,
+            "build_prompt": _query_gen_prompt_fn(retriever, generated),
+            "parse": _generated_queries_fn(generated), "max_items": generated,
+        }))
+    fuse_inputs: dict[str, Source] = {"query": query}
+    last = ("expand",) if generated > 0 else ()
+    for i, sub in enumerate(retriever._retrievers):
+        _add_vector_retrieve(reading, f"retrieve{i}", sub, query, after=last)
+        fuse_inputs[f"original{i}"] = Ref(f"retrieve{i}", "nodes")
+        last = (f"retrieve{i}",)
+    for i, sub in enumerate(retriever._retrievers if generated > 0 else ()):
+        _add_vector_retrieve(reading, f"retrieve{i}_generated", sub, Ref("expand", "queries"), batch=True, after=last)
+        fuse_inputs[f"generated{i}"] = Ref(f"retrieve{i}_generated", "nodes")
+        last = (f"retrieve{i}_generated",)
+    if generated > 0:
+        fuse_inputs["queries"] = Ref("expand", "queries")
+    reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",), params={
+        "fn": _fusion_fn(retriever), "label": f"{FUSION_MODES(retriever.mode).value} fusion"}, after=last))
     return Ref("retrieve", "nodes")
+
+
+def _query_gen_prompt_fn(retriever: QueryFusionRetriever, generated: int) -> Callable[[str], Prompt]:
+    """The query-generation prompt, as QueryFusionRetriever formats it and TeolaLLM.complete sends it."""
+
+    def build_prompt(query: str) -> Prompt:
+        return Prompt(text=retriever.query_gen_prompt.format(num_queries=generated, query=query))
+
+    return build_prompt
+
+
+def _generated_queries_fn(generated: int) -> Callable[[str], list[str]]:
+    """QueryFusionRetriever's reading of the LLM's answer: one query a non-empty line, code fences
+    stripped, at most ``generated`` of them (the same steps as its ``_get_queries``)."""
+
+    def parse(text: str) -> list[str]:
+        lines = (line.strip() for line in text.strip("`").split("\n"))
+        return [line for line in lines if line][:generated]
+
+    return parse
+
+
+def _fusion_fn(retriever: QueryFusionRetriever) -> Callable[..., list[NodeWithScore]]:
+    """The per-(query, retriever) results, keyed and ordered as the native retriever keys them, fused."""
+    count = len(retriever._retrievers)
+
+    def fuse(query: str, queries: Sequence[str] = (), **lists: list) -> list[NodeWithScore]:
+        results: dict[tuple[str, int], list[NodeWithScore]] = {}
+        for i in range(count):
+            results[(query, i)] = lists[f"original{i}"]
+        for k, generated_query in enumerate(queries):
+            for i in range(count):
+                results[(generated_query, i)] = lists[f"generated{i}"][k]
+        fused = _FUSIONS[retriever.mode](retriever, results)[: retriever.similarity_top_k]
+        return retriever._handle_recursive_retrieval(QueryBundle(query), fused)
+
+    return fuse
 
 
 def _why_not_optimizable_retriever(retriever: Any) -> str | None:
@@ -183,6 +287,8 @@ def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
         "llm_engine": llm.teola_engine,
         "sampling": llm.teola_sampling,
         "build_prompt": _compact_prompt_fn(synth),
+        "build_prefix": _compact_prefix_fn(synth),
+        "prefix_inputs": ("query",),
         "finish": _compact_finish_fn(synth),
     }))
 
@@ -195,6 +301,13 @@ def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
     if not hasattr(synth._llm, "teola_engine"):
         return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
     return None
+
+
+def _render(llm: Any, template: Any, context: str) -> Prompt:
+    """A template with its context filled in, as the LLM's predict() would send it."""
+    if llm.metadata.is_chat_model:
+        return to_prompt(llm._get_messages(template, context_str=context))
+    return Prompt(text=llm._get_prompt(template, context_str=context))
 
 
 def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
@@ -215,13 +328,23 @@ def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
         if len(chunks) != 1:
             log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
             return SKIPPED
-        template = synth._text_qa_template.partial_format(query_str=query)
-        llm = synth._llm
-        if llm.metadata.is_chat_model:
-            return to_prompt(llm._get_messages(template, context_str=chunks[0]))
-        return Prompt(text=llm._get_prompt(template, context_str=chunks[0]))
+        return _render(synth._llm, synth._text_qa_template.partial_format(query_str=query), chunks[0])
 
     return build_prompt
+
+
+CONTEXT_MARK = "\u27e6teola:context\u27e7"
+
+
+def _compact_prefix_fn(synth: CompactAndRefine) -> Callable[[str], PromptPrefix]:
+    """query -> the part of compact mode's prompt before the context: the user's template rendered
+    with a marker where the context goes, cut there by the engine."""
+
+    def build_prefix(query: str) -> PromptPrefix:
+        template = synth._text_qa_template.partial_format(query_str=query)
+        return PromptPrefix(_render(synth._llm, template, CONTEXT_MARK), CONTEXT_MARK)
+
+    return build_prefix
 
 
 def _compact_finish_fn(synth: CompactAndRefine) -> Callable[..., Any]:

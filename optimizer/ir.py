@@ -37,6 +37,8 @@ class ModuleKind(str, enum.Enum):
     RETRIEVE = "retrieve"
     POSTPROCESS = "postprocess"
     SYNTHESIZE = "synthesize"
+    GENERATE = "generate"
+    FUSE = "fuse"
     CALL = "call"
 
 
@@ -71,13 +73,19 @@ class GraphError(ValueError):
 
 @dataclass(frozen=True)
 class Ref:
-    """A reference to the output ``output`` of node ``node``."""
+    """A reference to the output ``output`` of node ``node``.
+
+    With ``items=(start, stop)`` it reads only that slice of a list-valued output: what a
+    sub-batch of a split primitive works on.
+    """
 
     node: str
     output: str
+    items: tuple[int, int] | None = None
 
     def __str__(self) -> str:
-        return f"{self.node}.{self.output}"
+        part = f"[{self.items[0]}:{self.items[1]}]" if self.items else ""
+        return f"{self.node}.{self.output}{part}"
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,8 @@ class Node:
 
     ``engine`` names the engine instance (e.g. ``"llm"``, ``"index:3f2a"``); ``params`` holds what
     the op needs beyond its inputs (``top_k``, ``max_tokens``, or a framework callable for ``call``).
+    ``after`` names nodes this one waits for without reading them: the order the framework runs
+    its modules in, which dependency pruning drops wherever no data flows.
     """
 
     name: str
@@ -107,6 +117,7 @@ class Node:
     outputs: tuple[str, ...]
     engine: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
+    after: tuple[str, ...] = ()
 
     def with_inputs(self, **inputs: Source) -> "Node":
         """A copy of this node with some inputs replaced."""
@@ -115,7 +126,9 @@ class Node:
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.inputs.items())
         engine = f" @{self.engine}" if self.engine else ""
-        return f"{', '.join(self.outputs)} = {self.name}:{self.op.value}({args}){engine}"
+        after = f" after {', '.join(self.after)}" if self.after else ""
+        streamed = " streamed" if self.params.get("stream") else ""
+        return f"{', '.join(self.outputs)} = {self.name}:{self.op.value}({args}){engine}{streamed}{after}"
 
 
 class Graph:
@@ -167,14 +180,17 @@ class Graph:
         return other
 
     def to_networkx(self) -> nx.DiGraph:
-        """The data-dependency view: an edge u -> v for every input of v that reads an output of u."""
+        """The dependency view: an edge u -> v for every input of v that reads an output of u
+        (``kind="data"``) and for every node u that v runs ``after`` (``kind="order"``)."""
         dag = nx.DiGraph()
         for node in self:
             dag.add_node(node.name, op=node.op.value, engine=node.engine)
         for node in self:
+            for before in node.after:
+                dag.add_edge(before, node.name, kind="order")
             for source in node.inputs.values():
                 if isinstance(source, Ref):
-                    dag.add_edge(source.node, node.name)
+                    dag.add_edge(source.node, node.name, kind="data")
         return dag
 
     def topological_order(self) -> list[Node]:
@@ -192,6 +208,9 @@ class Graph:
                 raise GraphError(f"node {node.name!r} has op {node.op!r}, not a {level.__name__}")
             for arg, source in node.inputs.items():
                 self._check_source(source, f"input {arg!r} of node {node.name!r}")
+            for before in node.after:
+                if before not in self._nodes:
+                    raise GraphError(f"node {node.name!r} runs after {before!r}, but there is no such node")
         if not self.outputs:
             raise GraphError("the graph has no outputs; call set_output() for what a query returns")
         for name, source in self.outputs.items():

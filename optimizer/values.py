@@ -57,3 +57,15 @@ class Skipped:
 
 
 SKIPPED = Skipped()
+
+
+@dataclass(frozen=True)
+class PromptPrefix:
+    """The part of ``prompt`` (as the engine renders it) that comes before the first ``cut``.
+
+    Adapters build it by rendering the user's own template with a marker where the late part (the
+    retrieved context) goes: the prefix is then a true prefix of the final prompt, never a reordering.
+    """
+
+    prompt: Prompt
+    cut: str

@@ -21,6 +21,7 @@ from teola.optimizer.ir import Node, Op
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.base import BatchEngine
 from teola.runtime.engines.llm import VLLMEngine
+from teola.runtime.streams import read_items
 
 # (query priority, -depth): lower sorts first. Depth is the primitive's distance from the query's
 # outputs, so work with the most still to follow it is served first.
@@ -37,6 +38,10 @@ class EngineScheduler(abc.ABC):
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         """Run ``node`` with its input values ``args``; return its output value."""
 
+    def stream(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> AsyncIterator[str]:
+        """Run ``node`` and yield its output as text deltas (engines that stream override this)."""
+        raise TypeError(f"the {self.name} engine does not stream; {node.name} cannot be a streaming primitive")
+
     def close(self) -> None:
         """Release the engine."""
 
@@ -52,11 +57,13 @@ class _Request:
 class BatchingScheduler(EngineScheduler):
     """Cross-query batching in front of a ``BatchEngine`` (embedding, vector index, reranker).
 
-    ``payload_of`` maps a node and its input values to the engine's request. ``batches_sent`` and
-    ``requests_sent`` count what reached the engine (their ratio is the mean batch size).
+    ``payload_of`` maps a node and its input values to the engine's requests: one, or one per item
+    when the node has ``params['batch']`` (its input is a list; its output the list of results).
+    ``batches_sent`` and ``requests_sent`` count what reached the engine (their ratio is the mean
+    batch size).
     """
 
-    def __init__(self, name: str, engine: BatchEngine, payload_of: Callable[[Node, dict[str, Any]], Any]) -> None:
+    def __init__(self, name: str, engine: BatchEngine, payload_of: Callable[[Node, dict[str, Any]], list]) -> None:
         super().__init__(name)
         self.engine = engine
         self._payload_of = payload_of
@@ -78,7 +85,8 @@ class BatchingScheduler(EngineScheduler):
         return await future
 
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        return await self.submit(self._payload_of(node, args), priority)
+        results = await asyncio.gather(*(self.submit(p, priority) for p in self._payload_of(node, args)))
+        return list(results) if node.params.get("batch") else results[0]
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -125,22 +133,27 @@ def _settle(future: asyncio.Future, result: Any = None, exception: BaseException
         future.set_result(result)
 
 
-def embed_payload(node: Node, args: dict[str, Any]) -> str:
-    """An embed primitive's request: its text."""
-    return args["text"]
+def _items(node: Node, value: Any) -> list:
+    return list(value) if node.params.get("batch") else [value]
 
 
-def search_payload(node: Node, args: dict[str, Any]) -> tuple[list[float], int]:
-    """A search primitive's request: (query vector, top_k)."""
-    return args["vector"], int(node.params["top_k"])
+def embed_payload(node: Node, args: dict[str, Any]) -> list[str]:
+    """An embed primitive's requests: its text, or each of its texts."""
+    return _items(node, args["text"])
+
+
+def search_payload(node: Node, args: dict[str, Any]) -> list[tuple[list[float], int]]:
+    """A search primitive's requests: (query vector, top_k) for its vector or each of its vectors."""
+    return [(vector, int(node.params["top_k"])) for vector in _items(node, args["vector"])]
 
 
 class LLMScheduler(EngineScheduler):
     """Prefill and decode primitives on a vLLM engine, which batches concurrent requests itself.
 
-    ``prefill`` turns a prompt into token IDs (and, with ``params['warm']``, sends it ahead so
-    its KV lands in the prefix cache); ``decode`` generates from token IDs. vLLM runs here with
-    its default first-come-first-served policy, so primitive priorities are not passed on yet.
+    ``prefill`` turns a prompt into token IDs; given a ``PromptPrefix`` with ``params['warm']`` it
+    sends the prefix's tokens ahead (max_tokens=1) so their KV lands in the prefix cache before the
+    full prompt arrives. ``decode`` generates from token IDs, whole or streamed. Each request
+    reaches vLLM with its primitive's priority (vLLM's priority scheduler: lower runs first).
     """
 
     def __init__(self, name: str, engine: VLLMEngine) -> None:
@@ -148,14 +161,26 @@ class LLMScheduler(EngineScheduler):
         self.engine = engine
 
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        if node.op is Op.PREFILL:
-            token_ids = self.tokenize(args["prompt"])
-            if node.params.get("warm"):
-                await self.engine.complete(token_ids, Sampling(max_tokens=1))
+        if node.op is Op.PREFILL and node.params.get("warm"):
+            token_ids = self.engine.tokenize_prefix(args["prompt"])
+            if token_ids:
+                await self.engine.complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
             return token_ids
+        if node.op is Op.PREFILL:
+            return self.tokenize(args["prompt"])
         if node.op is Op.DECODE:
-            return await self.engine.complete(args["tokens"], node.params["sampling"])
+            return await self.engine.complete(args["tokens"], node.params["sampling"], vllm_priority(priority))
         raise ValueError(f"the LLM engine runs prefill and decode primitives, not {node.op.value!r} ({node.name})")
+
+    async def stream(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> AsyncIterator[str]:
+        if node.op is not Op.DECODE:
+            raise ValueError(f"only decode primitives stream, not {node.op.value!r} ({node.name})")
+        deltas = self.engine.generate(args["tokens"], node.params["sampling"], priority=vllm_priority(priority))
+        try:
+            async for delta, _ in deltas:
+                yield delta
+        finally:
+            await deltas.aclose()
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Token IDs of a prompt, as the engine will see them."""
@@ -176,10 +201,19 @@ class LLMScheduler(EngineScheduler):
         self.engine.close()
 
 
+def vllm_priority(priority: Priority) -> int:
+    """A primitive's (query priority, -depth) as one vLLM priority: query first, then depth."""
+    query, depth = priority
+    return query * 10_000 + depth
+
+
 class CallablePool(EngineScheduler):
     """Runs local work and opaque framework components on threads, so the event loop never blocks.
 
-    The node's ``params['fn']`` is called with the node's input values as keyword arguments.
+    The node's ``params['fn']`` is called with the node's input values as keyword arguments (with
+    ``params['batch']``, once per item of its list inputs). A
+    ``parse`` primitive reads items (``params['items']``, a (start, stop) slice, or all) out of its
+    ``text`` input, which may be a stream still being decoded.
     """
 
     def __init__(self, name: str = "callable", max_workers: int = 16) -> None:
@@ -188,6 +222,11 @@ class CallablePool(EngineScheduler):
 
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         fn = node.params["fn"]
+        if node.op is Op.PARSE:
+            return await read_items(fn, args["text"], node.params.get("items"))
+        if node.params.get("batch"):  # every input is a list: one call per item
+            calls = [dict(zip(args, values)) for values in zip(*args.values(), strict=True)]
+            return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: [fn(**a) for a in calls])
         return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: fn(**args))
 
     def close(self) -> None:

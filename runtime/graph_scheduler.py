@@ -6,6 +6,11 @@ is the length of the longest path from the primitive to the graph's outputs: eng
 work farthest from an answer first (the paper's topology-aware batching). A node that fails fails the query with a ``PrimitiveError`` naming it, and the query's
 remaining primitives are cancelled; other queries are untouched. The scheduler records when each
 primitive started and ended (``QueryTrace``), which benchmarks and timelines read.
+
+A node with ``params['stream']`` (a streaming decode) publishes a ``TextStream`` as its output as
+soon as it starts and fills it while it runs, so its consumers start on the first items; with
+``params['stop_after_items'] = (parse, n)`` it stops once ``parse`` finds ``n`` final items, as
+nothing downstream reads further.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from teola.optimizer.ir import Graph, Node, QueryInput
 from teola.optimizer.values import SKIPPED
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
+from teola.runtime.streams import TextStream, complete_items
 
 
 @dataclass(frozen=True)
@@ -84,30 +90,61 @@ class GraphScheduler:
                         trace: QueryTrace, t0: float, priority: int) -> None:
         future = results[node.name]
         try:
-            args = {}
-            for arg, source in node.inputs.items():
-                if isinstance(source, QueryInput):
-                    args[arg] = inputs[source.name]
-                else:
-                    args[arg] = (await asyncio.shield(results[source.node]))[source.output]
+            for before in node.after:
+                await asyncio.shield(results[before])
+            args = {arg: await _resolve(source, inputs, results) for arg, source in node.inputs.items()}
             if any(v is SKIPPED for v in args.values()) and not node.params.get("runs_on_skipped"):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
             start = time.perf_counter() - t0
+            engine_priority = (priority, -self.depths[node.name])
             try:
-                value = await self.engines[node.engine].execute(node, args, (priority, -self.depths[node.name]))
-            except asyncio.CancelledError:
+                if node.params.get("stream"):
+                    await self._stream(node, args, engine_priority, future)
+                else:
+                    future.set_result(_as_outputs(node, await self.engines[node.engine].execute(node, args, engine_priority)))
+            except (asyncio.CancelledError, PrimitiveError):
                 raise
             except Exception as exc:
                 raise PrimitiveError(node.name, node.op.value, node.engine, exc) from exc
             trace.spans.append(PrimitiveSpan(node.name, node.op.value, node.engine, start, time.perf_counter() - t0))
-            future.set_result(_as_outputs(node, value))
         except asyncio.CancelledError:
             future.cancel()
             raise
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
+
+
+    async def _stream(self, node: Node, args: dict[str, Any], priority: tuple[int, int],
+                      future: asyncio.Future) -> None:
+        """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
+        stream = TextStream()
+        future.set_result({node.outputs[0]: stream})
+        stop_after = node.params.get("stop_after_items")
+        deltas = self.engines[node.engine].stream(node, args, priority)
+        error: BaseException | None = None
+        try:
+            async for delta in deltas:
+                await stream.push(delta)
+                if stop_after and len(complete_items(stop_after[0], stream.text, False)) >= stop_after[1]:
+                    break
+        except Exception as exc:
+            error = PrimitiveError(node.name, node.op.value, node.engine, exc)
+            raise error from exc
+        finally:
+            await deltas.aclose()  # an engine stream left early aborts its request
+            await stream.finish(error)
+
+
+async def _resolve(source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> Any:
+    """The value an input reads: a query input, another node's output, or a slice of a list output."""
+    if isinstance(source, QueryInput):
+        return inputs[source.name]
+    value = (await asyncio.shield(results[source.node]))[source.output]
+    if source.items is None or value is SKIPPED:
+        return value
+    return value[source.items[0]:source.items[1]]
 
 
 def depths_to_outputs(plan: Graph) -> dict[str, int]:

@@ -12,8 +12,9 @@ import atexit
 import concurrent.futures
 import logging
 import threading
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
+from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import EngineKind, Graph
 from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
                                             embed_payload, search_payload)
@@ -21,6 +22,7 @@ from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.errors import TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
+from teola.runtime.profiler import profile_engine
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +37,7 @@ class Runtime:
         self._thread.start()
         self._lock = threading.Lock()
         self.engines: dict[str, EngineScheduler] = {EngineKind.CALLABLE.value: CallablePool()}
+        self._profiles: dict[str, LinearCost | None] = {}
 
     def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the runtime loop from any thread."""
@@ -85,6 +88,15 @@ class Runtime:
     def vector_index(self, name: str, build: Callable[[], FaissIndexEngine]) -> BatchingScheduler:
         """The vector index engine ``name``, built by ``build`` the first time it is asked for."""
         return self._get_or_start(name, lambda: BatchingScheduler(name, build(), search_payload))
+
+    def cost_profile(self, names: Iterable[str]) -> dict[str, LinearCost]:
+        """Fitted batch costs of the batching engines among ``names``, each profiled once per process."""
+        for name in names:
+            engine = self.engines.get(name)
+            if name not in self._profiles and isinstance(engine, BatchingScheduler):
+                self._profiles[name] = self.run(profile_engine(engine.engine))
+                log.info("profiled engine %s: %s", name, self._profiles[name])
+        return {name: cost for name in names if (cost := self._profiles.get(name)) is not None}
 
     def prepare(self, plan: Graph) -> GraphScheduler:
         """A scheduler for ``plan`` on this runtime's engines: analysed once, then run for every query."""

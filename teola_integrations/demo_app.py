@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Literal
 
 from llama_index.core import StorageContext, VectorStoreIndex
+from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import TextNode
 
 from teola_integrations.data import Chunk, load_corpus
@@ -26,10 +28,25 @@ def build_index(chunks: list[Chunk], embed_model: TeolaEmbedding,
     return VectorStoreIndex(nodes, embed_model=embed_model, show_progress=True)
 
 
+AppKind = Literal["naive", "advanced", "refine"]
+
+
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
-                  corpus_limit: int | None = None) -> RetrieverQueryEngine:
-    """Naive RAG over the demo corpus: retrieve top-k, compact synthesis with the chat LLM."""
+                  corpus_limit: int | None = None, kind: AppKind = "naive") -> RetrieverQueryEngine:
+    """A RAG app over the demo corpus, on the chat LLM:
+
+    - naive: retrieve top-k, compact synthesis;
+    - advanced: LlamaIndex's query fusion (the LLM writes 3 more queries, each retrieved top-k,
+      reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
+    - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer).
+    """
     llm = TeolaLLM(max_tokens=max_tokens)
-    embed_model = TeolaEmbedding()
-    index = build_index(load_corpus(corpus_limit), embed_model, store)
-    return index.as_query_engine(llm=llm, similarity_top_k=top_k)
+    index = build_index(load_corpus(corpus_limit), TeolaEmbedding(), store)
+    if kind == "naive":
+        return index.as_query_engine(llm=llm, similarity_top_k=top_k)
+    if kind == "refine":
+        return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="refine")
+    fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
+                                  mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=False)
+    rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k)
+    return RetrieverQueryEngine.from_args(fusion, llm=llm, node_postprocessors=[rerank])

@@ -45,6 +45,10 @@ class BatchEngine(abc.ABC):
     async def run_batch(self, requests: Sequence[Any]) -> list[Any]:
         """Run one batch; return one result per request, in order."""
 
+    def sample_request(self) -> Any:
+        """A typical request, for profiling cost against batch size (None: not profiled)."""
+        return None
+
     def close(self) -> None:
         """Release the worker thread."""
         self._worker.shutdown(wait=False)

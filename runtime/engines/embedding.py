@@ -36,6 +36,10 @@ class SentenceTransformerEngine(BatchEngine):
         return self._model.encode(list(texts), batch_size=len(texts), normalize_embeddings=self._normalize,
                                   convert_to_numpy=True, show_progress_bar=False)
 
+    def sample_request(self) -> str:
+        """A question-sized sentence."""
+        return "How does the with statement call the context manager's enter and exit methods?"
+
     async def run_batch(self, requests: Sequence[str]) -> list[list[float]]:
         """Embed a batch of texts."""
         vectors = await self._on_worker(self._encode, requests)

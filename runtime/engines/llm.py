@@ -12,7 +12,7 @@ import logging
 import os
 from typing import AsyncIterator
 
-from teola.optimizer.values import Prompt, Sampling
+from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 from teola.runtime.engines.base import EngineCapabilities
 from teola.runtime.errors import EngineUnavailableError
 from teola.runtime.models import resolve_llm
@@ -56,6 +56,10 @@ class VLLMEngine:
             model=path,
             tokenizer=path,
             enable_prefix_caching=True,
+            scheduling_policy="priority",
+            # CPU attention needs blocks in multiples of 32 and defaults to 128; prefix reuse is per
+            # whole block, so 32 lets a short shared prefix (a system prompt) be reused at all.
+            block_size=None if on_gpu else 32,
             max_model_len=max_model_len,
             enforce_eager=not on_gpu,
             gpu_memory_utilization=gpu_memory_utilization,
@@ -66,15 +70,26 @@ class VLLMEngine:
         self.max_model_len = max_model_len
         self._ids = itertools.count()
 
-    def tokenize(self, prompt: Prompt) -> list[int]:
-        """Token IDs of a prompt: chat messages through the model's chat template, or raw text."""
+    def _render(self, prompt: Prompt) -> tuple[str, bool]:
+        """The prompt as text, and whether the tokenizer should add its special tokens."""
         if prompt.messages:
             messages = [{"role": m.role, "content": m.content} for m in prompt.messages]
-            text = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            ids = self._tokenizer.encode(text, add_special_tokens=False)
-        else:
-            ids = self._tokenizer.encode(prompt.text)
-        return list(ids)
+            return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False), False
+        return prompt.text, True
+
+    def tokenize(self, prompt: Prompt) -> list[int]:
+        """Token IDs of a prompt: chat messages through the model's chat template, or raw text."""
+        text, special = self._render(prompt)
+        return list(self._tokenizer.encode(text, add_special_tokens=special))
+
+    def tokenize_prefix(self, prefix: PromptPrefix) -> list[int]:
+        """Token IDs that start the full prompt's IDs: the prefix's tokens less the last one, whose
+        merge may change once the rest of the prompt follows it. Empty if the cut is not found."""
+        text, special = self._render(prefix.prompt)
+        at = text.find(prefix.cut)
+        if at < 0:
+            return []
+        return list(self._tokenizer.encode(text[:at], add_special_tokens=special))[:-1]
 
     def _check_fits(self, token_ids: list[int]) -> None:
         if not token_ids:
@@ -85,9 +100,12 @@ class VLLMEngine:
                 "retrieve fewer or shorter chunks, or start the engine with a larger max_model_len"
             )
 
-    async def generate(self, token_ids: list[int], sampling: Sampling,
+    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
-        """Stream ``(text delta, num_cached_tokens or None)`` for one request; aborts it if the caller stops early."""
+        """Stream ``(text delta, num_cached_tokens or None)`` for one request; aborts it if the caller stops early.
+
+        ``priority``: lower is scheduled first (vLLM's priority policy; ties run first come first served).
+        """
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -101,16 +119,16 @@ class VLLMEngine:
         )
         finished = False
         try:
-            async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id):
+            async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id, priority=priority):
                 finished = out.finished
                 yield out.outputs[0].text, out.num_cached_tokens
         finally:
             if not finished:
                 await self._engine.abort(request_id)
 
-    async def complete(self, token_ids: list[int], sampling: Sampling) -> str:
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
         """The whole generated text of one request."""
-        return "".join([delta async for delta, _ in self.generate(token_ids, sampling)])
+        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
 
     def close(self) -> None:
         """Stop the engine core (once; later calls do nothing)."""

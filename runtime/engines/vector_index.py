@@ -77,6 +77,10 @@ class FaissIndexEngine(BatchEngine):
         """Vector width the index expects."""
         return int(self._index.d)
 
+    def sample_request(self) -> tuple[list[float], int]:
+        """A unit query vector and top-k 3."""
+        return [1.0 / self.dimension**0.5] * self.dimension, 3
+
     def _search(self, requests: Sequence[tuple[Sequence[float], int]]) -> list[list[tuple[str, float]]]:
         queries = np.asarray([vector for vector, _ in requests], dtype=np.float32)
         if queries.ndim != 2 or queries.shape[1] != self.dimension:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -13,6 +13,7 @@ from llama_index.core.schema import QueryBundle
 from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
 from teola.optimizer.ir import Graph
 from teola.optimizer.lowering import lower
+from teola.optimizer.passes import PASSES, optimize_plan
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.graph_scheduler import QueryTrace
 from teola.runtime.runtime import Runtime, get_runtime
@@ -30,20 +31,25 @@ class TeolaQueryEngine(BaseQueryEngine):
     """A LlamaIndex query engine whose queries run as primitive graphs on shared engines.
 
     It keeps the wrapped engine's interface: ``query``/``aquery`` return the same ``Response``
-    (text, ``source_nodes``, metadata) the native engine returns. ``plan`` is the primitive graph;
-    ``last_trace`` the primitive timings of the most recent query (of any caller, when queries overlap).
+    (text, ``source_nodes``, metadata) the native engine returns. ``primitive_graph`` is the lowered
+    graph, ``plan`` the same after the chosen passes; ``last_trace`` the primitive timings of the
+    most recent query (of any caller, when queries overlap).
     """
 
-    def __init__(self, native: BaseQueryEngine, reading: AppReading, runtime: Runtime) -> None:
+    def __init__(self, native: BaseQueryEngine, reading: AppReading, runtime: Runtime,
+                 passes: Iterable[str] = PASSES) -> None:
         super().__init__(callback_manager=native.callback_manager)
         self.native = native
         self.module_graph: Graph = reading.graph
-        self.plan: Graph = lower(reading.graph)
+        self.primitive_graph: Graph = lower(reading.graph)
         self.fallbacks = list(reading.fallbacks)
         self.last_trace: QueryTrace | None = None
         self._runtime = runtime
         for source in reading.indexes:
             runtime.vector_index(source.name, lambda s=source: _index_engine(s))
+        passes = tuple(passes)
+        profile = runtime.cost_profile({n.engine for n in self.primitive_graph}) if "decompose" in passes else {}
+        self.plan: Graph = optimize_plan(self.primitive_graph, passes, profile)
         self._scheduler = runtime.prepare(self.plan)
 
     def _get_prompt_modules(self) -> dict[str, Any]:
@@ -65,10 +71,11 @@ def _inputs(query_bundle: QueryBundle) -> dict[str, str]:
     return {"query_str": query_bundle.query_str}
 
 
-def optimize(query_engine: Any, runtime: Runtime | None = None) -> TeolaQueryEngine:
+def optimize(query_engine: Any, runtime: Runtime | None = None, passes: Iterable[str] = PASSES) -> TeolaQueryEngine:
     """Wrap a LlamaIndex ``RetrieverQueryEngine`` so its queries run on Teola's runtime.
 
-    What Teola cannot lower runs unchanged as one ``call`` primitive (logged once, listed in
-    ``.fallbacks``). Raises ``UnsupportedPipelineError`` for objects it cannot read at all.
+    ``passes`` picks the optimizations (all by default; ``()`` runs the graph as the framework
+    orders it). What Teola cannot lower runs unchanged as one ``call`` primitive (logged once,
+    listed in ``.fallbacks``). Raises ``UnsupportedPipelineError`` for objects it cannot read at all.
     """
-    return TeolaQueryEngine(query_engine, read_query_engine(query_engine), runtime or get_runtime())
+    return TeolaQueryEngine(query_engine, read_query_engine(query_engine), runtime or get_runtime(), passes)

@@ -1,0 +1,64 @@
+"""Streams between primitives: an LLM's output read while it is still being decoded.
+
+A streaming ``decode`` hands its consumers a ``TextStream`` at once and keeps appending to it; a
+``parse`` primitive waits only until the items it needs are complete. Items are the parse
+function's output on the text so far, cut at the last newline: a line-oriented parse (one item a
+line) gives the same items on that prefix as on the whole text, so no item is taken early wrongly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Callable
+
+ItemParser = Callable[[str], list]
+
+
+class TextStream:
+    """Text that grows as deltas arrive; readers wait for a condition on it or for its end."""
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.done = False
+        self.error: BaseException | None = None
+        self._changed = asyncio.Condition()
+
+    async def push(self, delta: str) -> None:
+        """Append a delta and wake the readers."""
+        async with self._changed:
+            self.text += delta
+            self._changed.notify_all()
+
+    async def finish(self, error: BaseException | None = None) -> None:
+        """Mark the end of the text (also on early stop) and wake the readers; ``error`` if the producer failed."""
+        async with self._changed:
+            self.done = True
+            self.error = error
+            self._changed.notify_all()
+
+    async def wait_until(self, ready: Callable[[str], bool]) -> str:
+        """The text once ``ready(text)`` holds or the stream has ended; raises the producer's error."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.done or ready(self.text))
+        if self.error is not None:
+            raise self.error
+        return self.text
+
+
+def complete_items(parse: ItemParser, text: str, done: bool) -> list:
+    """The items of ``text`` that can no longer change: all of them once the text is done,
+    else those on lines already ended by a newline."""
+    if done:
+        return parse(text)
+    return parse(text[: text.rfind("\n") + 1])
+
+
+async def read_items(parse: ItemParser, source: str | TextStream, items: tuple[int, int] | None) -> list:
+    """Items ``items`` (start, stop) of what ``parse`` finds in ``source``, as soon as they are final."""
+    if isinstance(source, str):
+        found = parse(source)
+    else:
+        stop = items[1] if items else None
+        await source.wait_until(lambda text: stop is not None and len(complete_items(parse, text, False)) >= stop)
+        found = complete_items(parse, source.text, source.done)
+    return found[items[0]:items[1]] if items else found
