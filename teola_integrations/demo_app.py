@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 
 from llama_index.core import StorageContext, VectorStoreIndex
+from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.retrievers import QueryFusionRetriever
@@ -28,6 +29,15 @@ def build_index(chunks: list[Chunk], embed_model: TeolaEmbedding,
     return VectorStoreIndex(nodes, embed_model=embed_model, show_progress=True)
 
 
+def lenient_choice_parse(answer: str, num_choices: int, raise_error: bool = False) -> tuple[list[int], list[float]]:
+    """LLMRerank's own parse, keeping every candidate in its fused order when the answer has no
+    parsable line: a 135M model rarely follows the choice-select format."""
+    numbers, relevances = default_parse_choice_select_answer_fn(answer, num_choices)
+    if numbers and len(numbers) == len(relevances):
+        return numbers, relevances
+    return list(range(1, num_choices + 1)), [float(num_choices - i) for i in range(num_choices)]
+
+
 AppKind = Literal["naive", "advanced", "refine"]
 
 
@@ -48,5 +58,5 @@ def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple",
         return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="refine")
     fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
                                   mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=False)
-    rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k)
+    rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k, parse_choice_select_answer_fn=lenient_choice_parse)
     return RetrieverQueryEngine.from_args(fusion, llm=llm, node_postprocessors=[rerank])

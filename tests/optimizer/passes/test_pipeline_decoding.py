@@ -1,0 +1,15 @@
+from teola.optimizer.ir import Ref
+from teola.optimizer.passes.pipeline_decoding import pipeline_decoding
+
+from .conftest import parse_queries
+
+
+def test_each_generated_query_gets_its_own_parse_and_the_decode_streams(primitives):
+    piped = pipeline_decoding(primitives)
+    decode = piped["expand.decode"]
+    assert decode.params["stream"] is True
+    assert decode.params["stop_after_items"] == (parse_queries, 3)
+    for j in range(3):
+        assert piped[f"retrieve_gen.embed@{j}"].inputs["text"] == Ref(f"expand[{j}:{j + 1}]", "queries")
+        assert piped[f"expand[{j}:{j + 1}]"].params["items"] == (j, j + 1)
+    assert piped["expand"].inputs["text"] == Ref("expand.decode", "text")  # the fusion still reads the whole list
