@@ -43,15 +43,19 @@ AppKind = Literal["naive", "advanced", "refine"]
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
                   corpus_limit: int | None = None, kind: AppKind = "naive") -> RetrieverQueryEngine:
-    """A RAG app over the demo corpus, on the chat LLM:
+    """A RAG app of ``kind`` (see ``build_app``) over the demo corpus, on Teola-backed engines."""
+    index = build_index(load_corpus(corpus_limit), TeolaEmbedding(), store)
+    return build_app(index, TeolaLLM(max_tokens=max_tokens), kind, top_k)
+
+
+def build_app(index: VectorStoreIndex, llm: TeolaLLM, kind: AppKind = "naive", top_k: int = 3) -> RetrieverQueryEngine:
+    """A query engine over ``index``, as a LlamaIndex user writes it:
 
     - naive: retrieve top-k, compact synthesis;
     - advanced: LlamaIndex's query fusion (the LLM writes 3 more queries, each retrieved top-k,
       reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
     - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer).
     """
-    llm = TeolaLLM(max_tokens=max_tokens)
-    index = build_index(load_corpus(corpus_limit), TeolaEmbedding(), store)
     if kind == "naive":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)
     if kind == "refine":

@@ -11,7 +11,7 @@ from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 
 from teola.runtime.errors import PrimitiveError
-from teola_integrations.demo_app import build_index
+from teola_integrations.demo_app import build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
 
 pytestmark = pytest.mark.engines
@@ -125,3 +125,25 @@ def test_components_not_on_teola_engines_run_unoptimized_with_one_log_line(index
     assert fast.fallbacks == [lines[0].removeprefix("teola: ")]
     question = questions[2].question
     _assert_same(query_engine.query(question), fast.query(question))
+
+
+@pytest.fixture(scope="session")
+def simple_index(corpus, embed_model):
+    return build_index(corpus, embed_model, store="simple")
+
+
+def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, questions):
+    query_engine = build_app(simple_index, llm, "advanced")
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    plan_ops = {n.name: n for n in fast.plan}
+    assert plan_ops["expand.decode"].params["stream"] and "synthesize.prefill_prefix" in plan_ops
+    unoptimized = optimize(query_engine, passes=())
+    for question in questions[:2]:
+        native = _warm_native(query_engine, question.question)
+        assert native.response != "Empty Response" and len(native.source_nodes) == 3
+        _assert_same(native, fast.query(question.question))
+        _assert_same(native, unoptimized.query(question.question))
+        spans = {s.node: s for s in fast.last_trace.spans}
+        # the original query was retrieved while the LLM was still writing the other queries
+        assert spans["retrieve0.search"].end < spans["expand.decode"].end

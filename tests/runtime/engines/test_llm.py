@@ -50,3 +50,30 @@ def test_asking_for_the_shared_engine_with_other_settings_is_refused(runtime, ll
     assert runtime.llm(max_model_len=2048) is runtime.llm()
     with pytest.raises(TeolaRuntimeError, match="already runs with .*max_model_len': 2048"):
         runtime.llm(max_model_len=4096)
+
+
+def test_a_warmed_prompt_prefix_is_reported_cached_by_the_full_request(runtime, llm):
+    import uuid
+
+    from teola.optimizer.ir import Node, Op
+    from teola.optimizer.values import PromptPrefix
+
+    scheduler = runtime.llm()
+    system = ChatMessage("system", f"Session {uuid.uuid4()}. " + "Answer only from the context given below. " * 6)
+
+    def prompt(context):
+        return Prompt(messages=(system, ChatMessage("user", f"Context:\n{context}\nQuestion: what does pass do?")))
+
+    warm = Node("s.prefill_prefix", Op.PREFILL, {}, ("tokens",), scheduler.name, {"warm": True})
+    warmed = runtime.run(scheduler.execute(warm, {"prompt": PromptPrefix(prompt("@CUT@"), "@CUT@")}))
+    full = scheduler.tokenize(prompt("pass is a null operation; nothing happens when it executes."))
+    assert len(warmed) >= 64 and full[:len(warmed)] == warmed  # a true prefix of the final prompt
+
+    async def cached_tokens(token_ids):
+        async for _, cached in scheduler.engine.generate(token_ids, Sampling(max_tokens=1)):
+            return cached
+
+    assert runtime.run(cached_tokens(full)) >= len(warmed) // 32 * 32 > 0
+    cold = scheduler.tokenize(Prompt(messages=(ChatMessage("system", f"Session {uuid.uuid4()}."),
+                                               ChatMessage("user", "What does pass do?"))))
+    assert runtime.run(cached_tokens(cold)) == 0
