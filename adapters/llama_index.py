@@ -22,7 +22,8 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.response_synthesizers import CompactAndRefine
 from llama_index.core.retrievers import QueryFusionRetriever, VectorIndexRetriever
 from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
-from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
+from llama_index.core.postprocessor import LLMRerank
+from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import VectorStoreQueryMode, VectorStoreQueryResult
 
@@ -80,12 +81,17 @@ def read_query_engine(query_engine: Any) -> AppReading:
         )
     reading = AppReading(Graph(inputs=("query_str",)))
     nodes_ref = _read_retriever(query_engine.retriever, reading)
+    most_nodes = _most_nodes(query_engine.retriever)
     for i, postprocessor in enumerate(query_engine._node_postprocessors):
         name = f"postprocess{i}"
-        reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes_ref, "query": QueryInput("query_str")},
-                               ("nodes",), params={"fn": _postprocess_fn(postprocessor),
-                                                   "label": type(postprocessor).__name__}))
+        if type(postprocessor) is LLMRerank and hasattr(postprocessor.llm, "teola_engine") and most_nodes:
+            _add_llm_rerank(reading, name, postprocessor, nodes_ref, most_nodes)
+        else:
+            reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes_ref, "query": QueryInput("query_str")},
+                                   ("nodes",), params={"fn": _postprocess_fn(postprocessor),
+                                                       "label": type(postprocessor).__name__}, after=(nodes_ref.node,)))
         nodes_ref = Ref(name, "nodes")
+        most_nodes = None  # a postprocessor may return any number of nodes
     _read_synthesizer(query_engine._response_synthesizer, nodes_ref, reading)
     reading.graph.set_output("response", Ref("synthesize", "response"))
     return reading
@@ -267,6 +273,70 @@ def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int
     return to_nodes
 
 
+def _most_nodes(retriever: Any) -> int | None:
+    """The most nodes ``retriever`` can return, where Teola reads it."""
+    if type(retriever) in (QueryFusionRetriever, VectorIndexRetriever):
+        return retriever.similarity_top_k
+    return None
+
+
+def _add_llm_rerank(reading: AppReading, name: str, rerank: LLMRerank, nodes: Ref, most_nodes: int) -> None:
+    """LLMRerank as one LLM call per batch of candidates (LlamaIndex runs them one after another;
+    their data are independent) and a join that parses, sorts and cuts as LLMRerank does."""
+    size = rerank.choice_batch_size
+    llm = rerank.llm
+    query = QueryInput("query_str")
+    join_inputs: dict[str, Source] = {"query": query, "nodes": nodes}
+    last = (nodes.node,)
+    for b, start in enumerate(range(0, most_nodes, size)):
+        reading.graph.add(Node(f"{name}.batch{b}", ModuleKind.GENERATE,
+                               {"query": query, "nodes": Ref(nodes.node, nodes.output, (start, start + size))}, ("text",),
+                               params={"llm_engine": llm.teola_engine, "sampling": llm.teola_sampling,
+                                       "build_prompt": _rerank_prompt_fn(rerank), "build_prefix": _rerank_prefix_fn(rerank),
+                                       "prefix_inputs": ("query",)}, after=last))
+        join_inputs[f"answer{b}"] = Ref(f"{name}.batch{b}", "text")
+        last = (f"{name}.batch{b}",)
+    reading.graph.add(Node(name, ModuleKind.POSTPROCESS, join_inputs, ("nodes",), params={
+        "fn": _rerank_join_fn(rerank), "label": "LLMRerank join", "runs_on_skipped": True, "pure": True}, after=last))
+
+
+def _rerank_prompt_fn(rerank: LLMRerank) -> Callable[..., Prompt | Any]:
+    """(query, one batch of candidates) -> the choice-select prompt LLMRerank sends for it."""
+
+    def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
+        if not nodes:
+            return SKIPPED
+        kwargs = rerank._get_predict_kwargs([n.node for n in nodes], query)
+        return _render(rerank.llm, rerank.choice_select_prompt, **kwargs)
+
+    return build_prompt
+
+
+def _rerank_prefix_fn(rerank: LLMRerank) -> Callable[[str], PromptPrefix]:
+    """query -> the choice-select prompt up to where the candidates go."""
+
+    def build_prefix(query: str) -> PromptPrefix:
+        kwargs = rerank._get_predict_kwargs([TextNode(text=CONTEXT_MARK)], query)
+        return PromptPrefix(_render(rerank.llm, rerank.choice_select_prompt, **kwargs), CONTEXT_MARK)
+
+    return build_prefix
+
+
+def _rerank_join_fn(rerank: LLMRerank) -> Callable[..., list[NodeWithScore]]:
+    """Each batch's answer parsed against its candidates, then sorted and cut to top_n, as LLMRerank does."""
+
+    def join(query: str, nodes: list[NodeWithScore], **answers: Any) -> list[NodeWithScore]:
+        if not nodes:
+            return []
+        results: list[NodeWithScore] = []
+        for b, batch in enumerate(rerank._get_node_batches(nodes)):
+            raw = rerank.llm._parse_output(answers[f"answer{b}"])
+            results.extend(rerank._parse_raw_response(raw, batch))
+        return sorted(results, key=lambda x: x.score or 0.0, reverse=True)[: rerank.top_n]
+
+    return join
+
+
 def _postprocess_fn(postprocessor: Any) -> Callable[..., list[NodeWithScore]]:
     def postprocess(nodes: list[NodeWithScore], query: str) -> list[NodeWithScore]:
         return postprocessor.postprocess_nodes(nodes, query_bundle=QueryBundle(query))
@@ -303,11 +373,11 @@ def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
     return None
 
 
-def _render(llm: Any, template: Any, context: str) -> Prompt:
-    """A template with its context filled in, as the LLM's predict() would send it."""
+def _render(llm: Any, template: Any, **variables: Any) -> Prompt:
+    """A template with its variables filled in, as the LLM's predict() would send it."""
     if llm.metadata.is_chat_model:
-        return to_prompt(llm._get_messages(template, context_str=context))
-    return Prompt(text=llm._get_prompt(template, context_str=context))
+        return to_prompt(llm._get_messages(template, **variables))
+    return Prompt(text=llm._get_prompt(template, **variables))
 
 
 def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
@@ -328,7 +398,7 @@ def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
         if len(chunks) != 1:
             log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
             return SKIPPED
-        return _render(synth._llm, synth._text_qa_template.partial_format(query_str=query), chunks[0])
+        return _render(synth._llm, synth._text_qa_template.partial_format(query_str=query), context_str=chunks[0])
 
     return build_prompt
 
@@ -342,7 +412,7 @@ def _compact_prefix_fn(synth: CompactAndRefine) -> Callable[[str], PromptPrefix]
 
     def build_prefix(query: str) -> PromptPrefix:
         template = synth._text_qa_template.partial_format(query_str=query)
-        return PromptPrefix(_render(synth._llm, template, CONTEXT_MARK), CONTEXT_MARK)
+        return PromptPrefix(_render(synth._llm, template, context_str=CONTEXT_MARK), CONTEXT_MARK)
 
     return build_prefix
 

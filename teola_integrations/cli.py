@@ -1,4 +1,5 @@
-"""The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app) and ``teola overhead``."""
+"""The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app), ``teola bench``
+(apps, pass ablation, critical-path floor, Poisson load) and ``teola overhead``."""
 
 from __future__ import annotations
 
@@ -43,6 +44,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 0 if all(r.same_text and r.same_sources for r in results) else 1
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from teola_integrations import benchmark
+    from teola_integrations.data import load_corpus, load_questions
+    from teola_integrations.demo_app import build_app, build_index
+    from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
+
+    print("starting the engines and indexing the corpus ...", flush=True)
+    index = build_index(load_corpus(), TeolaEmbedding())
+    llm = TeolaLLM(max_tokens=args.max_tokens)
+    apps = {kind: build_app(index, llm, kind, args.top_k) for kind in args.apps}
+    questions = [q.question for q in load_questions()][: args.questions]
+    report: dict = {"machine": platform.platform(), "python": sys.version.split()[0],
+                    "settings": {k: v for k, v in vars(args).items() if k != "run"}}
+    if "single" in args.parts:
+        report["single"] = {kind: benchmark.single_query(app, questions, args.repeats) for kind, app in apps.items()}
+    if "ablation" in args.parts and "advanced" in apps:
+        report["ablation"] = benchmark.ablation(apps["advanced"], questions[: args.ablation_questions], args.repeats)
+    if "critical_path" in args.parts:
+        report["critical_path"] = {kind: benchmark.critical_path_floor(app, questions[: args.ablation_questions], args.repeats)
+                                   for kind, app in apps.items()}
+    if "load" in args.parts:
+        report["load"] = {}
+        for kind, app in apps.items():
+            single = report.get("single", {}).get(kind)
+            base = single["native_ms"] / 1e3 if single else 2.0
+            rates = args.rates or [0.5 / base, 1.0 / base]
+            report["load"][kind] = benchmark.load(app, questions, rates, args.load_queries)
+    print(benchmark.format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
 def _overhead(args: argparse.Namespace) -> int:
     from teola_integrations.overhead import measure_overhead
 
@@ -64,6 +99,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--show-answers", type=int, default=3, help="print this many answers")
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(run=_demo)
+    bench = sub.add_parser("bench", help="native vs Teola on naive, advanced and refine RAG: latency, ablation, floor, load")
+    bench.add_argument("--apps", nargs="+", choices=["naive", "advanced", "refine"], default=["naive", "advanced", "refine"])
+    bench.add_argument("--parts", nargs="+", choices=["single", "ablation", "critical_path", "load"],
+                       default=["single", "ablation", "critical_path", "load"])
+    bench.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
+    bench.add_argument("--ablation-questions", type=int, default=4, help="questions for the ablation and the floor")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--top-k", type=int, default=3)
+    bench.add_argument("--max-tokens", type=int, default=64)
+    bench.add_argument("--load-queries", type=int, default=16, help="queries per rate and mode")
+    bench.add_argument("--rates", type=float, nargs="+", help="arrival rates (queries/s); default 0.5x and 1x "
+                       "the native single-query rate of each app")
+    bench.add_argument("--json", help="also write the results to this JSON file")
+    bench.set_defaults(run=_bench)
     overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")
     overhead.add_argument("--queries", type=int, default=1000)
     overhead.set_defaults(run=_overhead)

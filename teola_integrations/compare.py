@@ -37,33 +37,46 @@ def _sources(response: Any) -> list[str]:
     return [n.node.node_id for n in response.source_nodes]
 
 
+def interleave(modes: dict[str, Callable[[str], Any]], questions: list[str], repeats: int = 3,
+               desc: str = "interleaved") -> list[dict[str, Any]]:
+    """Run every question ``repeats`` times in every mode, rotating which mode goes first, in one process.
+
+    The first mode is the reference: each question is asked of it once, unmeasured, before the
+    repeats. vLLM computes a prompt whose prefix is already cached along another path than a cold
+    one, and at a near-tie greedy decoding can then pick another token (a native cold run and a
+    native warm run can differ); warming first makes every measured run see the same cache state.
+    Returns per question: ``latency`` (mode -> seconds per repeat), ``same_text`` and
+    ``same_sources`` (mode -> equal to the reference in every repeat), and the reference's ``answer``.
+    """
+    names = list(modes)
+    rows = []
+    with tqdm(total=len(questions) * (repeats * len(names) + 1), desc=desc, unit="query") as bar:
+        for question in questions:
+            modes[names[0]](question)
+            bar.update()
+            row = {"question": question, "latency": {n: [] for n in names},
+                   "same_text": dict.fromkeys(names, True), "same_sources": dict.fromkeys(names, True)}
+            for repeat in range(repeats):
+                responses = {}
+                for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+                    latency, responses[name] = _timed(modes[name], question)
+                    row["latency"][name].append(latency)
+                    bar.update()
+                reference = responses[names[0]]
+                for name in names:
+                    row["same_text"][name] &= str(responses[name]) == str(reference)
+                    row["same_sources"][name] &= _sources(responses[name]) == _sources(reference)
+                row["answer"] = str(reference)
+            rows.append(row)
+    return rows
+
+
 def compare(native: Callable[[str], Any], teola: Callable[[str], Any], questions: list[str],
             repeats: int = 3) -> list[QuestionResult]:
-    """Run every question ``repeats`` times on both, alternating which goes first, in one process.
-
-    Each question is asked once, unmeasured, before its repeats: vLLM computes a prompt whose
-    prefix is already cached along another path than a cold one, and at a near-tie greedy
-    decoding can then pick another token (a native cold run and a native warm run can differ).
-    Warming first makes every measured run, native or Teola, see the same cache state.
-    """
-    results = []
-    with tqdm(total=len(questions) * (repeats * 2 + 1), desc="native vs teola", unit="query") as bar:
-        for question in questions:
-            native(question)
-            bar.update()
-            result = QuestionResult(question)
-            for repeat in range(repeats):
-                order = [("native", native), ("teola", teola)]
-                responses = {}
-                for name, query in order if repeat % 2 == 0 else reversed(order):
-                    latency, responses[name] = _timed(query, question)
-                    getattr(result, name).append(latency)
-                    bar.update()
-                result.same_text &= str(responses["native"]) == str(responses["teola"])
-                result.same_sources &= _sources(responses["native"]) == _sources(responses["teola"])
-                result.answer = str(responses["teola"])
-            results.append(result)
-    return results
+    """Native and Teola on the same questions, interleaved (see ``interleave``)."""
+    rows = interleave({"native": native, "teola": teola}, questions, repeats, desc="native vs teola")
+    return [QuestionResult(row["question"], row["latency"]["native"], row["latency"]["teola"],
+                           row["same_text"]["teola"], row["same_sources"]["teola"], row["answer"]) for row in rows]
 
 
 def spread(values: list[float]) -> tuple[float, float, float]:
