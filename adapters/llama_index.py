@@ -15,6 +15,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
+from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import MessageRole
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
@@ -73,13 +74,23 @@ class AppReading:
 
 
 def read_query_engine(query_engine: Any) -> AppReading:
-    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize."""
-    if not isinstance(query_engine, RetrieverQueryEngine):
+    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize.
+
+    Any other LlamaIndex query engine (TransformQueryEngine for HyDE, SubQuestionQueryEngine ...)
+    runs whole, unchanged, as one call.
+    """
+    if not isinstance(query_engine, BaseQueryEngine):
         raise UnsupportedPipelineError(
-            f"optimize() takes a llama_index RetrieverQueryEngine (for example index.as_query_engine()), "
+            f"optimize() takes a llama_index query engine (for example index.as_query_engine()), "
             f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
         )
     reading = AppReading(Graph(inputs=("query_str",)))
+    if not isinstance(query_engine, RetrieverQueryEngine):
+        _fallback(reading, query_engine, "Teola lowers RetrieverQueryEngine pipelines so far")
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("response",), params={
+            "fn": lambda query: query_engine.query(query), "label": type(query_engine).__name__}))
+        reading.graph.set_output("response", Ref("synthesize", "response"))
+        return reading
     nodes_ref = _read_retriever(query_engine.retriever, reading)
     most_nodes = _most_nodes(query_engine.retriever)
     for i, postprocessor in enumerate(query_engine._node_postprocessors):

@@ -8,7 +8,9 @@ from llama_index.core import get_response_synthesizer
 from llama_index.core.indices.prompt_helper import PromptHelper
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
+from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
+from llama_index.core.query_engine import TransformQueryEngine
 
 from teola.runtime.errors import PrimitiveError
 from teola_integrations.demo_app import build_app, build_index
@@ -112,7 +114,7 @@ def test_concurrent_queries_get_their_own_answers_and_a_failure_stays_alone(inde
 
 
 def test_unreadable_objects_get_a_clear_error():
-    with pytest.raises(UnsupportedPipelineError, match="takes a llama_index RetrieverQueryEngine.*got builtins.dict"):
+    with pytest.raises(UnsupportedPipelineError, match="takes a llama_index query engine.*got builtins.dict"):
         optimize({"not": "a query engine"})
 
 
@@ -145,5 +147,21 @@ def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, question
         _assert_same(native, fast.query(question.question))
         _assert_same(native, unoptimized.query(question.question))
         spans = {s.node: s for s in fast.last_trace.spans}
-        # the original query was retrieved while the LLM was still writing the other queries
+        # the original query was retrieved while the LLM was still writing the other queries,
+        # and the two rerank calls LlamaIndex makes one after the other ran together
         assert spans["retrieve0.search"].end < spans["expand.decode"].end
+        assert spans["postprocess0.batch1"].start < spans["postprocess0.batch0"].end
+
+
+@pytest.mark.parametrize("kind", ["refine", "hyde"])
+def test_pipelines_teola_does_not_lower_yet_run_unchanged_with_one_log_line(simple_index, llm, questions, kind, caplog):
+    if kind == "refine":
+        query_engine, component = build_app(simple_index, llm, "refine"), "Refine"
+    else:
+        hyde = HyDEQueryTransform(llm=llm, include_original=True)
+        query_engine, component = TransformQueryEngine(build_app(simple_index, llm), query_transform=hyde), "TransformQueryEngine"
+    with caplog.at_level(logging.WARNING, logger="teola"):
+        fast = optimize(query_engine)
+    assert len(fast.fallbacks) == 1 and fast.fallbacks[0].startswith(f"{component} runs unoptimized")
+    question = questions[3].question
+    _assert_same(_warm_native(query_engine, question), fast.query(question))
