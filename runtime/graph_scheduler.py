@@ -115,16 +115,16 @@ class GraphScheduler:
             if not future.done():
                 future.set_exception(exc)
 
-
     async def _stream(self, node: Node, args: dict[str, Any], priority: tuple[int, int],
                       future: asyncio.Future) -> None:
         """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
         stream = TextStream()
         future.set_result({node.outputs[0]: stream})
         stop_after = node.params.get("stop_after_items")
-        deltas = self.engines[node.engine].stream(node, args, priority)
+        deltas = None
         error: BaseException | None = None
         try:
+            deltas = self.engines[node.engine].stream(node, args, priority)
             async for delta in deltas:
                 await stream.push(delta)
                 if stop_after and len(complete_items(stop_after[0], stream.text, False)) >= stop_after[1]:
@@ -133,7 +133,8 @@ class GraphScheduler:
             error = PrimitiveError(node.name, node.op.value, node.engine, exc)
             raise error from exc
         finally:
-            await deltas.aclose()  # an engine stream left early aborts its request
+            if deltas is not None:
+                await deltas.aclose()  # an engine stream left early aborts its request
             await stream.finish(error)
 
 

@@ -133,3 +133,43 @@ def test_primitives_reach_engines_with_their_distance_from_the_output_as_priorit
 
     asyncio.run(GraphScheduler(g, {"sleep": Recorder()}).run({"query_str": "q"}, priority=3))
     assert seen == {"d": (3, -2), "a": (3, -1), "b": (3, -1), "c": (3, 0)}
+
+
+class BrokenStream(EngineScheduler):
+    """Streams two lines, then its engine fails."""
+
+    def __init__(self) -> None:
+        super().__init__("llm")
+
+    async def execute(self, node, args, priority=0):
+        raise AssertionError("a streaming node must be streamed")
+
+    async def stream(self, node, args, priority=0):
+        yield "one\ntwo\n"
+        raise RuntimeError("engine died mid-stream")
+
+
+def _streamed_plan(engine: str) -> Graph:
+    def lines(text):
+        return text.split()
+
+    g = Graph()
+    g.add(Node("decode", Op.DECODE, {"q": QueryInput("query_str")}, ("text",), engine, {"stream": True}))
+    g.add(Node("first", Op.PARSE, {"text": Ref("decode", "text")}, ("items",), "callable", {"fn": lines, "items": (0, 1)}))
+    g.add(Node("all", Op.PARSE, {"text": Ref("decode", "text")}, ("items",), "callable", {"fn": lines}))
+    g.add(Node("join", Op.CALL, {"a": Ref("first", "items"), "b": Ref("all", "items")}, ("out",), "callable",
+               {"fn": lambda a, b: (a, b)}))
+    g.set_output("out", Ref("join", "out"))
+    return g
+
+
+def test_a_stream_that_fails_midway_fails_its_query_naming_the_decode_not_a_partial_answer():
+    engines = {"llm": BrokenStream(), "callable": CallablePool()}
+    with pytest.raises(PrimitiveError, match="primitive 'decode' .*engine died mid-stream"):
+        asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan("llm"), engines).run({"query_str": "q"}), 5))
+
+
+def test_a_streaming_node_on_an_engine_that_cannot_stream_fails_instead_of_hanging():
+    engines = {"sleep": SleepEngine(), "callable": CallablePool()}
+    with pytest.raises(PrimitiveError, match="does not stream"):
+        asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan("sleep"), engines).run({"query_str": "q"}), 5))
