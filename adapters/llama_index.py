@@ -20,7 +20,7 @@ from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import MessageRole
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
 from llama_index.core.query_engine import RetrieverQueryEngine
-from llama_index.core.response_synthesizers import CompactAndRefine
+from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummarize
 from llama_index.core.retrievers import QueryFusionRetriever, VectorIndexRetriever
 from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.postprocessor import LLMRerank
@@ -364,19 +364,22 @@ def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
             "fn": lambda query, nodes: synth.synthesize(query=query, nodes=nodes), "label": type(synth).__name__}))
         return
     llm = synth._llm
+    tree = type(synth) is TreeSummarize
+    template = synth._summary_template if tree else synth._text_qa_template
     reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, inputs, ("response",), params={
         "llm_engine": llm.teola_engine,
         "sampling": llm.teola_sampling,
-        "build_prompt": _compact_prompt_fn(synth),
-        "build_prefix": _compact_prefix_fn(synth),
+        "build_prompt": _tree_prompts_fn(synth) if tree else _compact_prompt_fn(synth),
+        "build_prefix": _template_prefix_fn(llm, template),
         "prefix_inputs": ("query",),
-        "finish": _compact_finish_fn(synth),
+        "finish": _tree_finish_fn(synth) if tree else _compact_finish_fn(synth),
+        "batch": tree,
     }))
 
 
 def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
-    if type(synth) is not CompactAndRefine:
-        return "Teola lowers the 'compact' response mode so far"
+    if type(synth) not in (CompactAndRefine, TreeSummarize):
+        return "Teola lowers the 'compact' and 'tree_summarize' response modes so far"
     if synth._streaming or synth._output_cls is not None or synth._structured_answer_filtering or synth._multimodal:
         return "streaming, structured output or answer filtering"
     if not hasattr(synth._llm, "teola_engine"):
@@ -417,13 +420,12 @@ def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
 CONTEXT_MARK = "\u27e6teola:context\u27e7"
 
 
-def _compact_prefix_fn(synth: CompactAndRefine) -> Callable[[str], PromptPrefix]:
-    """query -> the part of compact mode's prompt before the context: the user's template rendered
+def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:
+    """query -> the part of a synthesis prompt before the context: the user's template rendered
     with a marker where the context goes, cut there by the engine."""
 
     def build_prefix(query: str) -> PromptPrefix:
-        template = synth._text_qa_template.partial_format(query_str=query)
-        return PromptPrefix(_render(synth._llm, template, context_str=CONTEXT_MARK), CONTEXT_MARK)
+        return PromptPrefix(_render(llm, template.partial_format(query_str=query), context_str=CONTEXT_MARK), CONTEXT_MARK)
 
     return build_prefix
 
@@ -435,6 +437,38 @@ def _compact_finish_fn(synth: CompactAndRefine) -> Callable[..., Any]:
         if answer is SKIPPED:
             return synth.synthesize(query=query, nodes=nodes)
         response = synth._llm._parse_output(answer) or "Empty Response"
+        return synth._prepare_response_output(response, list(nodes))
+
+    return finish
+
+
+def _tree_prompts_fn(synth: TreeSummarize) -> Callable[..., list[Prompt] | Any]:
+    """(query, nodes) -> the prompts of tree_summarize's first level, one per repacked chunk.
+
+    LlamaIndex sends them one after another (use_async=False); they are independent, so Teola
+    sends them together. ``SKIPPED`` when there are no nodes.
+    """
+
+    def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
+        if not nodes:
+            return SKIPPED
+        template = synth._summary_template.partial_format(query_str=query)
+        texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+        chunks = synth._prompt_helper.repack(template, text_chunks=texts, llm=synth._llm)
+        return [_render(synth._llm, template, context_str=chunk) for chunk in chunks]
+
+    return build_prompts
+
+
+def _tree_finish_fn(synth: TreeSummarize) -> Callable[..., Any]:
+    """(query, nodes, first-level answers) -> the Response: one answer is the response; several are
+    summarized further by the native tree_summarize, exactly as its recursion would."""
+
+    def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+        if answer is SKIPPED:
+            return synth.synthesize(query=query, nodes=nodes)
+        summaries = [synth._llm._parse_output(text) for text in answer]
+        response = summaries[0] if len(summaries) == 1 else synth.get_response(query_str=query, text_chunks=summaries)
         return synth._prepare_response_output(response, list(nodes))
 
     return finish

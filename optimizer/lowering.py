@@ -9,7 +9,8 @@ Module params the rules read:
 - retrieve: ``embed_engine``, ``index_engine``, ``top_k``, ``to_nodes``; ``batch`` when its
   ``query`` input is a list of texts (one retrieval each);
 - synthesize: ``llm_engine``, ``sampling``, ``build_prompt``, ``finish``, and optionally
-  ``build_prefix`` (the prompt's early-known prefix, for prefill splitting);
+  ``build_prefix`` (the prompt's early-known prefix, for prefill splitting) and ``batch`` (the
+  prompt is a list of independent prompts, prefilled and decoded together);
 - generate: ``llm_engine``, ``sampling``, ``build_prompt``; with ``parse`` (text -> items) and
   ``max_items`` its output is a list of items, parsed line by line;
 - fuse, postprocess, call: ``fn``.
@@ -42,6 +43,7 @@ def _llm_call(module: Node, prompt_inputs: Mapping[str, Source], decode_name: st
               decode_outputs: tuple[str, ...]) -> list[Node]:
     """prompt -> prefill -> decode for one LLM call of ``module``."""
     p = module.params
+    batch = {"batch": True} if p.get("batch") else {}
     prompt_params = {"fn": p["build_prompt"], "pure": True}
     if "build_prefix" in p:
         prompt_params["build_prefix"] = p["build_prefix"]
@@ -49,9 +51,9 @@ def _llm_call(module: Node, prompt_inputs: Mapping[str, Source], decode_name: st
     return [
         Node(f"{module.name}.prompt", Op.PROMPT, prompt_inputs, ("prompt",), CALLABLE_ENGINE, prompt_params),
         Node(f"{module.name}.prefill", Op.PREFILL, {"prompt": Ref(f"{module.name}.prompt", "prompt")}, ("tokens",),
-             p["llm_engine"]),
+             p["llm_engine"], batch),
         Node(decode_name, Op.DECODE, {"tokens": Ref(f"{module.name}.prefill", "tokens")}, decode_outputs,
-             p["llm_engine"], {"sampling": p["sampling"]}),
+             p["llm_engine"], {"sampling": p["sampling"], **batch}),
     ]
 
 

@@ -152,7 +152,8 @@ class LLMScheduler(EngineScheduler):
 
     ``prefill`` turns a prompt into token IDs; given a ``PromptPrefix`` with ``params['warm']`` it
     sends the prefix's tokens ahead (max_tokens=1) so their KV lands in the prefix cache before the
-    full prompt arrives. ``decode`` generates from token IDs, whole or streamed. Each request
+    full prompt arrives. ``decode`` generates from token IDs, whole or streamed. With
+    ``params['batch']`` both work on lists (independent prompts sent together). Each request
     reaches vLLM with its primitive's priority (vLLM's priority scheduler: lower runs first).
     """
 
@@ -166,8 +167,13 @@ class LLMScheduler(EngineScheduler):
             if token_ids:
                 await self.engine.complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
             return token_ids
+        if node.op is Op.PREFILL and node.params.get("batch"):
+            return [self.tokenize(prompt) for prompt in args["prompt"]]
         if node.op is Op.PREFILL:
             return self.tokenize(args["prompt"])
+        if node.op is Op.DECODE and node.params.get("batch"):
+            return list(await asyncio.gather(*(self.engine.complete(tokens, node.params["sampling"], vllm_priority(priority))
+                                               for tokens in args["tokens"])))
         if node.op is Op.DECODE:
             return await self.engine.complete(args["tokens"], node.params["sampling"], vllm_priority(priority))
         raise ValueError(f"the LLM engine runs prefill and decode primitives, not {node.op.value!r} ({node.name})")

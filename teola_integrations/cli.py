@@ -99,8 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--show-answers", type=int, default=3, help="print this many answers")
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(run=_demo)
-    bench = sub.add_parser("bench", help="native vs Teola on naive, advanced and refine RAG: latency, ablation, floor, load")
-    bench.add_argument("--apps", nargs="+", choices=["naive", "advanced", "refine"], default=["naive", "advanced", "refine"])
+    bench = sub.add_parser("bench", help="native vs Teola on RAG apps (naive, advanced, tree_summarize, refine): latency, "
+                           "ablation, floor, load")
+    bench.add_argument("--apps", nargs="+", choices=["naive", "advanced", "refine", "tree"],
+                       default=["naive", "advanced", "tree"])
     bench.add_argument("--parts", nargs="+", choices=["single", "ablation", "critical_path", "load"],
                        default=["single", "ablation", "critical_path", "load"])
     bench.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")

@@ -38,7 +38,7 @@ def lenient_choice_parse(answer: str, num_choices: int, raise_error: bool = Fals
     return list(range(1, num_choices + 1)), [float(num_choices - i) for i in range(num_choices)]
 
 
-AppKind = Literal["naive", "advanced", "refine"]
+AppKind = Literal["naive", "advanced", "refine", "tree"]
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -54,12 +54,16 @@ def build_app(index: VectorStoreIndex, llm: TeolaLLM, kind: AppKind = "naive", t
     - naive: retrieve top-k, compact synthesis;
     - advanced: LlamaIndex's query fusion (the LLM writes 3 more queries, each retrieved top-k,
       reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
-    - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer).
+    - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer);
+    - tree: retrieve 2k, tree_summarize synthesis (the chunks, repacked to fill the context window,
+      are summarized one by one, then the summaries are summarized).
     """
     if kind == "naive":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)
     if kind == "refine":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="refine")
+    if kind == "tree":
+        return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize")
     fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
                                   mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=False)
     rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k, parse_choice_select_answer_fn=lenient_choice_parse)

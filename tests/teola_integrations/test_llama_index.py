@@ -165,3 +165,17 @@ def test_pipelines_teola_does_not_lower_yet_run_unchanged_with_one_log_line(simp
     assert len(fast.fallbacks) == 1 and fast.fallbacks[0].startswith(f"{component} runs unoptimized")
     question = questions[3].question
     _assert_same(_warm_native(query_engine, question), fast.query(question))
+
+
+def test_tree_summarize_sends_its_first_level_together_and_matches_native(simple_index, llm, questions):
+    synth = get_response_synthesizer(llm=llm, response_mode="tree_summarize",
+                                     prompt_helper=PromptHelper(context_window=1100, num_output=48))
+    query_engine = simple_index.as_query_engine(llm=llm, similarity_top_k=4, response_synthesizer=synth)
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    question = questions[1].question
+    native = _warm_native(query_engine, question)
+    _assert_same(native, fast.query(question))
+    prompts = fast.plan["synthesize.prompt"].params["fn"](question, native.source_nodes)
+    assert len(prompts) >= 2  # several chunks: summarized together, then by the native recursion
+    assert "synthesize.decode" in {s.node for s in fast.last_trace.spans}
