@@ -19,7 +19,9 @@ from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import MessageRole
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
-from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.base.embeddings.base import mean_agg
+from llama_index.core.indices.query.query_transform import HyDEQueryTransform
+from llama_index.core.query_engine import RetrieverQueryEngine, TransformQueryEngine
 from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummarize
 from llama_index.core.retrievers import QueryFusionRetriever, VectorIndexRetriever
 from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
@@ -74,10 +76,11 @@ class AppReading:
 
 
 def read_query_engine(query_engine: Any) -> AppReading:
-    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize.
+    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize,
+    or a HyDE ``TransformQueryEngine`` around one: hypothetical document -> retrieve by the mean
+    embedding of it and the query -> postprocess* -> synthesize.
 
-    Any other LlamaIndex query engine (TransformQueryEngine for HyDE, SubQuestionQueryEngine ...)
-    runs whole, unchanged, as one call.
+    Any other LlamaIndex query engine (SubQuestionQueryEngine ...) runs whole, unchanged, as one call.
     """
     if not isinstance(query_engine, BaseQueryEngine):
         raise UnsupportedPipelineError(
@@ -85,13 +88,17 @@ def read_query_engine(query_engine: Any) -> AppReading:
             f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
         )
     reading = AppReading(Graph(inputs=("query_str",)))
+    embedding_texts = None
+    if type(query_engine) is TransformQueryEngine and _is_readable_hyde(query_engine):
+        embedding_texts = _add_hyde(reading, query_engine._query_transform)
+        query_engine = query_engine._query_engine
     if not isinstance(query_engine, RetrieverQueryEngine):
-        _fallback(reading, query_engine, "Teola lowers RetrieverQueryEngine pipelines so far")
+        _fallback(reading, query_engine, "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far")
         reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("response",), params={
             "fn": lambda query: query_engine.query(query), "label": type(query_engine).__name__}))
         reading.graph.set_output("response", Ref("synthesize", "response"))
         return reading
-    nodes_ref = _read_retriever(query_engine.retriever, reading)
+    nodes_ref = _read_retriever(query_engine.retriever, reading, embedding_texts)
     most_nodes = _most_nodes(query_engine.retriever)
     for i, postprocessor in enumerate(query_engine._node_postprocessors):
         name = f"postprocess{i}"
@@ -114,7 +121,34 @@ def _fallback(reading: AppReading, component: Any, why: str) -> None:
     reading.fallbacks.append(message)
 
 
-def _read_retriever(retriever: Any, reading: AppReading) -> Ref:
+def _is_readable_hyde(engine: TransformQueryEngine) -> bool:
+    inner = engine._query_engine
+    return (type(engine._query_transform) is HyDEQueryTransform and hasattr(engine._query_transform._llm, "teola_engine")
+            and type(inner) is RetrieverQueryEngine and not _why_not_optimizable_retriever(inner.retriever))
+
+
+def _add_hyde(reading: AppReading, hyde: HyDEQueryTransform) -> Ref:
+    """The LLM writes a hypothetical answer document; it (and the query, if included) are what
+    the retriever embeds, as HyDEQueryTransform's query bundle asks."""
+    llm = hyde._llm
+    reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",), params={
+        "llm_engine": llm.teola_engine, "sampling": llm.teola_sampling,
+        "build_prompt": lambda query: _render(llm, hyde._hyde_prompt, context_str=query)}))
+
+    def embedding_texts(query: str, text: str) -> list[str]:
+        document = llm._parse_output(text)
+        return [document, *QueryBundle(query).embedding_strs] if hyde._include_original else [document]
+
+    reading.graph.add(Node("hyde", ModuleKind.CALL, {"query": QueryInput("query_str"), "text": Ref("hyde.generate", "text")},
+                           ("texts",), params={"fn": embedding_texts, "label": "HyDE embedding texts", "pure": True}))
+    return Ref("hyde", "texts")
+
+
+def _read_retriever(retriever: Any, reading: AppReading, embedding_texts: Ref | None = None) -> Ref:
+    if embedding_texts is not None:
+        _add_vector_retrieve(reading, "retrieve", retriever, QueryInput("query_str"), embedding_texts=embedding_texts,
+                             after=("hyde",))
+        return Ref("retrieve", "nodes")
     if type(retriever) is QueryFusionRetriever:
         why = _why_not_optimizable_fusion(retriever)
         if not why:
@@ -131,19 +165,25 @@ def _read_retriever(retriever: Any, reading: AppReading) -> Ref:
 
 
 def _add_vector_retrieve(reading: AppReading, name: str, retriever: VectorIndexRetriever, query: Source,
-                         batch: bool = False, after: tuple[str, ...] = ()) -> None:
-    """A retrieve module for ``retriever``; with ``batch`` its query input is a list of texts."""
+                         batch: bool = False, after: tuple[str, ...] = (), embedding_texts: Ref | None = None) -> None:
+    """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts; with
+    ``embedding_texts`` it searches by the mean embedding of those texts (a custom query bundle)."""
     store = retriever._vector_store
     index = _index_source(store, retriever._node_ids)
     if index.name not in {i.name for i in reading.indexes}:
         reading.indexes.append(index)
-    reading.graph.add(Node(name, ModuleKind.RETRIEVE, {"query": query}, ("nodes",), params={
+    inputs: dict[str, Source] = {"query": query}
+    params = {
         "embed_engine": retriever._embed_model.teola_engine,
         "index_engine": index.name,
         "top_k": retriever._similarity_top_k,
         "to_nodes": _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict)),
         "batch": batch,
-    }, after=after))
+    }
+    if embedding_texts is not None:
+        inputs["embedding_texts"] = embedding_texts
+        params["aggregate"] = mean_agg
+    reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), params=params, after=after))
 
 
 def _why_not_optimizable_fusion(retriever: QueryFusionRetriever) -> str | None:

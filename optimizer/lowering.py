@@ -7,7 +7,8 @@ produces its outputs, and the other primitives get ``<module>.<step>`` names. A 
 
 Module params the rules read:
 - retrieve: ``embed_engine``, ``index_engine``, ``top_k``, ``to_nodes``; ``batch`` when its
-  ``query`` input is a list of texts (one retrieval each);
+  ``query`` input is a list of texts (one retrieval each); ``aggregate`` (embeddings -> one) when it
+  searches by the texts of its ``embedding_texts`` input rather than by its query;
 - synthesize: ``llm_engine``, ``sampling``, ``build_prompt``, ``finish``, and optionally
   ``build_prefix`` (the prompt's early-known prefix, for prefill splitting) and ``batch`` (the
   prompt is a list of independent prompts, prefilled and decoded together);
@@ -29,6 +30,8 @@ CALLABLE_ENGINE = EngineKind.CALLABLE.value
 def _lower_retrieve(module: Node) -> list[Node]:
     """query text(s) -> embed -> search -> node objects (built by the framework's own mapping)."""
     p = module.params
+    if "aggregate" in p:
+        return _lower_aggregate_retrieve(module)
     batch = {"batch": True} if p.get("batch") else {}
     return [
         Node(f"{module.name}.embed", Op.EMBED, {"text": module.inputs["query"]}, ("vector",), p["embed_engine"], batch),
@@ -36,6 +39,21 @@ def _lower_retrieve(module: Node) -> list[Node]:
              p["index_engine"], {"top_k": p["top_k"], **batch}),
         Node(module.name, Op.CALL, {"hits": Ref(f"{module.name}.search", "hits"), "query": module.inputs["query"]},
              module.outputs, CALLABLE_ENGINE, {"fn": p["to_nodes"], "label": "hits to nodes", "pure": True, **batch}),
+    ]
+
+
+def _lower_aggregate_retrieve(module: Node) -> list[Node]:
+    """embedding texts -> embed each -> aggregate (mean) -> search -> node objects for the query."""
+    p = module.params
+    return [
+        Node(f"{module.name}.embed", Op.EMBED, {"text": module.inputs["embedding_texts"]}, ("vector",), p["embed_engine"],
+             {"batch": True}),
+        Node(f"{module.name}.aggregate", Op.FUSE, {"embeddings": Ref(f"{module.name}.embed", "vector")}, ("vector",),
+             CALLABLE_ENGINE, {"fn": p["aggregate"], "label": "aggregate embeddings", "pure": True}),
+        Node(f"{module.name}.search", Op.SEARCH, {"vector": Ref(f"{module.name}.aggregate", "vector")}, ("hits",),
+             p["index_engine"], {"top_k": p["top_k"]}),
+        Node(module.name, Op.CALL, {"hits": Ref(f"{module.name}.search", "hits"), "query": module.inputs["query"]},
+             module.outputs, CALLABLE_ENGINE, {"fn": p["to_nodes"], "label": "hits to nodes", "pure": True}),
     ]
 
 

@@ -10,7 +10,8 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
-from llama_index.core.query_engine import TransformQueryEngine
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.query_engine import CustomQueryEngine, TransformQueryEngine
 
 from teola.runtime.errors import PrimitiveError
 from teola_integrations.demo_app import build_app, build_index
@@ -153,18 +154,22 @@ def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, question
         assert spans["postprocess0.batch1"].start < spans["postprocess0.batch0"].end
 
 
-@pytest.mark.parametrize("kind", ["refine", "hyde"])
-def test_pipelines_teola_does_not_lower_yet_run_unchanged_with_one_log_line(simple_index, llm, questions, kind, caplog):
-    if kind == "refine":
-        query_engine, component = build_app(simple_index, llm, "refine"), "Refine"
-    else:
-        hyde = HyDEQueryTransform(llm=llm, include_original=True)
-        query_engine, component = TransformQueryEngine(build_app(simple_index, llm), query_transform=hyde), "TransformQueryEngine"
+def test_refine_synthesis_runs_unchanged_with_one_log_line(simple_index, llm, questions, caplog):
+    query_engine = build_app(simple_index, llm, "refine")
     with caplog.at_level(logging.WARNING, logger="teola"):
         fast = optimize(query_engine)
-    assert len(fast.fallbacks) == 1 and fast.fallbacks[0].startswith(f"{component} runs unoptimized")
+    assert len(fast.fallbacks) == 1 and fast.fallbacks[0].startswith("Refine runs unoptimized")
     question = questions[3].question
     _assert_same(_warm_native(query_engine, question), fast.query(question))
+
+
+def test_hyde_is_lowered_and_matches_native(simple_index, llm, questions):
+    query_engine = TransformQueryEngine(build_app(simple_index, llm), query_transform=HyDEQueryTransform(llm=llm))
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    assert {"hyde.generate", "retrieve.aggregate", "synthesize.decode"} <= {n.name for n in fast.plan}
+    for question in questions[6:8]:
+        _assert_same(_warm_native(query_engine, question.question), fast.query(question.question))
 
 
 def test_tree_summarize_sends_its_first_level_together_and_matches_native(simple_index, llm, questions):
@@ -179,3 +184,23 @@ def test_tree_summarize_sends_its_first_level_together_and_matches_native(simple
     prompts = fast.plan["synthesize.prompt"].params["fn"](question, native.source_nodes)
     assert len(prompts) >= 2  # several chunks: summarized together, then by the native recursion
     assert "synthesize.decode" in {s.node for s in fast.last_trace.spans}
+
+
+class Shouting(CustomQueryEngine):
+    """A user's own query engine: Teola cannot see into it."""
+
+    inner: BaseQueryEngine
+
+    def custom_query(self, query_str: str):
+        return str(self.inner.query(query_str)).upper()
+
+
+def test_a_query_engine_teola_cannot_read_runs_whole_as_one_call(simple_index, llm, questions, caplog):
+    query_engine = Shouting(inner=build_app(simple_index, llm))
+    with caplog.at_level(logging.WARNING, logger="teola"):
+        fast = optimize(query_engine)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("teola")] == [f"teola: {fast.fallbacks[0]}"]
+    assert fast.fallbacks[0].startswith("Shouting runs unoptimized")
+    question = questions[8].question
+    query_engine.query(question)
+    assert str(fast.query(question)) == str(query_engine.query(question))
