@@ -13,6 +13,7 @@ import abc
 import asyncio
 import heapq
 import itertools
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
@@ -152,19 +153,34 @@ class LLMScheduler(EngineScheduler):
 
     ``prefill`` turns a prompt into token IDs; given a ``PromptPrefix`` with ``params['warm']`` it
     sends the prefix's tokens ahead (max_tokens=1) so their KV lands in the prefix cache before the
-    full prompt arrives. ``decode`` generates from token IDs, whole or streamed. With
+    full prompt arrives (once per distinct prefix lately: a shared one stays cached). ``decode`` generates from token IDs, whole or streamed. With
     ``params['batch']`` both work on lists (independent prompts sent together). Each request
     reaches vLLM with its primitive's priority (vLLM's priority scheduler: lower runs first).
     """
 
-    def __init__(self, name: str, engine: VLLMEngine) -> None:
+    def __init__(self, name: str, engine: VLLMEngine, remembered_prefixes: int = 4096) -> None:
         super().__init__(name)
         self.engine = engine
+        self._warmed: OrderedDict[int, None] = OrderedDict()
+        self._remembered = remembered_prefixes
+
+    def _first_warm(self, token_ids: list[int]) -> bool:
+        """Whether this prefix was not warmed lately. A prefix every query shares (a system prompt)
+        stays in the prefix cache, and warming it again would only make the full prompt wait; if
+        vLLM did evict it, the full prompt computes it, as it would without warming."""
+        key = hash(tuple(token_ids))
+        if key in self._warmed:
+            self._warmed.move_to_end(key)
+            return False
+        self._warmed[key] = None
+        if len(self._warmed) > self._remembered:
+            self._warmed.popitem(last=False)
+        return True
 
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         if node.op is Op.PREFILL and node.params.get("warm"):
             token_ids = self.engine.tokenize_prefix(args["prompt"])
-            if token_ids:
+            if token_ids and self._first_warm(token_ids):
                 await self.engine.complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
             return token_ids
         if node.op is Op.PREFILL and node.params.get("batch"):

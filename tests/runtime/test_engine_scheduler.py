@@ -3,7 +3,7 @@
 import asyncio
 
 from teola.optimizer.ir import Node, Op
-from teola.runtime.engine_scheduler import BatchingScheduler, embed_payload
+from teola.runtime.engine_scheduler import BatchingScheduler, LLMScheduler, embed_payload
 from teola.runtime.engines.base import BatchEngine, EngineCapabilities
 
 
@@ -62,3 +62,30 @@ def test_waiting_requests_are_served_by_priority():
 
     asyncio.run(main())
     assert engine.batches == [["first"], ["high", "high2", "mid", "low"], ["low2"]]
+
+
+class CountingLLM:
+    """Stands in for VLLMEngine: a prefix's tokens are its words' lengths; counts requests sent."""
+
+    def __init__(self):
+        self.requests = []
+
+    def tokenize_prefix(self, prefix):
+        return [len(word) for word in prefix.split()]
+
+    async def complete(self, token_ids, sampling, priority=0):
+        self.requests.append((token_ids, sampling.max_tokens, priority))
+        return "x"
+
+
+def test_a_prefix_is_warmed_once_and_then_left_to_the_prefix_cache():
+    engine = CountingLLM()
+    scheduler = LLMScheduler("llm", engine)
+    warm = Node("s.prefill_prefix", Op.PREFILL, {}, ("tokens",), "llm", {"warm": True})
+
+    async def main():
+        for prefix in ["system says hello", "system says hello", "another system prompt"]:
+            await scheduler.execute(warm, {"prompt": prefix}, (0, -3))
+
+    asyncio.run(main())
+    assert engine.requests == [([6, 4, 5], 1, -3), ([7, 6, 6], 1, -3)]
