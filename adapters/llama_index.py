@@ -420,7 +420,8 @@ def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
 def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
     if type(synth) not in (CompactAndRefine, TreeSummarize):
         return "Teola lowers the 'compact' and 'tree_summarize' response modes so far"
-    if synth._streaming or synth._output_cls is not None or synth._structured_answer_filtering or synth._multimodal:
+    if (synth._streaming or synth._output_cls is not None or getattr(synth, "_structured_answer_filtering", False)
+            or synth._multimodal):
         return "streaming, structured output or answer filtering"
     if not hasattr(synth._llm, "teola_engine"):
         return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"

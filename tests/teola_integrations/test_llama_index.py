@@ -173,13 +173,18 @@ def test_hyde_is_lowered_and_matches_native(simple_index, llm, questions):
 
 
 def test_tree_summarize_sends_its_first_level_together_and_matches_native(simple_index, llm, questions):
-    synth = get_response_synthesizer(llm=llm, response_mode="tree_summarize",
-                                     prompt_helper=PromptHelper(context_window=1100, num_output=48))
-    query_engine = simple_index.as_query_engine(llm=llm, similarity_top_k=4, response_synthesizer=synth)
-    fast = optimize(query_engine)
+    def tree_app(use_async):
+        synth = get_response_synthesizer(llm=llm, response_mode="tree_summarize", use_async=use_async,
+                                         prompt_helper=PromptHelper(context_window=600, num_output=48))
+        return simple_index.as_query_engine(llm=llm, similarity_top_k=5, response_synthesizer=synth)
+
+    fast = optimize(tree_app(use_async=False))
     assert fast.fallbacks == []
     question = questions[1].question
-    native = _warm_native(query_engine, question)
+    # vLLM on CPU is not batch-invariant: LLM calls decoded together can pick another token at a
+    # near-tie than the same calls one by one. Teola sends the first level together, as LlamaIndex's
+    # own use_async=True does, so that is the native run it must match.
+    native = _warm_native(tree_app(use_async=True), question)
     _assert_same(native, fast.query(question))
     prompts = fast.plan["synthesize.prompt"].params["fn"](question, native.source_nodes)
     assert len(prompts) >= 2  # several chunks: summarized together, then by the native recursion
