@@ -28,7 +28,7 @@ def _demo(args: argparse.Namespace) -> int:
     from teola_integrations.llama_index import optimize
 
     print("starting the engines (vLLM on CPU takes 10-50 s the first time) and indexing the corpus ...", flush=True)
-    native = build_rag_app(top_k=args.top_k, max_tokens=args.max_tokens, store=args.store)
+    native = build_rag_app(top_k=args.top_k, max_tokens=args.max_tokens, store=args.store, kind=args.app)
     teola = optimize(native)
     print(f"Teola plan:\n{teola.plan}\n", flush=True)
     questions = [q.question for q in load_questions()][: args.questions]
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--top-k", type=int, default=3)
     demo.add_argument("--max-tokens", type=int, default=64)
     demo.add_argument("--store", choices=["simple", "faiss"], default="simple", help="LlamaIndex vector store")
+    demo.add_argument("--app", choices=["naive", "advanced", "refine", "tree"], default="naive",
+                      help="naive RAG, or advanced RAG (query fusion + LLM rerank; where the passes pay), refine, tree_summarize")
     demo.add_argument("--show-answers", type=int, default=3, help="print this many answers")
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(run=_demo)
