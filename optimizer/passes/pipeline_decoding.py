@@ -4,6 +4,7 @@ Where a decode's text is parsed into a bounded list of items (``parse`` with ``m
 item a line) and batch chains work on that list, the decode streams, each sub-batch of a chain
 gets its own parse primitive that waits only for its items, and the decode stops once the parse
 has all ``max_items`` items (nothing reads beyond them). Chains not yet split are split item by item.
+A decode that anything but such parses reads (a call wanting the whole text) is left alone.
 """
 
 from __future__ import annotations
@@ -15,8 +16,17 @@ from teola.optimizer.passes.decompose_stages import find_batch_chains, split_cha
 
 
 def _list_parsers(graph: Graph) -> list[Node]:
-    return [n for n in graph if n.op is Op.PARSE and "max_items" in n.params and "items" not in n.params
-            and graph[n.inputs["text"].node].op is Op.DECODE]
+    """Parses of a decode's text into bounded lists, where every reader of that decode is such a
+    parse of the same kind: only parses read a stream, so only then may the decode stream."""
+    parsers = []
+    for n in graph:
+        if n.op is not Op.PARSE or "max_items" not in n.params or "items" in n.params:
+            continue
+        decode = graph[n.inputs["text"].node]
+        readers = graph.consumers(decode.name)
+        if decode.op is Op.DECODE and all(r.op is Op.PARSE and r.params["fn"] is n.params["fn"] for r in readers):
+            parsers.append(n)
+    return parsers
 
 
 def pipeline_decoding(graph: Graph) -> Graph:
@@ -38,10 +48,7 @@ def pipeline_decoding(graph: Graph) -> Graph:
                 node = node.with_inputs(**{arg: Ref(name, source.output)})
             if sliced:
                 result.replace(node)
-        readers = result.consumers(decode.name)
-        stop = {}
-        if all(r.op is Op.PARSE and r.params["fn"] is parse.params["fn"] for r in readers):
-            stop = {"stop_after_items": (parse.params["fn"], parse.params["max_items"])}
-        result.replace(replace(decode, params={**decode.params, "stream": True, **stop}))
+        stop = (parse.params["fn"], parse.params["max_items"])
+        result.replace(replace(decode, params={**decode.params, "stream": True, "stop_after_items": stop}))
     result.lint(Op)
     return result

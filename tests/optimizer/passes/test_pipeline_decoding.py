@@ -1,4 +1,4 @@
-from teola.optimizer.ir import Ref
+from teola.optimizer.ir import Node, Op, Ref
 from teola.optimizer.passes.pipeline_decoding import pipeline_decoding
 
 from .conftest import parse_queries
@@ -13,3 +13,10 @@ def test_each_generated_query_gets_its_own_parse_and_the_decode_streams(primitiv
         assert piped[f"retrieve_gen.embed@{j}"].inputs["text"] == Ref(f"expand[{j}:{j + 1}]", "queries")
         assert piped[f"expand[{j}:{j + 1}]"].params["items"] == (j, j + 1)
     assert piped["expand"].inputs["text"] == Ref("expand.decode", "text")  # the fusion still reads the whole list
+
+
+def test_a_decode_whose_whole_text_something_else_reads_is_not_streamed(primitives):
+    primitives.add(Node("log", Op.CALL, {"text": Ref("expand.decode", "text")}, ("out",), "callable", {"fn": len}))
+    piped = pipeline_decoding(primitives)
+    assert "stream" not in piped["expand.decode"].params
+    assert piped["retrieve_gen.embed"].inputs["text"] == Ref("expand", "queries")
