@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import heapq
+import inspect
 import itertools
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -232,7 +233,8 @@ def vllm_priority(priority: Priority) -> int:
 class CallablePool(EngineScheduler):
     """Runs local work and opaque framework components on threads, so the event loop never blocks.
 
-    The node's ``params['fn']`` is called with the node's input values as keyword arguments (with
+    The node's ``params['fn']`` is called with the node's input values as keyword arguments (a
+    coroutine function is awaited on the loop; it hands any blocking work to threads itself; with
     ``params['batch']``, once per item of its list inputs). A
     ``parse`` primitive reads items (``params['items']``, a (start, stop) slice, or all) out of its
     ``text`` input, which may be a stream still being decoded.
@@ -244,6 +246,8 @@ class CallablePool(EngineScheduler):
 
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         fn = node.params["fn"]
+        if inspect.iscoroutinefunction(fn):  # async work (a framework's own async call) runs on the loop
+            return await fn(**args)
         if node.op is Op.PARSE:
             return await read_items(fn, args["text"], node.params.get("items"))
         if node.params.get("batch"):  # every input is a list: one call per item

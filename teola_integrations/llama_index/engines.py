@@ -7,8 +7,7 @@ a latency comparison measures the execution strategy and nothing else.
 from __future__ import annotations
 
 import asyncio
-import queue
-from typing import Any, AsyncIterator, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (ChatMessage, ChatResponse, ChatResponseGen, CompletionResponse,
@@ -21,28 +20,7 @@ from teola.adapters.llama_index import to_prompt
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.runtime import get_runtime
-
-_END = object()
-
-
-def _iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
-    """Iterate an async stream that runs on the runtime loop from synchronous code."""
-    runtime = get_runtime()
-    items: queue.Queue = queue.Queue()
-
-    async def pump() -> None:
-        try:
-            async for item in stream:
-                items.put(item)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            items.put(exc)
-        items.put(_END)
-
-    runtime.submit(pump())
-    while (item := items.get()) is not _END:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+from teola_integrations.streaming import iterate_sync
 
 
 class TeolaLLM(CustomLLM):
@@ -88,7 +66,7 @@ class TeolaLLM(CustomLLM):
         return await get_runtime().arun(self._engine.generate_text(prompt, self.teola_sampling))
 
     def _deltas(self, prompt: Prompt) -> Iterator[str]:
-        return _iterate_sync(self._engine.stream_text(prompt, self.teola_sampling))
+        return iterate_sync(self._engine.stream_text(prompt, self.teola_sampling))
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:

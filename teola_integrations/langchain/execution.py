@@ -1,0 +1,110 @@
+"""Running a traced chain as one LangChain invocation: the chain's run, then the plan on Teola's scheduler.
+
+``ChainPlan`` does what a LangChain composite does around its children (start the chain run,
+hand each child a tagged child config, end or error the run) and leaves the children's order to
+Teola's graph scheduler. A plan with engine primitives runs on the shared runtime; a plan made
+only of calls (a chain Teola cannot lower) runs on the caller's own event loop, or on a private
+one for a synchronous caller, so a step that awaits the caller's loop objects still works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import (ensure_config, get_async_callback_manager_for_config,
+                                             get_callback_manager_for_config, get_executor_for_config)
+
+from teola.adapters.langchain import StepFrame
+from teola.optimizer.ir import EngineKind, Graph
+from teola.runtime.engine_scheduler import CallablePool
+from teola.runtime.errors import PrimitiveError
+from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
+from teola.runtime.runtime import Runtime, get_runtime
+
+# The local calls of plans that run off the runtime (small pure functions: merging a parallel's dict).
+_LOCAL_POOL = CallablePool("langchain-local", max_workers=8)
+
+
+class ChainPlan:
+    """A prepared plan of one runnable, invoked the way LangChain invokes a composite.
+
+    ``runtime`` is where a plan with engine primitives runs; ``None`` means the plan holds only
+    calls and runs on the caller's loop. ``last_trace`` is the primitive timing of the latest run.
+    """
+
+    def __init__(self, plan: Graph, runtime: Runtime | None) -> None:
+        self.plan = plan
+        self.runtime = runtime
+        engines = runtime.engines if runtime is not None else {EngineKind.CALLABLE.value: _LOCAL_POOL}
+        self.scheduler = GraphScheduler(plan, engines)
+        self.last_trace: QueryTrace | None = None
+
+    def invoke(self, name: str, input: Any, config: RunnableConfig | None, kwargs: dict[str, Any]) -> Any:
+        """Run the plan for one input from synchronous code, inside the chain's own run."""
+        config = ensure_config(config)
+        run_manager = get_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or name, run_id=config.pop("run_id", None))
+        error = None
+        try:
+            with get_executor_for_config(config) as executor:
+                frame = StepFrame(config, run_manager, False, contextvars.copy_context(), executor, kwargs)
+                output = self._run_sync({"input": input, "frame": frame})
+        except BaseException as exc:
+            error = _original(exc)
+            run_manager.on_chain_error(error)
+            if error is exc:
+                raise
+        if error is not None:  # raised outside the handler, so Teola's wrapper is not its context
+            raise error
+        run_manager.on_chain_end(output)
+        return output
+
+    async def ainvoke(self, name: str, input: Any, config: RunnableConfig | None, kwargs: dict[str, Any]) -> Any:
+        """Run the plan for one input from async code, inside the chain's own run."""
+        config = ensure_config(config)
+        run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
+            None, input, name=config.get("run_name") or name, run_id=config.pop("run_id", None))
+        frame = StepFrame(config, run_manager, True, contextvars.copy_context(), None, kwargs)
+        error = None
+        try:
+            if self.runtime is not None:
+                outputs, self.last_trace = await self.runtime.aexecute(self.scheduler, {"input": input, "frame": frame})
+            else:
+                outputs, self.last_trace = await self.scheduler.run({"input": input, "frame": frame})
+        except BaseException as exc:
+            error = _original(exc)
+            await run_manager.on_chain_error(error)
+            if error is exc:
+                raise
+        if error is not None:
+            raise error
+        await run_manager.on_chain_end(outputs["output"])
+        return outputs["output"]
+
+    def _run_sync(self, inputs: dict[str, Any]) -> Any:
+        if self.runtime is not None:
+            outputs, self.last_trace = self.runtime.execute(self.scheduler, inputs)
+            return outputs["output"]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:  # the usual case: no loop in this thread, so run one here
+            loop = asyncio.new_event_loop()
+            try:
+                outputs, self.last_trace = loop.run_until_complete(self.scheduler.run(inputs))
+            finally:
+                loop.close()
+            return outputs["output"]
+        # A synchronous invoke from inside a running loop blocks that loop, as LangChain's own does;
+        # the plan runs on the runtime's loop meanwhile.
+        outputs, self.last_trace = get_runtime().run(self.scheduler.run(inputs))
+        return outputs["output"]
+
+
+def _original(exc: BaseException) -> BaseException:
+    """The exception a step raised, as LangChain would raise it, unwrapped from Teola's ``PrimitiveError``."""
+    while isinstance(exc, PrimitiveError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc

@@ -1,0 +1,110 @@
+"""The executor switch: every RunnableSequence and RunnableParallel in the process runs through Teola.
+
+While it is on, ``invoke``/``ainvoke`` of every ``RunnableSequence`` and ``RunnableParallel`` (and
+``batch``/``abatch`` of sequences, as concurrent invocations) go to Teola's graph scheduler:
+
+- a chain with parts on Teola's engines (a ``TeolaChatModel``/``TeolaLLM`` after a prompt, a
+  ``TeolaVectorStore`` retriever) runs as its optimized plan, built once per chain object;
+- any other chain runs level by level, each child a call with the very child config LangChain gives
+  it, so callbacks, run trees, tags and errors are LangChain's own.
+
+Streaming (``stream``/``astream``/``astream_events``/``transform``) keeps LangChain's own path: it
+passes chunks step to step, which is already a pipeline. Switching is process-wide (it patches the
+two classes' methods); ``teola_executor()`` scopes it to a ``with`` block.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from langchain_core.runnables import Runnable, RunnableParallel, RunnableSequence
+
+from teola.adapters.langchain import level_graph, read_runnable
+from teola.optimizer.lowering import lower
+from teola.runtime.runtime import get_runtime
+from teola_integrations.langchain.execution import ChainPlan
+from teola_integrations.langchain.runnable import build_plan
+
+log = logging.getLogger(__name__)
+_native: dict[tuple[type, str], Any] = {}
+_lock = threading.Lock()
+_optimized: dict[int, tuple[weakref.ref, ChainPlan | None]] = {}
+
+
+def _plan_for(runnable: RunnableSequence | RunnableParallel) -> ChainPlan:
+    """The optimized plan of a chain with engine parts (built once per chain object), else the
+    chain's own level, rebuilt per call (a parallel's steps may be changed between calls)."""
+    key = id(runnable)
+    cached = _optimized.get(key)
+    if cached is None or cached[0]() is not runnable:
+        plan = None
+        if _has_engine_parts(runnable):
+            runtime = get_runtime()
+            plan = ChainPlan(build_plan(runnable, runtime)[2], runtime)
+        _optimized[key] = (weakref.ref(runnable, lambda _: _optimized.pop(key, None)), plan)
+        cached = _optimized[key]
+    return cached[1] or ChainPlan(lower(level_graph(runnable)), None)
+
+
+def _has_engine_parts(runnable: Runnable) -> bool:
+    try:
+        return bool(read_runnable(runnable).lowered)
+    except Exception:  # a structure the tracer cannot follow runs level by level, as LangChain would
+        log.debug("teola: could not trace %s; it runs level by level", runnable.get_name(), exc_info=True)
+        return False
+
+
+def _invoke(self: Runnable, input: Any, config: Any = None, **kwargs: Any) -> Any:
+    return _plan_for(self).invoke(self.get_name(), input, config, kwargs)
+
+
+async def _ainvoke(self: Runnable, input: Any, config: Any = None, **kwargs: Any) -> Any:
+    return await _plan_for(self).ainvoke(self.get_name(), input, config, kwargs)
+
+
+_ROUTES = {
+    (RunnableSequence, "invoke"): _invoke,
+    (RunnableSequence, "ainvoke"): _ainvoke,
+    (RunnableSequence, "batch"): Runnable.batch,
+    (RunnableSequence, "abatch"): Runnable.abatch,
+    (RunnableParallel, "invoke"): _invoke,
+    (RunnableParallel, "ainvoke"): _ainvoke,
+}
+
+
+def is_teola_executor_enabled() -> bool:
+    """Whether LangChain's composites currently run through Teola."""
+    return bool(_native)
+
+
+def enable_teola_executor() -> None:
+    """Route every RunnableSequence and RunnableParallel in this process through Teola."""
+    with _lock:
+        for (cls, method), route in _ROUTES.items():
+            if (cls, method) not in _native:
+                _native[(cls, method)] = cls.__dict__[method]
+                setattr(cls, method, route)
+
+
+def disable_teola_executor() -> None:
+    """Give LangChain its own executor back."""
+    with _lock:
+        for (cls, method), original in _native.items():
+            setattr(cls, method, original)
+        _native.clear()
+
+
+@contextmanager
+def teola_executor() -> Iterator[None]:
+    """Run the ``with`` block's LangChain chains through Teola, then restore what was there before."""
+    was_enabled = is_teola_executor_enabled()
+    enable_teola_executor()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            disable_teola_executor()

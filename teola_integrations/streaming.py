@@ -1,0 +1,51 @@
+"""Iterate an async text stream that runs on the runtime's loop, from synchronous code or another loop."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from typing import AsyncIterator, Iterator
+
+from teola.runtime.runtime import get_runtime
+
+_END = object()
+
+
+def iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
+    """Yield the items of ``stream`` (pumped on the runtime loop) in the calling thread; the
+    stream's error, if any, is raised here."""
+    items: queue.Queue = queue.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                items.put(item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            items.put(exc)
+        items.put(_END)
+
+    get_runtime().submit(pump())
+    while (item := items.get()) is not _END:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+async def iterate_async(stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield the items of ``stream`` (pumped on the runtime loop) on the caller's own event loop."""
+    loop = asyncio.get_running_loop()
+    items: asyncio.Queue = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            async for item in stream:
+                loop.call_soon_threadsafe(items.put_nowait, item)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            loop.call_soon_threadsafe(items.put_nowait, exc)
+        loop.call_soon_threadsafe(items.put_nowait, _END)
+
+    get_runtime().submit(pump())
+    while (item := await items.get()) is not _END:
+        if isinstance(item, BaseException):
+            raise item
+        yield item
