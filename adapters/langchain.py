@@ -109,9 +109,11 @@ class Value:
 
 @dataclass(frozen=True)
 class DictValue:
-    """A traced dict (a ``RunnableParallel``'s output) kept key by key."""
+    """A traced dict kept key by key: a ``RunnableParallel``'s output, or what ``.assign`` adds to
+    ``base`` (a dict value whose keys are known only at run time)."""
 
     items: dict[str, "Value"]
+    base: Value | None = None
 
 
 Traced = Value | DictValue
@@ -199,17 +201,15 @@ class _Tracer:
                               for key, branch in step.steps__.items()})
         if type(step) is RunnablePassthrough and step.func is None and step.afunc is None:
             return value
-        if isinstance(step, RunnableAssign) and isinstance(value, DictValue):
+        if isinstance(step, RunnableAssign):
+            value = value if isinstance(value, DictValue) else DictValue({}, base=value)
             added = self.trace(step.mapper, value, "assign")
-            return DictValue({**value.items, **added.items})
-        if isinstance(value, DictValue) and type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter):
-            key = _single_key(step.func)
-            if key in value.items:
-                return value.items[key]
+            return DictValue({**value.items, **added.items}, value.base)
+        if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and _single_key(step.func):
+            return self.key(value, _single_key(step.func)[0])
         if is_engine_retriever(step) and isinstance(value, Value):
             return self._retrieve(step, value.source, batch=False)
-        if (isinstance(step, RunnableEach) and is_engine_retriever(step.bound) and isinstance(value, Value)
-                and not step.bound.config):
+        if isinstance(step, RunnableEach) and is_engine_retriever(step.bound) and isinstance(value, Value):
             return self._retrieve(step.bound, value.source, batch=True)
         if is_engine_model(step):
             return self._generate(None, step, value, None)
@@ -231,15 +231,33 @@ class _Tracer:
                 i += 1
         return value
 
+    def key(self, value: Traced, key: Any) -> Value:
+        """``value[key]``: a known item costs nothing; otherwise a lookup node, as early as its dict."""
+        if isinstance(value, DictValue) and key in value.items:
+            return value.items[key]
+        source = value.base if isinstance(value, DictValue) and value.base is not None else self.materialize(value)
+        name = self._name("get")
+        self.graph.add(Node(name, ModuleKind.CALL, {"input": source.source}, ("output",), params={
+            "fn": lambda input: input[key], "label": f"[{key!r}]", "pure": True}))
+        return Value(Ref(name, "output"), early=source.early)
+
     def materialize(self, value: Traced) -> Value:
-        """A dict value as one node's output (a plain dict, keys in order)."""
+        """A dict value as one node's output: a plain dict, keys in LangChain's order (``.assign``
+        keeps the input's keys first: ``{**input, **added}``)."""
         if isinstance(value, Value):
             return value
         name = self._name("dict")
         keys = list(value.items)
-        self.graph.add(Node(name, ModuleKind.CALL, {f"key{i}": value.items[k].source for i, k in enumerate(keys)},
-                            ("output",), params={"fn": _keyed_dict(keys), "label": "dict", "pure": True}))
-        return Value(Ref(name, "output"))
+        inputs: dict[str, Source] = {f"key{i}": value.items[k].source for i, k in enumerate(keys)}
+        merge = _keyed_dict(keys)
+        if value.base is not None:
+            inputs["base"] = value.base.source
+            fn = lambda base, **items: {**base, **merge(**items)}  # noqa: E731
+        else:
+            fn = merge
+        self.graph.add(Node(name, ModuleKind.CALL, inputs, ("output",), params={"fn": fn, "label": "dict", "pure": True}))
+        return Value(Ref(name, "output"), early=all(v.early for v in value.items.values()) and
+                     (value.base is None or value.base.early))
 
     def _call(self, step: Runnable, value: Traced, tag: str) -> Value:
         name = self._name("call")
@@ -264,11 +282,14 @@ class _Tracer:
         name = self._name("generate")
         chat = isinstance(model, BaseChatModel)
         params: dict[str, Any] = {"llm_engine": model.teola_engine, "sampling": model.teola_sampling}
-        if prompt is not None and isinstance(value, DictValue) and set(prompt.input_variables) <= set(value.items):
-            names = [v for v in (*prompt.input_variables, *prompt.optional_variables) if v in value.items]
-            inputs = {f"var{i}": value.items[v].source for i, v in enumerate(names)}
+        if (prompt is not None and isinstance(value, DictValue)
+                and (value.base is None or set(prompt.optional_variables) <= set(value.items))):
+            names = [v for v in (*prompt.input_variables, *prompt.optional_variables)
+                     if v in value.items or (value.base is not None and v in prompt.input_variables)]
+            variables = [self.key(value, v) for v in names]
+            inputs = {f"var{i}": v.source for i, v in enumerate(variables)}
             params["build_prompt"] = _prompt_fn(prompt, model, names)
-            early = [i for i, v in enumerate(names) if value.items[v].early]
+            early = [i for i, v in enumerate(variables) if v.early]
             if early and len(early) < len(names) and _renders_with_marks(prompt):
                 params["build_prefix"] = _prefix_fn(prompt, model, names, early)
                 params["prefix_inputs"] = tuple(f"var{i}" for i in early)
@@ -285,10 +306,10 @@ class _Tracer:
         return Value(Ref(name, "output"))
 
 
-def _single_key(getter: operator.itemgetter) -> Any:
-    """The key of an ``itemgetter`` of exactly one key, else None."""
+def _single_key(getter: operator.itemgetter) -> tuple[Any] | None:
+    """``(key,)`` for an ``itemgetter`` of exactly one key, else None."""
     keys = getter.__reduce__()[1]
-    return keys[0] if len(keys) == 1 else None
+    return keys if len(keys) == 1 else None
 
 
 def _model_prompt(model: BaseLanguageModel, value: Any) -> Prompt:

@@ -4,7 +4,8 @@
 hand each child a tagged child config, end or error the run) and leaves the children's order to
 Teola's graph scheduler. A plan with engine primitives runs on the shared runtime; a plan made
 only of calls (a chain Teola cannot lower) runs on the caller's own event loop, or on a private
-one for a synchronous caller, so a step that awaits the caller's loop objects still works.
+one for a synchronous caller (which must not be inside a running loop), so a step that awaits the
+caller's loop objects still works.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from teola.optimizer.ir import EngineKind, Graph
 from teola.runtime.engine_scheduler import CallablePool
 from teola.runtime.errors import PrimitiveError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
-from teola.runtime.runtime import Runtime, get_runtime
+from teola.runtime.runtime import Runtime
 
 # The local calls of plans that run off the runtime (small pure functions: merging a parallel's dict).
 _LOCAL_POOL = CallablePool("langchain-local", max_workers=8)
@@ -88,18 +89,11 @@ class ChainPlan:
         if self.runtime is not None:
             outputs, self.last_trace = self.runtime.execute(self.scheduler, inputs)
             return outputs["output"]
+        loop = asyncio.new_event_loop()  # a call-only plan runs on a loop of the calling thread's own
         try:
-            asyncio.get_running_loop()
-        except RuntimeError:  # the usual case: no loop in this thread, so run one here
-            loop = asyncio.new_event_loop()
-            try:
-                outputs, self.last_trace = loop.run_until_complete(self.scheduler.run(inputs))
-            finally:
-                loop.close()
-            return outputs["output"]
-        # A synchronous invoke from inside a running loop blocks that loop, as LangChain's own does;
-        # the plan runs on the runtime's loop meanwhile.
-        outputs, self.last_trace = get_runtime().run(self.scheduler.run(inputs))
+            outputs, self.last_trace = loop.run_until_complete(self.scheduler.run(inputs))
+        finally:
+            loop.close()
         return outputs["output"]
 
 

@@ -1,13 +1,16 @@
 """The executor switch: every RunnableSequence and RunnableParallel in the process runs through Teola.
 
-While it is on, ``invoke``/``ainvoke`` of every ``RunnableSequence`` and ``RunnableParallel`` (and
-``batch``/``abatch`` of sequences, as concurrent invocations) go to Teola's graph scheduler:
+While it is on, ``invoke``/``ainvoke`` of every ``RunnableSequence`` and ``RunnableParallel`` go to
+Teola's graph scheduler:
 
 - a chain with parts on Teola's engines (a ``TeolaChatModel``/``TeolaLLM`` after a prompt, a
   ``TeolaVectorStore`` retriever) runs as its optimized plan, built once per chain object;
 - any other chain runs level by level, each child a call with the very child config LangChain gives
   it, so callbacks, run trees, tags and errors are LangChain's own.
 
+A sequence's ``batch``/``abatch`` runs each input through the optimized plan when the chain has
+engine parts (the engines batch across the inputs in flight); otherwise it keeps LangChain's
+step-by-step batching (each step's own ``batch``), whose steps' invocations then come through Teola.
 Streaming (``stream``/``astream``/``astream_events``/``transform``) keeps LangChain's own path: it
 passes chunks step to step, which is already a pipeline. Switching is process-wide (it patches the
 two classes' methods); ``teola_executor()`` scopes it to a ``with`` block.
@@ -15,9 +18,11 @@ two classes' methods); ``teola_executor()`` scopes it to a ``with`` block.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import weakref
+from collections import Counter
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -33,6 +38,9 @@ log = logging.getLogger(__name__)
 _native: dict[tuple[type, str], Any] = {}
 _lock = threading.Lock()
 _optimized: dict[int, tuple[weakref.ref, ChainPlan | None]] = {}
+# How many invocations the switch routed: as an optimized plan, level by level, or (a sync invoke
+# on a thread whose loop is running) back to LangChain. Shown by the pytest plugin.
+ROUTED: Counter[str] = Counter()
 
 
 def _plan_for(runnable: RunnableSequence | RunnableParallel) -> ChainPlan:
@@ -51,6 +59,11 @@ def _plan_for(runnable: RunnableSequence | RunnableParallel) -> ChainPlan:
 
 
 def _has_engine_parts(runnable: Runnable) -> bool:
+    """Whether Teola lowers part of ``runnable`` onto its engines (remembered per chain object)."""
+    key = id(runnable)
+    cached = _optimized.get(key)
+    if cached is not None and cached[0]() is runnable:
+        return cached[1] is not None
     try:
         return bool(read_runnable(runnable).lowered)
     except Exception:  # a structure the tracer cannot follow runs level by level, as LangChain would
@@ -59,18 +72,48 @@ def _has_engine_parts(runnable: Runnable) -> bool:
 
 
 def _invoke(self: Runnable, input: Any, config: Any = None, **kwargs: Any) -> Any:
-    return _plan_for(self).invoke(self.get_name(), input, config, kwargs)
+    plan = _plan_for(self)
+    if plan.runtime is None and _inside_running_loop():
+        # A synchronous invoke made on a thread whose event loop is running blocks that loop whatever
+        # runs it; LangChain's own path at least does the work there instead of waiting on a lock.
+        ROUTED["native_in_running_loop"] += 1
+        native = _native[(RunnableSequence if isinstance(self, RunnableSequence) else RunnableParallel, "invoke")]
+        return native(self, input, config, **kwargs)
+    ROUTED["optimized" if plan.runtime is not None else "level"] += 1
+    return plan.invoke(self.get_name(), input, config, kwargs)
+
+
+def _inside_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 async def _ainvoke(self: Runnable, input: Any, config: Any = None, **kwargs: Any) -> Any:
-    return await _plan_for(self).ainvoke(self.get_name(), input, config, kwargs)
+    plan = _plan_for(self)
+    ROUTED["optimized" if plan.runtime is not None else "level"] += 1
+    return await plan.ainvoke(self.get_name(), input, config, kwargs)
+
+
+def _batch(self: RunnableSequence, inputs: list, config: Any = None, **kwargs: Any) -> list:
+    if _has_engine_parts(self):  # each input through the optimized plan; the engines batch across them
+        return Runnable.batch(self, inputs, config, **kwargs)
+    return _native[(RunnableSequence, "batch")](self, inputs, config, **kwargs)
+
+
+async def _abatch(self: RunnableSequence, inputs: list, config: Any = None, **kwargs: Any) -> list:
+    if _has_engine_parts(self):
+        return await Runnable.abatch(self, inputs, config, **kwargs)
+    return await _native[(RunnableSequence, "abatch")](self, inputs, config, **kwargs)
 
 
 _ROUTES = {
     (RunnableSequence, "invoke"): _invoke,
     (RunnableSequence, "ainvoke"): _ainvoke,
-    (RunnableSequence, "batch"): Runnable.batch,
-    (RunnableSequence, "abatch"): Runnable.abatch,
+    (RunnableSequence, "batch"): _batch,
+    (RunnableSequence, "abatch"): _abatch,
     (RunnableParallel, "invoke"): _invoke,
     (RunnableParallel, "ainvoke"): _ainvoke,
 }

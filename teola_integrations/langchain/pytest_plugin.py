@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from teola_integrations.langchain.executor import disable_teola_executor, enable_teola_executor
+from teola_integrations.langchain.executor import ROUTED, disable_teola_executor, enable_teola_executor
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -20,3 +20,10 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_unconfigure(config: pytest.Config) -> None:
     """Give LangChain its executor back."""
     disable_teola_executor()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say how many chain invocations went through Teola, so a run cannot pass by routing nothing."""
+    terminalreporter.write_line(
+        f"teola executor: {ROUTED['level']} invocations level by level, {ROUTED['optimized']} as optimized plans, "
+        f"{ROUTED['native_in_running_loop']} sync invokes inside a running loop left to LangChain")

@@ -1,0 +1,109 @@
+"""The LangChain demo apps, written the way LangChain's own tutorials write them, on Teola-backed engines.
+
+Each app comes in the form users write (``native``) and, where the chain allows it, LangChain's best
+hand-tuned form (``hand_tuned``: independent steps put side by side in a ``RunnableParallel``), the
+strongest native baseline. Every app takes ``{"question": ...}`` and returns a string.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from operator import itemgetter
+from typing import Literal
+
+from langchain_core.documents import Document
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
+
+from teola_integrations.data import load_corpus
+from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
+
+AppName = Literal["rag", "fusion", "branches"]
+APPS: tuple[AppName, ...] = ("rag", "fusion", "branches")
+
+SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
+# Question first: the part of the prompt known before retrieval ends is the longest it can be.
+RAG_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", SYSTEM),
+    ("human", "Question: {question}\n\nUse this context to answer it:\n{context}\n\nAnswer:"),
+])
+QUERIES_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", "You write search queries. Output only the queries, one per line, nothing else."),
+    ("human", "Write 3 different search queries about: {question}"),
+])
+ANSWER_PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}")])
+FACTS_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", "You list facts. Output three short facts, one per line."),
+    ("human", "Key facts needed to answer: {question}"),
+])
+JOIN_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", SYSTEM),
+    ("human", "Question: {question}\n\nDraft answer: {answer}\n\nFacts:\n{facts}\n\nWrite the final answer:"),
+])
+
+
+def format_docs(docs: list[Document]) -> str:
+    """Retrieved documents as the prompt's context, one paragraph each."""
+    return "\n\n".join(doc.page_content for doc in docs)
+
+
+def first_queries(text: str) -> list[str]:
+    """The generated queries: the first three non-empty lines."""
+    return [line.strip() for line in text.split("\n") if line.strip()][:3]
+
+
+def reciprocal_rank_fusion(results: list[list[Document]], k: int = 60, top_n: int = 4) -> list[Document]:
+    """Fuse ranked lists of documents by reciprocal rank (RAG-fusion), best first."""
+    scores: dict[str, float] = {}
+    documents: dict[str, Document] = {}
+    for docs in results:
+        for rank, doc in enumerate(docs):
+            scores[doc.id] = scores.get(doc.id, 0.0) + 1.0 / (rank + k)
+            documents.setdefault(doc.id, doc)
+    best = sorted(scores, key=lambda i: scores[i], reverse=True)[:top_n]
+    return [documents[i] for i in best]
+
+
+@dataclass
+class LangChainApp:
+    """One app: the chain as users write it and LangChain's best hand-tuned form of it."""
+
+    name: AppName
+    native: Runnable
+    hand_tuned: Runnable
+
+
+def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top_k: int = 3) -> LangChainApp:
+    """The app ``name`` over ``store``:
+
+    - rag: retrieve top-k | format, a question-first prompt, chat model, string parser (the
+      tutorial's chain; its parallel dict already is the hand-tuned form);
+    - fusion: RAG-fusion: the model writes 3 queries, each is retrieved (``retriever.map()``), the
+      lists are fused by reciprocal rank, then answered as in rag;
+    - branches: a draft answer and a list of facts, two LLM calls that both read only the question,
+      joined by a third; written as two ``.assign`` steps, hand-tuned as one ``RunnableParallel``.
+    """
+    retriever = store.as_retriever(search_kwargs={"k": top_k})
+    answer = RAG_PROMPT | model | StrOutputParser()
+    if name == "rag":
+        chain = {"context": itemgetter("question") | retriever | format_docs, "question": itemgetter("question")} | answer
+        return LangChainApp(name, chain, chain)
+    if name == "fusion":
+        queries = QUERIES_PROMPT | model | StrOutputParser() | RunnableLambda(first_queries)
+        fused = queries | retriever.map() | RunnableLambda(reciprocal_rank_fusion)
+        chain = {"context": fused | format_docs, "question": itemgetter("question")} | answer
+        return LangChainApp(name, chain, chain)
+    draft = ANSWER_PROMPT | model | StrOutputParser()
+    facts = FACTS_PROMPT | model | StrOutputParser()
+    join = JOIN_PROMPT | model | StrOutputParser()
+    native = RunnablePassthrough.assign(answer=draft) | RunnablePassthrough.assign(facts=facts) | join
+    hand_tuned = RunnableParallel(question=itemgetter("question"), answer=draft, facts=facts) | join
+    return LangChainApp(name, native, hand_tuned)
+
+
+def build_store(corpus_limit: int | None = None) -> TeolaVectorStore:
+    """The demo corpus in a ``TeolaVectorStore`` (documents keep the corpus ids and topics)."""
+    chunks = load_corpus(corpus_limit)
+    docs = [Document(id=c.id, page_content=c.text, metadata={"topic": c.topic}) for c in chunks]
+    return TeolaVectorStore.from_documents(docs, TeolaEmbeddings())
