@@ -78,6 +78,34 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_langchain(args: argparse.Namespace) -> int:
+    from teola_integrations.data import load_questions
+    from teola_integrations.langchain import TeolaChatModel
+    from teola_integrations.langchain import benchmark
+    from teola_integrations.langchain.apps import build_app, build_store
+
+    print("starting the engines and indexing the corpus ...", flush=True)
+    store, model = build_store(), TeolaChatModel(max_tokens=args.max_tokens)
+    apps = {name: build_app(name, store, model, args.top_k) for name in args.apps}
+    questions = [q.question for q in load_questions()][: args.questions]
+    report: dict = {"machine": platform.platform(), "python": sys.version.split()[0],
+                    "settings": {k: v for k, v in vars(args).items() if k != "run"}}
+    if "single" in args.parts:
+        report["single"] = {name: benchmark.single_query(app, questions, args.repeats) for name, app in apps.items()}
+    if "load" in args.parts:
+        report["load"] = {}
+        for name, app in apps.items():
+            single = report.get("single", {}).get(name)
+            base = single["ms"]["native"] / 1e3 if single else 3.0
+            rates = args.rates or [0.5 / base, 1.0 / base]
+            report["load"][name] = benchmark.load(app, questions, rates, args.load_queries)
+    print(benchmark.format_report(report))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
+        print(f"\nresults written to {args.json}")
+    return 0
+
+
 def _overhead(args: argparse.Namespace) -> int:
     from teola_integrations.overhead import measure_overhead
 
@@ -117,6 +145,20 @@ def main(argv: list[str] | None = None) -> int:
                        "the native single-query rate of each app")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(run=_bench)
+    lc = sub.add_parser("bench-langchain", help="LangChain apps (rag, fusion, branches): native vs LangChain's hand-tuned "
+                        "form vs Teola, single query and Poisson load")
+    lc.add_argument("--apps", nargs="+", choices=["rag", "fusion", "branches"], default=["rag", "fusion", "branches"])
+    lc.add_argument("--parts", nargs="+", choices=["single", "load"], default=["single"])
+    lc.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
+    lc.add_argument("--repeats", type=int, default=3)
+    lc.add_argument("--top-k", type=int, default=3)
+    lc.add_argument("--max-tokens", type=int, default=64)
+    lc.add_argument("--load-queries", type=int, default=12, help="queries per rate and mode")
+    lc.add_argument("--rates", type=float, nargs="+", help="arrival rates (queries/s); default 0.5x and 1x "
+                    "the native single-query rate")
+    lc.add_argument("--json", help="also write the results to this JSON file")
+    lc.set_defaults(run=_bench_langchain)
+
     overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")
     overhead.add_argument("--queries", type=int, default=1000)
     overhead.set_defaults(run=_overhead)

@@ -34,7 +34,8 @@ def _timed(query: Callable[[str], Any], question: str) -> tuple[float, Any]:
 
 
 def _sources(response: Any) -> list[str]:
-    return [n.node.node_id for n in response.source_nodes]
+    """The ids of a LlamaIndex response's source nodes (a plain answer, as LangChain's, has none)."""
+    return [n.node.node_id for n in getattr(response, "source_nodes", ())]
 
 
 def interleave(modes: dict[str, Callable[[str], Any]], questions: list[str], repeats: int = 3,

@@ -37,6 +37,14 @@ def llm():
 
 
 @pytest.fixture(scope="session")
+def chat():
+    """A LangChain chat model on the same shared engine as ``llm``."""
+    from teola_integrations.langchain import TeolaChatModel
+
+    return TeolaChatModel(max_tokens=MAX_TOKENS)
+
+
+@pytest.fixture(scope="session")
 def embed_model():
     from teola_integrations.llama_index import TeolaEmbedding
 

@@ -1,0 +1,112 @@
+"""Tracing LCEL into module graphs (pure graph logic: LangChain's fake models stand in for engines)."""
+
+import operator
+
+import networkx as nx
+import pytest
+from langchain_core.documents import Document
+from langchain_core.embeddings import DeterministicFakeEmbedding
+from langchain_core.language_models import FakeListChatModel
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
+from langchain_core.vectorstores import InMemoryVectorStore
+
+from teola.adapters.langchain import UnsupportedRunnableError, level_graph, read_runnable
+from teola.optimizer.ir import ModuleKind
+from teola.optimizer.lowering import lower
+from teola.optimizer.passes import optimize_plan
+from teola.optimizer.values import PromptPrefix, Sampling
+
+
+class EngineChat(FakeListChatModel):
+    """A fake chat model that carries what an engine-backed one carries."""
+
+    teola_engine: str = "llm"
+    teola_sampling: Sampling = Sampling(max_tokens=8)
+
+
+class EngineEmbedding(DeterministicFakeEmbedding):
+    teola_engine: str = "embedding"
+
+
+class EngineStore(InMemoryVectorStore):
+    index_name = "index:test"
+
+    def to_documents(self, hits):
+        return [Document(id=i, page_content=i) for i, _ in hits]
+
+
+@pytest.fixture
+def retriever():
+    store = EngineStore(EngineEmbedding(size=8))
+    store.add_documents([Document(id="a", page_content="alpha"), Document(id="b", page_content="beta")])
+    return store.as_retriever(search_kwargs={"k": 2})
+
+
+PROMPT = ChatPromptTemplate.from_messages([("system", "Be brief."), ("human", "Q: {question}\nContext: {context}")])
+
+
+def _modules(reading, kind):
+    return [n for n in reading.graph if n.op is kind]
+
+
+def test_rag_chain_lowers_retriever_and_prompt_model_parser_into_one_llm_call(retriever):
+    chain = ({"context": operator.itemgetter("question") | retriever | (lambda docs: " ".join(d.page_content for d in docs)),
+              "question": operator.itemgetter("question")} | PROMPT | EngineChat(responses=["x"]) | StrOutputParser())
+    reading = read_runnable(chain)
+    [retrieve] = _modules(reading, ModuleKind.RETRIEVE)
+    [generate] = _modules(reading, ModuleKind.GENERATE)
+    assert retrieve.params["top_k"] == 2 and retrieve.params["index_engine"] == "index:test"
+    assert len(reading.lowered) == 2
+    # the question is known from the input: it is the prefix's only input; the context is not
+    assert len(generate.params["prefix_inputs"]) == 1
+    question_var = generate.params["prefix_inputs"][0]
+    prefix = generate.params["build_prefix"](**{question_var: "What is pass?"})
+    assert isinstance(prefix, PromptPrefix)
+    assert "Q: What is pass?" in prefix.prompt.messages[-1].content
+    plan = optimize_plan(lower(reading.graph))
+    assert any(n.params.get("warm") for n in plan)
+
+
+def test_the_prompt_is_the_one_langchain_builds(retriever):
+    chain = {"context": RunnableLambda(lambda x: "ctx"), "question": RunnablePassthrough()} | PROMPT | EngineChat(responses=["x"])
+    reading = read_runnable(chain)
+    [generate] = _modules(reading, ModuleKind.GENERATE)
+    names = {"var0": "ctx", "var1": "q"} if generate.params["prefix_inputs"] == ("var1",) else {"var0": "q", "var1": "ctx"}
+    prompt = generate.params["build_prompt"](**names)
+    native = PROMPT.invoke({"context": "ctx", "question": "q"}).to_messages()
+    assert [m.content for m in prompt.messages] == [m.content for m in native]
+
+
+def test_assign_steps_reading_different_keys_are_independent():
+    model = EngineChat(responses=["x"])
+    first = ChatPromptTemplate.from_template("A {question}") | model | StrOutputParser()
+    second = ChatPromptTemplate.from_template("B {question}") | model | StrOutputParser()
+    join = ChatPromptTemplate.from_template("{question} {a} {b}") | model | StrOutputParser()
+    chain = RunnablePassthrough.assign(a=first) | RunnablePassthrough.assign(b=second) | join
+    reading = read_runnable(chain)
+    dag = reading.graph.to_networkx()
+    a, b, joined = [n.name for n in _modules(reading, ModuleKind.GENERATE)]
+    assert not nx.has_path(dag, a, b) and not nx.has_path(dag, b, a)
+    assert nx.has_path(dag, a, joined) and nx.has_path(dag, b, joined)
+
+
+def test_unknown_steps_run_as_calls_and_the_output_dict_keeps_langchain_order():
+    chain = RunnableParallel(x=RunnableLambda(lambda v: v + 1), y=RunnablePassthrough())
+    reading = read_runnable(chain)
+    calls = [n for n in reading.graph if n.op is ModuleKind.CALL]
+    assert any(n.params["label"] == "dict" for n in calls)
+    assert read_runnable(chain | RunnableLambda(str)).lowered == []
+
+
+def test_level_graph_tags_children_as_langchain_does():
+    seq = RunnableLambda(lambda v: v) | RunnableLambda(lambda v: v)
+    assert [n.params["label"] for n in level_graph(seq)] == ["RunnableLambda", "RunnableLambda"]
+    par = RunnableParallel(a=RunnablePassthrough(), b=RunnablePassthrough())
+    assert [n.name for n in level_graph(par)] == ["key0", "key1", "merge"]
+
+
+def test_a_non_runnable_is_refused_with_what_to_pass():
+    with pytest.raises(UnsupportedRunnableError, match="LangChain runnable"):
+        read_runnable("prompt | model")

@@ -1,0 +1,108 @@
+"""optimize() and the executor switch on real LangChain apps, on the real CPU engines: same answers,
+and the Runnable protocol (async, batch, streaming, events, callbacks, errors) kept."""
+
+import asyncio
+import logging
+
+import pytest
+from langchain_core.documents import Document
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tracers.context import collect_runs
+
+from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
+from teola_integrations.langchain.apps import APPS, build_app
+from teola_integrations.langchain.benchmark import reference_mode
+
+pytestmark = pytest.mark.engines
+
+
+@pytest.fixture(scope="module")
+def store(corpus):
+    docs = [Document(id=c.id, page_content=c.text, metadata={"topic": c.topic}) for c in corpus]
+    return TeolaVectorStore.from_documents(docs, TeolaEmbeddings())
+
+
+def _warm(chain, value):
+    """Run once unmeasured, then again: runs compared must see the same prefix-cache state (see
+    teola_integrations.compare.interleave)."""
+    chain.invoke(value)
+    return chain.invoke(value)
+
+
+@pytest.mark.parametrize("name", APPS)
+def test_apps_answer_as_langchain_does(name, store, chat, questions):
+    app = build_app(name, store, chat)
+    reference = app.native if reference_mode(app) == "native" else app.hand_tuned
+    fast = optimize(app.native)
+    assert len(fast.lowered) >= 2
+    for question in questions[:2]:
+        value = {"question": question.question}
+        expected = _warm(reference, value)
+        assert expected.strip()
+        assert fast.invoke(value) == expected
+
+
+def test_the_rag_prompt_prefix_is_prefilled_from_the_question_alone(store, chat, questions):
+    fast = optimize(build_app("rag", store, chat).native)
+    [warm] = [n for n in fast.plan if n.params.get("warm")]
+    prefix_prompt = fast.plan[warm.inputs["prompt"].node]
+    assert all("retrieve" not in str(source) for source in prefix_prompt.inputs.values())
+    fast.invoke({"question": questions[0].question})
+    assert warm.name in {span.node for span in fast.last_trace.spans}
+
+
+def test_the_runnable_protocol_is_kept(store, chat, questions):
+    app = build_app("rag", store, chat)
+    fast = optimize(app.native)
+    value = {"question": questions[1].question}
+    answer = _warm(app.native, value)
+    assert fast.invoke(value) == answer
+    assert asyncio.run(fast.ainvoke(value)) == answer
+    assert fast.batch([value, value], {"max_concurrency": 2}) == [answer, answer]
+    assert asyncio.run(fast.abatch([value, value])) == [answer, answer]
+    assert "".join(fast.stream(value)) == answer
+
+    async def streamed():
+        chunks = [chunk async for chunk in fast.astream(value)]
+        events = [event async for event in fast.astream_events(value, version="v2")]
+        return chunks, events
+
+    chunks, events = asyncio.run(streamed())
+    assert "".join(chunks) == answer
+    assert events[0]["event"] == "on_chain_start" and events[-1]["event"] == "on_chain_end"
+    assert events[-1]["data"]["output"] == answer
+    with collect_runs() as collector:
+        fast.invoke(value, {"run_name": "rag", "tags": ["mine"], "metadata": {"user": "u1"}})
+    [root] = collector.traced_runs
+    assert root.name == "rag" and "mine" in root.tags and root.extra["metadata"]["user"] == "u1"
+    assert root.outputs == {"output": answer}
+    assert "format_docs" in {child.name for child in root.child_runs}  # a step run as-is has its own run
+
+
+def test_the_executor_switch_runs_engine_chains_as_optimized_plans(store, chat, questions):
+    app = build_app("rag", store, chat)
+    value = {"question": questions[2].question}
+    answer = _warm(app.native, value)
+    before = executor.ROUTED["optimized"]
+    with teola_executor():
+        assert app.native.invoke(value) == answer
+        assert asyncio.run(app.native.ainvoke(value)) == answer
+        assert app.native.batch([value, value]) == [answer, answer]
+    assert executor.ROUTED["optimized"] >= before + 4
+
+
+def test_a_failing_step_raises_its_own_error(store, chat, questions):
+    def reject(answer: str) -> str:
+        raise ValueError(f"rejected: {answer[:10]}")
+
+    fast = optimize(build_app("rag", store, chat).native | RunnableLambda(reject))
+    with pytest.raises(ValueError, match="rejected"):
+        fast.invoke({"question": questions[0].question})
+
+
+def test_a_chain_without_engine_parts_runs_as_is_with_one_log_line(caplog):
+    chain = RunnableLambda(lambda x: x * 2) | RunnableLambda(lambda x: x + 1)
+    with caplog.at_level(logging.WARNING, logger="teola_integrations.langchain.runnable"):
+        fast = optimize(chain)
+    assert len(caplog.records) == 1 and "run as-is" in caplog.records[0].getMessage()
+    assert fast.invoke(3) == chain.invoke(3) == 7
