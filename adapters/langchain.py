@@ -151,12 +151,24 @@ def _keyed_dict(keys: list[str]) -> Callable[..., dict]:
     return merge
 
 
+@dataclass(frozen=True)
+class FinalGeneration:
+    """The chain's output is one LLM call's text, finished by ``parser`` (or none): what streaming
+    the answer needs. ``decode`` is the name of the call's decode primitive once lowered."""
+
+    decode: str
+    chat: bool
+    parser: BaseOutputParser | None
+
+
 @dataclass
 class ChainReading:
-    """What the adapter read: the module graph, and whether any part of it was lowered."""
+    """What the adapter read: the module graph, what was lowered, and the LLM call that gives the
+    chain's output, if one does."""
 
     graph: Graph
     lowered: list[str] = field(default_factory=list)
+    final: FinalGeneration | None = None
 
 
 def read_runnable(runnable: Any) -> ChainReading:
@@ -167,9 +179,9 @@ def read_runnable(runnable: Any) -> ChainReading:
             f"optimize() takes a LangChain runnable (an LCEL chain such as prompt | model | parser), "
             f"got {type(runnable).__module__}.{type(runnable).__name__}")
     tracer = _Tracer()
-    out = tracer.trace(runnable, Value(INPUT, early=True), "teola:chain")
-    tracer.graph.set_output("output", tracer.materialize(out).source)
-    return ChainReading(tracer.graph, tracer.lowered)
+    out = tracer.materialize(tracer.trace(runnable, Value(INPUT, early=True), "teola:chain"))
+    tracer.graph.set_output("output", out.source)
+    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source))
 
 
 def is_engine_model(step: Any) -> bool:
@@ -188,6 +200,7 @@ class _Tracer:
     def __init__(self) -> None:
         self.graph = Graph(inputs=("input", "frame"))
         self.lowered: list[str] = []
+        self.generations: dict[Source, FinalGeneration] = {}
         self._ids = itertools.count(1)
 
     def _name(self, base: str) -> str:
@@ -303,6 +316,7 @@ class _Tracer:
         self.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",), params={
             "fn": _finish_fn(chat, parser), "label": f"{type(model).__name__} output", "pure": True}))
         self.lowered.append(f"{name}: {' | '.join(type(r).__name__ for r in (prompt, model, parser) if r is not None)}")
+        self.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser)
         return Value(Ref(name, "output"))
 
 

@@ -10,7 +10,8 @@ primitive started and ended (``QueryTrace``), which benchmarks and timelines rea
 A node with ``params['stream']`` (a streaming decode) publishes a ``TextStream`` as its output as
 soon as it starts and fills it while it runs, so its consumers start on the first items; with
 ``params['stop_after_items'] = (parse, n)`` it stops once ``parse`` finds ``n`` final items, as
-nothing downstream reads further.
+nothing downstream reads further. A graph output that is such a stream is returned as soon as it
+starts (a streamed answer); its decode goes on filling it after ``run`` has returned.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class GraphScheduler:
         self.depths = depths_to_outputs(plan)
 
     async def run(self, inputs: Mapping[str, Any], priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run the plan on ``inputs``; return the graph outputs and the query's trace."""
+        """Run the plan on ``inputs``; return the graph outputs and the query's trace (its ``total``
+        is the time to the outputs: to the first text of a streamed one)."""
         unknown = set(self.plan.inputs) - set(inputs)
         if unknown:
             raise TeolaRuntimeError(f"the query is missing inputs {sorted(unknown)}; the plan takes {self.plan.inputs}")
@@ -73,13 +75,16 @@ class GraphScheduler:
         t0 = time.perf_counter()
         results: dict[str, asyncio.Future] = {node.name: loop.create_future() for node in self._order}
         tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority)) for node in self._order]
+        streaming: set[str] = set()
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
                 outputs[name] = (await results[ref.node])[ref.output]
+            streaming = {ref.node for name, ref in self.plan.outputs.items() if isinstance(outputs[name], TextStream)}
         finally:
-            for task in tasks:
-                task.cancel()
+            for node, task in zip(self._order, tasks):
+                if node.name not in streaming:  # a streamed output's decode keeps filling it
+                    task.cancel()
             for future in results.values():  # a failed branch nobody awaited must not warn
                 if future.done() and not future.cancelled():
                     future.exception()

@@ -9,7 +9,7 @@ line) gives the same items on that prefix as on the whole text, so no item is ta
 from __future__ import annotations
 
 import asyncio
-from typing import Callable
+from typing import AsyncIterator, Callable
 
 ItemParser = Callable[[str], list]
 
@@ -43,6 +43,17 @@ class TextStream:
         if self.error is not None:
             raise self.error
         return self.text
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """The text piece by piece as it grows, to its end; raises the producer's error."""
+        seen = 0
+        while True:
+            text = await self.wait_until(lambda grown: len(grown) > seen)
+            if len(text) > seen:
+                yield text[seen:]
+                seen = len(text)
+            elif self.done:
+                return
 
 
 def complete_items(parse: ItemParser, text: str, done: bool) -> list:

@@ -52,9 +52,9 @@ class ChainPlan:
         try:
             with get_executor_for_config(config) as executor:
                 frame = StepFrame(config, run_manager, False, contextvars.copy_context(), executor, kwargs)
-                output = self._run_sync({"input": input, "frame": frame})
+                output = self.run({"input": input, "frame": frame})["output"]
         except BaseException as exc:
-            error = _original(exc)
+            error = original_error(exc)
             run_manager.on_chain_error(error)
             if error is exc:
                 raise
@@ -71,12 +71,9 @@ class ChainPlan:
         frame = StepFrame(config, run_manager, True, contextvars.copy_context(), None, kwargs)
         error = None
         try:
-            if self.runtime is not None:
-                outputs, self.last_trace = await self.runtime.aexecute(self.scheduler, {"input": input, "frame": frame})
-            else:
-                outputs, self.last_trace = await self.scheduler.run({"input": input, "frame": frame})
+            outputs = await self.arun({"input": input, "frame": frame})
         except BaseException as exc:
-            error = _original(exc)
+            error = original_error(exc)
             await run_manager.on_chain_error(error)
             if error is exc:
                 raise
@@ -85,19 +82,28 @@ class ChainPlan:
         await run_manager.on_chain_end(outputs["output"])
         return outputs["output"]
 
-    def _run_sync(self, inputs: dict[str, Any]) -> Any:
+    def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The plan's outputs for ``inputs`` (``input`` and ``frame``), from synchronous code; no chain run."""
         if self.runtime is not None:
             outputs, self.last_trace = self.runtime.execute(self.scheduler, inputs)
-            return outputs["output"]
+            return outputs
         loop = asyncio.new_event_loop()  # a call-only plan runs on a loop of the calling thread's own
         try:
             outputs, self.last_trace = loop.run_until_complete(self.scheduler.run(inputs))
         finally:
             loop.close()
-        return outputs["output"]
+        return outputs
+
+    async def arun(self, inputs: dict[str, Any]) -> dict[str, Any]:
+        """The plan's outputs for ``inputs``, from async code; no chain run."""
+        if self.runtime is not None:
+            outputs, self.last_trace = await self.runtime.aexecute(self.scheduler, inputs)
+        else:
+            outputs, self.last_trace = await self.scheduler.run(inputs)
+        return outputs
 
 
-def _original(exc: BaseException) -> BaseException:
+def original_error(exc: BaseException) -> BaseException:
     """The exception a step raised, as LangChain would raise it, unwrapped from Teola's ``PrimitiveError``."""
     while isinstance(exc, PrimitiveError) and exc.__cause__ is not None:
         exc = exc.__cause__

@@ -52,7 +52,7 @@ def _plan_for(runnable: RunnableSequence | RunnableParallel) -> ChainPlan:
         plan = None
         if _has_engine_parts(runnable):
             runtime = get_runtime()
-            plan = ChainPlan(build_plan(runnable, runtime)[2], runtime)
+            plan = ChainPlan(build_plan(runnable, runtime).plan, runtime)
         _optimized[key] = (weakref.ref(runnable, lambda _: _optimized.pop(key, None)), plan)
         cached = _optimized[key]
     return cached[1] or ChainPlan(lower(level_graph(runnable)), None)

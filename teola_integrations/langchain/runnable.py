@@ -2,31 +2,53 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
-from typing import Any, Iterable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterable, Iterator
 
+from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import get_executor_for_config
 from langchain_core.runnables.graph import Graph as RunnableGraph
 from pydantic import BaseModel
 
-from teola.adapters.langchain import read_runnable
+from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
 from teola.optimizer.ir import Graph
 from teola.optimizer.lowering import lower
 from teola.optimizer.passes import PASSES, optimize_plan
+from teola.optimizer.stream_output import stream_output
+from teola.runtime.errors import PrimitiveError
 from teola.runtime.graph_scheduler import QueryTrace
 from teola.runtime.runtime import Runtime, get_runtime
-from teola_integrations.langchain.execution import ChainPlan
+from teola_integrations.langchain.answer_stream import answer_achunks, answer_chunks
+from teola_integrations.langchain.execution import ChainPlan, original_error
+from teola_integrations.streaming import iterate_async, iterate_sync
 
 log = logging.getLogger(__name__)
 
 
-def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES) -> tuple[Graph, Graph, Graph, list[str]]:
-    """Trace, lower and optimize ``runnable``: (module graph, primitive graph, plan, what was lowered)."""
+@dataclass
+class ChainBuild:
+    """What Teola made of a runnable: the module graph, the primitive graph, the optimized plan,
+    the lowered steps, and the LLM call whose text is the chain's answer (if one is)."""
+
+    module_graph: Graph
+    primitive_graph: Graph
+    plan: Graph
+    lowered: list[str]
+    final: FinalGeneration | None
+
+
+def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES) -> ChainBuild:
+    """Trace, lower and optimize ``runnable``."""
     reading = read_runnable(runnable)
     primitives = lower(reading.graph)
     passes = tuple(passes)
     profile = runtime.cost_profile({n.engine for n in primitives}) if "decompose" in passes else {}
-    return reading.graph, primitives, optimize_plan(primitives, passes, profile), reading.lowered
+    return ChainBuild(reading.graph, primitives, optimize_plan(primitives, passes, profile), reading.lowered,
+                      reading.final)
 
 
 class TeolaRunnable(Runnable):
@@ -36,19 +58,25 @@ class TeolaRunnable(Runnable):
     ``astream``/``astream_events``, with callbacks, tags, metadata, run names and
     ``max_concurrency`` honoured. One chain run covers the invocation; steps Teola runs as-is are
     its children with their own runs, while lowered steps (prompt, model, parser, retriever) run as
-    primitives and report no runs of their own. ``module_graph``, ``primitive_graph`` and ``plan``
-    show what Teola made of the chain; ``lowered`` lists the lowered steps.
+    primitives and report no runs of their own. Where the chain's answer is an LLM call's (parsed)
+    text, streaming yields it token by token as the native chain does, from a plan whose final
+    decode streams; otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``
+    and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps.
     """
 
     def __init__(self, native: Runnable, runtime: Runtime | None = None, passes: Iterable[str] = PASSES) -> None:
         self.native = native
         self.name = native.get_name()
         runtime = runtime or get_runtime()
-        self.module_graph, self.primitive_graph, self.plan, self.lowered = build_plan(native, runtime, passes)
+        build = build_plan(native, runtime, passes)
+        self.module_graph, self.primitive_graph, self.plan, self.lowered = (build.module_graph, build.primitive_graph,
+                                                                            build.plan, build.lowered)
         if not self.lowered:
             log.warning("teola: nothing in %s runs on Teola's engines (use TeolaChatModel, TeolaLLM and a "
                         "TeolaVectorStore retriever); its steps run as-is", self.name)
         self._chain = ChainPlan(self.plan, runtime)
+        self._final = build.final
+        self._streaming = ChainPlan(stream_output(self.plan, build.final.decode, "output"), runtime) if build.final else None
 
     @property
     def last_trace(self) -> QueryTrace | None:
@@ -60,6 +88,41 @@ class TeolaRunnable(Runnable):
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return await self._chain.ainvoke(self.name, input, config, kwargs)
+
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        if self._streaming is None:
+            yield from super().stream(input, config, **kwargs)
+            return
+        yield from self._transform_stream_with_config(iter([input]), self._stream_answer, config, **kwargs)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        if self._streaming is None:
+            async for chunk in super().astream(input, config, **kwargs):
+                yield chunk
+            return
+
+        async def only() -> AsyncIterator[Any]:
+            yield input
+
+        async for chunk in self._atransform_stream_with_config(only(), self._astream_answer, config, **kwargs):
+            yield chunk
+
+    def _stream_answer(self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
+                       config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
+        [input] = inputs
+        with get_executor_for_config(config) as executor, _raising_original_errors():
+            frame = StepFrame(config, run_manager, False, contextvars.copy_context(), executor, kwargs)
+            answer = self._streaming.run({"input": input, "frame": frame})["output"]
+            yield from answer_chunks(self._final, iterate_sync(answer.deltas()))
+
+    async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
+                              config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
+        input = await anext(inputs)
+        with _raising_original_errors():
+            frame = StepFrame(config, run_manager, True, contextvars.copy_context(), None, kwargs)
+            answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
+            async for chunk in answer_achunks(self._final, iterate_async(answer.deltas())):
+                yield chunk
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.native.get_input_schema(config)
@@ -82,6 +145,15 @@ class TeolaRunnable(Runnable):
     def get_graph(self, config: RunnableConfig | None = None) -> RunnableGraph:
         """The wrapped chain's own graph (Teola's graphs are ``module_graph`` and ``plan``)."""
         return self.native.get_graph(config)
+
+
+@contextmanager
+def _raising_original_errors() -> Iterator[None]:
+    """Raise a failed step's own exception, as LangChain would, not Teola's wrapper of it."""
+    try:
+        yield
+    except PrimitiveError as exc:
+        raise original_error(exc) from None
 
 
 def optimize(runnable: Any, runtime: Runtime | None = None, passes: Iterable[str] = PASSES) -> TeolaRunnable:

@@ -135,14 +135,18 @@ def test_primitives_reach_engines_with_their_distance_from_the_output_as_priorit
     assert seen == {"d": (3, -2), "a": (3, -1), "b": (3, -1), "c": (3, 0)}
 
 
-class BrokenStream(EngineScheduler):
-    """Streams two lines, then its engine fails."""
+class StreamingEngine(EngineScheduler):
+    """An LLM engine whose nodes must all stream."""
 
     def __init__(self) -> None:
         super().__init__("llm")
 
     async def execute(self, node, args, priority=0):
         raise AssertionError("a streaming node must be streamed")
+
+
+class BrokenStream(StreamingEngine):
+    """Streams two lines, then its engine fails."""
 
     async def stream(self, node, args, priority=0):
         yield "one\ntwo\n"
@@ -173,3 +177,28 @@ def test_a_streaming_node_on_an_engine_that_cannot_stream_fails_instead_of_hangi
     engines = {"sleep": SleepEngine(), "callable": CallablePool()}
     with pytest.raises(PrimitiveError, match="does not stream"):
         asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan("sleep"), engines).run({"query_str": "q"}), 5))
+
+
+class SlowStream(StreamingEngine):
+    """Streams three words, one per tick."""
+
+    async def stream(self, node, args, priority=0):
+        for word in ("streamed ", "word ", "by word"):
+            await asyncio.sleep(0.01)
+            yield word
+
+
+def test_a_streamed_output_is_returned_at_once_and_goes_on_filling():
+    g = Graph()
+    g.add(Node("decode", Op.DECODE, {"q": QueryInput("query_str")}, ("text",), "llm", {"stream": True}))
+    g.set_output("answer", Ref("decode", "text"))
+
+    async def main():
+        outputs, trace = await GraphScheduler(g, {"llm": SlowStream()}).run({"query_str": "q"})
+        answer = outputs["answer"]
+        assert not answer.done  # returned before the decode ended
+        assert "".join([piece async for piece in answer.deltas()]) == "streamed word by word"
+        await asyncio.sleep(0)
+        assert [span.node for span in trace.spans] == ["decode"]
+
+    asyncio.run(main())

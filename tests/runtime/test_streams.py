@@ -44,3 +44,24 @@ def test_a_reader_past_the_last_item_gets_an_empty_slice_and_a_failed_stream_rai
             await read_items(lines, broken, (0, 1))
 
     asyncio.run(main())
+
+
+def test_deltas_give_the_text_piece_by_piece_to_its_end_or_its_error():
+    async def main():
+        stream, broken = TextStream(), TextStream()
+        pieces = asyncio.ensure_future(_collect(stream.deltas()))
+        for delta in ("Par", "is is", " the capital."):
+            await stream.push(delta)
+            await asyncio.sleep(0)
+        await stream.finish()
+        assert "".join(await asyncio.wait_for(pieces, 1)) == "Paris is the capital."
+        await broken.push("half")
+        await broken.finish(ValueError("engine died"))
+        with pytest.raises(ValueError, match="engine died"):
+            await _collect(broken.deltas())
+
+    asyncio.run(main())
+
+
+async def _collect(deltas):
+    return [delta async for delta in deltas]

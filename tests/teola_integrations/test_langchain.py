@@ -6,6 +6,8 @@ import logging
 
 import pytest
 from langchain_core.documents import Document
+from langchain_core.messages import AIMessageChunk
+from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
@@ -61,7 +63,8 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
     one_at_a_time = {"max_concurrency": 1}  # concurrent requests would batch: vLLM on CPU is not batch-invariant
     assert fast.batch([value, value], one_at_a_time) == [answer, answer]
     assert asyncio.run(fast.abatch([value, value], one_at_a_time)) == [answer, answer]
-    assert "".join(fast.stream(value)) == answer
+    chunks = list(fast.stream(value))
+    assert "".join(chunks) == answer and len(chunks) > 1  # token by token, as the native chain streams
 
     async def streamed():
         chunks = [chunk async for chunk in fast.astream(value)]
@@ -69,8 +72,9 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
         return chunks, events
 
     chunks, events = asyncio.run(streamed())
-    assert "".join(chunks) == answer
+    assert "".join(chunks) == answer and len(chunks) > 1
     assert events[0]["event"] == "on_chain_start" and events[-1]["event"] == "on_chain_end"
+    assert "".join(e["data"]["chunk"] for e in events if e["event"] == "on_chain_stream") == answer
     assert events[-1]["data"]["output"] == answer
     with collect_runs() as collector:
         fast.invoke(value, {"run_name": "rag", "tags": ["mine"], "metadata": {"user": "u1"}})
@@ -78,6 +82,26 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
     assert root.name == "rag" and "mine" in root.tags and root.extra["metadata"]["user"] == "u1"
     assert root.outputs == {"output": answer}
     assert "format_docs" in {child.name for child in root.child_runs}  # a step run as-is has its own run
+
+
+def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
+    chain = ChatPromptTemplate.from_messages([("human", "Answer in one sentence: {question}")]) | chat
+    fast = optimize(chain)
+    value = {"question": questions[0].question}
+    expected = _warm(chain, value)
+    chunks = list(fast.stream(value))
+    assert all(isinstance(chunk, AIMessageChunk) for chunk in chunks) and len(chunks) > 1
+    assert sum(chunks[1:], chunks[0]).content == expected.content
+
+
+def test_a_failing_step_fails_the_stream_with_its_own_error(store, chat, questions):
+    def reject(value: dict) -> dict:
+        raise ValueError("no question")
+
+    app = build_app("rag", store, chat)
+    fast = optimize(RunnableLambda(reject) | app.native)
+    with pytest.raises(ValueError, match="no question"):
+        list(fast.stream({"question": questions[0].question}))
 
 
 def test_the_executor_switch_runs_engine_chains_as_optimized_plans(store, chat, questions):
