@@ -60,7 +60,8 @@ class TeolaRunnable(Runnable):
     its children with their own runs, while lowered steps (prompt, model, parser, retriever) run as
     primitives and report no runs of their own. Where the chain's answer is an LLM call's (parsed)
     text, streaming yields it token by token as the native chain does, from a plan whose final
-    decode streams; otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``
+    decode streams (the parser then streams as in a native stream, with its own child run);
+    otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``
     and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps.
     """
 
@@ -113,7 +114,7 @@ class TeolaRunnable(Runnable):
         with get_executor_for_config(config) as executor, _raising_original_errors():
             frame = StepFrame(config, run_manager, False, contextvars.copy_context(), executor, kwargs)
             answer = self._streaming.run({"input": input, "frame": frame})["output"]
-            yield from answer_chunks(self._final, iterate_sync(answer.deltas()))
+            yield from answer_chunks(self._final, iterate_sync(answer.deltas()), config)
 
     async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
@@ -121,7 +122,7 @@ class TeolaRunnable(Runnable):
         with _raising_original_errors():
             frame = StepFrame(config, run_manager, True, contextvars.copy_context(), None, kwargs)
             answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
-            async for chunk in answer_achunks(self._final, iterate_async(answer.deltas())):
+            async for chunk in answer_achunks(self._final, iterate_async(answer.deltas()), config):
                 yield chunk
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:

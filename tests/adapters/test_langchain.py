@@ -7,7 +7,8 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models import FakeListChatModel
-from langchain_core.output_parsers import StrOutputParser
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import CommaSeparatedListOutputParser, JsonOutputParser, StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
@@ -77,6 +78,21 @@ def test_the_prompt_is_the_one_langchain_builds(retriever):
     prompt = generate.params["build_prompt"](**names)
     native = PROMPT.invoke({"context": "ctx", "question": "q"}).to_messages()
     assert [m.content for m in prompt.messages] == [m.content for m in native]
+
+
+@pytest.mark.parametrize("parser, text", [(StrOutputParser(), " plain "), (CommaSeparatedListOutputParser(), "a, b, c"),
+                                          (JsonOutputParser(), 'Here: ```json\n{"answer": [1, 2]}\n```')])
+def test_parsers_finish_the_llm_call_as_they_parse_natively_and_say_how_to_stream(parser, text):
+    reading = read_runnable(ChatPromptTemplate.from_template("{question}") | EngineChat(responses=["x"]) | parser)
+    finish = reading.graph[reading.graph.outputs["output"].node]
+    assert finish.params["fn"](text) == parser.invoke(AIMessage(content=text))
+    assert reading.final.parser is parser and reading.final.chat
+    assert reading.graph[reading.final.decode].op is ModuleKind.GENERATE  # the decode keeps the call's name
+
+
+def test_a_chain_whose_answer_is_not_an_llm_call_has_no_answer_stream():
+    chain = ChatPromptTemplate.from_template("{question}") | EngineChat(responses=["x"]) | RunnableLambda(str)
+    assert read_runnable(chain).final is None
 
 
 def test_assign_steps_reading_different_keys_are_independent():

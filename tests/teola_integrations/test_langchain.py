@@ -82,6 +82,11 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
     assert root.name == "rag" and "mine" in root.tags and root.extra["metadata"]["user"] == "u1"
     assert root.outputs == {"output": answer}
     assert "format_docs" in {child.name for child in root.child_runs}  # a step run as-is has its own run
+    with collect_runs() as collector:
+        assert "".join(fast.stream(value, {"run_name": "rag"})) == answer
+    [root] = collector.traced_runs
+    assert root.name == "rag" and root.outputs == {"output": answer}
+    assert {"format_docs", "StrOutputParser"} <= {child.name for child in root.child_runs}  # as in a native stream
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
