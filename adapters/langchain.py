@@ -7,7 +7,9 @@ key without a node. Data edges are therefore the true ones: two ``.assign`` step
 different keys run side by side, and a question-first prompt can be prefilled while retrieval runs.
 
 What Teola lowers into primitives: a prompt template followed by a chat model or LLM backed by a
-Teola engine (and an output parser after it), a Teola engine-backed model alone, and a retriever
+Teola engine (and an output parser after it; a numbered or markdown list parser cut to its first
+``n`` items by ``itemgetter(slice(n))`` becomes a bounded list the passes stream into its readers,
+stopping the decode after ``n`` items), a Teola engine-backed model alone, and a retriever
 over a ``TeolaVectorStore`` (alone, or ``.map()``-ed over a list of queries). Everything else runs
 unchanged as a ``call``: the step's own ``invoke``/``ainvoke`` with the child config LangChain would
 give it, so its callbacks, tags and run tree are its own.
@@ -29,7 +31,7 @@ from typing import Any, Callable, Sequence
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatGeneration, Generation
-from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.output_parsers import BaseOutputParser, MarkdownListOutputParser, NumberedListOutputParser
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import (Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough,
                                       RunnableSequence)
@@ -43,6 +45,9 @@ from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.values import ChatMessage, Prompt, PromptPrefix
 
 CONTEXT_MARK = "\u27e6teola:context\u27e7"
+# List parsers whose items are whole lines: the items of a text cut after a newline are the first
+# items of the whole text, so they can be read while the LLM still writes.
+LINE_LIST_PARSERS = (NumberedListOutputParser, MarkdownListOutputParser)
 _ROLES = {"system": "system", "human": "user", "ai": "assistant"}
 
 
@@ -225,22 +230,18 @@ class _Tracer:
         if isinstance(step, RunnableEach) and is_engine_retriever(step.bound) and isinstance(value, Value):
             return self._retrieve(step.bound, value.source, batch=True)
         if is_engine_model(step):
-            return self._generate(None, step, value, None)
+            return self._generate(None, step, value, None, None)
         return self._call(step, value, tag)
 
     def _sequence(self, steps: list[Runnable], value: Traced) -> Traced:
         i = 0
         while i < len(steps):
-            step, following = steps[i], steps[i + 1:]
-            if isinstance(step, BasePromptTemplate) and following and is_engine_model(following[0]):
-                parser = following[1] if len(following) > 1 and isinstance(following[1], BaseOutputParser) else None
-                value = self._generate(step, following[0], value, parser)
-                i += 3 if parser else 2
-            elif is_engine_model(step) and following and isinstance(following[0], BaseOutputParser):
-                value = self._generate(None, step, value, following[0])
-                i += 2
+            call = _llm_call_at(steps, i)
+            if call is not None:
+                value = self._generate(call.prompt, call.model, value, call.parser, call.cap)
+                i += call.length
             else:
-                value = self.trace(step, value, f"seq:step:{i + 1}")
+                value = self.trace(steps[i], value, f"seq:step:{i + 1}")
                 i += 1
         return value
 
@@ -289,9 +290,10 @@ class _Tracer:
         return Value(Ref(name, "output"))
 
     def _generate(self, prompt: BasePromptTemplate | None, model: BaseLanguageModel, value: Traced,
-                  parser: BaseOutputParser | None) -> Value:
-        """[prompt |] model [| parser] as one LLM call; the model's own input conversion and the
-        parser's own ``parse_result`` keep the native values."""
+                  parser: BaseOutputParser | None, cap: int | None) -> Value:
+        """[prompt |] model [| parser [| first cap items]] as one LLM call; the model's own input
+        conversion and the parser's own ``parse_result`` keep the native values. A capped list
+        is a bounded parse of the decode: what the passes pipeline into its readers."""
         name = self._name("generate")
         chat = isinstance(model, BaseChatModel)
         params: dict[str, Any] = {"llm_engine": model.teola_engine, "sampling": model.teola_sampling}
@@ -312,12 +314,56 @@ class _Tracer:
         else:
             inputs = {"var0": self.materialize(value).source}
             params["build_prompt"] = lambda var0: _model_prompt(model, var0)
+        steps = " | ".join(type(r).__name__ for r in (prompt, model, parser) if r is not None)
+        if cap is not None:
+            params.update(parse=_first_items_fn(_finish_fn(chat, parser), cap), max_items=cap)
+            self.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("items",), params=params))
+            self.lowered.append(f"{name}.llm: {steps} | first {cap} items")
+            return Value(Ref(f"{name}.llm", "items"))
         self.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("text",), params=params))
         self.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",), params={
             "fn": _finish_fn(chat, parser), "label": f"{type(model).__name__} output", "pure": True}))
-        self.lowered.append(f"{name}: {' | '.join(type(r).__name__ for r in (prompt, model, parser) if r is not None)}")
+        self.lowered.append(f"{name}: {steps}")
         self.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser)
         return Value(Ref(name, "output"))
+
+
+@dataclass(frozen=True)
+class _LLMSteps:
+    """``length`` sequence steps that make one LLM call: [prompt |] model [| parser [| cap]]."""
+
+    prompt: BasePromptTemplate | None
+    model: BaseLanguageModel
+    parser: BaseOutputParser | None
+    cap: int | None
+    length: int
+
+
+def _llm_call_at(steps: list[Runnable], i: int) -> _LLMSteps | None:
+    """The LLM call that starts at ``steps[i]``: a prompt then an engine model, or an engine model
+    then a parser; a line-list parser may be followed by the slice that keeps its first items."""
+    prompt = steps[i] if isinstance(steps[i], BasePromptTemplate) else None
+    at = i + (prompt is not None)
+    if at >= len(steps) or not is_engine_model(steps[at]) or (prompt is None and at + 1 >= len(steps)):
+        return None
+    parser = steps[at + 1] if at + 1 < len(steps) and isinstance(steps[at + 1], BaseOutputParser) else None
+    if prompt is None and parser is None:
+        return None  # a model alone is traced on its own
+    cap = first_items(parser, steps[at + 2]) if parser is not None and at + 2 < len(steps) else None
+    return _LLMSteps(prompt, steps[at], parser, cap, at - i + 1 + (parser is not None) + (cap is not None))
+
+
+def first_items(parser: BaseOutputParser, step: Runnable) -> int | None:
+    """``n`` where ``parser`` finds one item a line and ``step`` keeps its first ``n`` items
+    (``itemgetter(slice(n))``): a bounded list whose items are final line by line."""
+    if not isinstance(parser, LINE_LIST_PARSERS) or type(step) is not RunnableLambda:
+        return None
+    if not isinstance(step.func, operator.itemgetter) or not _single_key(step.func):
+        return None
+    [key] = _single_key(step.func)
+    if not isinstance(key, slice) or key.start not in (None, 0) or key.step not in (None, 1):
+        return None
+    return key.stop if isinstance(key.stop, int) and key.stop > 0 else None
 
 
 def _single_key(getter: operator.itemgetter) -> tuple[Any] | None:
@@ -362,6 +408,13 @@ def _prefix_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list
         return PromptPrefix(_model_prompt(model, prompt.format_prompt(**values)), CONTEXT_MARK)
 
     return build_prefix
+
+
+def _first_items_fn(finish: Callable[[str], list], cap: int) -> Callable[[str], list]:
+    def first_items(text: str) -> list:
+        return finish(text)[:cap]
+
+    return first_items
 
 
 def _finish_fn(chat: bool, parser: BaseOutputParser | None) -> Callable[[str], Any]:

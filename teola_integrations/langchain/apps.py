@@ -12,7 +12,7 @@ from operator import itemgetter
 from typing import Literal
 
 from langchain_core.documents import Document
-from langchain_core.output_parsers import StrOutputParser
+from langchain_core.output_parsers import NumberedListOutputParser, StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
@@ -28,9 +28,11 @@ RAG_PROMPT = ChatPromptTemplate.from_messages([
     ("system", SYSTEM),
     ("human", "Question: {question}\n\nUse this context to answer it:\n{context}\n\nAnswer:"),
 ])
+QUERIES = 3
 QUERIES_PROMPT = ChatPromptTemplate.from_messages([
-    ("system", "You write search queries. Output only the queries, one per line, nothing else."),
-    ("human", "Write 3 different search queries about: {question}"),
+    ("system", "You write search queries. Reply with a numbered list only, like:\n1. first query\n2. second query\n"
+               "3. third query"),
+    ("human", f"Write {QUERIES} different search queries about: {{question}}"),
 ])
 ANSWER_PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", "{question}")])
 FACTS_PROMPT = ChatPromptTemplate.from_messages([
@@ -46,11 +48,6 @@ JOIN_PROMPT = ChatPromptTemplate.from_messages([
 def format_docs(docs: list[Document]) -> str:
     """Retrieved documents as the prompt's context, one paragraph each."""
     return "\n\n".join(doc.page_content for doc in docs)
-
-
-def first_queries(text: str) -> list[str]:
-    """The generated queries: the first three non-empty lines."""
-    return [line.strip() for line in text.split("\n") if line.strip()][:3]
 
 
 def reciprocal_rank_fusion(results: list[list[Document]], k: int = 60, top_n: int = 4) -> list[Document]:
@@ -79,8 +76,8 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
 
     - rag: retrieve top-k | format, a question-first prompt, chat model, string parser (the
       tutorial's chain; its parallel dict already is the hand-tuned form);
-    - fusion: RAG-fusion: the model writes 3 queries, each is retrieved (``retriever.map()``), the
-      lists are fused by reciprocal rank, then answered as in rag;
+    - fusion: RAG-fusion: the model writes a numbered list of queries, the first 3 are each
+      retrieved (``retriever.map()``), the lists are fused by reciprocal rank, then answered as in rag;
     - branches: a draft answer and a list of facts, two LLM calls that both read only the question,
       joined by a third; written as two ``.assign`` steps, hand-tuned as one ``RunnableParallel``.
     """
@@ -90,7 +87,7 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
         chain = {"context": itemgetter("question") | retriever | format_docs, "question": itemgetter("question")} | answer
         return LangChainApp(name, chain, chain)
     if name == "fusion":
-        queries = QUERIES_PROMPT | model | StrOutputParser() | RunnableLambda(first_queries)
+        queries = QUERIES_PROMPT | model | NumberedListOutputParser() | itemgetter(slice(QUERIES))
         fused = queries | retriever.map() | RunnableLambda(reciprocal_rank_fusion)
         chain = {"context": fused | format_docs, "question": itemgetter("question")} | answer
         return LangChainApp(name, chain, chain)

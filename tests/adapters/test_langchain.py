@@ -8,7 +8,8 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
 from langchain_core.language_models import FakeListChatModel
 from langchain_core.messages import AIMessage
-from langchain_core.output_parsers import CommaSeparatedListOutputParser, JsonOutputParser, StrOutputParser
+from langchain_core.output_parsers import (CommaSeparatedListOutputParser, JsonOutputParser, NumberedListOutputParser,
+                                           StrOutputParser)
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnableParallel, RunnablePassthrough
 from langchain_core.vectorstores import InMemoryVectorStore
@@ -93,6 +94,29 @@ def test_parsers_finish_the_llm_call_as_they_parse_natively_and_say_how_to_strea
 def test_a_chain_whose_answer_is_not_an_llm_call_has_no_answer_stream():
     chain = ChatPromptTemplate.from_template("{question}") | EngineChat(responses=["x"]) | RunnableLambda(str)
     assert read_runnable(chain).final is None
+
+
+def test_the_first_items_of_a_line_list_stream_into_their_readers_and_the_decode_stops_after_them(retriever):
+    queries = ChatPromptTemplate.from_template("Queries for {question}") | EngineChat(responses=["x"])
+    chain = queries | NumberedListOutputParser() | operator.itemgetter(slice(3)) | retriever.map()
+    reading = read_runnable(chain)
+    [generate] = _modules(reading, ModuleKind.GENERATE)
+    text = "Here:\n1. alpha\n2. beta\n3. gamma\n4. delta"
+    assert generate.params["max_items"] == 3
+    assert generate.params["parse"](text) == (NumberedListOutputParser() | operator.itemgetter(slice(3))).invoke(text)
+    plan = optimize_plan(lower(reading.graph))
+    [decode] = [n for n in plan if n.params.get("stop_after_items")]
+    assert decode.params["stream"] and decode.params["stop_after_items"][1] == 3
+    assert len([n for n in plan if n.params.get("items")]) == 3  # one parse per item, each retrieved on its own
+
+
+def test_lists_that_are_not_line_lists_or_not_cut_are_parsed_whole():
+    model = EngineChat(responses=["x"])
+    prompt = ChatPromptTemplate.from_template("{question}")
+    for chain in (prompt | model | CommaSeparatedListOutputParser() | operator.itemgetter(slice(3)),
+                  prompt | model | NumberedListOutputParser() | operator.itemgetter(slice(1, 3))):
+        [generate] = _modules(read_runnable(chain), ModuleKind.GENERATE)
+        assert "max_items" not in generate.params
 
 
 def test_assign_steps_reading_different_keys_are_independent():

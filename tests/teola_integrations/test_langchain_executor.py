@@ -18,7 +18,7 @@ from teola_integrations.langchain.executor import is_teola_executor_enabled, teo
 
 
 def _chain():
-    model = FakeListChatModel(responses=["alpha", "beta", "gamma"])
+    model = FakeListChatModel(responses=["alpha"])  # one answer: concurrent calls cannot take each other's
     branch = ChatPromptTemplate.from_template("Say {topic}") | model | StrOutputParser()
     return RunnableParallel(first=branch, second=RunnablePassthrough.assign(n=lambda d: len(d["topic"]))) | RunnableLambda(
         lambda d: f"{d['first']}|{d['second']['n']}")
