@@ -151,9 +151,15 @@ def format_report(report: dict[str, Any]) -> str:
             for q in r["per_question"][:3]:
                 lines.append(f"    floor {q['floor_ms']:.0f} ms, teola {q['teola_ms']:.0f} ms: {' -> '.join(q['path'])}")
     if "load" in report:
-        lines += ["", "Poisson load:", f"  {'app':<10} {'mode':<7} {'rate/s':>7} {'mean ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'done/s':>7}"]
-        for app, rows in report["load"].items():
-            for r in rows:
-                lines.append(f"  {app:<10} {r['mode']:<7} {r['rate']:>7.2f} {r['mean_ms']:>9.0f} {r['p50_ms']:>9.0f} "
-                             f"{r['p99_ms']:>9.0f} {r['throughput_qps']:>7.2f}")
+        lines += ["", *load_table(report["load"])]
     return "\n".join(lines)
+
+
+def load_table(load: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Poisson-load rows (per app, per rate and mode) as text lines."""
+    lines = ["Poisson load:", f"  {'app':<10} {'mode':<11} {'rate/s':>7} {'mean ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'done/s':>7}"]
+    for app, rows in load.items():
+        for r in rows:
+            lines.append(f"  {app:<10} {r['mode']:<11} {r['rate']:>7.2f} {r['mean_ms']:>9.0f} {r['p50_ms']:>9.0f} "
+                         f"{r['p99_ms']:>9.0f} {r['throughput_qps']:>7.2f}")
+    return lines

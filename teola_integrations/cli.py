@@ -55,8 +55,7 @@ def _bench(args: argparse.Namespace) -> int:
     llm = TeolaLLM(max_tokens=args.max_tokens)
     apps = {kind: build_app(index, llm, kind, args.top_k) for kind in args.apps}
     questions = [q.question for q in load_questions()][: args.questions]
-    report: dict = {"machine": platform.platform(), "python": sys.version.split()[0],
-                    "settings": {k: v for k, v in vars(args).items() if k != "run"}}
+    report = _report_header(args)
     if "single" in args.parts:
         report["single"] = {kind: benchmark.single_query(app, questions, args.repeats) for kind, app in apps.items()}
     if "ablation" in args.parts and "advanced" in apps:
@@ -65,13 +64,26 @@ def _bench(args: argparse.Namespace) -> int:
         report["critical_path"] = {kind: benchmark.critical_path_floor(app, questions[: args.ablation_questions], args.repeats)
                                    for kind, app in apps.items()}
     if "load" in args.parts:
-        report["load"] = {}
-        for kind, app in apps.items():
-            single = report.get("single", {}).get(kind)
-            base = single["native_ms"] / 1e3 if single else 2.0
-            rates = args.rates or [0.5 / base, 1.0 / base]
-            report["load"][kind] = benchmark.load(app, questions, rates, args.load_queries)
-    print(benchmark.format_report(report))
+        native_ms = {kind: r["native_ms"] for kind, r in report.get("single", {}).items()}
+        report["load"] = {kind: benchmark.load(app, questions, _rates(args, native_ms.get(kind)), args.load_queries)
+                          for kind, app in apps.items()}
+    return _write_report(args, report, benchmark.format_report(report))
+
+
+def _report_header(args: argparse.Namespace) -> dict:
+    """What a benchmark report starts with: the machine and the run's settings."""
+    return {"machine": platform.platform(), "python": sys.version.split()[0],
+            "settings": {k: v for k, v in vars(args).items() if k != "run"}}
+
+
+def _rates(args: argparse.Namespace, native_ms: float | None) -> list[float]:
+    """The arrival rates asked for, else 0.5x and 1x the native single-query rate (a 3 s query without one)."""
+    base = native_ms / 1e3 if native_ms else 3.0
+    return args.rates or [0.5 / base, 1.0 / base]
+
+
+def _write_report(args: argparse.Namespace, report: dict, text: str) -> int:
+    print(text)
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))
         print(f"\nresults written to {args.json}")
@@ -88,22 +100,14 @@ def _bench_langchain(args: argparse.Namespace) -> int:
     store, model = build_store(), TeolaChatModel(max_tokens=args.max_tokens)
     apps = {name: build_app(name, store, model, args.top_k) for name in args.apps}
     questions = [q.question for q in load_questions()][: args.questions]
-    report: dict = {"machine": platform.platform(), "python": sys.version.split()[0],
-                    "settings": {k: v for k, v in vars(args).items() if k != "run"}}
+    report = _report_header(args)
     if "single" in args.parts:
         report["single"] = {name: benchmark.single_query(app, questions, args.repeats) for name, app in apps.items()}
     if "load" in args.parts:
-        report["load"] = {}
-        for name, app in apps.items():
-            single = report.get("single", {}).get(name)
-            base = single["ms"]["native"] / 1e3 if single else 3.0
-            rates = args.rates or [0.5 / base, 1.0 / base]
-            report["load"][name] = benchmark.load(app, questions, rates, args.load_queries)
-    print(benchmark.format_report(report))
-    if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
-        print(f"\nresults written to {args.json}")
-    return 0
+        native_ms = {name: r["ms"]["native"] for name, r in report.get("single", {}).items()}
+        report["load"] = {name: benchmark.load(app, questions, _rates(args, native_ms.get(name)), args.load_queries)
+                          for name, app in apps.items()}
+    return _write_report(args, report, benchmark.format_report(report))
 
 
 def _overhead(args: argparse.Namespace) -> int:
@@ -112,6 +116,18 @@ def _overhead(args: argparse.Namespace) -> int:
     for key, value in measure_overhead(args.queries).items():
         print(f"{key:>28}: {value:.1f}")
     return 0
+
+
+def _add_run_size_arguments(parser: argparse.ArgumentParser, load_queries: int) -> None:
+    """The options every benchmark shares: how many questions, repeats and queries, and where results go."""
+    parser.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--top-k", type=int, default=3)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--load-queries", type=int, default=load_queries, help="queries per rate and mode")
+    parser.add_argument("--rates", type=float, nargs="+", help="arrival rates (queries/s); default 0.5x and 1x "
+                        "the native single-query rate of each app")
+    parser.add_argument("--json", help="also write the results to this JSON file")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,28 +151,14 @@ def main(argv: list[str] | None = None) -> int:
                        default=["naive", "advanced", "tree"])
     bench.add_argument("--parts", nargs="+", choices=["single", "ablation", "critical_path", "load"],
                        default=["single", "ablation", "critical_path", "load"])
-    bench.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
     bench.add_argument("--ablation-questions", type=int, default=4, help="questions for the ablation and the floor")
-    bench.add_argument("--repeats", type=int, default=3)
-    bench.add_argument("--top-k", type=int, default=3)
-    bench.add_argument("--max-tokens", type=int, default=64)
-    bench.add_argument("--load-queries", type=int, default=16, help="queries per rate and mode")
-    bench.add_argument("--rates", type=float, nargs="+", help="arrival rates (queries/s); default 0.5x and 1x "
-                       "the native single-query rate of each app")
-    bench.add_argument("--json", help="also write the results to this JSON file")
+    _add_run_size_arguments(bench, load_queries=16)
     bench.set_defaults(run=_bench)
     lc = sub.add_parser("bench-langchain", help="LangChain apps (rag, fusion, branches): native vs LangChain's hand-tuned "
                         "form vs Teola, single query and Poisson load")
     lc.add_argument("--apps", nargs="+", choices=["rag", "fusion", "branches"], default=["rag", "fusion", "branches"])
     lc.add_argument("--parts", nargs="+", choices=["single", "load"], default=["single"])
-    lc.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
-    lc.add_argument("--repeats", type=int, default=3)
-    lc.add_argument("--top-k", type=int, default=3)
-    lc.add_argument("--max-tokens", type=int, default=64)
-    lc.add_argument("--load-queries", type=int, default=12, help="queries per rate and mode")
-    lc.add_argument("--rates", type=float, nargs="+", help="arrival rates (queries/s); default 0.5x and 1x "
-                    "the native single-query rate")
-    lc.add_argument("--json", help="also write the results to this JSON file")
+    _add_run_size_arguments(lc, load_queries=12)
     lc.set_defaults(run=_bench_langchain)
 
     overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Callable, Sequence
 
-from teola_integrations.benchmark import poisson_load
+from teola_integrations.benchmark import load_table, poisson_load
 from teola_integrations.compare import interleave, spread
 from teola_integrations.langchain.apps import LangChainApp
 from teola_integrations.langchain.runnable import optimize
@@ -64,9 +64,5 @@ def format_report(report: dict[str, Any]) -> str:
                      f"{n['median']:>5.2f} ({n['q1']:.2f}-{n['q3']:.2f})  {h['median']:>5.2f} ({h['q1']:.2f}-{h['q3']:.2f})  "
                      f"{r['same_answers']}/{r['questions']} vs {r['reference']}")
     if "load" in report:
-        lines += ["", "Poisson load:", f"  {'app':<9} {'mode':<11} {'rate/s':>7} {'mean ms':>9} {'p50 ms':>9} {'p99 ms':>9} {'done/s':>7}"]
-        for name, rows in report["load"].items():
-            for r in rows:
-                lines.append(f"  {name:<9} {r['mode']:<11} {r['rate']:>7.2f} {r['mean_ms']:>9.0f} {r['p50_ms']:>9.0f} "
-                             f"{r['p99_ms']:>9.0f} {r['throughput_qps']:>7.2f}")
+        lines += ["", *load_table(report["load"])]
     return "\n".join(lines)
