@@ -129,6 +129,7 @@ def main() -> int:
     if report["excluded_unknown"]:
         print(f"excluded ids not in this run: {', '.join(report['excluded_unknown'])}")
     if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
         print(f"written: {args.json}")
     return 1 if report.get("regressions") else 0

@@ -37,10 +37,7 @@ def _demo(args: argparse.Namespace) -> int:
     for r in results[: args.show_answers]:
         print(f"\nQ: {r.question}\nA: {r.answer.strip()}")
     if args.json:
-        report = {"machine": platform.platform(), "python": sys.version.split()[0], "settings": {k: v for k, v in vars(args).items() if k != "run"},
-                  "results": as_json(results)}
-        Path(args.json).write_text(json.dumps(report, indent=2))
-        print(f"\nresults written to {args.json}")
+        _save_json(args.json, {**_report_header(args), "results": as_json(results)})
     return 0 if all(r.same_text and r.same_sources for r in results) else 1
 
 
@@ -85,9 +82,15 @@ def _rates(args: argparse.Namespace, native_ms: float | None) -> list[float]:
 def _write_report(args: argparse.Namespace, report: dict, text: str) -> int:
     print(text)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=str))
-        print(f"\nresults written to {args.json}")
+        _save_json(args.json, report)
     return 0
+
+
+def _save_json(path: str, report: dict) -> None:
+    """Write ``report`` to ``path``, making its folder if need be."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(report, indent=2, default=str))
+    print(f"\nresults written to {path}")
 
 
 def _bench_langchain(args: argparse.Namespace) -> int:
