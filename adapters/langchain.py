@@ -344,7 +344,7 @@ def _llm_call_at(steps: list[Runnable], i: int) -> _LLMSteps | None:
     then a parser; a line-list parser may be followed by the slice that keeps its first items."""
     prompt = steps[i] if isinstance(steps[i], BasePromptTemplate) else None
     at = i + (prompt is not None)
-    if at >= len(steps) or not is_engine_model(steps[at]) or (prompt is None and at + 1 >= len(steps)):
+    if at >= len(steps) or not is_engine_model(steps[at]):
         return None
     parser = steps[at + 1] if at + 1 < len(steps) and isinstance(steps[at + 1], BaseOutputParser) else None
     if prompt is None and parser is None:
@@ -411,10 +411,10 @@ def _prefix_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list
 
 
 def _first_items_fn(finish: Callable[[str], list], cap: int) -> Callable[[str], list]:
-    def first_items(text: str) -> list:
+    def parse_first(text: str) -> list:
         return finish(text)[:cap]
 
-    return first_items
+    return parse_first
 
 
 def _finish_fn(chat: bool, parser: BaseOutputParser | None) -> Callable[[str], Any]:
