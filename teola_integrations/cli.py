@@ -113,6 +113,42 @@ def _bench_langchain(args: argparse.Namespace) -> int:
     return _write_report(args, report, benchmark.format_report(report))
 
 
+def _show(args: argparse.Namespace) -> int:
+    from teola.optimizer.passes import PASSES, plan_stages
+    from teola.runtime.runtime import get_runtime
+    from teola_integrations.data import load_questions
+    from teola_integrations.views import stages_figure, timeline_figure
+
+    print("starting the engines and indexing the corpus ...", flush=True)
+    question = load_questions()[args.question].question
+    if args.framework == "langchain":
+        from teola_integrations.langchain import TeolaChatModel, optimize
+        from teola_integrations.langchain.apps import build_app, build_store
+
+        native = build_app(args.app, build_store(), TeolaChatModel(max_tokens=args.max_tokens)).native
+        ask = lambda pipeline: pipeline.invoke({"question": question})  # noqa: E731
+    else:
+        from teola_integrations.demo_app import build_rag_app
+        from teola_integrations.llama_index import optimize
+
+        native = build_rag_app(max_tokens=args.max_tokens, kind=args.app)
+        ask = lambda pipeline: pipeline.query(question)  # noqa: E731
+    in_order, fast = optimize(native, passes=()), optimize(native)
+    traces = {}
+    for name, pipeline in (("framework order (no passes)", in_order), ("teola (all passes)", fast)):
+        ask(pipeline)  # warm: both timelines start from the same prefix-cache state
+        ask(pipeline)
+        traces[name] = pipeline.last_trace
+    stages = plan_stages(fast.primitive_graph, PASSES, get_runtime().cost_profile({n.engine for n in fast.primitive_graph}))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = (out / f"{args.framework}-{args.app}-passes.png", out / f"{args.framework}-{args.app}-timeline.png")
+    stages_figure(stages).savefig(paths[0], dpi=150)
+    timeline_figure(traces).savefig(paths[1], dpi=150)
+    print(f"question: {question}\nplan:\n{fast.plan}\n\nwritten: {paths[0]}\n         {paths[1]}")
+    return 0
+
+
 def _overhead(args: argparse.Namespace) -> int:
     from teola_integrations.overhead import measure_overhead
 
@@ -164,10 +200,23 @@ def main(argv: list[str] | None = None) -> int:
     _add_run_size_arguments(lc, load_queries=12)
     lc.set_defaults(run=_bench_langchain)
 
+    show = sub.add_parser("show", help="pictures of an app: its primitive graph after each pass, and one query's "
+                          "timeline in framework order vs optimized")
+    show.add_argument("--framework", choices=["llama-index", "langchain"], default="llama-index")
+    show.add_argument("--app", default="advanced", help="llama-index: naive, advanced, refine, tree; "
+                      "langchain: rag, fusion, branches")
+    show.add_argument("--question", type=int, default=0, help="which demo question the timeline runs")
+    show.add_argument("--max-tokens", type=int, default=64)
+    show.add_argument("--out", default="teola-show", help="folder for the PNG files")
+    show.set_defaults(run=_show)
+
     overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")
     overhead.add_argument("--queries", type=int, default=1000)
     overhead.set_defaults(run=_overhead)
     args = parser.parse_args(argv)
+    apps = {"llama-index": ("naive", "advanced", "refine", "tree"), "langchain": ("rag", "fusion", "branches")}
+    if args.command == "show" and args.app not in apps[args.framework]:
+        parser.error(f"--app {args.app!r} is not a {args.framework} app; choose from {', '.join(apps[args.framework])}")
     _offline_defaults()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return args.run(args)

@@ -21,16 +21,20 @@ PASSES: tuple[str, ...] = ("prune", "decompose", "split_prefill", "pipeline_deco
 
 def optimize_plan(graph: Graph, passes: Iterable[str] = PASSES, profile: CostProfile | None = None) -> Graph:
     """Apply ``passes`` (names from ``PASSES``) to ``graph``; ``profile`` sizes stage decomposition."""
+    return plan_stages(graph, passes, profile)[-1][1]
+
+
+def plan_stages(graph: Graph, passes: Iterable[str] = PASSES,
+                profile: CostProfile | None = None) -> list[tuple[str, Graph]]:
+    """The graph as given (``"lowered"``), then after each chosen pass in the order they run."""
     chosen = set(passes)
     unknown = chosen - set(PASSES)
     if unknown:
         raise ValueError(f"unknown passes {sorted(unknown)}; choose from {PASSES}")
-    if "prune" in chosen:
-        graph = prune_dependencies(graph)
-    if "decompose" in chosen:
-        graph = decompose_stages(graph, profile or {})
-    if "split_prefill" in chosen:
-        graph = split_prefill(graph)
-    if "pipeline_decoding" in chosen:
-        graph = pipeline_decoding(graph)
-    return graph
+    steps = {"prune": prune_dependencies, "decompose": lambda g: decompose_stages(g, profile or {}),
+             "split_prefill": split_prefill, "pipeline_decoding": pipeline_decoding}
+    stages = [("lowered", graph)]
+    for name in PASSES:
+        if name in chosen:
+            stages.append((name, steps[name](stages[-1][1])))
+    return stages

@@ -1,0 +1,79 @@
+"""Pictures of what Teola did: the primitive graph after each pass, and one query's timeline.
+
+Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state, no backend choice): save
+them with ``fig.savefig(path)`` or show them in a notebook with ``display(fig)``. Graphs are drawn
+by networkx, laid out left to right by dependency level; timelines come from the runtime's own
+trace (``QueryTrace``), one row per engine.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import networkx as nx
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from teola.optimizer.ir import Graph, Op
+from teola.runtime.graph_scheduler import QueryTrace
+
+OP_COLORS = {Op.EMBED.value: "#4e79a7", Op.SEARCH.value: "#59a14f", Op.PROMPT.value: "#bab0ac",
+             Op.PREFILL.value: "#f28e2b", Op.DECODE.value: "#e15759", Op.PARSE.value: "#b07aa1",
+             Op.CALL.value: "#9c9c9c", Op.FUSE.value: "#76b7b2"}
+OTHER_COLOR = "#d4d4d4"
+
+
+def _color(op: str) -> str:
+    return OP_COLORS.get(op, OTHER_COLOR)
+
+
+def _legend(fig: Figure, ops: set[str]) -> None:
+    handles = [Patch(color=_color(op), label=op) for op in OP_COLORS if op in ops]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+
+
+def draw_graph(graph: Graph, ax, title: str) -> None:
+    """Draw ``graph`` on ``ax``: nodes coloured by primitive, columns by dependency level, order-only
+    edges dashed; the title gives the node count and the longest dependent chain."""
+    dag = graph.to_networkx()
+    levels = list(nx.topological_generations(dag))
+    for level, names in enumerate(levels):
+        for name in names:
+            dag.nodes[name]["level"] = level
+    pos = nx.multipartite_layout(dag, subset_key="level")
+    order_edges = [(u, v) for u, v, kind in dag.edges(data="kind") if kind == "order"]
+    data_edges = [(u, v) for u, v, kind in dag.edges(data="kind") if kind != "order"]
+    nx.draw_networkx_nodes(dag, pos, ax=ax, node_size=260, node_color=[_color(dag.nodes[n]["op"]) for n in dag])
+    nx.draw_networkx_edges(dag, pos, ax=ax, edgelist=data_edges, node_size=260, arrowsize=8, width=0.8)
+    nx.draw_networkx_edges(dag, pos, ax=ax, edgelist=order_edges, node_size=260, arrowsize=8, width=0.8, style="dashed")
+    nx.draw_networkx_labels(dag, pos, ax=ax, font_size=5, labels={n: n.rsplit(".", 1)[-1][:14] for n in dag})
+    ax.set_title(f"{title}\n{len(graph)} primitives, {len(levels)} levels", fontsize=9)
+    ax.axis("off")
+
+
+def stages_figure(stages: Sequence[tuple[str, Graph]]) -> Figure:
+    """The primitive graph after each pass, side by side (``plan_stages`` gives the stages)."""
+    fig = Figure(figsize=(4.5 * len(stages), 5), layout="constrained")
+    axes = fig.subplots(1, len(stages), squeeze=False)[0]
+    for ax, (name, graph) in zip(axes, stages):
+        draw_graph(graph, ax, name)
+    _legend(fig, {n.op.value for _, g in stages for n in g})
+    return fig
+
+
+def timeline_figure(traces: Mapping[str, QueryTrace]) -> Figure:
+    """One query's primitives over time, one panel per run (e.g. native order vs Teola), a row per
+    engine; the x axes are shared so the panels compare directly."""
+    fig = Figure(figsize=(10, 1.2 + 1.6 * len(traces)), layout="constrained")
+    axes = fig.subplots(len(traces), 1, squeeze=False, sharex=True)[:, 0]
+    for ax, (name, trace) in zip(axes, traces.items()):
+        engines = sorted({span.engine for span in trace.spans})
+        for span in trace.spans:
+            row = engines.index(span.engine)
+            ax.broken_barh([(span.start, max(span.end - span.start, 1e-4))], (row - 0.4, 0.8),
+                           facecolors=_color(span.op), edgecolor="black", linewidth=0.3)
+        ax.set_yticks(range(len(engines)), engines, fontsize=7)
+        ax.set_title(f"{name}: {trace.total * 1e3:.0f} ms", fontsize=9, loc="left")
+    axes[-1].set_xlabel("seconds since the query started")
+    _legend(fig, {span.op for trace in traces.values() for span in trace.spans})
+    return fig
