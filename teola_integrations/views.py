@@ -21,6 +21,7 @@ OP_COLORS = {Op.EMBED.value: "#4e79a7", Op.SEARCH.value: "#59a14f", Op.PROMPT.va
              Op.PREFILL.value: "#f28e2b", Op.DECODE.value: "#e15759", Op.PARSE.value: "#b07aa1",
              Op.CALL.value: "#9c9c9c", Op.FUSE.value: "#76b7b2"}
 OTHER_COLOR = "#d4d4d4"
+NODE_SIZE = 260
 
 
 def _color(op: str) -> str:
@@ -43,9 +44,9 @@ def draw_graph(graph: Graph, ax, title: str) -> None:
     pos = nx.multipartite_layout(dag, subset_key="level")
     order_edges = [(u, v) for u, v, kind in dag.edges(data="kind") if kind == "order"]
     data_edges = [(u, v) for u, v, kind in dag.edges(data="kind") if kind != "order"]
-    nx.draw_networkx_nodes(dag, pos, ax=ax, node_size=260, node_color=[_color(dag.nodes[n]["op"]) for n in dag])
-    nx.draw_networkx_edges(dag, pos, ax=ax, edgelist=data_edges, node_size=260, arrowsize=8, width=0.8)
-    nx.draw_networkx_edges(dag, pos, ax=ax, edgelist=order_edges, node_size=260, arrowsize=8, width=0.8, style="dashed")
+    nx.draw_networkx_nodes(dag, pos, ax=ax, node_size=NODE_SIZE, node_color=[_color(dag.nodes[n]["op"]) for n in dag])
+    nx.draw_networkx_edges(dag, pos, ax=ax, edgelist=data_edges, node_size=NODE_SIZE, arrowsize=8, width=0.8)
+    nx.draw_networkx_edges(dag, pos, ax=ax, edgelist=order_edges, node_size=NODE_SIZE, arrowsize=8, width=0.8, style="dashed")
     nx.draw_networkx_labels(dag, pos, ax=ax, font_size=5, labels={n: n.rsplit(".", 1)[-1][:14] for n in dag})
     ax.set_title(f"{title}\n{len(graph)} primitives, {len(levels)} levels", fontsize=9)
     ax.axis("off")

@@ -14,9 +14,15 @@ from langchain_core.runnables import RunnableConfig
 
 from teola.adapters.langchain import FinalGeneration
 
+
+def _model_chunk(final: FinalGeneration, delta: str) -> Any:
+    """A text delta as the model streams it: a message chunk from a chat model, text from an LLM."""
+    return AIMessageChunk(content=delta) if final.chat else delta
+
+
 def answer_chunks(final: FinalGeneration, deltas: Iterator[str], config: RunnableConfig | None = None) -> Iterator[Any]:
     """What the chain streams for these text deltas of its final LLM call."""
-    chunks = (AIMessageChunk(content=delta) if final.chat else delta for delta in deltas)
+    chunks = (_model_chunk(final, delta) for delta in deltas)
     return final.parser.transform(chunks, config) if final.parser is not None else chunks
 
 
@@ -26,7 +32,7 @@ async def answer_achunks(final: FinalGeneration, deltas: AsyncIterator[str],
 
     async def chunks() -> AsyncIterator[Any]:
         async for delta in deltas:
-            yield AIMessageChunk(content=delta) if final.chat else delta
+            yield _model_chunk(final, delta)
 
     stream = final.parser.atransform(chunks(), config) if final.parser is not None else chunks()
     async for chunk in stream:

@@ -64,11 +64,23 @@ def reciprocal_rank_fusion(results: list[list[Document]], k: int = 60, top_n: in
 
 @dataclass
 class LangChainApp:
-    """One app: the chain as users write it and LangChain's best hand-tuned form of it."""
+    """One app: the chain as users write it and LangChain's best hand-tuned form of it.
+
+    ``reference`` is the form Teola's answers are compared with: the native chain, or, where Teola
+    runs LLM calls together that the native chain runs one by one, the hand-tuned form that runs
+    them together too (vLLM on CPU is not batch-invariant: calls decoded together can differ at
+    near-ties from calls decoded alone).
+    """
 
     name: AppName
     native: Runnable
     hand_tuned: Runnable
+    reference: Literal["native", "hand_tuned"] = "native"
+
+    @property
+    def reference_chain(self) -> Runnable:
+        """The chain ``reference`` names."""
+        return self.native if self.reference == "native" else self.hand_tuned
 
 
 def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top_k: int = 3) -> LangChainApp:
@@ -96,7 +108,7 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
     join = JOIN_PROMPT | model | StrOutputParser()
     native = RunnablePassthrough.assign(answer=draft) | RunnablePassthrough.assign(facts=facts) | join
     hand_tuned = RunnableParallel(question=itemgetter("question"), answer=draft, facts=facts) | join
-    return LangChainApp(name, native, hand_tuned)
+    return LangChainApp(name, native, hand_tuned, reference="hand_tuned")
 
 
 def build_store(corpus_limit: int | None = None) -> TeolaVectorStore:

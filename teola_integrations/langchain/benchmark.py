@@ -24,17 +24,10 @@ def _modes(app: LangChainApp) -> dict[str, Callable[[str], Any]]:
             "teola": lambda q: fast.invoke({"question": q})}
 
 
-def reference_mode(app: LangChainApp) -> str:
-    """The mode answers are compared with: the native chain, or, where Teola runs LLM calls together
-    that the native chain runs one by one, the hand-tuned chain that runs them together too (vLLM on
-    CPU is not batch-invariant: calls decoded together can differ at near-ties from calls decoded alone)."""
-    return "hand_tuned" if app.name == "branches" else "native"
-
-
 def single_query(app: LangChainApp, questions: list[str], repeats: int) -> dict[str, Any]:
     """The three modes, one query at a time, interleaved; speed-ups of Teola over each native form."""
     modes = _modes(app)
-    reference = reference_mode(app)
+    reference = app.reference
     ordered = {reference: modes[reference], **{m: modes[m] for m in MODES if m != reference}}
     rows = interleave(ordered, questions, repeats, desc=f"{app.name}: single query")
     median_ms = {m: 1e3 * statistics.median(statistics.median(r["latency"][m]) for r in rows) for m in MODES}

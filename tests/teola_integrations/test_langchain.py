@@ -13,7 +13,6 @@ from langchain_core.tracers.context import collect_runs
 
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
 from teola_integrations.langchain.apps import APPS, build_app
-from teola_integrations.langchain.benchmark import reference_mode
 
 pytestmark = pytest.mark.engines
 
@@ -34,7 +33,7 @@ def _warm(chain, value):
 @pytest.mark.parametrize("name", APPS)
 def test_apps_answer_as_langchain_does(name, store, chat, questions):
     app = build_app(name, store, chat)
-    reference = app.native if reference_mode(app) == "native" else app.hand_tuned
+    reference = app.reference_chain
     fast = optimize(app.native)
     assert len(fast.lowered) >= 2
     for question in questions[:2]:
