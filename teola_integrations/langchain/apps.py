@@ -18,9 +18,10 @@ from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel,
 
 from teola_integrations.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
+from teola_integrations.search_service import web_search
 
-AppName = Literal["rag", "fusion", "branches"]
-APPS: tuple[AppName, ...] = ("rag", "fusion", "branches")
+AppName = Literal["search", "rag", "fusion", "contextual", "branches"]
+APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches")
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
 # Question first: the part of the prompt known before retrieval ends is the longest it can be.
@@ -38,6 +39,10 @@ ANSWER_PROMPT = ChatPromptTemplate.from_messages([("system", SYSTEM), ("human", 
 FACTS_PROMPT = ChatPromptTemplate.from_messages([
     ("system", "You list facts. Output three short facts, one per line."),
     ("human", "Key facts needed to answer: {question}"),
+])
+CONTEXT_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", "You situate a passage for a search. In one sentence, say what the passage tells about the question."),
+    ("human", "Question: {question}\n\nPassage:\n{chunk}"),
 ])
 JOIN_PROMPT = ChatPromptTemplate.from_messages([
     ("system", SYSTEM),
@@ -62,6 +67,26 @@ def reciprocal_rank_fusion(results: list[list[Document]], k: int = 60, top_n: in
     return [documents[i] for i in best]
 
 
+def search_documents(url: str, k: int) -> RunnableLambda:
+    """A step that asks the web-search API at ``url`` for ``k`` hits of a query, as documents."""
+
+    def search(query: str) -> list[Document]:
+        return [Document(id=hit.id, page_content=hit.snippet, metadata={"title": hit.title, "score": hit.score})
+                for hit in web_search(url, query, k)]
+
+    return RunnableLambda(search, name="web_search")
+
+
+def passages(inputs: dict) -> list[dict[str, str]]:
+    """One ``{question, chunk}`` per retrieved document: what contextualization reads."""
+    return [{"question": inputs["question"], "chunk": doc.page_content} for doc in inputs["docs"]]
+
+
+def join_contexts(contexts: list[str]) -> str:
+    """Contextualized passages as the answer prompt's context, one paragraph each."""
+    return "\n\n".join(contexts)
+
+
 @dataclass
 class LangChainApp:
     """One app: the chain as users write it and LangChain's best hand-tuned form of it.
@@ -83,18 +108,36 @@ class LangChainApp:
         return self.native if self.reference == "native" else self.hand_tuned
 
 
-def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top_k: int = 3) -> LangChainApp:
+def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top_k: int = 3,
+              search_url: str | None = None) -> LangChainApp:
     """The app ``name`` over ``store``:
 
+    - search: search-engine-empowered generation: the question goes to the web-search API at
+      ``search_url`` (a ``RunnableLambda`` around it), its top-k snippets are answered from as in rag;
     - rag: retrieve top-k | format, a question-first prompt, chat model, string parser (the
       tutorial's chain; its parallel dict already is the hand-tuned form);
     - fusion: RAG-fusion: the model writes a numbered list of queries, the first 3 are each
       retrieved (``retriever.map()``), the lists are fused by reciprocal rank, then answered as in rag;
+    - contextual: contextual retrieval: top-k chunks, each situated by the model in one sentence about
+      the question (``contextualize.map()``, which LangChain already runs concurrently, so it is its
+      own hand-tuned form), then answered from the contextualized chunks;
     - branches: a draft answer and a list of facts, two LLM calls that both read only the question,
       joined by a third; written as two ``.assign`` steps, hand-tuned as one ``RunnableParallel``.
     """
     retriever = store.as_retriever(search_kwargs={"k": top_k})
     answer = RAG_PROMPT | model | StrOutputParser()
+    if name == "search":
+        if search_url is None:
+            raise ValueError("the search app needs search_url: start a teola_integrations.search_service.SearchService")
+        search = search_documents(search_url, top_k)
+        chain = {"context": itemgetter("question") | search | format_docs, "question": itemgetter("question")} | answer
+        return LangChainApp(name, chain, chain)
+    if name == "contextual":
+        contextualize = CONTEXT_PROMPT | model | StrOutputParser()
+        contexts = RunnableLambda(passages) | contextualize.map() | join_contexts
+        chain = (RunnablePassthrough.assign(docs=itemgetter("question") | retriever)
+                 | {"context": contexts, "question": itemgetter("question")} | answer)
+        return LangChainApp(name, chain, chain)
     if name == "rag":
         chain = {"context": itemgetter("question") | retriever | format_docs, "question": itemgetter("question")} | answer
         return LangChainApp(name, chain, chain)

@@ -16,6 +16,7 @@ from llama_index.core.query_engine import CustomQueryEngine, TransformQueryEngin
 from teola.runtime.errors import PrimitiveError
 from teola_integrations.demo_app import build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
+from teola_integrations.search_service import SearchService
 
 pytestmark = pytest.mark.engines
 
@@ -152,6 +153,20 @@ def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, question
         # and the two rerank calls LlamaIndex makes one after the other ran together
         assert spans["retrieve0.search"].end < spans["expand.decode"].end
         assert spans["postprocess0.batch1"].start < spans["postprocess0.batch0"].end
+
+
+def test_the_search_app_answers_as_native_and_prefills_while_the_search_api_answers(llm, corpus, questions, caplog):
+    with SearchService(corpus, latency_s=0.2) as service:
+        query_engine = build_app(None, llm, "search", search_url=service.url)
+        with caplog.at_level(logging.WARNING, logger="teola"):
+            fast = optimize(query_engine)
+        assert [r.getMessage() for r in caplog.records if r.name.startswith("teola")] == [f"teola: {fast.fallbacks[0]}"]
+        assert fast.fallbacks[0].startswith("WebSearchRetriever runs unoptimized, as one call")
+        native = _warm_native(query_engine, questions[0].question)
+        _assert_same(native, fast.query(questions[0].question))
+    assert [n.node.node_id for n in native.source_nodes] == [h.id for h in service.results(questions[0].question, 3)]
+    spans = {s.node: s for s in fast.last_trace.spans}
+    assert spans["synthesize.prefill_prefix"].end < spans["retrieve"].end
 
 
 def test_refine_synthesis_runs_unchanged_with_one_log_line(simple_index, llm, questions, caplog):

@@ -1,0 +1,74 @@
+"""The suite's apps in both frameworks, on the shared CPU (or GPU) engines, ready for ``run_suite``.
+
+| the paper's app                      | LlamaIndex | LangChain  |
+|--------------------------------------|------------|------------|
+| search-engine-empowered generation   | search     | search     |
+| naive RAG                            | naive      | rag        |
+| advanced RAG (expansion, fusion ...) | advanced   | fusion     |
+| contextual retrieval                 | -          | contextual |
+| more                                 | refine, tree | branches |
+
+LlamaIndex has no component that runs the LLM over each retrieved chunk at query time, so
+contextual retrieval has a LangChain form only.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+from teola_integrations.benchmark import SuiteApp
+
+LLAMA_INDEX_APPS = ("search", "naive", "advanced", "refine", "tree")
+LANGCHAIN_APPS = ("search", "rag", "fusion", "contextual", "branches")
+APPS = {"llama-index": LLAMA_INDEX_APPS, "langchain": LANGCHAIN_APPS}
+DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": ("search", "rag", "fusion", "contextual", "branches")}
+
+
+def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
+                     search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
+    """The LlamaIndex apps ``names`` over one index of the demo corpus."""
+    from teola_integrations.data import load_corpus
+    from teola_integrations.demo_app import build_app, build_index, has_hand_tuned_form
+    from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, optimize
+
+    index = build_index(load_corpus(corpus_limit), TeolaEmbedding()) if set(names) - {"search"} else None
+    llm = TeolaLLM(max_tokens=max_tokens)
+    return [SuiteApp("llama-index", name, build_app(index, llm, name, top_k, search_url),
+                     build_app(index, llm, name, top_k, search_url, hand_tuned=True) if has_hand_tuned_form(name) else None,
+                     lambda engine, question: engine.query(question), optimize)
+            for name in names]
+
+
+def langchain_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
+                   search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
+    """The LangChain apps ``names`` over one vector store of the demo corpus."""
+    from teola_integrations.langchain import TeolaChatModel, optimize
+    from teola_integrations.langchain.apps import build_app, build_store
+
+    store, model = build_store(corpus_limit), TeolaChatModel(max_tokens=max_tokens)
+    apps = []
+    for name in names:
+        app = build_app(name, store, model, top_k, search_url)
+        apps.append(SuiteApp("langchain", name, app.native, None if app.hand_tuned is app.native else app.hand_tuned,
+                             lambda chain, question: chain.invoke({"question": question}), optimize, app.reference))
+    return apps
+
+
+@contextmanager
+def suite_apps(chosen: dict[str, Sequence[str]], top_k: int = 3, max_tokens: int = 64, search_latency_s: float = 0.3,
+               search_jitter_s: float = 0.05) -> Iterator[list[SuiteApp]]:
+    """The apps ``chosen`` (framework -> app names), with the loopback search service running for as
+    long as the block runs where a search app is among them."""
+    from teola_integrations.data import load_corpus
+    from teola_integrations.search_service import SearchService
+
+    builders = {"llama-index": llama_index_apps, "langchain": langchain_apps}
+    service = SearchService(load_corpus(), search_latency_s, search_jitter_s) if any("search" in n for n in chosen.values()) else None
+    try:
+        url = service.start().url if service else None
+        yield [app for framework, names in chosen.items() if names
+               for app in builders[framework](names, top_k, max_tokens, url)]
+    finally:
+        if service:
+            service.stop()
