@@ -19,3 +19,13 @@ class PrimitiveError(TeolaRuntimeError):
         self.node = node
         self.op = op
         self.engine = engine
+
+
+class OverloadedError(TeolaRuntimeError):
+    """The runtime turned a query away: as many queries as it holds are already running or waiting.
+    Retry later (with backoff), send fewer at once, or raise ``QueryLimits.max_waiting``."""
+
+
+class QueryTimeoutError(TeolaRuntimeError, TimeoutError):
+    """A query ran past ``QueryLimits.timeout_s``; its primitives were cancelled and their engine
+    requests aborted. The message names the primitives that had not finished."""

@@ -42,10 +42,15 @@ class PrimitiveSpan:
 
 @dataclass
 class QueryTrace:
-    """The spans of one query's primitives, in completion order."""
+    """The spans of one query's primitives, in completion order, and the primitives running now."""
 
     spans: list[PrimitiveSpan] = field(default_factory=list)
     total: float = 0.0
+    running: set[str] = field(default_factory=set)
+
+    def unfinished(self) -> list[str]:
+        """The primitives that started and have not ended, by name."""
+        return sorted(self.running)
 
 
 class GraphScheduler:
@@ -64,14 +69,16 @@ class GraphScheduler:
         self._order = plan.topological_order()
         self.depths = depths_to_outputs(plan)
 
-    async def run(self, inputs: Mapping[str, Any], priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+    async def run(self, inputs: Mapping[str, Any], priority: int = 0,
+                  trace: QueryTrace | None = None) -> tuple[dict[str, Any], QueryTrace]:
         """Run the plan on ``inputs``; return the graph outputs and the query's trace (its ``total``
-        is the time to the outputs: to the first text of a streamed one)."""
+        is the time to the outputs: to the first text of a streamed one). A ``trace`` given is
+        filled as the query runs. Cancelling ``run`` cancels every primitive of the query."""
         unknown = set(self.plan.inputs) - set(inputs)
         if unknown:
             raise TeolaRuntimeError(f"the query is missing inputs {sorted(unknown)}; the plan takes {self.plan.inputs}")
         loop = asyncio.get_running_loop()
-        trace = QueryTrace()
+        trace = trace if trace is not None else QueryTrace()
         t0 = time.perf_counter()
         results: dict[str, asyncio.Future] = {node.name: loop.create_future() for node in self._order}
         tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority)) for node in self._order]
@@ -103,6 +110,7 @@ class GraphScheduler:
                 return
             start = time.perf_counter() - t0
             engine_priority = (priority, -self.depths[node.name])
+            trace.running.add(node.name)
             try:
                 if node.params.get("stream"):
                     await self._stream(node, args, engine_priority, future)
@@ -112,6 +120,8 @@ class GraphScheduler:
                 raise
             except Exception as exc:
                 raise PrimitiveError(node.name, node.op.value, node.engine, exc) from exc
+            finally:
+                trace.running.discard(node.name)
             trace.spans.append(PrimitiveSpan(node.name, node.op.value, node.engine, start, time.perf_counter() - t0))
         except asyncio.CancelledError:
             future.cancel()
@@ -123,7 +133,7 @@ class GraphScheduler:
     async def _stream(self, node: Node, args: dict[str, Any], priority: tuple[int, int],
                       future: asyncio.Future) -> None:
         """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
-        stream = TextStream()
+        stream = TextStream(producer=asyncio.current_task())
         future.set_result({node.outputs[0]: stream})
         stop_after = node.params.get("stop_after_items")
         deltas = None

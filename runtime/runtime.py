@@ -15,6 +15,7 @@ import threading
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from teola.optimizer.cost_model import LinearCost
+from teola.runtime.admission import AdmissionGate, QueryLimits
 from teola.optimizer.ir import EngineKind, Graph
 from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
                                             embed_payload, search_payload)
@@ -29,25 +30,37 @@ T = TypeVar("T")
 
 
 class Runtime:
-    """Shared engines and the event loop they run on."""
+    """Shared engines and the event loop they run on. Queries are admitted under ``limits``
+    (``QueryLimits``: how many run, how many wait, how long one may take)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: QueryLimits = QueryLimits()) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="teola-runtime", daemon=True)
         self._thread.start()
         self._lock = threading.Lock()
         self.engines: dict[str, EngineScheduler] = {EngineKind.CALLABLE.value: CallablePool()}
         self._profiles: dict[str, LinearCost | None] = {}
+        self.gate = AdmissionGate(limits)
+
+    def set_limits(self, limits: QueryLimits) -> None:
+        """Admit queries from now on under ``limits`` (queries already admitted finish under the old ones)."""
+        self.gate = AdmissionGate(limits)
 
     def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
         """Schedule ``coro`` on the runtime loop from any thread."""
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
 
     def run(self, coro: Awaitable[T]) -> T:
-        """Run ``coro`` on the runtime loop and wait for it (from a thread that is not the loop's)."""
+        """Run ``coro`` on the runtime loop and wait for it (from a thread that is not the loop's).
+        A caller that gives up (KeyboardInterrupt, a thread's timeout) cancels it."""
         if threading.current_thread() is self._thread:
             raise TeolaRuntimeError("Runtime.run() was called on the runtime's own loop; await the coroutine instead")
-        return self.submit(coro).result()
+        future = self.submit(coro)
+        try:
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
     async def arun(self, coro: Awaitable[T]) -> T:
         """Await ``coro`` run on the runtime loop, from any other event loop."""
@@ -102,15 +115,21 @@ class Runtime:
         """A scheduler for ``plan`` on this runtime's engines: analysed once, then run for every query."""
         return GraphScheduler(plan, self.engines)
 
+    async def _admitted(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
+                        priority: int) -> tuple[dict[str, Any], QueryTrace]:
+        trace = QueryTrace()
+        return await self.gate.run(lambda: scheduler.run(inputs, priority, trace), trace.unfinished)
+
     def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
                 priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run one query of a prepared plan and wait for its outputs and trace."""
-        return self.run(scheduler.run(inputs, priority))
+        """Run one query of a prepared plan, once admitted, and wait for its outputs and trace."""
+        return self.run(self._admitted(scheduler, inputs, priority))
 
     async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
                        priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run one query of a prepared plan from any event loop."""
-        return await self.arun(scheduler.run(inputs, priority))
+        """Run one query of a prepared plan from any event loop, once admitted; cancelling the
+        awaiting task cancels the query."""
+        return await self.arun(self._admitted(scheduler, inputs, priority))
 
     def close(self) -> None:
         """Stop every engine and the loop."""
@@ -143,7 +162,7 @@ def shutdown_runtime() -> None:
 
 
 def get_runtime() -> Runtime:
-    """The process's shared runtime, created on first use and closed at exit."""
+    """The process's shared runtime, created on first use and closed at exit (``set_limits`` tunes its admission)."""
     global _default
     with _default_lock:
         if _default is None:

@@ -15,13 +15,23 @@ ItemParser = Callable[[str], list]
 
 
 class TextStream:
-    """Text that grows as deltas arrive; readers wait for a condition on it or for its end."""
+    """Text that grows as deltas arrive; readers wait for a condition on it or for its end.
 
-    def __init__(self) -> None:
+    ``producer`` is the task filling it, if one is known: a reader of ``deltas`` that stops before
+    the end abandons the stream, which cancels that task (and so aborts its engine request).
+    """
+
+    def __init__(self, producer: asyncio.Task | None = None) -> None:
         self.text = ""
         self.done = False
         self.error: BaseException | None = None
+        self.producer = producer
         self._changed = asyncio.Condition()
+
+    def abandon(self) -> None:
+        """Nobody reads on: stop the producer (a no-op once the text is done)."""
+        if not self.done and self.producer is not None:
+            self.producer.cancel()
 
     async def push(self, delta: str) -> None:
         """Append a delta and wake the readers."""
@@ -45,15 +55,19 @@ class TextStream:
         return self.text
 
     async def deltas(self) -> AsyncIterator[str]:
-        """The text piece by piece as it grows, to its end; raises the producer's error."""
+        """The text piece by piece as it grows, to its end; raises the producer's error. Closing
+        or cancelling the iteration before the end abandons the stream."""
         seen = 0
-        while True:
-            text = await self.wait_until(lambda grown: len(grown) > seen)
-            if len(text) > seen:
-                yield text[seen:]
-                seen = len(text)
-            elif self.done:
-                return
+        try:
+            while True:
+                text = await self.wait_until(lambda grown: len(grown) > seen)
+                if len(text) > seen:
+                    yield text[seen:]
+                    seen = len(text)
+                elif self.done:
+                    return
+        finally:
+            self.abandon()
 
 
 def complete_items(parse: ItemParser, text: str, done: bool) -> list:

@@ -1,4 +1,9 @@
-"""Iterate an async text stream that runs on the runtime's loop, from synchronous code or another loop."""
+"""Iterate an async text stream that runs on the runtime's loop, from synchronous code or another loop.
+
+A consumer that stops early (breaks out, closes the iterator, is cancelled) stops the stream on the
+runtime's loop too: the engine request or the query's decode behind it is aborted, not left to run
+to ``max_tokens``.
+"""
 
 from __future__ import annotations
 
@@ -20,15 +25,18 @@ def iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
         try:
             async for item in stream:
                 items.put(item)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # handed to the consumer (if it still reads), which re-raises it
             items.put(exc)
         items.put(_END)
 
-    get_runtime().submit(pump())
-    while (item := items.get()) is not _END:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    pumping = get_runtime().submit(pump())
+    try:
+        while (item := items.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        pumping.cancel()
 
 
 async def iterate_async(stream: AsyncIterator[str]) -> AsyncIterator[str]:
@@ -40,12 +48,15 @@ async def iterate_async(stream: AsyncIterator[str]) -> AsyncIterator[str]:
         try:
             async for item in stream:
                 loop.call_soon_threadsafe(items.put_nowait, item)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
+        except BaseException as exc:  # handed to the consumer (if it still reads), which re-raises it
             loop.call_soon_threadsafe(items.put_nowait, exc)
         loop.call_soon_threadsafe(items.put_nowait, _END)
 
-    get_runtime().submit(pump())
-    while (item := await items.get()) is not _END:
-        if isinstance(item, BaseException):
-            raise item
-        yield item
+    pumping = get_runtime().submit(pump())
+    try:
+        while (item := await items.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        pumping.cancel()

@@ -89,7 +89,18 @@ class ScriptedLLM(EngineScheduler):
             yield char
 
 
-@pytest.fixture
-def engines():
+def new_engines() -> dict[str, EngineScheduler]:
+    """Fresh zero-model engines (their queues bind to the event loop that first uses them)."""
     return {"llm": ScriptedLLM(), "emb": BatchingScheduler("emb", EchoEngine("v"), embed_payload),
             "idx": BatchingScheduler("idx", EchoEngine("h"), search_payload), "callable": CallablePool()}
+
+
+@pytest.fixture
+def engines():
+    return new_engines()
+
+
+@pytest.fixture
+def engine_factory():
+    """``new_engines``, for tests that need fresh engines per run (property-based tests)."""
+    return new_engines
