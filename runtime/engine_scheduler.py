@@ -23,6 +23,7 @@ from teola.optimizer.ir import Node, Op
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.base import BatchEngine
 from teola.runtime.engines.llm import VLLMEngine
+from teola.runtime.errors import EngineDiedError
 from teola.runtime.streams import read_items
 
 # (query priority, -depth): lower sorts first. Depth is the primitive's distance from the query's
@@ -157,6 +158,10 @@ class LLMScheduler(EngineScheduler):
     full prompt arrives (once per distinct prefix lately: a shared one stays cached). ``decode`` generates from token IDs, whole or streamed. With
     ``params['batch']`` both work on lists (independent prompts sent together). Each request
     reaches vLLM with its primitive's priority (vLLM's priority scheduler: lower runs first).
+
+    If the engine core dies, the scheduler restarts it once (however many requests saw it die) and
+    repeats the whole-text requests, whose output nobody has seen yet; a stream that had started
+    fails with ``EngineDiedError``.
     """
 
     def __init__(self, name: str, engine: VLLMEngine, remembered_prefixes: int = 4096) -> None:
@@ -164,6 +169,22 @@ class LLMScheduler(EngineScheduler):
         self.engine = engine
         self._warmed: OrderedDict[int, None] = OrderedDict()
         self._remembered = remembered_prefixes
+        self._restarting = asyncio.Lock()
+
+    async def _complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+        """The engine's whole text for one request, repeated once on a restarted engine if the core died."""
+        restarts = self.engine.restarts
+        try:
+            return await self.engine.complete(token_ids, sampling, priority)
+        except EngineDiedError:
+            await self._restart_after(restarts)
+            return await self.engine.complete(token_ids, sampling, priority)
+
+    async def _restart_after(self, restarts: int) -> None:
+        """Restart the engine, unless another request already did since ``restarts`` was read."""
+        async with self._restarting:
+            if self.engine.restarts == restarts:
+                self.engine.restart()
 
     def _first_warm(self, token_ids: list[int]) -> bool:
         """Whether this prefix was not warmed lately. A prefix every query shares (a system prompt)
@@ -182,28 +203,42 @@ class LLMScheduler(EngineScheduler):
         if node.op is Op.PREFILL and node.params.get("warm"):
             token_ids = self.engine.tokenize_prefix(args["prompt"])
             if token_ids and self._first_warm(token_ids):
-                await self.engine.complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
+                await self._complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
             return token_ids
         if node.op is Op.PREFILL and node.params.get("batch"):
             return [self.tokenize(prompt) for prompt in args["prompt"]]
         if node.op is Op.PREFILL:
             return self.tokenize(args["prompt"])
         if node.op is Op.DECODE and node.params.get("batch"):
-            return list(await asyncio.gather(*(self.engine.complete(tokens, node.params["sampling"], vllm_priority(priority))
+            return list(await asyncio.gather(*(self._complete(tokens, node.params["sampling"], vllm_priority(priority))
                                                for tokens in args["tokens"])))
         if node.op is Op.DECODE:
-            return await self.engine.complete(args["tokens"], node.params["sampling"], vllm_priority(priority))
+            return await self._complete(args["tokens"], node.params["sampling"], vllm_priority(priority))
         raise ValueError(f"the LLM engine runs prefill and decode primitives, not {node.op.value!r} ({node.name})")
 
     async def stream(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> AsyncIterator[str]:
         if node.op is not Op.DECODE:
             raise ValueError(f"only decode primitives stream, not {node.op.value!r} ({node.name})")
-        deltas = self.engine.generate(args["tokens"], node.params["sampling"], priority=vllm_priority(priority))
-        try:
-            async for delta, _ in deltas:
-                yield delta
-        finally:
-            await deltas.aclose()
+        async for delta in self._stream_deltas(args["tokens"], node.params["sampling"], vllm_priority(priority)):
+            yield delta
+
+    async def _stream_deltas(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> AsyncIterator[str]:
+        """Text deltas of one request. If the core dies before the first delta the request is repeated
+        on a restarted engine; after it, the stream fails (its reader has seen part of the text)."""
+        restarts, started = self.engine.restarts, False
+        for attempt in range(2):
+            deltas = self.engine.generate(token_ids, sampling, priority=priority)
+            try:
+                async for delta, _ in deltas:
+                    started = True
+                    yield delta
+                return
+            except EngineDiedError:
+                await self._restart_after(restarts)
+                if started or attempt:
+                    raise
+            finally:
+                await deltas.aclose()
 
     def tokenize(self, prompt: Prompt) -> list[int]:
         """Token IDs of a prompt, as the engine will see them."""
@@ -213,11 +248,11 @@ class LLMScheduler(EngineScheduler):
 
     async def generate_text(self, prompt: Prompt, sampling: Sampling) -> str:
         """Prompt in, whole text out: what framework LLM classes backed by this engine call."""
-        return await self.engine.complete(self.tokenize(prompt), sampling)
+        return await self._complete(self.tokenize(prompt), sampling)
 
     async def stream_text(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str]:
         """Prompt in, text deltas out as the engine produces them."""
-        async for delta, _ in self.engine.generate(self.tokenize(prompt), sampling):
+        async for delta in self._stream_deltas(self.tokenize(prompt), sampling):
             yield delta
 
     def close(self) -> None:

@@ -29,3 +29,8 @@ class OverloadedError(TeolaRuntimeError):
 class QueryTimeoutError(TeolaRuntimeError, TimeoutError):
     """A query ran past ``QueryLimits.timeout_s``; its primitives were cancelled and their engine
     requests aborted. The message names the primitives that had not finished."""
+
+
+class EngineDiedError(TeolaRuntimeError):
+    """An engine's process died under a request. The runtime restarts the engine; requests that can
+    be repeated without anyone having seen their output are repeated, the others fail with this."""

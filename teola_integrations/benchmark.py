@@ -86,14 +86,17 @@ def single_query(app: SuiteApp, questions: list[str], repeats: int) -> dict[str,
 
 
 def ablation(app: SuiteApp, questions: list[str], repeats: int) -> dict[str, Any]:
-    """Latency of no passes, each pass alone, and all passes, relative to all passes (1.0)."""
-    modes: dict[str, Callable[[str], Any]] = {"native": partial(app.ask, app.native),
+    """Latency of no passes, each pass alone, and all passes, relative to all passes (1.0), beside
+    the reference mode (whose answers the others are compared with)."""
+    reference = app.native if app.reference == "native" else app.hand_tuned
+    modes: dict[str, Callable[[str], Any]] = {app.reference: partial(app.ask, reference),
                                               "all": partial(app.ask, app.optimize(app.native)),
                                               "none": partial(app.ask, app.optimize(app.native, passes=()))}
     for name in PASSES:
         modes[name] = partial(app.ask, app.optimize(app.native, passes=(name,)))
     rows = interleave(modes, questions, repeats, desc=f"{app.label}: ablation")
     return {
+        "reference": app.reference,
         "relative_to_all": {mode: _ratio_summary(rows, mode, "all") for mode in modes},
         "same_answers": {mode: sum(r["same_text"][mode] and r["same_sources"][mode] for r in rows) for mode in modes},
         "questions": len(rows),
@@ -228,7 +231,7 @@ def format_report(report: dict[str, Any]) -> str:
                          f"{_fmt_ratio(r['speedup_over'].get('hand_tuned')):>17}  "
                          f"{r['same_answers']}/{r['questions']} vs {r['reference']}")
     for label, r in report.get("ablation", {}).items():
-        lines += ["", f"ablation on {label} (latency relative to all passes; IQR; same answers as native):"]
+        lines += ["", f"ablation on {label} (latency relative to all passes; IQR; same answers as {r['reference']}):"]
         for mode, s in r["relative_to_all"].items():
             lines.append(f"  {mode:<18} {_fmt_ratio(s)}  {r['same_answers'][mode]}/{r['questions']}")
     if "critical_path" in report:

