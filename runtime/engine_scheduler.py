@@ -202,7 +202,8 @@ class LLMScheduler(EngineScheduler):
     async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
         if node.op is Op.PREFILL and node.params.get("warm"):
             token_ids = self.engine.tokenize_prefix(args["prompt"])
-            if token_ids and self._first_warm(token_ids):
+            # a prefix too long for the context is not warmed: the full prompt fails as it would natively
+            if token_ids and len(token_ids) < self.engine.max_model_len and self._first_warm(token_ids):
                 await self._complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
             return token_ids
         if node.op is Op.PREFILL and node.params.get("batch"):

@@ -136,17 +136,20 @@ class VLLMEngine:
             stop=list(sampling.stop) or None,
             output_kind=RequestOutputKind.DELTA,
         )
-        finished = False
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        finished = died = False
         try:
             async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, request_id, priority=priority):
                 finished = out.finished
                 yield out.outputs[0].text, out.num_cached_tokens
         except Exception as exc:
-            if self.dead:
+            died = isinstance(exc, EngineDeadError) or self.dead
+            if died:
                 raise EngineDiedError(f"{self.model_name}'s engine core died during request {request_id}") from exc
             raise
         finally:
-            if not finished and not self.dead:
+            if not finished and not died:
                 await self._engine.abort(request_id)
 
     async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
