@@ -185,6 +185,7 @@ class LLMScheduler(EngineScheduler):
         async with self._restarting:
             if self.engine.restarts == restarts:
                 self.engine.restart()
+                self._warmed.clear()  # the new core's prefix cache is empty
 
     def _first_warm(self, token_ids: list[int]) -> bool:
         """Whether this prefix was not warmed lately. A prefix every query shares (a system prompt)

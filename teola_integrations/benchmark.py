@@ -166,8 +166,11 @@ def poisson_load(query: Callable[[str], Any], questions: Sequence[str], rate: fl
 
 
 def load(app: SuiteApp, questions: list[str], rates: Sequence[float], count: int) -> list[dict[str, Any]]:
-    """Every mode under the same Poisson arrivals (same seed) at each rate."""
+    """Every mode under the same Poisson arrivals (same seed) at each rate, each mode warmed first
+    with one unmeasured query (as in ``single_query``)."""
     modes = app.modes()
+    for query in modes.values():
+        query(questions[0])
     return [{"mode": mode, **poisson_load(query, questions, rate, count, desc=f"{app.label} {mode} @ {rate:.2f}/s")}
             for rate in rates for mode, query in modes.items()]
 
