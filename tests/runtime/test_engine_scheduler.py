@@ -67,6 +67,9 @@ def test_waiting_requests_are_served_by_priority():
 class CountingLLM:
     """Stands in for VLLMEngine: a prefix's tokens are its words' lengths; counts requests sent."""
 
+    max_model_len = 5
+    restarts = 0
+
     def __init__(self):
         self.requests = []
 
@@ -84,8 +87,9 @@ def test_a_prefix_is_warmed_once_and_then_left_to_the_prefix_cache():
     warm = Node("s.prefill_prefix", Op.PREFILL, {}, ("tokens",), "llm", {"warm": True})
 
     async def main():
-        for prefix in ["system says hello", "system says hello", "another system prompt"]:
+        for prefix in ["system says hello", "system says hello", "another system prompt", "a b c d e f"]:
             await scheduler.execute(warm, {"prompt": prefix}, (0, -3))
 
     asyncio.run(main())
+    # the last prefix has 6 tokens, more than the context holds: not warmed (the full prompt fails as natively)
     assert engine.requests == [([6, 4, 5], 1, -3), ([7, 6, 6], 1, -3)]
