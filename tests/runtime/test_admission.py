@@ -117,7 +117,7 @@ def test_a_cancelled_caller_cancels_its_query_and_its_engine_work(runtime):
 
 
 def test_soak_thousands_of_queries_above_capacity_each_answered_as_its_own_or_refused():
-    """3000 queries arrive at about 3000/s; the engine serves about 320/s (4 a batch, 12.5 ms a batch)."""
+    """3000 queries arrive at about 1800/s (in 1.6 s); the engine serves about 320/s (4 a batch, 12.5 ms a batch)."""
     runtime = Runtime(QueryLimits(max_in_flight=32, max_waiting=64))
     runtime.engines["echo"] = BatchingScheduler("echo", SlowEcho(0.0125), embed_payload)
     scheduler = runtime.prepare(_plan("echo"))
