@@ -15,8 +15,8 @@ import threading
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from teola.optimizer.cost_model import LinearCost
-from teola.runtime.admission import AdmissionGate, QueryLimits
 from teola.optimizer.ir import EngineKind, Graph
+from teola.runtime.admission import AdmissionGate, QueryLimits
 from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
                                             embed_payload, search_payload)
 from teola.runtime.engines.vector_index import FaissIndexEngine

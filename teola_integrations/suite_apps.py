@@ -14,21 +14,22 @@ contextual retrieval has a LangChain form only.
 
 from __future__ import annotations
 
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import Iterator, Sequence
 
 from teola_integrations.benchmark import SuiteApp
+from teola_integrations.data import load_corpus
+from teola_integrations.demo_app import APP_KINDS as LLAMA_INDEX_APPS
+from teola_integrations.langchain.apps import APPS as LANGCHAIN_APPS
+from teola_integrations.search_service import SearchService
 
-LLAMA_INDEX_APPS = ("search", "naive", "advanced", "refine", "tree")
-LANGCHAIN_APPS = ("search", "rag", "fusion", "contextual", "branches")
 APPS = {"llama-index": LLAMA_INDEX_APPS, "langchain": LANGCHAIN_APPS}
-DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": ("search", "rag", "fusion", "contextual", "branches")}
+DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": LANGCHAIN_APPS}
 
 
 def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
                      search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
     """The LlamaIndex apps ``names`` over one index of the demo corpus."""
-    from teola_integrations.data import load_corpus
     from teola_integrations.demo_app import build_app, build_index, has_hand_tuned_form
     from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, optimize
 
@@ -60,15 +61,9 @@ def suite_apps(chosen: dict[str, Sequence[str]], top_k: int = 3, max_tokens: int
                search_jitter_s: float = 0.05) -> Iterator[list[SuiteApp]]:
     """The apps ``chosen`` (framework -> app names), with the loopback search service running for as
     long as the block runs where a search app is among them."""
-    from teola_integrations.data import load_corpus
-    from teola_integrations.search_service import SearchService
-
     builders = {"llama-index": llama_index_apps, "langchain": langchain_apps}
-    service = SearchService(load_corpus(), search_latency_s, search_jitter_s) if any("search" in n for n in chosen.values()) else None
-    try:
-        url = service.start().url if service else None
+    with ExitStack() as stack:
+        url = (stack.enter_context(SearchService(load_corpus(), search_latency_s, search_jitter_s)).url
+               if any("search" in names for names in chosen.values()) else None)
         yield [app for framework, names in chosen.items() if names
                for app in builders[framework](names, top_k, max_tokens, url)]
-    finally:
-        if service:
-            service.stop()

@@ -18,6 +18,7 @@ from matplotlib.patches import Patch
 
 from teola.optimizer.ir import Graph, Op
 from teola.runtime.graph_scheduler import QueryTrace
+from teola_integrations.compare import spread
 
 OP_COLORS = {Op.EMBED.value: "#4e79a7", Op.SEARCH.value: "#59a14f", Op.PROMPT.value: "#bab0ac",
              Op.PREFILL.value: "#f28e2b", Op.DECODE.value: "#e15759", Op.PARSE.value: "#b07aa1",
@@ -95,7 +96,7 @@ def latency_bars_figure(single: Mapping[str, Mapping[str, Any]]) -> Figure:
             if mode not in result["ms"]:
                 continue
             medians = [1e3 * statistics.median(row["latency"][mode]) for row in result["rows"]]
-            q1, q3 = (statistics.quantiles(medians, n=4, method="inclusive")[::2] if len(medians) > 1 else (medians[0],) * 2)
+            _, q1, q3 = spread(medians)
             xs.append(x + (i - 1) * width)
             heights.append(result["ms"][mode])
             low.append(result["ms"][mode] - q1)
