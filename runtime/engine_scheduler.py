@@ -3,8 +3,8 @@
 A scheduler turns a primitive (a graph node and its input values) into engine work. The batching
 scheduler queues requests from all queries and sends whatever has gathered while the engine was
 busy as one batch (no timers: a batch forms only from work that is already waiting), ordered by
-priority. When a batch fails, each request is retried alone, so a bad request fails only its
-own query and the others go on.
+priority; an engine with several replicas runs as many batches at once. When a batch fails, each
+request is retried alone, so a bad request fails only its own query and the others go on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any, AsyncIterator, Callable
 from teola.optimizer.ir import Node, Op
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.base import BatchEngine
-from teola.runtime.engines.llm import VLLMEngine
+from teola.runtime.engines.llm import LLMEngine
 from teola.runtime.errors import EngineDiedError
 from teola.runtime.streams import read_items
 
@@ -74,6 +74,7 @@ class BatchingScheduler(EngineScheduler):
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self.batches_sent = 0
         self.requests_sent = 0
 
@@ -100,13 +101,22 @@ class BatchingScheduler(EngineScheduler):
         return batch
 
     async def _run(self) -> None:
+        # A batch is taken once a slot is free, so while every slot is busy the next one gathers.
+        slots = asyncio.Semaphore(self.engine.capabilities.concurrent_batches)
         while True:
             await self._wakeup.wait()
             self._wakeup.clear()
-            while batch := self._take_batch():
+            while True:
+                await slots.acquire()
+                batch = self._take_batch()
+                if not batch:
+                    slots.release()
+                    break
                 self.batches_sent += 1
                 self.requests_sent += len(batch)
-                await self._run_batch(batch)
+                running = asyncio.get_running_loop().create_task(self._run_batch(batch))
+                self._running.add(running)
+                running.add_done_callback(lambda task: (self._running.discard(task), slots.release()))
 
     async def _run_batch(self, batch: list[_Request]) -> None:
         try:
@@ -122,8 +132,9 @@ class BatchingScheduler(EngineScheduler):
             _settle(request.future, result=result)
 
     def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        for task in [self._worker, *self._running]:
+            if task is not None:
+                task.cancel()
         self.engine.close()
 
 
@@ -151,7 +162,7 @@ def search_payload(node: Node, args: dict[str, Any]) -> list[tuple[list[float], 
 
 
 class LLMScheduler(EngineScheduler):
-    """Prefill and decode primitives on a vLLM engine, which batches concurrent requests itself.
+    """Prefill and decode primitives on an LLM engine (vLLM, in process or on Ray), which batches concurrent requests itself.
 
     ``prefill`` turns a prompt into token IDs; given a ``PromptPrefix`` with ``params['warm']`` it
     sends the prefix's tokens ahead (max_tokens=1) so their KV lands in the prefix cache before the
@@ -164,7 +175,7 @@ class LLMScheduler(EngineScheduler):
     fails with ``EngineDiedError``.
     """
 
-    def __init__(self, name: str, engine: VLLMEngine, remembered_prefixes: int = 4096) -> None:
+    def __init__(self, name: str, engine: LLMEngine, remembered_prefixes: int = 4096) -> None:
         super().__init__(name)
         self.engine = engine
         self._warmed: OrderedDict[int, None] = OrderedDict()
@@ -184,7 +195,7 @@ class LLMScheduler(EngineScheduler):
         """Restart the engine, unless another request already did since ``restarts`` was read."""
         async with self._restarting:
             if self.engine.restarts == restarts:
-                self.engine.restart()
+                await self.engine.restart()
                 self._warmed.clear()  # the new core's prefix cache is empty
 
     def _first_warm(self, token_ids: list[int]) -> bool:

@@ -17,6 +17,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import EngineKind, Graph
 from teola.runtime.admission import AdmissionGate, QueryLimits
+from teola.runtime.backends.base import Backend
+from teola.runtime.backends.in_process import InProcessBackend
 from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
                                             embed_payload, search_payload)
 from teola.runtime.engines.vector_index import FaissIndexEngine
@@ -31,9 +33,11 @@ T = TypeVar("T")
 
 class Runtime:
     """Shared engines and the event loop they run on. Queries are admitted under ``limits``
-    (``QueryLimits``: how many run, how many wait, how long one may take)."""
+    (``QueryLimits``: how many run, how many wait, how long one may take); engines run where
+    ``backend`` puts them (in this process by default, or ``RayBackend``'s actors)."""
 
-    def __init__(self, limits: QueryLimits = QueryLimits()) -> None:
+    def __init__(self, limits: QueryLimits = QueryLimits(), backend: Backend | None = None) -> None:
+        self.backend = backend or InProcessBackend()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="teola-runtime", daemon=True)
         self._thread.start()
@@ -68,11 +72,12 @@ class Runtime:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
 
-    def _get_or_start(self, name: str, start: Callable[[], EngineScheduler]) -> EngineScheduler:
+    def _get_or_start(self, name: str, start: Callable[[], Awaitable[EngineScheduler]]) -> EngineScheduler:
+        """The engine ``name``, started on the runtime loop by ``start`` the first time it is asked for."""
         with self._lock:
             if name not in self.engines:
                 log.info("starting engine %s", name)
-                self.engines[name] = self.run(_call_on_loop(start))
+                self.engines[name] = self.run(start())
                 # Exit hooks run last-registered first: re-registering after each start closes the
                 # engines before multiprocessing's own hook waits for vLLM's engine-core process.
                 atexit.unregister(self.close)
@@ -81,10 +86,12 @@ class Runtime:
 
     def llm(self, model: str = DEFAULT_LLM, **engine_args: Any) -> LLMScheduler:
         """The shared LLM engine for ``model`` (started on first use; vLLM takes 10-50 s on CPU)."""
-        from teola.runtime.engines.llm import VLLMEngine
-
         name = f"llm:{model}"
-        scheduler = self._get_or_start(name, lambda: LLMScheduler(name, VLLMEngine(model, **engine_args)))
+
+        async def start() -> LLMScheduler:
+            return LLMScheduler(name, await self.backend.llm(model, **engine_args))
+
+        scheduler = self._get_or_start(name, start)
         started_with = scheduler.engine.settings
         if any(started_with.get(k) != v for k, v in engine_args.items()):
             raise TeolaRuntimeError(f"the shared engine for {model} already runs with {started_with}, not {engine_args}: "
@@ -93,14 +100,20 @@ class Runtime:
 
     def embedding(self, model: str = DEFAULT_EMBEDDING) -> BatchingScheduler:
         """The shared embedding engine for ``model``."""
-        from teola.runtime.engines.embedding import SentenceTransformerEngine
-
         name = f"embedding:{model}"
-        return self._get_or_start(name, lambda: BatchingScheduler(name, SentenceTransformerEngine(model), embed_payload))
+
+        async def start() -> BatchingScheduler:
+            return BatchingScheduler(name, await self.backend.embedding(model), embed_payload)
+
+        return self._get_or_start(name, start)
 
     def vector_index(self, name: str, build: Callable[[], FaissIndexEngine]) -> BatchingScheduler:
         """The vector index engine ``name``, built by ``build`` the first time it is asked for."""
-        return self._get_or_start(name, lambda: BatchingScheduler(name, build(), search_payload))
+
+        async def start() -> BatchingScheduler:
+            return BatchingScheduler(name, await self.backend.vector_index(build), search_payload)
+
+        return self._get_or_start(name, start)
 
     def cost_profile(self, names: Iterable[str]) -> dict[str, LinearCost]:
         """Fitted batch costs of the batching engines among ``names``, each profiled once per process."""
@@ -132,7 +145,7 @@ class Runtime:
         return await self.arun(self._admitted(scheduler, inputs, priority))
 
     def close(self) -> None:
-        """Stop every engine and the loop."""
+        """Stop every engine, the backend and the loop (a second call does nothing more)."""
         with self._lock:
             for engine in self.engines.values():
                 try:
@@ -140,11 +153,12 @@ class Runtime:
                 except Exception:  # closing must go on for the other engines
                     log.exception("closing engine %s failed", engine.name)
             self.engines.clear()
+            self.backend.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
 
 
 async def _call_on_loop(fn: Callable[[], T]) -> T:
-    """Run ``fn`` on the loop thread: engines like vLLM's must be created on the loop that uses them."""
+    """Run ``fn`` on the loop thread (engines are closed where they run)."""
     return fn()
 
 
@@ -159,6 +173,19 @@ def shutdown_runtime() -> None:
         if _default is not None:
             _default.close()
             _default = None
+
+
+def configure_runtime(limits: QueryLimits = QueryLimits(), backend: Backend | None = None) -> Runtime:
+    """Make the process's shared runtime admit queries under ``limits`` and run its engines on
+    ``backend`` (None: in this process). Call it before building the apps: a shared runtime already
+    started is closed first, and engines handed out by it stop."""
+    global _default
+    with _default_lock:
+        if _default is not None:
+            _default.close()
+        _default = Runtime(limits, backend)
+        atexit.register(_default.close)
+        return _default
 
 
 def get_runtime() -> Runtime:

@@ -18,12 +18,15 @@ class EngineCapabilities:
     ``max_batch``: the most requests one batch may hold. ``batches_itself``: the engine batches
     concurrent requests on its own (continuous batching), so the scheduler forwards them at once.
     ``streaming``: results can be streamed. ``prefix_reuse``: a prompt prefix sent earlier is reused.
+    ``concurrent_batches``: how many batches the engine runs at once (its replicas, behind a backend
+    that spreads batches over several).
     """
 
     max_batch: int = 64
     batches_itself: bool = False
     streaming: bool = False
     prefix_reuse: bool = False
+    concurrent_batches: int = 1
 
 
 class BatchEngine(abc.ABC):

@@ -7,10 +7,12 @@ on it). Prefix caching stays on; output streams as text deltas; requests can be 
 
 from __future__ import annotations
 
+import abc
+import inspect
 import itertools
 import logging
 import os
-from typing import AsyncIterator
+from typing import Any, AsyncIterator
 
 from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 from teola.runtime.engines.base import EngineCapabilities
@@ -24,70 +26,20 @@ class PromptTooLongError(ValueError):
     """A prompt does not fit in the model's context window."""
 
 
-class VLLMEngine:
-    """A shared vLLM ``AsyncLLM``: submit token IDs, stream text, abort.
+class ChatTokenizer:
+    """The model's own tokenizer and chat template, and the model's context length.
 
-    Must be created on the event loop that will use it. On CPU, vLLM's engine core runs in a
-    subprocess: programs that create one need an ``if __name__ == "__main__":`` guard. If that
-    process dies, requests fail with ``EngineDiedError`` and ``restart`` starts a new one.
+    A prompt prefix tokenizes the same way alone and inside the full prompt (prefill splitting
+    relies on it). Both the in-process engine and the Ray backend's engine proxy tokenize with it,
+    so token IDs are computed where the query runs and only IDs travel to the engine.
     """
 
-    capabilities = EngineCapabilities(max_batch=256, batches_itself=True, streaming=True, prefix_reuse=True)
+    def __init__(self, model: str, max_model_len: int) -> None:
+        from transformers import AutoTokenizer
 
-    def __init__(self, model: str, max_model_len: int = 2048, kv_cache_gib: int = 1,
-                 gpu_memory_utilization: float = 0.5) -> None:
-        try:
-            import torch
-            from transformers import AutoTokenizer
-            from vllm import AsyncEngineArgs
-            from vllm.v1.engine.async_llm import AsyncLLM
-        except ImportError as exc:
-            raise EngineUnavailableError(
-                "the LLM engine needs vLLM: on CPU run `pip install torch==2.13.0 && pip install 'teola[cpu]'`, "
-                f"on a GPU `pip install 'teola[gpu]'` ({exc})"
-            ) from exc
         self.model_name = model
-        self.settings = {"max_model_len": max_model_len, "kv_cache_gib": kv_cache_gib,
-                         "gpu_memory_utilization": gpu_memory_utilization}
-        path = resolve_llm(model)
-        on_gpu = torch.cuda.is_available()
-        if not on_gpu:
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        args = AsyncEngineArgs(
-            model=path,
-            tokenizer=path,
-            enable_prefix_caching=True,
-            scheduling_policy="priority",
-            # CPU attention needs blocks in multiples of 32 and defaults to 128; prefix reuse is per
-            # whole block, so 32 lets a short shared prefix (a system prompt) be reused at all.
-            block_size=None if on_gpu else 32,
-            max_model_len=max_model_len,
-            enforce_eager=not on_gpu,
-            gpu_memory_utilization=gpu_memory_utilization,
-            disable_log_stats=True,
-        )
-        self._start = lambda: AsyncLLM.from_engine_args(args)
-        self._engine = self._start()
-        self._tokenizer = AutoTokenizer.from_pretrained(path)
         self.max_model_len = max_model_len
-        self._ids = itertools.count()
-        self.restarts = 0
-
-    @property
-    def dead(self) -> bool:
-        """Whether the engine core has died (every request fails until ``restart``)."""
-        return self._engine is not None and self._engine.errored
-
-    def restart(self) -> None:
-        """Replace a dead engine core by a new one with the same settings (10-50 s on CPU; blocks the loop)."""
-        log.warning("teola: the LLM engine core of %s died; restarting it", self.model_name)
-        dead, self._engine = self._engine, None
-        try:
-            dead.shutdown()
-        except Exception:  # it is dead already: what is left of it must not stop the restart
-            log.exception("teola: shutting down the dead engine core failed")
-        self._engine = self._start()
-        self.restarts += 1
+        self._tokenizer = AutoTokenizer.from_pretrained(resolve_llm(model))
 
     def _render(self, prompt: Prompt) -> tuple[str, bool]:
         """The prompt as text, and whether the tokenizer should add its special tokens."""
@@ -110,7 +62,8 @@ class VLLMEngine:
             return []
         return list(self._tokenizer.encode(text[:at], add_special_tokens=special))[:-1]
 
-    def _check_fits(self, token_ids: list[int]) -> None:
+    def check_fits(self, token_ids: list[int]) -> None:
+        """Raise a clear error for an empty prompt or one too long for the context."""
         if not token_ids:
             raise ValueError("the prompt is empty: give the LLM at least one token")
         if len(token_ids) + 1 > self.max_model_len:
@@ -119,16 +72,121 @@ class VLLMEngine:
                 "retrieve fewer or shorter chunks, or start the engine with a larger max_model_len"
             )
 
+
+class LLMEngine(ChatTokenizer, abc.ABC):
+    """What the LLM scheduler drives: token IDs in, text deltas out, restart after a death.
+
+    ``restarts`` counts restarts; ``dead`` says whether requests fail until the next ``restart``.
+    """
+
+    capabilities = EngineCapabilities(max_batch=256, batches_itself=True, streaming=True, prefix_reuse=True)
+    restarts: int = 0
+    settings: dict[str, Any]
+
+    @property
+    @abc.abstractmethod
+    def dead(self) -> bool:
+        """Whether an engine process has died (requests to it fail until ``restart``)."""
+
+    @abc.abstractmethod
+    async def restart(self) -> None:
+        """Replace what died by a new engine with the same settings."""
+
+    @abc.abstractmethod
+    def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
+                 request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
+        """Stream ``(text delta, num_cached_tokens or None)`` for one request; abort it if the caller stops early.
+        ``priority``: lower is scheduled first. A dead engine raises ``EngineDiedError``."""
+
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+        """The whole generated text of one request."""
+        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Stop the engine (once; later calls do nothing)."""
+
+
+def engine_settings(**engine_args: Any) -> dict[str, Any]:
+    """Every setting a vLLM engine starts with: ``engine_args`` over ``VLLMEngine``'s defaults.
+    An unknown name is refused with a ``TypeError`` that names it."""
+    signature = inspect.signature(VLLMEngine)
+    try:
+        bound = signature.bind("model", **engine_args)
+    except TypeError as exc:
+        known = [name for name in signature.parameters if name != "model"]
+        raise TypeError(f"unknown LLM engine setting ({exc}); the settings are {known}") from None
+    bound.apply_defaults()
+    return {name: value for name, value in bound.arguments.items() if name != "model"}
+
+
+class VLLMEngine(LLMEngine):
+    """A shared vLLM ``AsyncLLM``: submit token IDs, stream text, abort.
+
+    Must be created on the event loop that will use it. On CPU, vLLM's engine core runs in a
+    subprocess: programs that create one need an ``if __name__ == "__main__":`` guard. If that
+    process dies, requests fail with ``EngineDiedError`` and ``restart`` starts a new one.
+    """
+
+    def __init__(self, model: str, max_model_len: int = 2048, kv_cache_gib: int = 1,
+                 gpu_memory_utilization: float = 0.5) -> None:
+        try:
+            import torch
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineUnavailableError(
+                "the LLM engine needs vLLM: on CPU run `pip install torch==2.13.0 && pip install 'teola[cpu]'`, "
+                f"on a GPU `pip install 'teola[gpu]'` ({exc})"
+            ) from exc
+        super().__init__(model, max_model_len)
+        self.settings = engine_settings(max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+                                        gpu_memory_utilization=gpu_memory_utilization)
+        path = resolve_llm(model)
+        on_gpu = torch.cuda.is_available()
+        if not on_gpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        args = AsyncEngineArgs(
+            model=path,
+            tokenizer=path,
+            enable_prefix_caching=True,
+            scheduling_policy="priority",
+            # CPU attention needs blocks in multiples of 32 and defaults to 128; prefix reuse is per
+            # whole block, so 32 lets a short shared prefix (a system prompt) be reused at all.
+            block_size=None if on_gpu else 32,
+            max_model_len=max_model_len,
+            enforce_eager=not on_gpu,
+            gpu_memory_utilization=gpu_memory_utilization,
+            disable_log_stats=True,
+        )
+        self._start = lambda: AsyncLLM.from_engine_args(args)
+        self._engine = self._start()
+        self._ids = itertools.count()
+
+    @property
+    def dead(self) -> bool:
+        """Whether the engine core has died."""
+        return self._engine is not None and self._engine.errored
+
+    async def restart(self) -> None:
+        """Replace a dead engine core by a new one with the same settings (10-50 s on CPU; this blocks
+        the loop while it starts: the core must be created on the loop that uses it)."""
+        log.warning("teola: the LLM engine core of %s died; restarting it", self.model_name)
+        dead, self._engine = self._engine, None
+        try:
+            dead.shutdown()
+        except Exception:  # it is dead already: what is left of it must not stop the restart
+            log.exception("teola: shutting down the dead engine core failed")
+        self._engine = self._start()
+        self.restarts += 1
+
     async def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
-        """Stream ``(text delta, num_cached_tokens or None)`` for one request; aborts it if the caller stops early.
-
-        ``priority``: lower is scheduled first (vLLM's priority policy; ties run first come first served).
-        """
+        """Stream one request's text deltas (vLLM's priority policy; ties run first come first served)."""
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
-        self._check_fits(token_ids)
+        self.check_fits(token_ids)
         request_id = request_id or f"teola-{next(self._ids)}"
         params = SamplingParams(
             temperature=sampling.temperature,
@@ -151,10 +209,6 @@ class VLLMEngine:
         finally:
             if not finished and not died:
                 await self._engine.abort(request_id)
-
-    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
-        """The whole generated text of one request."""
-        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
 
     def close(self) -> None:
         """Stop the engine core (once; later calls do nothing)."""

@@ -34,6 +34,7 @@ class FaissIndexEngine(BatchEngine):
         super().__init__()
         if ids is not None and index.ntotal != len(ids):
             raise ValueError(f"the faiss index holds {index.ntotal} vectors but {len(ids)} ids were given")
+        self._cpu_index = index
         self._index = self._maybe_to_gpu(index)
         self._ids = list(ids) if ids is not None else None
         self._normalize_queries = False
@@ -69,6 +70,11 @@ class FaissIndexEngine(BatchEngine):
         """
         return cls(index, None)
 
+    def __reduce__(self):
+        """Pickles as the index's bytes, ids and query normalization (a faiss index does not pickle
+        itself): how the Ray backend ships an index built here to the actors that serve it."""
+        return _restore, (_faiss().serialize_index(self._cpu_index), self._ids, self._normalize_queries)
+
     def _id(self, position: int) -> str:
         return self._ids[position] if self._ids is not None else str(position)
 
@@ -97,3 +103,9 @@ class FaissIndexEngine(BatchEngine):
     async def run_batch(self, requests: Sequence[tuple[Sequence[float], int]]) -> list[list[tuple[str, float]]]:
         """Search a batch of (vector, top_k) queries at once."""
         return await self._on_worker(self._search, requests)
+
+
+def _restore(index_bytes: np.ndarray, ids: list[str] | None, normalize_queries: bool) -> FaissIndexEngine:
+    engine = FaissIndexEngine(_faiss().deserialize_index(index_bytes), ids)
+    engine._normalize_queries = normalize_queries
+    return engine

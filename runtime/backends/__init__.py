@@ -1,0 +1,1 @@
+"""Where engines run: in this process (the default) or as actors on a Ray cluster."""

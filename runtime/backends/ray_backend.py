@@ -1,0 +1,361 @@
+"""Engines as Ray actors, placed on a Ray cluster and driven like in-process engines.
+
+Each engine runs as one or more replicas, each a Ray actor holding the in-process engine (vLLM,
+sentence-transformers, faiss) on the node its ``Placement`` picks. The runtime's schedulers talk
+to a proxy that has the in-process engine's interface: LLM prompts are tokenized here and go to
+the replica with the fewest queued tokens once its cached prefix is counted (so a warmed prefix
+and its full prompt meet on one replica while loads are close); batches go to the replica with
+the fewest requests in flight. A replica that dies is replaced by a new actor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from dataclasses import dataclass, field, replace
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+
+from teola.optimizer.values import Sampling
+from teola.runtime.backends.base import Backend
+from teola.runtime.backends.routing import ReplicaLoads, TokenRouter
+from teola.runtime.engines.base import BatchEngine, EngineCapabilities
+from teola.runtime.engines.llm import LLMEngine, engine_settings
+from teola.runtime.errors import EngineDiedError, EngineUnavailableError, TeolaRuntimeError
+
+log = logging.getLogger(__name__)
+
+# What a replica's process takes from ours: offline models, caches, vLLM's and tokenizers' options.
+_FORWARDED_ENV = ("HF_", "TEOLA_", "VLLM_", "TOKENIZERS_", "TRANSFORMERS_")
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise EngineUnavailableError("the Ray backend needs Ray: pip install 'teola[ray]'") from exc
+    return ray
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one engine's replicas run on the Ray cluster and what each reserves there.
+
+    ``num_cpus``, ``num_gpus`` and ``resources`` are Ray resource requests per replica (a custom
+    resource pins replicas to the nodes that offer it). ``env_vars`` are set in each replica's
+    process, ``{replica}`` in a value becoming the replica's index (``VLLM_CPU_OMP_THREADS_BIND``:
+    ``"{replica}"`` gives each CPU replica a core of its own).
+    """
+
+    replicas: int = 1
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    resources: Mapping[str, float] = field(default_factory=dict)
+    env_vars: Mapping[str, str] = field(default_factory=dict)
+    start_timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.replicas < 1:
+            raise ValueError(f"a Placement needs at least one replica, got {self.replicas}")
+
+    def demand(self) -> dict[str, float]:
+        """The resources one replica asks of a node."""
+        asked = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {name: amount for name, amount in asked.items() if amount}
+
+    def env_for(self, replica: int) -> dict[str, str]:
+        """The environment replica ``replica``'s process starts its engine with."""
+        env = {name: value for name, value in os.environ.items() if name.startswith(_FORWARDED_ENV)}
+        env.update({name: value.format(replica=replica) for name, value in self.env_vars.items()})
+        return env
+
+
+class LLMReplica:
+    """A Ray actor holding one vLLM engine; streams ``(delta, cached tokens)`` per request."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        os.environ.update(env)
+        self._engine = None
+
+    async def start(self, model: str, settings: Mapping[str, Any]) -> str:
+        """Start the engine on this actor's loop; return the node it runs on."""
+        from teola.runtime.engines.llm import VLLMEngine
+
+        self._engine = VLLMEngine(model, **settings)
+        return _ray().get_runtime_context().get_node_id()
+
+    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int) -> AsyncIterator[tuple[str, int | None]]:
+        """The engine's stream for one request (cancelled with the caller's stream: vLLM aborts it)."""
+        async for item in self._engine.generate(token_ids, sampling, priority):
+            yield item
+
+    def close(self) -> None:
+        """Stop the engine core."""
+        if self._engine is not None:
+            self._engine.close()
+
+
+class BatchReplica:
+    """A Ray actor holding one batch engine (embedding, vector index), made in its process by ``make``."""
+
+    def __init__(self, env: Mapping[str, str], make: Callable[[], BatchEngine]) -> None:
+        os.environ.update(env)
+        self._engine = make()
+
+    async def ready(self) -> tuple[str, EngineCapabilities, Any]:
+        """The node this replica runs on, its engine's capabilities and a sample request."""
+        return _ray().get_runtime_context().get_node_id(), self._engine.capabilities, self._engine.sample_request()
+
+    async def run_batch(self, requests: Sequence[Any]) -> list[Any]:
+        """One batch on the engine."""
+        return await self._engine.run_batch(requests)
+
+    def close(self) -> None:
+        """Release the engine."""
+        self._engine.close()
+
+
+def _remote_error(exc: BaseException) -> BaseException:
+    """The engine's own exception inside a Ray task error (so callers see the error they would in process)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+async def _started(ready: Awaitable[Any], placement: Placement, what: str) -> Any:
+    """Await a new replica's readiness, with an error that says what to do if it never comes."""
+    ray = _ray()
+    try:
+        return await asyncio.wait_for(ready, placement.start_timeout_s)
+    except asyncio.TimeoutError:
+        raise TeolaRuntimeError(
+            f"{what} did not start within {placement.start_timeout_s:.0f} s: the Ray cluster may have no node with "
+            f"{placement.demand()} free; add one, or ask for less in its Placement") from None
+    except ray.exceptions.RayTaskError as exc:
+        raise _remote_error(exc) from exc
+
+
+class RayLLMEngine(LLMEngine):
+    """An LLM engine whose replicas are Ray actors (``LLMReplica``); prompts are tokenized here.
+
+    ``replicas`` holds the actors, ``nodes`` their node IDs, ``router`` the routing state. A replica
+    whose actor or engine core died is avoided until ``restart`` replaces it with a new actor.
+    """
+
+    def __init__(self, backend: "RayBackend", model: str, settings: dict[str, Any], placement: Placement) -> None:
+        super().__init__(model, settings["max_model_len"])
+        self.settings = settings
+        self._backend = backend
+        self._placement = placement
+        self.replicas: list[Any] = [None] * placement.replicas
+        self.nodes: list[str] = [""] * placement.replicas
+        self.router = TokenRouter(placement.replicas)
+        self._dead: set[int] = set()
+
+    async def start_replicas(self) -> "RayLLMEngine":
+        """Start every replica (at once); return the engine once all serve."""
+        await asyncio.gather(*(self._start_replica(r) for r in range(len(self.replicas))))
+        return self
+
+    async def _start_replica(self, replica: int) -> None:
+        actor = self._backend.actor(LLMReplica, self._placement, replica).remote(self._placement.env_for(replica))
+        self.replicas[replica] = actor
+        what = f"replica {replica} of the LLM engine {self.model_name}"
+        self.nodes[replica] = await _started(actor.start.remote(self.model_name, self.settings), self._placement, what)
+
+    @property
+    def dead(self) -> bool:
+        """Whether some replica died and was not replaced yet."""
+        return bool(self._dead)
+
+    async def restart(self) -> None:
+        """Replace every dead replica by a new actor (the others serve on meanwhile)."""
+        ray = _ray()
+        for replica in sorted(self._dead):
+            log.warning("teola: replica %d of the LLM engine %s died; starting a new one", replica, self.model_name)
+            ray.kill(self.replicas[replica])
+            self.router.prefixes.forget(replica)
+            await self._start_replica(replica)
+            self._dead.discard(replica)
+        self.restarts += 1
+
+    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
+                       request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
+        """Stream one request's text deltas from the replica the router picks."""
+        ray = _ray()
+        self.check_fits(token_ids)
+        replica, load = self.router.route(token_ids, sampling.max_tokens, self._dead)
+        stream = self.replicas[replica].generate.options(num_returns="streaming").remote(token_ids, sampling, priority)
+        finished = died = False
+        try:
+            async for ref in stream:
+                yield await ref
+            finished = True
+        except ray.exceptions.RayActorError as exc:
+            died = True
+            self._dead.add(replica)
+            raise EngineDiedError(f"replica {replica} of {self.model_name} (node {self.nodes[replica]}) "
+                                  "died during a request") from exc
+        except ray.exceptions.RayTaskError as exc:
+            error = _remote_error(exc)
+            died = isinstance(error, EngineDiedError)
+            if died:
+                self._dead.add(replica)
+            raise error from exc
+        finally:
+            self.router.done(replica, load)
+            if not finished and not died:
+                ray.cancel(stream)
+
+    def close(self) -> None:
+        """Stop every replica's engine and actor (once)."""
+        _close_actors(self.replicas)
+        self.replicas = []
+
+
+class RayBatchEngine(BatchEngine):
+    """A batch engine whose replicas are Ray actors (``BatchReplica``). Each batch goes to the replica
+    with the fewest requests in flight; a batch whose replica died is run again once on a new
+    replica (embedding and search change nothing, so repeating them is safe). ``replicas`` holds the
+    actors, ``nodes`` their node IDs."""
+
+    def __init__(self, backend: "RayBackend", what: str, make: Callable[[], BatchEngine], placement: Placement) -> None:
+        super().__init__()
+        self._backend = backend
+        self._what = what
+        self._make = make
+        self._placement = placement
+        self.replicas: list[Any] = [None] * placement.replicas
+        self.nodes: list[str] = [""] * placement.replicas
+        self._loads = ReplicaLoads(placement.replicas)
+        self._replacing = asyncio.Lock()
+        self._sample: Any = None
+        self.restarts = 0
+
+    async def start_replicas(self) -> "RayBatchEngine":
+        """Start every replica (at once); return the engine once all serve."""
+        await asyncio.gather(*(self._start_replica(r) for r in range(len(self.replicas))))
+        return self
+
+    async def _start_replica(self, replica: int) -> None:
+        actor = self._backend.actor(BatchReplica, self._placement, replica).remote(
+            self._placement.env_for(replica), self._make)
+        self.replicas[replica] = actor
+        what = f"replica {replica} of the {self._what} engine"
+        self.nodes[replica], capabilities, self._sample = await _started(actor.ready.remote(), self._placement, what)
+        self.capabilities = replace(capabilities, concurrent_batches=len(self.replicas))
+
+    def sample_request(self) -> Any:
+        """The replicas' engine's sample request."""
+        return self._sample
+
+    async def _on_replica(self, replica: int, requests: list[Any]) -> list[Any]:
+        ray = _ray()
+        self._loads.add(replica, len(requests))
+        try:
+            return await self.replicas[replica].run_batch.remote(requests)
+        except ray.exceptions.RayTaskError as exc:
+            raise _remote_error(exc) from exc
+        finally:
+            self._loads.done(replica, len(requests))
+
+    async def _replace(self, replica: int, dead: Any) -> None:
+        async with self._replacing:
+            if self.replicas[replica] is dead:  # not replaced yet by another batch that saw it die
+                log.warning("teola: replica %d of the %s engine died; starting a new one", replica, self._what)
+                _ray().kill(dead)
+                await self._start_replica(replica)
+                self.restarts += 1
+
+    async def run_batch(self, requests: Sequence[Any]) -> list[Any]:
+        """Run a batch on the least-loaded replica (again on a new one if that replica dies)."""
+        ray = _ray()
+        replica = self._loads.pick()
+        actor = self.replicas[replica]
+        try:
+            return await self._on_replica(replica, list(requests))
+        except ray.exceptions.RayActorError:
+            await self._replace(replica, actor)
+        try:
+            return await self._on_replica(replica, list(requests))
+        except ray.exceptions.RayActorError as exc:
+            raise EngineDiedError(f"replica {replica} of the {self._what} engine died twice under one batch") from exc
+
+    def close(self) -> None:
+        """Stop every replica (once)."""
+        _close_actors(self.replicas)
+        self.replicas = []
+        super().close()
+
+
+def _close_actors(actors: Sequence[Any]) -> None:
+    """Let each actor stop its engine (vLLM's core process with it), then end the actors."""
+    ray = _ray()
+    alive = [actor for actor in actors if actor is not None]
+    ray.wait([actor.close.remote() for actor in alive], num_returns=len(alive), timeout=30)
+    for actor in alive:
+        ray.kill(actor)
+
+
+def _given(engine: BatchEngine) -> BatchEngine:
+    return engine
+
+
+class RayBackend(Backend):
+    """Engines as Ray actors on a Ray cluster.
+
+    Made, it joins the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, a head's address);
+    None joins the one ``RAY_ADDRESS`` names or starts a local one with ``init_args`` (``ray.init``'s
+    keywords, e.g. ``num_cpus``). A process already connected to Ray keeps its connection.
+    ``llm``, ``embedding`` and ``vector_index`` place each kind of engine (replicas, resources).
+    The driver tokenizes prompts, so it needs the LLM's tokenizer files as the nodes do.
+    """
+
+    def __init__(self, address: str | None = None, llm: Placement = Placement(),
+                 embedding: Placement = Placement(num_cpus=0.5), vector_index: Placement = Placement(num_cpus=0.25),
+                 **init_args: Any) -> None:
+        self.address = address
+        self.placements = {"llm": llm, "embedding": embedding, "vector_index": vector_index}
+        self._actor_classes: dict[type, Any] = {}
+        ray = _ray()
+        self._connected_here = not ray.is_initialized()
+        if self._connected_here:
+            if address is None and "RAY_ADDRESS" not in os.environ:
+                os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token file in ~/.ray
+            ray.init(address=address, **init_args)
+
+    def actor(self, cls: type, placement: Placement, replica: int) -> Any:
+        """The Ray actor class for ``cls``, with ``placement``'s options, checked to fit some node."""
+        ray = _ray()
+        demand = placement.demand()
+        nodes = [node["Resources"] for node in ray.nodes() if node["Alive"]]
+        if not any(all(offer.get(name, 0) >= amount for name, amount in demand.items()) for offer in nodes):
+            raise TeolaRuntimeError(
+                f"no node of the Ray cluster can hold replica {replica} of {cls.__name__} ({demand}); the nodes offer "
+                f"{nodes}: add a node with those resources, or ask for less in the engine's Placement")
+        if cls not in self._actor_classes:
+            self._actor_classes[cls] = ray.remote(cls)
+        return self._actor_classes[cls].options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
+                                                resources=dict(placement.resources), max_restarts=0)
+
+    async def llm(self, model: str, **engine_args: Any) -> RayLLMEngine:
+        """An LLM engine whose replicas are placed by the ``llm`` placement."""
+        return await RayLLMEngine(self, model, engine_settings(**engine_args), self.placements["llm"]).start_replicas()
+
+    async def embedding(self, model: str) -> RayBatchEngine:
+        """An embedding engine whose replicas are placed by the ``embedding`` placement."""
+        from teola.runtime.engines.embedding import SentenceTransformerEngine
+
+        make = functools.partial(SentenceTransformerEngine, model)
+        return await RayBatchEngine(self, f"embedding {model}", make, self.placements["embedding"]).start_replicas()
+
+    async def vector_index(self, build: Callable[[], BatchEngine]) -> RayBatchEngine:
+        """The index ``build`` makes here, shipped to replicas placed by the ``vector_index`` placement."""
+        make = functools.partial(_given, build())
+        return await RayBatchEngine(self, "vector index", make, self.placements["vector_index"]).start_replicas()
+
+    def close(self) -> None:
+        """Leave the Ray cluster if this backend joined it (once)."""
+        if self._connected_here:
+            _ray().shutdown()
+            self._connected_here = False
