@@ -42,6 +42,32 @@ def test_concurrent_requests_share_batches_capped_at_max_batch():
     assert max(len(b) for b in engine.batches) <= 4
 
 
+class TwoReplicaEngine(UpperEngine):
+    """Runs two batches at once, as a backend with two replicas does; records how many overlap."""
+
+    capabilities = EngineCapabilities(max_batch=2, concurrent_batches=2)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running = self.most_running = 0
+
+    async def run_batch(self, requests):
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            return await super().run_batch(requests)
+        finally:
+            self.running -= 1
+
+
+def test_an_engine_with_two_replicas_gets_two_batches_at_once_and_no_more():
+    engine = TwoReplicaEngine()
+    scheduler = BatchingScheduler("upper", engine, embed_payload)
+    results = asyncio.run(_submit_all(scheduler, [f"q{i}" for i in range(9)]))
+    assert results == [f"Q{i}" for i in range(9)]
+    assert engine.most_running == 2 and max(len(b) for b in engine.batches) <= 2
+
+
 def test_a_bad_request_fails_alone_and_its_batch_mates_succeed():
     scheduler = BatchingScheduler("upper", UpperEngine(), embed_payload)
     results = asyncio.run(_submit_all(scheduler, ["a", 42, "c"]))

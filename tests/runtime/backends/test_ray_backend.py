@@ -57,3 +57,18 @@ def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_and_survives_killed_r
     # an embedding replica killed between batches: the batch sent to it ran again on its replacement
     assert report["embedding_kill"]["restarts"] == 1 and report["embedding_kill"]["answer"] == expected[0]
     assert report["embedding_kill"]["nodes"] == [retrieval_node] * 2
+
+
+def test_an_engine_no_node_can_hold_is_refused_with_what_the_nodes_offer(cluster):
+    import asyncio
+
+    from teola.runtime.backends.ray_backend import Placement, RayBackend
+    from teola.runtime.errors import TeolaRuntimeError
+
+    backend = RayBackend(cluster[0].address, embedding=Placement(num_gpus=1))
+    try:
+        with pytest.raises(TeolaRuntimeError, match=r"no node of the Ray cluster can hold .*'GPU': 1.*add a node"):
+            asyncio.run(backend.embedding("all-minilm-l6-v2"))
+    finally:
+        backend.close()
+    assert not ray.is_initialized()

@@ -55,3 +55,14 @@ def test_an_index_searched_in_place_sees_vectors_added_later():
     index.add(np.asarray([[0.0, 1.0]], dtype=np.float32))
     (hits,) = asyncio.run(engine.run_batch([([0.0, 1.0], 2)]))
     assert [h[0] for h in hits] == ["1", "0"]
+
+
+def test_an_index_pickles_with_its_ids_and_metric_for_shipping_to_another_process():
+    import pickle
+
+    rng = np.random.default_rng(2)
+    matrix = rng.normal(size=(40, 8)).astype(np.float32) * 3
+    engine = FaissIndexEngine.from_vectors([f"c{i}" for i in range(40)], matrix)
+    copy = pickle.loads(pickle.dumps(engine))
+    requests = [(q.tolist(), 4) for q in rng.normal(size=(3, 8)).astype(np.float32)]
+    assert asyncio.run(copy.run_batch(requests)) == asyncio.run(engine.run_batch(requests))
