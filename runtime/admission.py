@@ -6,17 +6,37 @@ act on, rather than a queue that grows until memory runs out). With ``timeout_s`
 not answered in time is cancelled, its primitives' engine work aborted, and ``QueryTimeoutError``
 names what was still running. Every engine queue holds work of admitted queries only, so bounding
 the queries bounds them all.
+
+A query started from inside an admitted query (an app that calls another optimized app in one of
+its steps) runs in its parent's slot: were it to wait for a slot of its own, parents holding every
+slot would wait forever on children that wait for them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from dataclasses import dataclass
 from typing import Awaitable, Callable, TypeVar
 
 from teola.runtime.errors import OverloadedError, QueryTimeoutError
 
 T = TypeVar("T")
+
+_inside_query: contextvars.ContextVar[bool] = contextvars.ContextVar("teola_inside_query", default=False)
+
+
+def inside_query() -> bool:
+    """Whether the calling code runs as part of an admitted query (its steps, their threads and tasks)."""
+    return _inside_query.get()
+
+
+def query_context() -> contextvars.Context:
+    """A copy of the current context marked as inside a query: for running a query's steps in (threads
+    do not inherit the context of the task that hands them work)."""
+    context = contextvars.copy_context()
+    context.run(_inside_query.set, True)
+    return context
 
 
 @dataclass(frozen=True)
@@ -44,8 +64,12 @@ class AdmissionGate:
         self.waiting = 0
         self.refused = 0
 
-    async def run(self, query: Callable[[], Awaitable[T]], unfinished: Callable[[], list[str]] = list) -> T:
-        """Run ``query()`` once admitted; ``unfinished()`` names its pending work if it times out."""
+    async def run(self, query: Callable[[], Awaitable[T]], unfinished: Callable[[], list[str]] = list,
+                  nested: bool = False) -> T:
+        """Run ``query()`` once admitted; ``unfinished()`` names its pending work if it times out.
+        A ``nested`` query (started inside an admitted one) runs at once, in its parent's slot and deadline."""
+        if nested:
+            return await query()
         if self._slots.locked() and self.waiting >= self.limits.max_waiting:
             self.refused += 1
             raise OverloadedError(
@@ -58,11 +82,13 @@ class AdmissionGate:
         finally:
             self.waiting -= 1
         self.running += 1
+        inside = _inside_query.set(True)  # for this task and what it starts: nested queries take no second slot
         try:
             if self.limits.timeout_s is None:
                 return await query()
             return await self._within_deadline(query, unfinished)
         finally:
+            _inside_query.reset(inside)
             self.running -= 1
             self._slots.release()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextvars
 import heapq
 import inspect
 import itertools
@@ -300,8 +301,11 @@ class CallablePool(EngineScheduler):
             return await read_items(fn, args["text"], node.params.get("items"))
         if node.params.get("batch"):  # every input is a list: one call per item
             calls = [dict(zip(args, values)) for values in zip(*args.values(), strict=True)]
-            return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: [fn(**a) for a in calls])
-        return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: fn(**args))
+            return await asyncio.get_running_loop().run_in_executor(
+                self._threads, contextvars.copy_context().run, lambda: [fn(**a) for a in calls])
+        # the thread runs in this task's context, so what it calls knows which query it serves
+        return await asyncio.get_running_loop().run_in_executor(self._threads, contextvars.copy_context().run,
+                                                                lambda: fn(**args))
 
     def close(self) -> None:
         self._threads.shutdown(wait=False)

@@ -16,7 +16,7 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import EngineKind, Graph
-from teola.runtime.admission import AdmissionGate, QueryLimits
+from teola.runtime.admission import AdmissionGate, QueryLimits, inside_query
 from teola.runtime.backends.base import Backend
 from teola.runtime.backends.in_process import InProcessBackend
 from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
@@ -77,6 +77,7 @@ class Runtime:
         with self._lock:
             if name not in self.engines:
                 log.info("starting engine %s", name)
+                self.backend.open()
                 self.engines[name] = self.run(start())
                 # Exit hooks run last-registered first: re-registering after each start closes the
                 # engines before multiprocessing's own hook waits for vLLM's engine-core process.
@@ -128,21 +129,22 @@ class Runtime:
         """A scheduler for ``plan`` on this runtime's engines: analysed once, then run for every query."""
         return GraphScheduler(plan, self.engines)
 
-    async def _admitted(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
-                        priority: int) -> tuple[dict[str, Any], QueryTrace]:
+    async def _admitted(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int,
+                        nested: bool) -> tuple[dict[str, Any], QueryTrace]:
         trace = QueryTrace()
-        return await self.gate.run(lambda: scheduler.run(inputs, priority, trace), trace.unfinished)
+        return await self.gate.run(lambda: scheduler.run(inputs, priority, trace), trace.unfinished, nested)
 
     def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
                 priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run one query of a prepared plan, once admitted, and wait for its outputs and trace."""
-        return self.run(self._admitted(scheduler, inputs, priority))
+        """Run one query of a prepared plan, once admitted (at once, inside another query), and wait
+        for its outputs and trace."""
+        return self.run(self._admitted(scheduler, inputs, priority, inside_query()))
 
     async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
                        priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
-        """Run one query of a prepared plan from any event loop, once admitted; cancelling the
-        awaiting task cancels the query."""
-        return await self.arun(self._admitted(scheduler, inputs, priority))
+        """Run one query of a prepared plan from any event loop, once admitted (at once, inside
+        another query); cancelling the awaiting task cancels the query."""
+        return await self.arun(self._admitted(scheduler, inputs, priority, inside_query()))
 
     def close(self) -> None:
         """Stop every engine, the backend and the loop (a second call does nothing more)."""

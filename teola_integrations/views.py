@@ -126,3 +126,29 @@ def latency_cdf_figure(load: Mapping[str, Mapping[str, Any]]) -> Figure:
         ax.legend(fontsize=6, frameon=False, loc="lower right")
     axes[0].set_ylabel("fraction of queries")
     return fig
+
+
+def scaling_figure(report: Mapping[str, Any]) -> Figure:
+    """``teola scale``'s rows: throughput and p50/p99 latency against the arrival rate, one line per
+    LLM replica count."""
+    fig = Figure(figsize=(8, 3.2), layout="constrained")
+    done, latency = fig.subplots(1, 2)
+    counts = sorted({row["replicas"] for row in report["rows"]})
+    for shade, replicas in enumerate(counts, start=1):
+        rows = sorted((row for row in report["rows"] if row["replicas"] == replicas), key=lambda row: row["rate"])
+        rates = [row["rate"] for row in rows]
+        color = (0.1, 0.3 + 0.6 * shade / len(counts), 0.5)
+        label = f"{replicas} LLM replica{'s' if replicas > 1 else ''}"
+        done.plot(rates, [row["throughput_qps"] for row in rows], marker="o", color=color, label=label)
+        latency.plot(rates, [row["p50_ms"] for row in rows], marker="o", color=color, label=f"{label}, p50")
+        latency.plot(rates, [row["p99_ms"] for row in rows], marker="^", linestyle="dashed", color=color, label=f"{label}, p99")
+    top = max(row["rate"] for row in report["rows"])
+    done.plot([0, top], [0, top], color="grey", linewidth=0.8, linestyle="dotted", label="answered as fast as they arrive")
+    done.set_xlabel("arrival rate, queries/s")
+    done.set_ylabel("answered, queries/s")
+    latency.set_xlabel("arrival rate, queries/s")
+    latency.set_ylabel("latency, ms")
+    done.legend(fontsize=7, frameon=False)
+    latency.legend(fontsize=7, frameon=False)
+    fig.suptitle(report["app"], fontsize=9)
+    return fig

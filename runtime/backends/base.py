@@ -13,6 +13,9 @@ class Backend(abc.ABC):
     """Starts the engines the runtime asks for. Its methods run on the runtime's event loop, and
     what they return is driven by the engine schedulers as an in-process engine would be."""
 
+    def open(self) -> None:
+        """Get ready to start engines (join a cluster); called from the thread that first asks for one."""
+
     @abc.abstractmethod
     async def llm(self, model: str, **engine_args: Any) -> LLMEngine:
         """An LLM engine serving ``model``, started with ``engine_args`` (see ``VLLMEngine``)."""

@@ -14,8 +14,9 @@ import asyncio
 import functools
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
 from teola.optimizer.values import Sampling
 from teola.runtime.backends.base import Backend
@@ -90,6 +91,10 @@ class LLMReplica:
         async for item in self._engine.generate(token_ids, sampling, priority):
             yield item
 
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int) -> str:
+        """The whole text of one request, sent back once (not a Ray object per delta)."""
+        return await self._engine.complete(token_ids, sampling, priority)
+
     def close(self) -> None:
         """Stop the engine core."""
         if self._engine is not None:
@@ -138,7 +143,9 @@ async def _started(ready: Awaitable[Any], placement: Placement, what: str) -> An
 class RayLLMEngine(LLMEngine):
     """An LLM engine whose replicas are Ray actors (``LLMReplica``); prompts are tokenized here.
 
-    ``replicas`` holds the actors, ``nodes`` their node IDs, ``router`` the routing state. A replica
+    ``replicas`` holds the actors, ``nodes`` their node IDs, ``router`` the routing state and
+    ``requests_per_replica`` how many requests each was sent. Whole texts come back in one reply,
+    streams as a Ray object per delta. A replica
     whose actor or engine core died is avoided until ``restart`` replaces it with a new actor.
     """
 
@@ -150,6 +157,7 @@ class RayLLMEngine(LLMEngine):
         self.replicas: list[Any] = [None] * placement.replicas
         self.nodes: list[str] = [""] * placement.replicas
         self.router = TokenRouter(placement.replicas)
+        self.requests_per_replica = [0] * placement.replicas
         self._dead: set[int] = set()
 
     async def start_replicas(self) -> "RayLLMEngine":
@@ -183,29 +191,48 @@ class RayLLMEngine(LLMEngine):
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
         """Stream one request's text deltas from the replica the router picks."""
         ray = _ray()
+        with self._routed(token_ids, sampling) as replica:
+            stream = self.replicas[replica].generate.options(num_returns="streaming").remote(token_ids, sampling, priority)
+            finished = False
+            try:
+                async for ref in stream:
+                    yield await ref
+                finished = True
+            finally:
+                if not finished:
+                    ray.cancel(stream)  # the replica's engine aborts the request
+
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+        """The whole text of one request from the replica the router picks, in one reply."""
+        with self._routed(token_ids, sampling) as replica:
+            reply = self.replicas[replica].complete.remote(token_ids, sampling, priority)
+            try:
+                return await reply
+            except asyncio.CancelledError:
+                _ray().cancel(reply)
+                raise
+
+    @contextmanager
+    def _routed(self, token_ids: list[int], sampling: Sampling) -> Iterator[int]:
+        """Route one request; turn a dead replica into ``EngineDiedError`` and a replica's error into
+        the engine's own exception; give the replica's load back when the request ends."""
+        ray = _ray()
         self.check_fits(token_ids)
         replica, load = self.router.route(token_ids, sampling.max_tokens, self._dead)
-        stream = self.replicas[replica].generate.options(num_returns="streaming").remote(token_ids, sampling, priority)
-        finished = died = False
+        self.requests_per_replica[replica] += 1
         try:
-            async for ref in stream:
-                yield await ref
-            finished = True
+            yield replica
         except ray.exceptions.RayActorError as exc:
-            died = True
             self._dead.add(replica)
             raise EngineDiedError(f"replica {replica} of {self.model_name} (node {self.nodes[replica]}) "
                                   "died during a request") from exc
         except ray.exceptions.RayTaskError as exc:
             error = _remote_error(exc)
-            died = isinstance(error, EngineDiedError)
-            if died:
+            if isinstance(error, EngineDiedError):
                 self._dead.add(replica)
             raise error from exc
         finally:
             self.router.done(replica, load)
-            if not finished and not died:
-                ray.cancel(stream)
 
     def close(self) -> None:
         """Stop every replica's engine and actor (once)."""
@@ -304,7 +331,7 @@ def _given(engine: BatchEngine) -> BatchEngine:
 class RayBackend(Backend):
     """Engines as Ray actors on a Ray cluster.
 
-    Made, it joins the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, a head's address);
+    On first use it joins the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, a head's address);
     None joins the one ``RAY_ADDRESS`` names or starts a local one with ``init_args`` (``ray.init``'s
     keywords, e.g. ``num_cpus``). A process already connected to Ray keeps its connection.
     ``llm``, ``embedding`` and ``vector_index`` place each kind of engine (replicas, resources).
@@ -316,13 +343,18 @@ class RayBackend(Backend):
                  **init_args: Any) -> None:
         self.address = address
         self.placements = {"llm": llm, "embedding": embedding, "vector_index": vector_index}
+        self._init_args = init_args
         self._actor_classes: dict[type, Any] = {}
+        self._connected_here = False
+
+    def open(self) -> None:
+        """Join (or start) the Ray cluster, unless this process is connected to Ray already."""
         ray = _ray()
-        self._connected_here = not ray.is_initialized()
-        if self._connected_here:
-            if address is None and "RAY_ADDRESS" not in os.environ:
+        if not ray.is_initialized():
+            if self.address is None and "RAY_ADDRESS" not in os.environ:
                 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local cluster: no token file in ~/.ray
-            ray.init(address=address, **init_args)
+            ray.init(address=self.address, **self._init_args)
+            self._connected_here = True
 
     def actor(self, cls: type, placement: Placement, replica: int) -> Any:
         """The Ray actor class for ``cls``, with ``placement``'s options, checked to fit some node."""

@@ -21,6 +21,7 @@ from langchain_core.runnables.config import (ensure_config, get_async_callback_m
 from teola.adapters.langchain import StepFrame
 from teola.optimizer.ir import EngineKind, Graph
 from teola.runtime.engine_scheduler import CallablePool
+from teola.runtime.admission import query_context
 from teola.runtime.errors import PrimitiveError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.runtime import Runtime
@@ -43,6 +44,11 @@ class ChainPlan:
         self.scheduler = GraphScheduler(plan, engines)
         self.last_trace: QueryTrace | None = None
 
+    def step_context(self) -> contextvars.Context:
+        """The context this plan's steps run in: the caller's, marked as inside a query where the plan
+        runs as an admitted query on the runtime (so a step that runs another app shares its slot)."""
+        return query_context() if self.runtime is not None else contextvars.copy_context()
+
     def invoke(self, name: str, input: Any, config: RunnableConfig | None, kwargs: dict[str, Any]) -> Any:
         """Run the plan for one input from synchronous code, inside the chain's own run."""
         config = ensure_config(config)
@@ -51,7 +57,7 @@ class ChainPlan:
         error = None
         try:
             with get_executor_for_config(config) as executor:
-                frame = StepFrame(config, run_manager, False, contextvars.copy_context(), executor, kwargs)
+                frame = StepFrame(config, run_manager, False, self.step_context(), executor, kwargs)
                 output = self.run({"input": input, "frame": frame})["output"]
         except BaseException as exc:
             error = original_error(exc)
@@ -68,7 +74,7 @@ class ChainPlan:
         config = ensure_config(config)
         run_manager = await get_async_callback_manager_for_config(config).on_chain_start(
             None, input, name=config.get("run_name") or name, run_id=config.pop("run_id", None))
-        frame = StepFrame(config, run_manager, True, contextvars.copy_context(), None, kwargs)
+        frame = StepFrame(config, run_manager, True, self.step_context(), None, kwargs)
         error = None
         try:
             outputs = await self.arun({"input": input, "frame": frame})

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextvars
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,7 +111,7 @@ class TeolaRunnable(Runnable):
                        config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
         [input] = inputs
         with get_executor_for_config(config) as executor, _raising_original_errors():
-            frame = StepFrame(config, run_manager, False, contextvars.copy_context(), executor, kwargs)
+            frame = StepFrame(config, run_manager, False, self._streaming.step_context(), executor, kwargs)
             answer = self._streaming.run({"input": input, "frame": frame})["output"]
             yield from answer_chunks(self._final, iterate_sync(answer.deltas()), config)
 
@@ -120,7 +119,7 @@ class TeolaRunnable(Runnable):
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         input = await anext(inputs)
         with _raising_original_errors():
-            frame = StepFrame(config, run_manager, True, contextvars.copy_context(), None, kwargs)
+            frame = StepFrame(config, run_manager, True, self._streaming.step_context(), None, kwargs)
             answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
             async for chunk in answer_achunks(self._final, iterate_async(answer.deltas()), config):
                 yield chunk

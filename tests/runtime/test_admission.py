@@ -169,3 +169,45 @@ def test_the_gate_alone_admits_in_arrival_order():
         return order
 
     assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+
+
+def _calling(fn) -> Graph:
+    """A plan of one opaque call: ``fn(query_str=...)``."""
+    g = Graph()
+    g.add(Node("outer", Op.CALL, {"query_str": QueryInput("query_str")}, ("out",), "callable", {"fn": fn}))
+    g.set_output("answer", Ref("outer", "out"))
+    return g
+
+
+@pytest.mark.parametrize("caller", ["thread", "coroutine"])
+def test_a_query_started_inside_a_query_shares_its_slot_instead_of_waiting_forever_for_one(caller):
+    # one slot and no waiting room: were the inner query admitted on its own, it would wait for the
+    # slot its parent holds (or be refused)
+    runtime = Runtime(QueryLimits(max_in_flight=1, max_waiting=0))
+    runtime.engines["echo"] = BatchingScheduler("echo", SlowEcho(0.01), embed_payload)
+    inner = runtime.prepare(_plan("echo"))
+    seen = {}
+
+    def in_a_thread(query_str):
+        seen["running"] = runtime.gate.running
+        return runtime.execute(inner, {"query_str": query_str + "!"})[0]["answer"]
+
+    async def on_the_loop(query_str):
+        seen["running"] = runtime.gate.running
+        return (await runtime.aexecute(inner, {"query_str": query_str + "!"}))[0]["answer"]
+
+    outer = runtime.prepare(_calling(in_a_thread if caller == "thread" else on_the_loop))
+    try:
+        future = runtime.submit(runtime.aexecute(outer, {"query_str": "q"}))
+        outputs, _ = future.result(timeout=10)
+        assert outputs["answer"] == "echo(q!)" and seen["running"] == 1
+        # the outer queries themselves are still bounded: with the slot taken, one more is refused
+        async def two_at_once():
+            return await asyncio.gather(runtime.aexecute(outer, {"query_str": "a"}), runtime.aexecute(outer, {"query_str": "b"}),
+                                        return_exceptions=True)
+
+        answered, refused = runtime.run(two_at_once())
+        assert answered[0]["answer"] == "echo(a!)" and isinstance(refused, OverloadedError)
+        assert runtime.gate.running == 0
+    finally:
+        runtime.close()

@@ -66,6 +66,7 @@ def test_an_engine_no_node_can_hold_is_refused_with_what_the_nodes_offer(cluster
     from teola.runtime.errors import TeolaRuntimeError
 
     backend = RayBackend(cluster[0].address, embedding=Placement(num_gpus=1))
+    backend.open()
     try:
         with pytest.raises(TeolaRuntimeError, match=r"no node of the Ray cluster can hold .*'GPU': 1.*add a node"):
             asyncio.run(backend.embedding("all-minilm-l6-v2"))
