@@ -1,6 +1,6 @@
 """The ``teola`` command: ``teola demo`` (native vs Teola on a real RAG app), ``teola bench`` (the benchmark
-suite over both frameworks), ``teola scale`` (throughput as the LLM gets replicas on Ray), ``teola show``
-(graphs and timelines) and ``teola overhead``."""
+suite over both frameworks), ``teola scale`` (throughput as the LLM gets replicas on Ray), ``teola soak``
+(thousands of queries above capacity), ``teola show`` (graphs and timelines) and ``teola overhead``."""
 
 from __future__ import annotations
 
@@ -83,6 +83,30 @@ def _scale(args: argparse.Namespace) -> int:
         scaling_figure(report).savefig(args.plot, dpi=150)
         print(f"written: {args.plot}")
     return _write_report(args, report, format_scaling(report))
+
+
+def _soak(args: argparse.Namespace) -> int:
+    from teola.runtime.admission import QueryLimits
+    from teola.runtime.runtime import get_runtime
+    from teola_integrations.data import load_questions
+    from teola_integrations.soak import format_soak, soak
+    from teola_integrations.suite_apps import suite_apps
+
+    framework, name = args.app.split("/")
+    get_runtime().set_limits(QueryLimits(args.max_in_flight, args.max_waiting, args.timeout_s))
+    questions = [q.question for q in load_questions()][: args.questions]
+    with suite_apps({framework: [name]}, max_tokens=args.max_tokens) as [app]:
+        fast = app.teola
+        if framework == "langchain":
+            async def ask(question: str) -> str:
+                return await fast.ainvoke({"question": question})
+        else:
+            async def ask(question: str) -> str:
+                return (await fast.aquery(question)).response
+        report = {**_report_header(args), **soak(ask, questions, args.queries, args.rate)}
+    text = format_soak(report)
+    _write_report(args, report, text)
+    return 0 if report["lost"] == 0 else 1
 
 
 def _report_header(args: argparse.Namespace) -> dict:
@@ -208,6 +232,20 @@ def main(argv: list[str] | None = None) -> int:
     scale.add_argument("--plot", help="write throughput and latency against rate to this PNG file")
     scale.add_argument("--json", help="also write the results to this JSON file")
     scale.set_defaults(run=_scale)
+
+    soak = sub.add_parser("soak", help="thousands of queries at a rate above what the engines sustain: what was "
+                          "answered, refused, failed and lost, and memory over time")
+    soak.add_argument("--app", default="langchain/rag",
+                      choices=[f"{framework}/{name}" for framework, names in APPS.items() for name in names if name != "search"])
+    soak.add_argument("--queries", type=int, default=3000)
+    soak.add_argument("--rate", type=float, default=20.0, help="arrivals per second")
+    soak.add_argument("--questions", type=int, default=8, help="distinct demo questions the queries cycle through")
+    soak.add_argument("--max-in-flight", type=int, default=16, help="QueryLimits.max_in_flight")
+    soak.add_argument("--max-waiting", type=int, default=64, help="QueryLimits.max_waiting")
+    soak.add_argument("--timeout-s", type=float, default=None, help="QueryLimits.timeout_s")
+    soak.add_argument("--max-tokens", type=int, default=64)
+    soak.add_argument("--json", help="also write the results to this JSON file")
+    soak.set_defaults(run=_soak)
 
     show = sub.add_parser("show", help="pictures of an app: its primitive graph after each pass, and one query's "
                           "timeline in framework order vs optimized")

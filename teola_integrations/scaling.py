@@ -48,7 +48,8 @@ def replica_scaling(framework: str, app_name: str, replica_counts: Sequence[int]
                                              log_to_driver=False))
         with suite_apps({framework: [app_name]}, top_k, max_tokens) as [app]:
             ask = app.modes()["teola"]
-            ask(questions[0])  # warm: engines started, the shared prefix cached, as in the suite's load part
+            for question in questions:  # warm: engines started, each question's prompt prefix seen once
+                ask(question)
             llm = get_runtime().llm().engine
             for rate in rates:
                 sent = list(llm.requests_per_replica)

@@ -1,0 +1,99 @@
+"""A soak: thousands of queries at a rate above what the engines sustain, with the real engines.
+
+Queries arrive on one event loop (Poisson, seeded) and are asked through the optimized app's async
+API, so thousands can be in the air without a thread each. The runtime's admission limits decide
+who runs, who waits and who is refused. The report counts what was sent, answered, refused and
+failed by error type, and what was lost (sent, but neither answered nor failed: must be 0); it
+compares every answer with the app's answer to that question asked alone, and samples the memory
+of this process and its children (vLLM's engine core) once a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import Counter
+from typing import Any, Awaitable, Callable, Sequence
+
+import psutil
+from tqdm import tqdm
+
+AskAsync = Callable[[str], Awaitable[str]]
+
+
+def _rss_mib() -> float:
+    """Resident memory of this process and its descendants, MiB."""
+    me = psutil.Process()
+    total = me.memory_info().rss
+    for child in me.children(recursive=True):
+        try:
+            total += child.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total / 2**20
+
+
+async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str], queries: int, rate: float,
+                seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    outcomes: Counter[str] = Counter()
+    differing: list[dict[str, str]] = []
+    memory: list[tuple[float, float]] = []
+    bar = tqdm(total=queries, desc=f"soak @ {rate:g}/s", unit="query")
+    begin = time.perf_counter()
+
+    async def one(question: str) -> None:
+        try:
+            answer = await ask(question)
+        except Exception as exc:  # every failure is counted by its type; none may go missing
+            outcomes[type(exc).__name__] += 1
+        else:
+            outcomes["answered"] += 1
+            if answer != expected[question]:
+                differing.append({"question": question, "alone": expected[question], "under_load": answer})
+        bar.update()
+
+    async def sample_memory(every_s: float = 1.0) -> None:
+        while True:
+            memory.append((time.perf_counter() - begin, _rss_mib()))
+            await asyncio.sleep(every_s)
+
+    sampler = asyncio.create_task(sample_memory())
+    tasks, arrival = [], 0.0
+    for i in range(queries):
+        arrival += rng.expovariate(rate)
+        await asyncio.sleep(max(0.0, begin + arrival - time.perf_counter()))
+        tasks.append(asyncio.create_task(one(questions[i % len(questions)])))
+    await asyncio.wait(tasks, timeout=None)
+    sampler.cancel()
+    memory.append((time.perf_counter() - begin, _rss_mib()))
+    bar.close()
+    sent, accounted = len(tasks), sum(outcomes.values())
+    return {"sent": sent, "outcomes": dict(outcomes), "lost": sent - accounted,
+            "answers_differing_from_alone": len(differing), "differing_examples": differing[:3],
+            "seconds": time.perf_counter() - begin, "memory_mib": memory}
+
+
+def soak(ask: AskAsync, questions: Sequence[str], queries: int, rate: float, seed: int = 0) -> dict[str, Any]:
+    """Ask each question once alone (the expected answers), then send ``queries`` at ``rate`` per second.
+    Memory is reported as samples (seconds, MiB) and as the change over the second half of the run."""
+    async def run() -> dict[str, Any]:
+        expected = {question: await ask(question) for question in questions}
+        return await _soak(ask, questions, expected, queries, rate, seed)
+
+    report = asyncio.run(run())
+    samples = report["memory_mib"]
+    half = samples[len(samples) // 2:]
+    report["memory_second_half_mib"] = {"from": half[0][1], "to": half[-1][1], "max": max(m for _, m in samples)}
+    return report
+
+
+def format_soak(report: dict[str, Any]) -> str:
+    """The soak's figures as lines of text."""
+    outcomes = ", ".join(f"{name} {count}" for name, count in sorted(report["outcomes"].items()))
+    half = report["memory_second_half_mib"]
+    return (f"sent {report['sent']} in {report['seconds']:.0f} s: {outcomes}; lost {report['lost']}\n"
+            f"answers differing from the same question asked alone: {report['answers_differing_from_alone']}\n"
+            f"memory (this process and its children): {report['memory_mib'][0][1]:.0f} MiB at the start, "
+            f"{half['from']:.0f} -> {half['to']:.0f} MiB over the second half, {half['max']:.0f} MiB at most")

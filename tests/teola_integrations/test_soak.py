@@ -1,0 +1,28 @@
+"""The soak's bookkeeping, on a plain async function standing in for an app (the runtime's own soak
+with its engines is tests/runtime/test_admission.py; `teola soak` runs the real apps)."""
+
+import asyncio
+
+from teola.runtime.errors import OverloadedError
+from teola_integrations.soak import format_soak, soak
+
+
+def test_every_query_is_counted_as_answered_or_by_its_error_and_odd_answers_are_named():
+    calls = {"n": 0}
+
+    async def ask(question):
+        calls["n"] += 1
+        await asyncio.sleep(0.001)
+        if calls["n"] > 2 and calls["n"] % 5 == 0:
+            raise OverloadedError("full")
+        if calls["n"] > 2 and calls["n"] % 7 == 0:
+            return "something else"
+        return question.upper()
+
+    report = soak(ask, ["a", "b"], queries=60, rate=2000.0)
+    assert report["sent"] == 60 and report["lost"] == 0
+    assert sum(report["outcomes"].values()) == 60 and report["outcomes"]["OverloadedError"] > 0
+    assert report["answers_differing_from_alone"] > 0
+    assert report["differing_examples"][0]["under_load"] == "something else"
+    assert report["memory_mib"][0][1] > 0
+    assert "lost 0" in format_soak(report) and "OverloadedError" in format_soak(report)
