@@ -1,7 +1,7 @@
 """Run the LangChain rag app with its engines on a Ray cluster, as a user's program would (the test
 of the Ray backend runs it in a subprocess: a process has one shared runtime).
 
-Usage: python ray_pipeline.py ADDRESS QUESTION... ; prints one JSON object: the answers, each
+Usage: python ray_pipeline.py ADDRESS MAX_TOKENS QUESTION... ; prints one JSON object: the answers, each
 engine's replica nodes, and what happened when the LLM's and an embedding replica were killed.
 """
 
@@ -17,8 +17,6 @@ from teola.runtime.backends.ray_backend import Placement, RayBackend
 from teola.runtime.runtime import configure_runtime
 from teola_integrations.langchain import TeolaChatModel, optimize
 from teola_integrations.langchain.apps import build_app, build_store
-
-MAX_TOKENS = 48  # as tests/conftest.py's chat model
 
 
 def _engine_core_pids(actor_title: str) -> set[int]:
@@ -42,14 +40,14 @@ def _kill_under_a_query(fast, value, actor, is_running) -> str:
     return answer["text"]
 
 
-def main(address: str, questions: list[str]) -> dict:
+def main(address: str, max_tokens: int, questions: list[str]) -> dict:
     runtime = configure_runtime(backend=RayBackend(
         address,
         llm=Placement(num_cpus=1, resources={"teola_llm": 1}),
         embedding=Placement(replicas=2, num_cpus=0.5, resources={"teola_retrieval": 0.25}),
         vector_index=Placement(num_cpus=0.25, resources={"teola_retrieval": 0.25}),
     ))
-    app = build_app("rag", build_store(), TeolaChatModel(max_tokens=MAX_TOKENS))
+    app = build_app("rag", build_store(), TeolaChatModel(max_tokens=max_tokens))
     fast = optimize(app.native)
     answers = []
     for question in questions:
@@ -72,4 +70,4 @@ def main(address: str, questions: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2:])))
+    print(json.dumps(main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])))

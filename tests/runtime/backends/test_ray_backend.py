@@ -14,6 +14,7 @@ from teola_integrations.langchain import optimize
 from teola_integrations.langchain.apps import build_app, build_store
 
 pytestmark = pytest.mark.engines
+MAX_TOKENS = 24  # short answers: this test is about where the engines run, not what they write
 ray = pytest.importorskip("ray", reason="the Ray backend needs Ray: pip install 'teola[ray]'")
 
 
@@ -29,19 +30,25 @@ def cluster():
     cluster.shutdown()
 
 
-def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_and_survives_killed_replicas(cluster, chat, questions):
+def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_and_survives_killed_replicas(cluster, questions):
+    from teola_integrations.langchain import TeolaChatModel
+
     address, llm_node, retrieval_node = cluster[0].address, cluster[1], cluster[2]
     asked = [q.question for q in questions[:2]]
     script = Path(__file__).with_name("ray_pipeline.py")
-    run = subprocess.run([sys.executable, str(script), address, *asked], capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
-    report = json.loads(run.stdout.strip().splitlines()[-1])
+    run = subprocess.Popen([sys.executable, str(script), address, str(MAX_TOKENS), *asked],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    fast = optimize(build_app("rag", build_store(), chat).native)  # the same app in this process
+    # meanwhile, the same app in this process
+    fast = optimize(build_app("rag", build_store(), TeolaChatModel(max_tokens=MAX_TOKENS)).native)
     expected = []
     for question in asked:
         fast.invoke({"question": question})
         expected.append(fast.invoke({"question": question}))
+
+    stdout, stderr = run.communicate(timeout=900)
+    assert run.returncode == 0, stderr[-3000:]
+    report = json.loads(stdout.strip().splitlines()[-1])
     assert report["answers"] == expected and all(a.strip() for a in expected)
 
     nodes = report["nodes"]
