@@ -163,7 +163,8 @@ def search_payload(node: Node, args: dict[str, Any]) -> list[tuple[list[float], 
 
 
 class LLMScheduler(EngineScheduler):
-    """Prefill and decode primitives on an LLM engine (vLLM, in process or on Ray), which batches concurrent requests itself.
+    """Prefill and decode primitives on an LLM engine (vLLM, in process or on Ray), which batches
+    concurrent requests itself.
 
     ``prefill`` turns a prompt into token IDs; given a ``PromptPrefix`` with ``params['warm']`` it
     sends the prefix's tokens ahead (max_tokens=1) so their KV lands in the prefix cache before the
@@ -301,11 +302,12 @@ class CallablePool(EngineScheduler):
             return await read_items(fn, args["text"], node.params.get("items"))
         if node.params.get("batch"):  # every input is a list: one call per item
             calls = [dict(zip(args, values)) for values in zip(*args.values(), strict=True)]
-            return await asyncio.get_running_loop().run_in_executor(
-                self._threads, contextvars.copy_context().run, lambda: [fn(**a) for a in calls])
-        # the thread runs in this task's context, so what it calls knows which query it serves
-        return await asyncio.get_running_loop().run_in_executor(self._threads, contextvars.copy_context().run,
-                                                                lambda: fn(**args))
+            return await self._on_thread(lambda: [fn(**a) for a in calls])
+        return await self._on_thread(lambda: fn(**args))
+
+    async def _on_thread(self, call: Callable[[], Any]) -> Any:
+        """``call()`` on a pool thread, in this task's context (so what it calls knows which query it serves)."""
+        return await asyncio.get_running_loop().run_in_executor(self._threads, contextvars.copy_context().run, call)
 
     def close(self) -> None:
         self._threads.shutdown(wait=False)

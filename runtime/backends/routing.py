@@ -1,10 +1,12 @@
 """Which replica of an engine takes a request: the least loaded, counting what each has cached.
 
-Load is the work routed to a replica and not yet done (requests for batch engines; prompt plus
-decode tokens for LLMs). For an LLM a replica that already holds a prompt's prefix in its prefix
-cache only has the rest to prefill, so the cost of a request on a replica is its queued tokens
-plus the prompt tokens it would compute anew. That keeps a warmed prefix and its full prompt on
-the same replica while loads are close, and spreads them when one replica falls behind.
+Load is the work routed to a replica and not yet done: requests for batch engines; queued tokens
+for LLMs, the tokens still to generate plus the prompt tokens still to prefill, a prompt token
+weighing ``prefill_weight`` of a generated one (prefill computes many tokens per forward pass,
+decode one). A replica that holds a prompt's prefix in its prefix cache only has the rest to
+prefill, so the cost of a request on a replica is its queued tokens plus the weighted prompt tokens
+it would compute anew: a warmed prefix and its full prompt meet on one replica while loads are
+close, and requests spread as soon as one replica's queue is longer.
 """
 
 from __future__ import annotations
@@ -79,19 +81,20 @@ class PrefixMemory:
 class TokenRouter:
     """Routes LLM requests over replicas by queued tokens, counting each replica's cached prefix."""
 
-    def __init__(self, replicas: int, block_size: int = 32) -> None:
+    def __init__(self, replicas: int, block_size: int = 32, prefill_weight: float = 0.1) -> None:
         self.loads = ReplicaLoads(replicas)
         self.prefixes = PrefixMemory(replicas, block_size)
+        self.prefill_weight = prefill_weight
 
     def route(self, token_ids: Sequence[int], max_tokens: int,
               unavailable: Collection[int] = ()) -> tuple[int, float]:
         """The replica for a request and the load it adds there (give that back to ``done``).
         Replicas in ``unavailable`` (dead, being replaced) are passed over while another serves."""
         replicas = range(len(self.loads.loads))
-        to_prefill = [len(token_ids) - self.prefixes.cached_tokens(r, token_ids) for r in replicas]
+        to_prefill = [self.prefill_weight * (len(token_ids) - self.prefixes.cached_tokens(r, token_ids)) for r in replicas]
         avoid = [float("inf") if r in unavailable and len(unavailable) < len(to_prefill) else 0.0 for r in replicas]
         replica = self.loads.pick([cost + penalty for cost, penalty in zip(to_prefill, avoid)])
-        load = float(to_prefill[replica] + max_tokens)
+        load = to_prefill[replica] + max_tokens
         self.loads.add(replica, load)
         self.prefixes.record(replica, token_ids)
         return replica, load

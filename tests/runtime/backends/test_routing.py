@@ -39,24 +39,24 @@ def test_prefix_memory_forgets_the_oldest_blocks_first():
 
 
 def test_a_full_prompt_follows_its_warmed_prefix_while_loads_are_close():
-    router = TokenRouter(2, block_size=4)
+    router = TokenRouter(2, block_size=4, prefill_weight=0.5)
     prefix = list(range(16))
     warm, warm_load = router.route(prefix, max_tokens=1)
-    assert warm == 0 and warm_load == 17
+    assert warm == 0 and warm_load == 0.5 * 16 + 1
     router.done(warm, warm_load)
-    other, _ = router.route([99] * 8, max_tokens=8)  # unrelated work lands on replica 0 (a tie)
-    assert other == 0
-    # replica 0 holds 16 queued tokens but has the 16-token prefix cached: 16 + 4 new < 0 + 20 new
+    other, other_load = router.route([99] * 8, max_tokens=4)  # unrelated work lands on replica 0 (a tie)
+    assert other == 0 and other_load == 0.5 * 8 + 4
+    # replica 0 has 8 queued but the 16-token prefix cached: 8 + 0.5 * 4 new < 0 + 0.5 * 20 new
     full, full_load = router.route(prefix + [7, 7, 7, 7], max_tokens=8)
-    assert full == 0 and full_load == 4 + 8
+    assert full == 0 and full_load == 0.5 * 4 + 8
 
 
-def test_requests_spread_over_replicas_when_one_falls_behind():
-    router = TokenRouter(2, block_size=4)
+def test_requests_spread_over_replicas_as_soon_as_one_queue_is_longer():
+    router = TokenRouter(2, block_size=4, prefill_weight=0.5)
     shared = list(range(8))
     first, _ = router.route(shared + [1] * 4, max_tokens=100)
     second, _ = router.route(shared + [2] * 4, max_tokens=100)
-    assert first == 0 and second == 1  # 100 queued decode tokens outweigh 8 cached prefix tokens
+    assert first == 0 and second == 1  # 100 queued tokens outweigh 8 cached prefix tokens
 
 
 def test_an_unavailable_replica_is_passed_over_unless_none_other_serves():
