@@ -8,6 +8,7 @@ vLLM's threads to core i), so one replica stands for one machine's worth of engi
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import psutil
@@ -48,8 +49,9 @@ def replica_scaling(framework: str, app_name: str, replica_counts: Sequence[int]
                                              log_to_driver=False))
         with suite_apps({framework: [app_name]}, top_k, max_tokens) as [app]:
             ask = app.modes()["teola"]
-            for question in questions:  # warm: engines started, each question's prompt prefix seen once
-                ask(question)
+            # warm every replica (its first batches run slow on CPU): all questions at once, so they spread
+            with ThreadPoolExecutor(max_workers=len(questions)) as pool:
+                list(pool.map(ask, questions))
             llm = get_runtime().llm().engine
             for rate in rates:
                 sent = list(llm.requests_per_replica)
