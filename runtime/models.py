@@ -11,6 +11,8 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from teola.runtime.errors import EngineUnavailableError
@@ -60,7 +62,10 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise EngineUnavailableError(f"converting the default LLM needs transformers, torch, gguf: pip install 'teola[cpu]' ({exc})") from exc
     log.info("converting %s into %s (once)", gguf_path.name, target)
-    tmp = target.with_name(target.name + ".partial")
+    # Each process converts into a folder of its own and renames it into place: processes starting at
+    # once (two notebooks' kernels, Ray replicas on one machine) must not write into one another's.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
     model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
     # A model read from GGUF refuses to serialize while it still carries its GGUF quantizer.
@@ -69,7 +74,12 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
         del model.config.quantization_config
     model.save_pretrained(str(tmp), safe_serialization=True)
     tokenizer.save_pretrained(str(tmp))
-    tmp.rename(target)
+    try:
+        tmp.rename(target)
+    except OSError:  # another process put its conversion in place first: use that one
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (target / "model.safetensors").exists():
+            raise
 
 
 def resolve_embedding(model: str = DEFAULT_EMBEDDING) -> str:

@@ -17,3 +17,21 @@ def test_a_missing_model_package_names_the_install_command(monkeypatch, tmp_path
 def test_other_models_pass_through_unchanged():
     assert models.resolve_llm("/models/my-llama") == "/models/my-llama"
     assert models.resolve_embedding("BAAI/bge-small-en") == "BAAI/bge-small-en"
+
+
+@pytest.mark.engines
+def test_processes_converting_the_default_llm_at_once_each_get_it_and_leave_one_copy(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TEOLA_CACHE": str(tmp_path)}
+    code = "from teola.runtime.models import resolve_llm; print(resolve_llm())"
+    runs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)]
+    outputs = [run.communicate(timeout=300) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], [err[-2000:] for _, err in outputs]
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    assert {out.strip() for out, _ in outputs} == {str(target)}
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [target.name]  # no partial folder left
+    assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
