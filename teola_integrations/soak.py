@@ -29,16 +29,16 @@ from tqdm import tqdm
 AskAsync = Callable[[str], Awaitable[str]]
 
 
-def _rss_mib() -> float:
-    """Resident memory of this process and its descendants, MiB."""
+def _rss_mib() -> tuple[float, float]:
+    """Resident memory of this process, and of its descendants together (vLLM's engine core), MiB."""
     me = psutil.Process()
-    total = me.memory_info().rss
+    children = 0
     for child in me.children(recursive=True):
         try:
-            total += child.memory_info().rss
+            children += child.memory_info().rss
         except psutil.NoSuchProcess:
             pass
-    return total / 2**20
+    return me.memory_info().rss / 2**20, children / 2**20
 
 
 def _closer_to_another(answer: str, question: str, expected: dict[str, str]) -> bool:
@@ -54,7 +54,7 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
     outcomes: Counter[str] = Counter()
     differing: list[dict[str, str]] = []
     mixed = 0
-    memory: list[tuple[float, float]] = []
+    memory: list[tuple[float, float, float]] = []
     bar = tqdm(total=queries, desc=f"soak @ {rate:g}/s", unit="query")
     begin = time.perf_counter()
 
@@ -73,7 +73,7 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
 
     async def sample_memory(every_s: float = 1.0) -> None:
         while True:
-            memory.append((time.perf_counter() - begin, _rss_mib()))
+            memory.append((time.perf_counter() - begin, *_rss_mib()))
             await asyncio.sleep(every_s)
 
     sampler = asyncio.create_task(sample_memory())
@@ -84,7 +84,7 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
         tasks.append(asyncio.create_task(one(questions[i % len(questions)])))
     await asyncio.wait(tasks, timeout=None)
     sampler.cancel()
-    memory.append((time.perf_counter() - begin, _rss_mib()))
+    memory.append((time.perf_counter() - begin, *_rss_mib()))
     bar.close()
     sent, accounted = len(tasks), sum(outcomes.values())
     return {"sent": sent, "outcomes": dict(outcomes), "lost": sent - accounted,
@@ -95,24 +95,27 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
 
 def soak(ask: AskAsync, questions: Sequence[str], queries: int, rate: float, seed: int = 0) -> dict[str, Any]:
     """Ask each question once alone (the expected answers), then send ``queries`` at ``rate`` per second.
-    Memory is reported as samples (seconds, MiB) and as the change over the second half of the run."""
+    Memory is reported as samples (seconds, this process's MiB, its children's MiB) and, per process
+    kind, as where it stood at the start, half-way and the end."""
     async def run() -> dict[str, Any]:
         expected = {question: await ask(question) for question in questions}
         return await _soak(ask, questions, expected, queries, rate, seed)
 
     report = asyncio.run(run())
     samples = report["memory_mib"]
-    half = samples[len(samples) // 2:]
-    report["memory_second_half_mib"] = {"from": half[0][1], "to": half[-1][1], "max": max(m for _, m in samples)}
+    middle = samples[len(samples) // 2]
+    report["memory_summary_mib"] = {kind: {"start": samples[0][i], "middle": middle[i], "end": samples[-1][i],
+                                           "max": max(sample[i] for sample in samples)}
+                                    for i, kind in ((1, "this_process"), (2, "children"))}
     return report
 
 
 def format_soak(report: dict[str, Any]) -> str:
     """The soak's figures as lines of text."""
     outcomes = ", ".join(f"{name} {count}" for name, count in sorted(report["outcomes"].items()))
-    half = report["memory_second_half_mib"]
+    memory = "; ".join(f"{kind.replace('_', ' ')} {m['start']:.0f} -> {m['middle']:.0f} -> {m['end']:.0f} MiB (max {m['max']:.0f})"
+                       for kind, m in report["memory_summary_mib"].items())
     return (f"sent {report['sent']} in {report['seconds']:.0f} s: {outcomes}; lost {report['lost']}\n"
             f"answers differing from the same question asked alone: {report['answers_differing_from_alone']} "
             f"(closer to another question's answer than to their own: {report['closer_to_another_question']})\n"
-            f"memory (this process and its children): {report['memory_mib'][0][1]:.0f} MiB at the start, "
-            f"{half['from']:.0f} -> {half['to']:.0f} MiB over the second half, {half['max']:.0f} MiB at most")
+            f"memory at the start -> half-way -> the end: {memory}")

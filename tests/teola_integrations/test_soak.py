@@ -26,5 +26,6 @@ def test_every_query_is_counted_as_answered_or_by_its_error_and_odd_answers_are_
     assert sum(report["outcomes"].values()) == 60 and report["outcomes"]["OverloadedError"] > 0
     assert report["answers_differing_from_alone"] > report["closer_to_another_question"] > 0
     assert report["differing_examples"][0]["under_load"].endswith(" drifted")
-    assert report["memory_mib"][0][1] > 0
-    assert "lost 0" in format_soak(report) and "OverloadedError" in format_soak(report)
+    assert report["memory_mib"][0][1] > 0 and report["memory_summary_mib"]["this_process"]["max"] > 0
+    text = format_soak(report)
+    assert "lost 0" in text and "OverloadedError" in text and "this process" in text
