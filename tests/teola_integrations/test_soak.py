@@ -25,7 +25,9 @@ def test_every_query_is_counted_as_answered_or_by_its_error_and_odd_answers_are_
     assert report["sent"] == 60 and report["lost"] == 0
     assert sum(report["outcomes"].values()) == 60 and report["outcomes"]["OverloadedError"] > 0
     assert report["answers_differing_from_alone"] > report["closer_to_another_question"] > 0
-    assert report["differing_examples"][0]["under_load"].endswith(" drifted")
+    # examples come in the order queries finished, which the loop does not fix
+    assert all(e["under_load"].endswith(" drifted") or e["under_load"] in ("APPLE's answer", "BERRY's answer")
+               for e in report["differing_examples"])
     assert report["memory_mib"][0][1] > 0 and report["memory_summary_mib"]["this_process"]["max"] > 0
     text = format_soak(report)
     assert "lost 0" in text and "OverloadedError" in text and "this process" in text
