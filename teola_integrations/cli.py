@@ -14,6 +14,9 @@ from pathlib import Path
 
 from teola_integrations.suite_apps import APPS
 
+# Apps `teola scale` and `teola soak` load by name (framework/app; search needs its search service).
+_LOADABLE_APPS = [f"{framework}/{name}" for framework, names in APPS.items() for name in names if name != "search"]
+
 
 def _offline_defaults() -> None:
     """Models come from PyPI packages, never a hub; keep vLLM's chatter and caches in check."""
@@ -219,8 +222,7 @@ def main(argv: list[str] | None = None) -> int:
 
     scale = sub.add_parser("scale", help="throughput of an optimized app under Poisson load as the LLM engine gets "
                            "replicas, on the Ray backend (a local Ray instance)")
-    scale.add_argument("--app", default="langchain/rag",
-                       choices=[f"{framework}/{name}" for framework, names in APPS.items() for name in names if name != "search"])
+    scale.add_argument("--app", default="langchain/rag", choices=_LOADABLE_APPS)
     scale.add_argument("--replicas", type=int, nargs="+", default=[1, 2], help="LLM replica counts to compare")
     scale.add_argument("--rates", type=float, nargs="+", default=[0.5, 1.0, 2.0], help="arrival rates, queries/s")
     scale.add_argument("--load-queries", type=int, default=24, help="queries per rate and replica count")
@@ -235,8 +237,7 @@ def main(argv: list[str] | None = None) -> int:
 
     soak = sub.add_parser("soak", help="thousands of queries at a rate above what the engines sustain: what was "
                           "answered, refused, failed and lost, and memory over time")
-    soak.add_argument("--app", default="langchain/rag",
-                      choices=[f"{framework}/{name}" for framework, names in APPS.items() for name in names if name != "search"])
+    soak.add_argument("--app", default="langchain/rag", choices=_LOADABLE_APPS)
     soak.add_argument("--queries", type=int, default=3000)
     soak.add_argument("--rate", type=float, default=20.0, help="arrivals per second")
     soak.add_argument("--questions", type=int, default=8, help="distinct demo questions the queries cycle through")
