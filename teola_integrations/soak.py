@@ -12,11 +12,20 @@ CPU is not batch-invariant); an answer that drifted still starts as its own ques
 So for each differing answer the soak also checks that it shares a longer start with its own
 question's answer alone than with any other question's: one that does not is counted as
 ``closer_to_another_question`` (a mixed-up result would be).
+
+Memory is read two ways. Once a second, the resident memory (RSS) as the system sees it. And
+"settled", before the first query, as each quarter of the queries is sent and after the last one:
+this process's RSS once its garbage is collected and its allocator (glibc) has handed back the
+free memory it keeps, so that what live objects hold is not hidden by what the allocator caches
+(a long run with many threads leaves hundreds of MiB free inside glibc's arenas). The children
+(vLLM's engine core) are read as they are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
 import os
 import random
 import time
@@ -41,6 +50,20 @@ def _rss_mib() -> tuple[float, float]:
     return me.memory_info().rss / 2**20, children / 2**20
 
 
+def _return_free_memory() -> None:
+    """Collect garbage, and have glibc give the free memory it keeps back to the system (no-op elsewhere)."""
+    gc.collect()
+    malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # this program's C library
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+def _settled_rss_mib() -> tuple[float, float]:
+    """``_rss_mib`` once this process's free memory is handed back: what its live objects hold."""
+    _return_free_memory()
+    return _rss_mib()
+
+
 def _closer_to_another(answer: str, question: str, expected: dict[str, str]) -> bool:
     """Whether ``answer`` starts more like another question's answer alone than like its own."""
     own = len(os.path.commonprefix([answer, expected[question]]))
@@ -55,6 +78,7 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
     differing: list[dict[str, str]] = []
     mixed = 0
     memory: list[tuple[float, float, float]] = []
+    settled: list[tuple[float, float, float]] = []
     bar = tqdm(total=queries, desc=f"soak @ {rate:g}/s", unit="query")
     begin = time.perf_counter()
 
@@ -76,35 +100,42 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
             memory.append((time.perf_counter() - begin, *_rss_mib()))
             await asyncio.sleep(every_s)
 
+    def settle() -> None:
+        settled.append((time.perf_counter() - begin, *_settled_rss_mib()))
+
     sampler = asyncio.create_task(sample_memory())
     tasks, arrival = [], 0.0
+    quarters = {queries * k // 4 for k in range(4)}
     for i in range(queries):
+        if i in quarters:
+            settle()
         arrival += rng.expovariate(rate)
         await asyncio.sleep(max(0.0, begin + arrival - time.perf_counter()))
         tasks.append(asyncio.create_task(one(questions[i % len(questions)])))
     await asyncio.wait(tasks, timeout=None)
     sampler.cancel()
     memory.append((time.perf_counter() - begin, *_rss_mib()))
+    settle()
     bar.close()
     sent, accounted = len(tasks), sum(outcomes.values())
     return {"sent": sent, "outcomes": dict(outcomes), "lost": sent - accounted,
             "answers_differing_from_alone": len(differing), "closer_to_another_question": mixed,
             "differing_examples": differing[:3],
-            "seconds": time.perf_counter() - begin, "memory_mib": memory}
+            "seconds": time.perf_counter() - begin, "memory_mib": memory, "memory_settled_mib": settled}
 
 
 def soak(ask: AskAsync, questions: Sequence[str], queries: int, rate: float, seed: int = 0) -> dict[str, Any]:
     """Ask each question once alone (the expected answers), then send ``queries`` at ``rate`` per second.
-    Memory is reported as samples (seconds, this process's MiB, its children's MiB) and, per process
-    kind, as where it stood at the start, half-way and the end."""
+    Memory is reported as samples (seconds, this process's MiB, its children's MiB): ``memory_mib`` once
+    a second, ``memory_settled_mib`` at the start, each quarter of the queries and the end (see the
+    module's docstring); ``memory_summary_mib`` sums both up per process kind."""
     async def run() -> dict[str, Any]:
         expected = {question: await ask(question) for question in questions}
         return await _soak(ask, questions, expected, queries, rate, seed)
 
     report = asyncio.run(run())
-    samples = report["memory_mib"]
-    middle = samples[len(samples) // 2]
-    report["memory_summary_mib"] = {kind: {"start": samples[0][i], "middle": middle[i], "end": samples[-1][i],
+    samples, settled = report["memory_mib"], report["memory_settled_mib"]
+    report["memory_summary_mib"] = {kind: {"settled": [sample[i] for sample in settled],
                                            "max": max(sample[i] for sample in samples)}
                                     for i, kind in ((1, "this_process"), (2, "children"))}
     return report
@@ -113,9 +144,9 @@ def soak(ask: AskAsync, questions: Sequence[str], queries: int, rate: float, see
 def format_soak(report: dict[str, Any]) -> str:
     """The soak's figures as lines of text."""
     outcomes = ", ".join(f"{name} {count}" for name, count in sorted(report["outcomes"].items()))
-    memory = "; ".join(f"{kind.replace('_', ' ')} {m['start']:.0f} -> {m['middle']:.0f} -> {m['end']:.0f} MiB (max {m['max']:.0f})"
-                       for kind, m in report["memory_summary_mib"].items())
+    memory = "; ".join(f"{kind.replace('_', ' ')} {' -> '.join(f'{v:.0f}' for v in m['settled'])} MiB "
+                       f"(highest RSS seen {m['max']:.0f})" for kind, m in report["memory_summary_mib"].items())
     return (f"sent {report['sent']} in {report['seconds']:.0f} s: {outcomes}; lost {report['lost']}\n"
             f"answers differing from the same question asked alone: {report['answers_differing_from_alone']} "
             f"(closer to another question's answer than to their own: {report['closer_to_another_question']})\n"
-            f"memory at the start -> half-way -> the end: {memory}")
+            f"memory settled at the start -> each quarter of the queries sent -> the end: {memory}")

@@ -79,12 +79,12 @@ class LLMReplica:
         os.environ.update(env)
         self._engine = None
 
-    async def start(self, model: str, settings: Mapping[str, Any]) -> str:
+    async def start(self, model: str, settings: Mapping[str, Any]) -> tuple[str, None]:
         """Start the engine on this actor's loop; return the node it runs on."""
         from teola.runtime.engines.llm import VLLMEngine
 
         self._engine = VLLMEngine(model, **settings)
-        return _ray().get_runtime_context().get_node_id()
+        return _ray().get_runtime_context().get_node_id(), None
 
     async def generate(self, token_ids: list[int], sampling: Sampling, priority: int) -> AsyncIterator[tuple[str, int | None]]:
         """The engine's stream for one request (cancelled with the caller's stream: vLLM aborts it)."""
@@ -94,6 +94,10 @@ class LLMReplica:
     async def complete(self, token_ids: list[int], sampling: Sampling, priority: int) -> str:
         """The whole text of one request, sent back once (not a Ray object per delta)."""
         return await self._engine.complete(token_ids, sampling, priority)
+
+    def unfinished_requests(self) -> int:
+        """How many requests this replica's engine holds unfinished."""
+        return self._engine.unfinished_requests()
 
     def close(self) -> None:
         """Stop the engine core."""
@@ -108,9 +112,9 @@ class BatchReplica:
         os.environ.update(env)
         self._engine = make()
 
-    async def ready(self) -> tuple[str, EngineCapabilities, Any]:
-        """The node this replica runs on, its engine's capabilities and a sample request."""
-        return _ray().get_runtime_context().get_node_id(), self._engine.capabilities, self._engine.sample_request()
+    async def ready(self) -> tuple[str, tuple[EngineCapabilities, Any]]:
+        """The node this replica runs on, and its engine's capabilities and a sample request."""
+        return _ray().get_runtime_context().get_node_id(), (self._engine.capabilities, self._engine.sample_request())
 
     async def run_batch(self, requests: Sequence[Any]) -> list[Any]:
         """One batch on the engine."""
@@ -140,36 +144,90 @@ async def _started(ready: Awaitable[Any], placement: Placement, what: str) -> An
         raise _remote_error(exc) from exc
 
 
-class RayLLMEngine(LLMEngine):
+class ReplicaActors:
+    """One engine's replicas on the cluster: the actor of each (``actors``) and the node it runs on (``nodes``).
+
+    Each actor is ``cls(env, *args)`` placed by ``placement``; ``ready(actor)`` is the call whose reply
+    says it serves: ``(node ID, details)``, the details being handed back to the caller.
+    """
+
+    def __init__(self, backend: "RayBackend", placement: Placement, what: str, cls: type,
+                 ready: Callable[[Any], Awaitable[Any]], *args: Any) -> None:
+        self._backend = backend
+        self._placement = placement
+        self._what = what
+        self._cls = cls
+        self._ready = ready
+        self._args = args
+        self.actors: list[Any] = [None] * placement.replicas
+        self.nodes: list[str] = [""] * placement.replicas
+
+    async def start(self, replica: int) -> Any:
+        """Start a new actor for ``replica``; return what its readiness reply carries besides the node."""
+        actor = self._backend.actor(self._cls, self._placement, replica).remote(
+            self._placement.env_for(replica), *self._args)
+        self.actors[replica] = actor
+        self.nodes[replica], details = await _started(self._ready(actor), self._placement,
+                                                      f"replica {replica} of {self._what}")
+        return details
+
+    async def start_all(self) -> list[Any]:
+        """Start every replica at once; return what each readiness reply carries besides the node."""
+        return list(await asyncio.gather(*(self.start(r) for r in range(len(self.actors)))))
+
+    async def replace(self, replica: int) -> Any:
+        """End ``replica``'s actor and start a new one in its place."""
+        _ray().kill(self.actors[replica])
+        return await self.start(replica)
+
+    def close(self) -> None:
+        """Let each actor stop its engine (vLLM's core process with it), then end the actors (once)."""
+        ray = _ray()
+        alive = [actor for actor in self.actors if actor is not None]
+        ray.wait([actor.close.remote() for actor in alive], num_returns=len(alive), timeout=30)
+        for actor in alive:
+            ray.kill(actor)
+        self.actors = []
+
+
+class _OnReplicas:
+    """What a proxy shows of its replicas: their actors (``replicas``) and the node of each (``nodes``)."""
+
+    _actors: ReplicaActors
+
+    @property
+    def replicas(self) -> list[Any]:
+        """The replicas' actors."""
+        return self._actors.actors
+
+    @property
+    def nodes(self) -> list[str]:
+        """The node each replica runs on."""
+        return self._actors.nodes
+
+
+class RayLLMEngine(_OnReplicas, LLMEngine):
     """An LLM engine whose replicas are Ray actors (``LLMReplica``); prompts are tokenized here.
 
     ``replicas`` holds the actors, ``nodes`` their node IDs, ``router`` the routing state and
     ``requests_per_replica`` how many requests each was sent. Whole texts come back in one reply,
-    streams as a Ray object per delta. A replica
-    whose actor or engine core died is avoided until ``restart`` replaces it with a new actor.
+    streams as a Ray object per delta. A replica whose actor or engine core died is avoided until
+    ``restart`` replaces it with a new actor.
     """
 
     def __init__(self, backend: "RayBackend", model: str, settings: dict[str, Any], placement: Placement) -> None:
         super().__init__(model, settings["max_model_len"])
         self.settings = settings
-        self._backend = backend
-        self._placement = placement
-        self.replicas: list[Any] = [None] * placement.replicas
-        self.nodes: list[str] = [""] * placement.replicas
+        self._actors = ReplicaActors(backend, placement, f"the LLM engine {model}", LLMReplica,
+                                     lambda actor: actor.start.remote(model, settings))
         self.router = TokenRouter(placement.replicas)
         self.requests_per_replica = [0] * placement.replicas
         self._dead: set[int] = set()
 
     async def start_replicas(self) -> "RayLLMEngine":
         """Start every replica (at once); return the engine once all serve."""
-        await asyncio.gather(*(self._start_replica(r) for r in range(len(self.replicas))))
+        await self._actors.start_all()
         return self
-
-    async def _start_replica(self, replica: int) -> None:
-        actor = self._backend.actor(LLMReplica, self._placement, replica).remote(self._placement.env_for(replica))
-        self.replicas[replica] = actor
-        what = f"replica {replica} of the LLM engine {self.model_name}"
-        self.nodes[replica] = await _started(actor.start.remote(self.model_name, self.settings), self._placement, what)
 
     @property
     def dead(self) -> bool:
@@ -178,12 +236,10 @@ class RayLLMEngine(LLMEngine):
 
     async def restart(self) -> None:
         """Replace every dead replica by a new actor (the others serve on meanwhile)."""
-        ray = _ray()
         for replica in sorted(self._dead):
             log.warning("teola: replica %d of the LLM engine %s died; starting a new one", replica, self.model_name)
-            ray.kill(self.replicas[replica])
             self.router.prefixes.forget(replica)
-            await self._start_replica(replica)
+            await self._actors.replace(replica)
             self._dead.discard(replica)
         self.restarts += 1
 
@@ -236,11 +292,10 @@ class RayLLMEngine(LLMEngine):
 
     def close(self) -> None:
         """Stop every replica's engine and actor (once)."""
-        _close_actors(self.replicas)
-        self.replicas = []
+        self._actors.close()
 
 
-class RayBatchEngine(BatchEngine):
+class RayBatchEngine(_OnReplicas, BatchEngine):
     """A batch engine whose replicas are Ray actors (``BatchReplica``). Each batch goes to the replica
     with the fewest requests in flight; a batch whose replica died is run again once on a new
     replica (embedding and search change nothing, so repeating them is safe). ``replicas`` holds the
@@ -248,12 +303,9 @@ class RayBatchEngine(BatchEngine):
 
     def __init__(self, backend: "RayBackend", what: str, make: Callable[[], BatchEngine], placement: Placement) -> None:
         super().__init__()
-        self._backend = backend
         self._what = what
-        self._make = make
-        self._placement = placement
-        self.replicas: list[Any] = [None] * placement.replicas
-        self.nodes: list[str] = [""] * placement.replicas
+        self._actors = ReplicaActors(backend, placement, f"the {what} engine", BatchReplica,
+                                     lambda actor: actor.ready.remote(), make)
         self._loads = ReplicaLoads(placement.replicas)
         self._replacing = asyncio.Lock()
         self._sample: Any = None
@@ -261,16 +313,12 @@ class RayBatchEngine(BatchEngine):
 
     async def start_replicas(self) -> "RayBatchEngine":
         """Start every replica (at once); return the engine once all serve."""
-        await asyncio.gather(*(self._start_replica(r) for r in range(len(self.replicas))))
+        self._serving(*(await self._actors.start_all())[0])
         return self
 
-    async def _start_replica(self, replica: int) -> None:
-        actor = self._backend.actor(BatchReplica, self._placement, replica).remote(
-            self._placement.env_for(replica), self._make)
-        self.replicas[replica] = actor
-        what = f"replica {replica} of the {self._what} engine"
-        self.nodes[replica], capabilities, self._sample = await _started(actor.ready.remote(), self._placement, what)
+    def _serving(self, capabilities: EngineCapabilities, sample: Any) -> None:
         self.capabilities = replace(capabilities, concurrent_batches=len(self.replicas))
+        self._sample = sample
 
     def sample_request(self) -> Any:
         """The replicas' engine's sample request."""
@@ -290,8 +338,7 @@ class RayBatchEngine(BatchEngine):
         async with self._replacing:
             if self.replicas[replica] is dead:  # not replaced yet by another batch that saw it die
                 log.warning("teola: replica %d of the %s engine died; starting a new one", replica, self._what)
-                _ray().kill(dead)
-                await self._start_replica(replica)
+                self._serving(*await self._actors.replace(replica))
                 self.restarts += 1
 
     async def run_batch(self, requests: Sequence[Any]) -> list[Any]:
@@ -310,18 +357,8 @@ class RayBatchEngine(BatchEngine):
 
     def close(self) -> None:
         """Stop every replica (once)."""
-        _close_actors(self.replicas)
-        self.replicas = []
+        self._actors.close()
         super().close()
-
-
-def _close_actors(actors: Sequence[Any]) -> None:
-    """Let each actor stop its engine (vLLM's core process with it), then end the actors."""
-    ray = _ray()
-    alive = [actor for actor in actors if actor is not None]
-    ray.wait([actor.close.remote() for actor in alive], num_returns=len(alive), timeout=30)
-    for actor in alive:
-        ray.kill(actor)
 
 
 def _given(engine: BatchEngine) -> BatchEngine:

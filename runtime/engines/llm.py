@@ -210,6 +210,10 @@ class VLLMEngine(LLMEngine):
             if not finished and not died:
                 await self._engine.abort(request_id)
 
+    def unfinished_requests(self) -> int:
+        """How many requests the engine holds that have not finished (aborted ones are gone)."""
+        return self._engine.get_num_unfinished_requests()
+
     def close(self) -> None:
         """Stop the engine core (once; later calls do nothing)."""
         engine, self._engine = self._engine, None

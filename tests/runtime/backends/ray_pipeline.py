@@ -2,9 +2,11 @@
 of the Ray backend runs it in a subprocess: a process has one shared runtime).
 
 Usage: python ray_pipeline.py ADDRESS MAX_TOKENS QUESTION... ; prints one JSON object: the answers, each
-engine's replica nodes, and what happened when the LLM's and an embedding replica were killed.
+engine's replica nodes, what the LLM replica held while and after a stream was abandoned, and what
+happened when the LLM's and an embedding replica were killed.
 """
 
+import asyncio
 import json
 import sys
 import threading
@@ -13,6 +15,7 @@ import time
 import psutil
 import ray
 
+from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.backends.ray_backend import Placement, RayBackend
 from teola.runtime.runtime import configure_runtime
 from teola_integrations.langchain import TeolaChatModel, optimize
@@ -26,6 +29,24 @@ def _engine_core_pids(actor_title: str) -> set[int]:
         if (process.info["cmdline"] or [""])[0].startswith(actor_title):
             pids |= {child.pid for child in process.children(recursive=True)}
     return pids
+
+
+async def _abandon_a_stream(llm) -> dict:
+    """Read the first delta of a long answer from the Ray LLM proxy, stop reading, and count the requests
+    its replica's engine holds unfinished while the stream is read and once the reader has stopped."""
+    async def unfinished() -> int:
+        return await llm.replicas[0].unfinished_requests.remote()
+
+    prompt = Prompt(text="Count from one to one thousand, one number per line:\n1\n2\n")
+    stream = llm.generate(llm.tokenize(prompt), Sampling(max_tokens=1000))
+    await anext(stream)
+    while_read = await unfinished()
+    await stream.aclose()
+    after, deadline = while_read, time.monotonic() + 30
+    while after and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+        after = await unfinished()
+    return {"while_read": while_read, "after": after}
 
 
 def _kill_under_a_query(fast, value, actor, is_running) -> str:
@@ -56,6 +77,8 @@ def main(address: str, max_tokens: int, questions: list[str]) -> dict:
     llm, embedding = runtime.llm().engine, runtime.embedding().engine
     [index] = [s.engine for name, s in runtime.engines.items() if name.startswith("index")]
     report = {"answers": answers, "nodes": {"llm": llm.nodes, "embedding": embedding.nodes, "index": index.nodes}}
+
+    report["abandoned_stream"] = runtime.run(_abandon_a_stream(llm))
 
     value = {"question": questions[0]}
     cores = _engine_core_pids("ray::LLMReplica")

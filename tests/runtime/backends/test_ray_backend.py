@@ -1,6 +1,7 @@
 """The Ray backend on a local multi-node Ray cluster (Ray's own cluster utilities): a real LangChain
 app answers as it does in process, with its LLM on one node and its retrieval engines on another,
-and killed replicas are replaced while the queries they held are answered."""
+an abandoned stream frees its request on the replica, and killed replicas are replaced while the
+queries they held are answered."""
 
 import json
 import os
@@ -30,7 +31,7 @@ def cluster():
     cluster.shutdown()
 
 
-def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_and_survives_killed_replicas(cluster, questions):
+def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_frees_abandoned_streams_and_survives_killed_replicas(cluster, questions):
     from teola_integrations.langchain import TeolaChatModel
 
     address, llm_node, retrieval_node = cluster[0].address, cluster[1], cluster[2]
@@ -54,6 +55,9 @@ def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_and_survives_killed_r
     nodes = report["nodes"]
     assert nodes["llm"] == [llm_node]
     assert nodes["embedding"] == [retrieval_node] * 2 and nodes["index"] == [retrieval_node]
+
+    # a stream whose reader stopped after one delta: cancelled on the replica, whose vLLM aborts the request
+    assert report["abandoned_stream"] == {"while_read": 1, "after": 0}
 
     # the LLM replica killed under a query: replaced once (on a node that offers it), the query
     # answered, the dead replica's vLLM engine core gone, and the new replica answering as before
