@@ -8,6 +8,7 @@ on it). Prefix caching stays on; output streams as text deltas; requests can be 
 from __future__ import annotations
 
 import abc
+import asyncio
 import inspect
 import itertools
 import logging
@@ -123,9 +124,11 @@ def engine_settings(**engine_args: Any) -> dict[str, Any]:
 class VLLMEngine(LLMEngine):
     """A shared vLLM ``AsyncLLM``: submit token IDs, stream text, abort.
 
-    Must be created on the event loop that will use it. On CPU, vLLM's engine core runs in a
-    subprocess: programs that create one need an ``if __name__ == "__main__":`` guard. If that
-    process dies, requests fail with ``EngineDiedError`` and ``restart`` starts a new one.
+    It may be created off the event loop that will use it (``asyncio.to_thread``: vLLM then starts
+    its output handler on that loop at the first request), so that starting one blocks no loop. On
+    CPU, vLLM's engine core runs in a subprocess: programs that create one need an
+    ``if __name__ == "__main__":`` guard. If that process dies, requests fail with ``EngineDiedError``
+    and ``restart`` starts a new one.
     """
 
     def __init__(self, model: str, max_model_len: int = 2048, kv_cache_gib: int = 1,
@@ -169,15 +172,19 @@ class VLLMEngine(LLMEngine):
         return self._engine is not None and self._engine.errored
 
     async def restart(self) -> None:
-        """Replace a dead engine core by a new one with the same settings (10-50 s on CPU; this blocks
-        the loop while it starts: the core must be created on the loop that uses it)."""
+        """Replace a dead engine core by a new one with the same settings (10-50 s on CPU), started on
+        a worker thread: the loop serves on meanwhile, and requests sent to the dead engine until the
+        new one serves fail with ``EngineDiedError`` (the LLM scheduler repeats them once it has)."""
         log.warning("teola: the LLM engine core of %s died; restarting it", self.model_name)
-        dead, self._engine = self._engine, None
         try:
-            dead.shutdown()
+            self._engine.shutdown()
         except Exception:  # it is dead already: what is left of it must not stop the restart
             log.exception("teola: shutting down the dead engine core failed")
-        self._engine = self._start()
+        started = await asyncio.to_thread(self._start)
+        if self._engine is None:  # closed while the new core started: it must not outlive the engine
+            started.shutdown()
+            return
+        self._engine = started
         self.restarts += 1
 
     async def generate(self, token_ids: list[int], sampling: Sampling, priority: int = 0,

