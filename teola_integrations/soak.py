@@ -75,15 +75,15 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
                 seed: int) -> dict[str, Any]:
     rng = random.Random(seed)
     outcomes: Counter[str] = Counter()
-    differing: list[dict[str, str]] = []
-    mixed = 0
+    examples: list[dict[str, str]] = []  # the first few differing answers (all of them would grow with the run)
+    differing = mixed = 0
     memory: list[tuple[float, float, float]] = []
     settled: list[tuple[float, float, float]] = []
     bar = tqdm(total=queries, desc=f"soak @ {rate:g}/s", unit="query")
     begin = time.perf_counter()
 
     async def one(question: str) -> None:
-        nonlocal mixed
+        nonlocal differing, mixed
         try:
             answer = await ask(question)
         except Exception as exc:  # every failure is counted by its type; none may go missing
@@ -91,8 +91,10 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
         else:
             outcomes["answered"] += 1
             if answer != expected[question]:
-                differing.append({"question": question, "alone": expected[question], "under_load": answer})
+                differing += 1
                 mixed += _closer_to_another(answer, question, expected)
+                if len(examples) < 3:
+                    examples.append({"question": question, "alone": expected[question], "under_load": answer})
         bar.update()
 
     async def sample_memory(every_s: float = 1.0) -> None:
@@ -104,23 +106,27 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
         settled.append((time.perf_counter() - begin, *_settled_rss_mib()))
 
     sampler = asyncio.create_task(sample_memory())
-    tasks, arrival = [], 0.0
+    running: set[asyncio.Task] = set()  # finished queries are let go, so the soak holds only what is in the air
+    sent, arrival = 0, 0.0
     quarters = {queries * k // 4 for k in range(4)}
     for i in range(queries):
         if i in quarters:
             settle()
         arrival += rng.expovariate(rate)
         await asyncio.sleep(max(0.0, begin + arrival - time.perf_counter()))
-        tasks.append(asyncio.create_task(one(questions[i % len(questions)])))
-    await asyncio.wait(tasks, timeout=None)
+        task = asyncio.create_task(one(questions[i % len(questions)]))
+        running.add(task)
+        task.add_done_callback(running.discard)
+        sent += 1
+    if running:
+        await asyncio.wait(set(running))
     sampler.cancel()
     memory.append((time.perf_counter() - begin, *_rss_mib()))
     settle()
     bar.close()
-    sent, accounted = len(tasks), sum(outcomes.values())
-    return {"sent": sent, "outcomes": dict(outcomes), "lost": sent - accounted,
-            "answers_differing_from_alone": len(differing), "closer_to_another_question": mixed,
-            "differing_examples": differing[:3],
+    return {"sent": sent, "outcomes": dict(outcomes), "lost": sent - sum(outcomes.values()),
+            "answers_differing_from_alone": differing, "closer_to_another_question": mixed,
+            "differing_examples": examples,
             "seconds": time.perf_counter() - begin, "memory_mib": memory, "memory_settled_mib": settled}
 
 
