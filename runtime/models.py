@@ -66,20 +66,21 @@ def _convert_gguf(gguf_path: Path, target: Path) -> None:
     # once (two notebooks' kernels, Ray replicas on one machine) must not write into one another's.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{target.name}.partial-", dir=target.parent))
-    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.bfloat16)
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    # A model read from GGUF refuses to serialize while it still carries its GGUF quantizer.
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(tmp), safe_serialization=True)
-    tokenizer.save_pretrained(str(tmp))
     try:
+        model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.bfloat16)
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        # A model read from GGUF refuses to serialize while it still carries its GGUF quantizer.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
         tmp.rename(target)
-    except OSError:  # another process put its conversion in place first: use that one
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not (target / "model.safetensors").exists():
+    except OSError:
+        if not (target / "model.safetensors").exists():  # not another process's conversion, in place first
             raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing once renamed; a failed or second conversion's folder
 
 
 def resolve_embedding(model: str = DEFAULT_EMBEDDING) -> str:

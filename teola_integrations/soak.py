@@ -50,17 +50,13 @@ def _rss_mib() -> tuple[float, float]:
     return me.memory_info().rss / 2**20, children / 2**20
 
 
-def _return_free_memory() -> None:
-    """Collect garbage, and have glibc give the free memory it keeps back to the system (no-op elsewhere)."""
+def _settled_rss_mib() -> tuple[float, float]:
+    """``_rss_mib`` once this process has collected its garbage and glibc has handed the free memory it
+    keeps back to the system (elsewhere, once garbage is collected): what live objects hold."""
     gc.collect()
     malloc_trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # this program's C library
     if malloc_trim is not None:
         malloc_trim(0)
-
-
-def _settled_rss_mib() -> tuple[float, float]:
-    """``_rss_mib`` once this process's free memory is handed back: what its live objects hold."""
-    _return_free_memory()
     return _rss_mib()
 
 
@@ -107,7 +103,7 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
 
     sampler = asyncio.create_task(sample_memory())
     running: set[asyncio.Task] = set()  # finished queries are let go, so the soak holds only what is in the air
-    sent, arrival = 0, 0.0
+    arrival = 0.0
     quarters = {queries * k // 4 for k in range(4)}
     for i in range(queries):
         if i in quarters:
@@ -117,14 +113,13 @@ async def _soak(ask: AskAsync, questions: Sequence[str], expected: dict[str, str
         task = asyncio.create_task(one(questions[i % len(questions)]))
         running.add(task)
         task.add_done_callback(running.discard)
-        sent += 1
     if running:
         await asyncio.wait(set(running))
     sampler.cancel()
     memory.append((time.perf_counter() - begin, *_rss_mib()))
     settle()
     bar.close()
-    return {"sent": sent, "outcomes": dict(outcomes), "lost": sent - sum(outcomes.values()),
+    return {"sent": queries, "outcomes": dict(outcomes), "lost": queries - sum(outcomes.values()),
             "answers_differing_from_alone": differing, "closer_to_another_question": mixed,
             "differing_examples": examples,
             "seconds": time.perf_counter() - begin, "memory_mib": memory, "memory_settled_mib": settled}

@@ -35,3 +35,16 @@ def test_processes_converting_the_default_llm_at_once_each_get_it_and_leave_one_
     assert {out.strip() for out, _ in outputs} == {str(target)}
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [target.name]  # no partial folder left
     assert (target / "model.safetensors").exists() and (target / "tokenizer.json").exists()
+
+
+def test_a_failed_conversion_raises_and_leaves_no_partial_folder(monkeypatch, tmp_path):
+    import transformers
+
+    def out_of_space(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", out_of_space)
+    target = tmp_path / "models" / "SmolLM2-135M-Instruct"
+    with pytest.raises(OSError, match="No space left"):
+        models._convert_gguf(tmp_path / "model.gguf", target)
+    assert list((tmp_path / "models").iterdir()) == []
