@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Callable
 
 from teola.runtime.backends.base import Backend
@@ -14,10 +13,11 @@ class InProcessBackend(Backend):
     """Engines in this process: vLLM's engine core in its own subprocess, the others on threads."""
 
     async def llm(self, model: str, **engine_args: Any) -> LLMEngine:
-        """A vLLM engine here, started on a worker thread (the runtime loop serves on meanwhile)."""
+        """A vLLM engine here, started on a worker thread (the runtime loop serves on meanwhile) and
+        checked against its model's known answers."""
         from teola.runtime.engines.llm import VLLMEngine
 
-        return await asyncio.to_thread(VLLMEngine, model, **engine_args)
+        return await VLLMEngine.started(model, **engine_args)
 
     async def embedding(self, model: str) -> BatchEngine:
         """A sentence-transformers engine here."""

@@ -80,10 +80,10 @@ class LLMReplica:
         self._engine = None
 
     async def start(self, model: str, settings: Mapping[str, Any]) -> tuple[str, None]:
-        """Start the engine on this actor's loop; return the node it runs on."""
+        """Start the engine (checked against its model's known answers); return the node it runs on."""
         from teola.runtime.engines.llm import VLLMEngine
 
-        self._engine = VLLMEngine(model, **settings)
+        self._engine = await VLLMEngine.started(model, **settings)
         return _ray().get_runtime_context().get_node_id(), None
 
     async def generate(self, token_ids: list[int], sampling: Sampling, priority: int) -> AsyncIterator[tuple[str, int | None]]:

