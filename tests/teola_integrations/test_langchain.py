@@ -38,6 +38,7 @@ def _warm(chain, value):
     return chain.invoke(value)
 
 
+@pytest.mark.answers
 @pytest.mark.parametrize("name", APPS)
 def test_apps_answer_as_langchain_does(name, store, chat, questions, search_url):
     app = build_app(name, store, chat, search_url=search_url)

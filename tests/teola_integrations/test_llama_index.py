@@ -43,6 +43,7 @@ def _assert_same(native, fast):
     assert fast.metadata == native.metadata
 
 
+@pytest.mark.answers
 def test_same_answers_and_sources_as_native(index, llm, questions):
     query_engine = index.as_query_engine(llm=llm, similarity_top_k=3)
     fast = optimize(query_engine)
@@ -75,6 +76,7 @@ def test_postprocessors_run_and_an_emptied_context_answers_like_native(index, ll
     _assert_same(native_empty, optimize(drop_all).query(question))
 
 
+@pytest.mark.answers
 def test_context_needing_refine_steps_still_matches_native(index, llm, questions):
     synth = get_response_synthesizer(llm=llm, response_mode="compact",
                                      prompt_helper=PromptHelper(context_window=1100, num_output=48))
@@ -148,6 +150,7 @@ def simple_index(corpus, embed_model):
     return build_index(corpus, embed_model, store="simple")
 
 
+@pytest.mark.answers
 def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, questions):
     query_engine = build_app(simple_index, llm, "advanced")
     fast = optimize(query_engine)
@@ -167,6 +170,7 @@ def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, question
         assert spans["postprocess0.batch1"].start < spans["postprocess0.batch0"].end
 
 
+@pytest.mark.answers
 def test_the_search_app_answers_as_native_and_prefills_while_the_search_api_answers(llm, corpus, questions, caplog):
     with SearchService(corpus, latency_s=0.2) as service:
         query_engine = build_app(None, llm, "search", search_url=service.url)
@@ -190,6 +194,7 @@ def test_refine_synthesis_runs_unchanged_with_one_log_line(simple_index, llm, qu
     _assert_same(_warm_native(query_engine, question), fast.query(question))
 
 
+@pytest.mark.answers
 def test_hyde_is_lowered_and_matches_native(simple_index, llm, questions):
     query_engine = TransformQueryEngine(build_app(simple_index, llm), query_transform=HyDEQueryTransform(llm=llm))
     fast = optimize(query_engine)
@@ -199,6 +204,7 @@ def test_hyde_is_lowered_and_matches_native(simple_index, llm, questions):
         _assert_same(_warm_native(query_engine, question.question), fast.query(question.question))
 
 
+@pytest.mark.answers
 def test_tree_summarize_sends_its_first_level_together_and_matches_native(simple_index, llm, questions):
     def tree_app(use_async):
         synth = get_response_synthesizer(llm=llm, response_mode="tree_summarize", use_async=use_async,

@@ -19,6 +19,7 @@ def test_a_placement_asks_for_its_resources_and_numbers_each_replicas_environmen
 
 
 def test_llm_engine_settings_fill_in_defaults_and_name_an_unknown_one():
-    assert engine_settings(max_model_len=1024) == {"max_model_len": 1024, "kv_cache_gib": 1, "gpu_memory_utilization": 0.5}
+    assert engine_settings(max_model_len=1024) == {"max_model_len": 1024, "kv_cache_gib": 1, "gpu_memory_utilization": 0.5,
+                                                   "dtype": None, "check_numerics": "fail"}
     with pytest.raises(TypeError, match="unknown LLM engine setting .*'max_tokens'.*the settings are"):
         engine_settings(max_tokens=5)

@@ -15,6 +15,7 @@ from teola.runtime.errors import EngineDiedError, TeolaRuntimeError
 pytestmark = pytest.mark.engines
 
 
+@pytest.mark.answers
 def test_a_chat_prefix_tokenizes_the_same_alone_and_inside_the_full_prompt(runtime, llm):
     engine = runtime.llm().engine
     system = ChatMessage("system", "Answer from the context only.")
@@ -24,6 +25,7 @@ def test_a_chat_prefix_tokenizes_the_same_alone_and_inside_the_full_prompt(runti
     assert full[:len(prefix)] == prefix == short[:len(prefix)]
 
 
+@pytest.mark.answers
 def test_greedy_generation_is_repeatable_and_sensible(runtime, llm):
     scheduler = runtime.llm()
     prompt = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
@@ -34,6 +36,7 @@ def test_greedy_generation_is_repeatable_and_sensible(runtime, llm):
     assert "Paris" in first and "Paris" in second
 
 
+@pytest.mark.answers
 def test_streamed_deltas_join_to_the_whole_text(runtime, llm):
     prompt = Prompt(messages=(ChatMessage("user", "Name three colours."),))
     runtime.run(runtime.llm().generate_text(prompt, llm.teola_sampling))  # same prefix-cache state for both below

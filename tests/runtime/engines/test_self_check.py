@@ -88,6 +88,7 @@ def test_a_model_without_known_answers_starts_unchecked_with_one_line(caplog):
 
 
 @pytest.mark.engines
+@pytest.mark.answers
 def test_the_default_engine_computes_the_models_log_probabilities(runtime, llm):
     report = runtime.llm().engine.numerics
     assert report is not None and report.tokens == sum(len(a.tokens) for a in known_answers(DEFAULT_LLM))
@@ -95,6 +96,7 @@ def test_the_default_engine_computes_the_models_log_probabilities(runtime, llm):
 
 
 @pytest.mark.engines
+@pytest.mark.answers
 def test_the_real_engine_fails_the_check_against_answers_it_would_not_give(runtime, llm):
     import asyncio
 
@@ -109,6 +111,7 @@ def test_the_real_engine_fails_the_check_against_answers_it_would_not_give(runti
 
 
 @pytest.mark.engines
+@pytest.mark.answers
 def test_the_shipped_known_answers_are_what_the_reference_implementation_computes():
     from teola.runtime.models import resolve_llm
 
