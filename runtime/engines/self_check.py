@@ -24,6 +24,7 @@ from importlib import resources
 from typing import Literal, Protocol, Sequence
 
 from teola.optimizer.values import ChatMessage, Prompt
+from teola.runtime.engines.cpu_isa import describe_cpu
 from teola.runtime.errors import EngineUnavailableError
 
 log = logging.getLogger(__name__)
@@ -125,13 +126,13 @@ async def verify_numerics(engine: ScoringEngine, mode: CheckMode, dtype: str) ->
     scores = await asyncio.gather(*(engine.score(ids + list(answer.tokens), len(ids))
                                     for ids, answer in zip(prompts, answers)))
     report = compare(engine.model_name, dtype, answers, scores)
-    advice = ("; start it with dtype='float32' (the CPU default), or check_numerics='warn' to serve it anyway"
-              if dtype != "float32" else "; this engine's numerics are broken on this machine: please report it")
+    fix = ("start it with dtype='float32' (the CPU default)" if dtype != "float32"
+           else f"its numerics are broken on {describe_cpu()}: please report it")
     if report.broken and mode == "fail":
-        raise EngineNumericsError(f"the LLM engine answers wrongly: {report.describe()}{advice}")
+        raise EngineNumericsError(f"the LLM engine answers wrongly: {report.describe()}; {fix}, "
+                                  "or pass check_numerics='warn' to serve it anyway")
     if report.broken or report.imprecise:
-        log.warning("teola: the LLM engine's greedy answers can differ from the model's: %s%s",
-                    report.describe(), advice.replace(", or check_numerics='warn' to serve it anyway", ""))
+        log.warning("teola: the LLM engine's greedy answers can differ from the model's: %s; %s", report.describe(), fix)
     else:
         log.info("teola: LLM engine numerics checked: %s", report.describe())
     return report

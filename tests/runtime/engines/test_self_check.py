@@ -1,5 +1,6 @@
 """The LLM engine's start-up self-check: known answers teacher-forced through the engine."""
 
+import asyncio
 import dataclasses
 import logging
 
@@ -58,8 +59,6 @@ def one_known_answer(monkeypatch):
 
 
 def test_a_broken_engine_fails_to_start_or_warns_as_asked(one_known_answer, caplog):
-    import asyncio
-
     broken = _scores(preferred=(False, True, True))
     with pytest.raises(EngineNumericsError, match="answers wrongly.*dtype='float32'"):
         asyncio.run(verify_numerics(_Engine(broken), "fail", "bfloat16"))
@@ -70,16 +69,12 @@ def test_a_broken_engine_fails_to_start_or_warns_as_asked(one_known_answer, capl
 
 
 def test_an_imprecise_engine_starts_with_a_warning_that_says_what_to_do(one_known_answer, caplog):
-    import asyncio
-
     with caplog.at_level(logging.WARNING):
         report = asyncio.run(verify_numerics(_Engine(_scores(errors=(0.1, 0.0, 0.0))), "fail", "bfloat16"))
     assert report.imprecise and "dtype='float32'" in caplog.text
 
 
 def test_a_model_without_known_answers_starts_unchecked_with_one_line(caplog):
-    import asyncio
-
     engine = _Engine([])
     engine.model_name = "/models/my-llama"
     with caplog.at_level(logging.INFO):
@@ -98,8 +93,6 @@ def test_the_default_engine_computes_the_models_log_probabilities(runtime, llm):
 @pytest.mark.engines
 @pytest.mark.answers
 def test_the_real_engine_fails_the_check_against_answers_it_would_not_give(runtime, llm):
-    import asyncio
-
     engine = runtime.llm().engine
     answers = known_answers(DEFAULT_LLM)
     swapped = [dataclasses.replace(a, tokens=b.tokens[:len(a.tokens)], logprobs=b.logprobs[:len(a.tokens)],
