@@ -14,8 +14,8 @@ over a ``TeolaVectorStore`` (alone, or ``.map()``-ed over a list of queries). Ev
 unchanged as a ``call``: the step's own ``invoke``/``ainvoke`` with the child config LangChain would
 give it, so its callbacks, tags and run tree are its own.
 
-Engines are recognised by what they carry: a model has ``teola_engine`` and ``teola_sampling``, a
-vector store ``index_name`` and ``to_documents``.
+Engines are recognised by what they carry: a model has ``teola_engine`` (an ``EngineId``) and
+``teola_sampling``, a vector store ``index_engine`` and ``to_documents``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import contextvars
 import itertools
 import operator
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
@@ -42,9 +42,8 @@ from langchain_core.runnables.utils import coro_with_context
 from langchain_core.vectorstores import VectorStoreRetriever
 
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
-from teola.optimizer.values import ChatMessage, Prompt, PromptPrefix
-
-CONTEXT_MARK = "\u27e6teola:context\u27e7"
+from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec, RetrieveArgs
+from teola.optimizer.values import CONTEXT_MARK, ChatMessage, Prompt, PromptPrefix
 # List parsers whose items are whole lines: the items of a text cut after a newline are the first
 # items of the whole text, so they can be read while the LLM still writes.
 LINE_LIST_PARSERS = (NumberedListOutputParser, MarkdownListOutputParser)
@@ -135,16 +134,16 @@ def level_graph(runnable: RunnableSequence | RunnableParallel) -> Graph:
         for i, step in enumerate(runnable.steps):
             name = f"step{i + 1}"
             graph.add(Node(name, ModuleKind.CALL, {"input": source, "frame": FRAME}, ("output",),
-                           params={"fn": step_call(step, f"seq:step:{i + 1}", first=i == 0), "label": step.get_name()}))
+                           FnArgs(step_call(step, f"seq:step:{i + 1}", first=i == 0), step.get_name())))
             source = Ref(name, "output")
         graph.set_output("output", source)
         return graph
     keys = list(runnable.steps__)
     for i, (key, step) in enumerate(runnable.steps__.items()):
         graph.add(Node(f"key{i}", ModuleKind.CALL, {"input": INPUT, "frame": FRAME}, ("output",),
-                       params={"fn": step_call(step, f"map:key:{key}"), "label": step.get_name()}))
+                       FnArgs(step_call(step, f"map:key:{key}"), step.get_name())))
     graph.add(Node("merge", ModuleKind.CALL, {f"key{i}": Ref(f"key{i}", "output") for i in range(len(keys))}, ("output",),
-                   params={"fn": _keyed_dict(keys), "label": "RunnableParallel output", "pure": True}))
+                   FnArgs(_keyed_dict(keys), "RunnableParallel output", pure=True)))
     graph.set_output("output", Ref("merge", "output"))
     return graph
 
@@ -198,6 +197,7 @@ def is_engine_retriever(step: Any) -> bool:
     """A plain similarity retriever over a vector store served by Teola's engines."""
     return (isinstance(step, VectorStoreRetriever) and step.search_type == "similarity"
             and set(step.search_kwargs) <= {"k"} and hasattr(step.vectorstore, "to_documents")
+            and hasattr(step.vectorstore, "index_engine")
             and hasattr(step.vectorstore.embeddings, "teola_engine"))
 
 
@@ -251,8 +251,8 @@ class _Tracer:
             return value.items[key]
         source = value.base if isinstance(value, DictValue) and value.base is not None else self.materialize(value)
         name = self._name("get")
-        self.graph.add(Node(name, ModuleKind.CALL, {"input": source.source}, ("output",), params={
-            "fn": lambda input: input[key], "label": f"[{key!r}]", "pure": True}))
+        self.graph.add(Node(name, ModuleKind.CALL, {"input": source.source}, ("output",),
+                            FnArgs(lambda input: input[key], f"[{key!r}]", pure=True)))
         return Value(Ref(name, "output"), early=source.early)
 
     def materialize(self, value: Traced) -> Value:
@@ -269,23 +269,22 @@ class _Tracer:
             fn = lambda base, **items: {**base, **merge(**items)}  # noqa: E731
         else:
             fn = merge
-        self.graph.add(Node(name, ModuleKind.CALL, inputs, ("output",), params={"fn": fn, "label": "dict", "pure": True}))
+        self.graph.add(Node(name, ModuleKind.CALL, inputs, ("output",), FnArgs(fn, "dict", pure=True)))
         return Value(Ref(name, "output"), early=all(v.early for v in value.items.values()) and
                      (value.base is None or value.base.early))
 
     def _call(self, step: Runnable, value: Traced, tag: str) -> Value:
         name = self._name("call")
         self.graph.add(Node(name, ModuleKind.CALL, {"input": self.materialize(value).source, "frame": FRAME}, ("output",),
-                            params={"fn": step_call(step, tag), "label": step.get_name()}))
+                            FnArgs(step_call(step, tag), step.get_name())))
         return Value(Ref(name, "output"))
 
     def _retrieve(self, retriever: VectorStoreRetriever, query: Source, batch: bool) -> Value:
         name = self._name("retrieve")
         store = retriever.vectorstore
-        self.graph.add(Node(name, ModuleKind.RETRIEVE, {"query": query}, ("output",), params={
-            "embed_engine": store.embeddings.teola_engine, "index_engine": store.index_name,
-            "top_k": retriever.search_kwargs.get("k", 4), "batch": batch,
-            "to_nodes": lambda hits, query: store.to_documents(hits)}))
+        self.graph.add(Node(name, ModuleKind.RETRIEVE, {"query": query}, ("output",), RetrieveArgs(
+            store.embeddings.teola_engine, store.index_engine, retriever.search_kwargs.get("k", 4),
+            lambda hits, query: store.to_documents(hits), batch=batch)))
         self.lowered.append(f"{name}: {type(retriever).__name__} over {type(store).__name__}")
         return Value(Ref(name, "output"))
 
@@ -296,33 +295,33 @@ class _Tracer:
         is a bounded parse of the decode: what the passes pipeline into its readers."""
         name = self._name("generate")
         chat = isinstance(model, BaseChatModel)
-        params: dict[str, Any] = {"llm_engine": model.teola_engine, "sampling": model.teola_sampling}
+        prefix = None
         if (prompt is not None and isinstance(value, DictValue)
                 and (value.base is None or set(prompt.optional_variables) <= set(value.items))):
             names = [v for v in (*prompt.input_variables, *prompt.optional_variables)
                      if v in value.items or (value.base is not None and v in prompt.input_variables)]
             variables = [self.key(value, v) for v in names]
             inputs = {f"var{i}": v.source for i, v in enumerate(variables)}
-            params["build_prompt"] = _prompt_fn(prompt, model, names)
+            build_prompt = _prompt_fn(prompt, model, names)
             early = [i for i, v in enumerate(variables) if v.early]
             if early and len(early) < len(names) and _renders_with_marks(prompt):
-                params["build_prefix"] = _prefix_fn(prompt, model, names, early)
-                params["prefix_inputs"] = tuple(f"var{i}" for i in early)
+                prefix = PrefixSpec(_prefix_fn(prompt, model, names, early), tuple(f"var{i}" for i in early))
         elif prompt is not None:
             inputs = {"var0": self.materialize(value).source}
-            params["build_prompt"] = _prompt_fn(prompt, model, None)
+            build_prompt = _prompt_fn(prompt, model, None)
         else:
             inputs = {"var0": self.materialize(value).source}
-            params["build_prompt"] = lambda var0: _model_prompt(model, var0)
+            build_prompt = lambda var0: _model_prompt(model, var0)  # noqa: E731
         steps = " | ".join(type(r).__name__ for r in (prompt, model, parser) if r is not None)
+        call = GenerateArgs(model.teola_engine, model.teola_sampling, build_prompt, prefix)
         if cap is not None:
-            params.update(parse=_first_items_fn(_finish_fn(chat, parser), cap), max_items=cap)
-            self.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("items",), params=params))
+            call = replace(call, parse=_first_items_fn(_finish_fn(chat, parser), cap), max_items=cap)
+            self.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("items",), call))
             self.lowered.append(f"{name}.llm: {steps} | first {cap} items")
             return Value(Ref(f"{name}.llm", "items"))
-        self.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("text",), params=params))
-        self.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",), params={
-            "fn": _finish_fn(chat, parser), "label": f"{type(model).__name__} output", "pure": True}))
+        self.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("text",), call))
+        self.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",),
+                            FnArgs(_finish_fn(chat, parser), f"{type(model).__name__} output", pure=True)))
         self.lowered.append(f"{name}: {steps}")
         self.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser)
         return Value(Ref(name, "output"))

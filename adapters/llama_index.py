@@ -2,11 +2,11 @@
 
 It runs nothing itself. What it cannot express as primitives it hands over as a ``call`` module
 that runs the user's component unchanged (with one log line saying so). The callables it puts in
-module params reuse LlamaIndex's own code (prompt helper, templates, node mapping, response
+module arguments reuse LlamaIndex's own code (prompt helper, templates, node mapping, response
 building) so that the optimized run computes the very prompt and response the native run does.
 
 Engines are recognised by duck typing: an LLM or embedding model backed by a Teola engine carries
-``teola_engine`` (the engine's name) and, for LLMs, ``teola_sampling``.
+``teola_engine`` (the engine's ``EngineId``) and, for LLMs, ``teola_sampling``.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import VectorStoreQueryMode, VectorStoreQueryResult
 
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
-from teola.optimizer.values import SKIPPED, ChatMessage, Prompt, PromptPrefix
+from teola.optimizer.ops import EngineId, EngineKind, FnArgs, GenerateArgs, PrefixSpec, RetrieveArgs, SynthesizeArgs
+from teola.optimizer.values import CONTEXT_MARK, SKIPPED, ChatMessage, Prompt, PromptPrefix
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +95,8 @@ def read_query_engine(query_engine: Any) -> AppReading:
         query_engine = query_engine._query_engine
     if not isinstance(query_engine, RetrieverQueryEngine):
         _fallback(reading, query_engine, "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far")
-        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("response",), params={
-            "fn": lambda query: query_engine.query(query), "label": type(query_engine).__name__}))
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("response",),
+                               FnArgs(lambda query: query_engine.query(query), type(query_engine).__name__)))
         reading.graph.set_output("response", Ref("synthesize", "response"))
         return reading
     nodes_ref = _read_retriever(query_engine.retriever, reading, embedding_texts)
@@ -106,8 +107,8 @@ def read_query_engine(query_engine: Any) -> AppReading:
             _add_llm_rerank(reading, name, postprocessor, nodes_ref, most_nodes)
         else:
             reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes_ref, "query": QueryInput("query_str")},
-                                   ("nodes",), params={"fn": _postprocess_fn(postprocessor),
-                                                       "label": type(postprocessor).__name__}, after=(nodes_ref.node,)))
+                                   ("nodes",), FnArgs(_postprocess_fn(postprocessor), type(postprocessor).__name__),
+                                   after=(nodes_ref.node,)))
         nodes_ref = Ref(name, "nodes")
         most_nodes = None  # a postprocessor may return any number of nodes
     _read_synthesizer(query_engine._response_synthesizer, nodes_ref, reading)
@@ -131,16 +132,16 @@ def _add_hyde(reading: AppReading, hyde: HyDEQueryTransform) -> Ref:
     """The LLM writes a hypothetical answer document; it (and the query, if included) are what
     the retriever embeds, as HyDEQueryTransform's query bundle asks."""
     llm = hyde._llm
-    reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",), params={
-        "llm_engine": llm.teola_engine, "sampling": llm.teola_sampling,
-        "build_prompt": lambda query: _render(llm, hyde._hyde_prompt, context_str=query)}))
+    reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
+                           GenerateArgs(llm.teola_engine, llm.teola_sampling,
+                                        lambda query: _render(llm, hyde._hyde_prompt, context_str=query))))
 
     def embedding_texts(query: str, text: str) -> list[str]:
         document = llm._parse_output(text)
         return [document, *QueryBundle(query).embedding_strs] if hyde._include_original else [document]
 
     reading.graph.add(Node("hyde", ModuleKind.CALL, {"query": QueryInput("query_str"), "text": Ref("hyde.generate", "text")},
-                           ("texts",), params={"fn": embedding_texts, "label": "HyDE embedding texts", "pure": True}))
+                           ("texts",), FnArgs(embedding_texts, "HyDE embedding texts", pure=True)))
     return Ref("hyde", "texts")
 
 
@@ -160,7 +161,7 @@ def _read_retriever(retriever: Any, reading: AppReading, embedding_texts: Ref | 
             return Ref("retrieve", "nodes")
     _fallback(reading, retriever, why)
     reading.graph.add(Node("retrieve", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("nodes",),
-                           params={"fn": lambda query: retriever.retrieve(query), "label": type(retriever).__name__}))
+                           FnArgs(lambda query: retriever.retrieve(query), type(retriever).__name__)))
     return Ref("retrieve", "nodes")
 
 
@@ -173,17 +174,13 @@ def _add_vector_retrieve(reading: AppReading, name: str, retriever: VectorIndexR
     if index.name not in {i.name for i in reading.indexes}:
         reading.indexes.append(index)
     inputs: dict[str, Source] = {"query": query}
-    params = {
-        "embed_engine": retriever._embed_model.teola_engine,
-        "index_engine": index.name,
-        "top_k": retriever._similarity_top_k,
-        "to_nodes": _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict)),
-        "batch": batch,
-    }
     if embedding_texts is not None:
         inputs["embedding_texts"] = embedding_texts
-        params["aggregate"] = mean_agg
-    reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), params=params, after=after))
+    to_nodes = _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict))
+    args = RetrieveArgs(retriever._embed_model.teola_engine, EngineId(EngineKind.VECTOR_INDEX, index.name),
+                        retriever._similarity_top_k, to_nodes, mean_agg if embedding_texts is not None else None,
+                        batch=batch)
+    reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
 
 
 def _why_not_optimizable_fusion(retriever: QueryFusionRetriever) -> str | None:
@@ -217,11 +214,9 @@ def _read_fusion_retriever(retriever: QueryFusionRetriever, reading: AppReading)
     query = QueryInput("query_str")
     if generated > 0:
         llm = retriever._llm
-        reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), params={
-            "llm_engine": llm.teola_engine, "sampling": llm.teola_sampling,
-            "build_prompt": _query_gen_prompt_fn(retriever, generated),
-            "parse": _generated_queries_fn(generated), "max_items": generated,
-        }))
+        reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), GenerateArgs(
+            llm.teola_engine, llm.teola_sampling, _query_gen_prompt_fn(retriever, generated),
+            parse=_generated_queries_fn(generated), max_items=generated)))
     fuse_inputs: dict[str, Source] = {"query": query}
     last = ("expand",) if generated > 0 else ()
     for i, sub in enumerate(retriever._retrievers):
@@ -234,8 +229,8 @@ def _read_fusion_retriever(retriever: QueryFusionRetriever, reading: AppReading)
         last = (f"retrieve{i}_generated",)
     if generated > 0:
         fuse_inputs["queries"] = Ref("expand", "queries")
-    reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",), params={
-        "fn": _fusion_fn(retriever), "label": f"{FUSION_MODES(retriever.mode).value} fusion"}, after=last))
+    reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",),
+                           FnArgs(_fusion_fn(retriever), f"{FUSION_MODES(retriever.mode).value} fusion"), after=last))
     return Ref("retrieve", "nodes")
 
 
@@ -342,13 +337,12 @@ def _add_llm_rerank(reading: AppReading, name: str, rerank: LLMRerank, nodes: Re
     for b, start in enumerate(range(0, most_nodes, size)):
         reading.graph.add(Node(f"{name}.batch{b}", ModuleKind.GENERATE,
                                {"query": query, "nodes": Ref(nodes.node, nodes.output, (start, start + size))}, ("text",),
-                               params={"llm_engine": llm.teola_engine, "sampling": llm.teola_sampling,
-                                       "build_prompt": _rerank_prompt_fn(rerank), "build_prefix": _rerank_prefix_fn(rerank),
-                                       "prefix_inputs": ("query",)}, after=last))
+                               GenerateArgs(llm.teola_engine, llm.teola_sampling, _rerank_prompt_fn(rerank),
+                                            PrefixSpec(_rerank_prefix_fn(rerank), ("query",))), after=last))
         join_inputs[f"answer{b}"] = Ref(f"{name}.batch{b}", "text")
         last = (f"{name}.batch{b}",)
-    reading.graph.add(Node(name, ModuleKind.POSTPROCESS, join_inputs, ("nodes",), params={
-        "fn": _rerank_join_fn(rerank), "label": "LLMRerank join", "runs_on_skipped": True, "pure": True}, after=last))
+    reading.graph.add(Node(name, ModuleKind.POSTPROCESS, join_inputs, ("nodes",),
+                           FnArgs(_rerank_join_fn(rerank), "LLMRerank join", pure=True, runs_on_skipped=True), after=last))
 
 
 def _rerank_prompt_fn(rerank: LLMRerank) -> Callable[..., Prompt | Any]:
@@ -400,21 +394,16 @@ def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
     why = _why_not_optimizable_synthesizer(synth)
     if why:
         _fallback(reading, synth, why)
-        reading.graph.add(Node("synthesize", ModuleKind.CALL, inputs, ("response",), params={
-            "fn": lambda query, nodes: synth.synthesize(query=query, nodes=nodes), "label": type(synth).__name__}))
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, inputs, ("response",),
+                               FnArgs(lambda query, nodes: synth.synthesize(query=query, nodes=nodes), type(synth).__name__)))
         return
     llm = synth._llm
     tree = type(synth) is TreeSummarize
     template = synth._summary_template if tree else synth._text_qa_template
-    reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, inputs, ("response",), params={
-        "llm_engine": llm.teola_engine,
-        "sampling": llm.teola_sampling,
-        "build_prompt": _tree_prompts_fn(synth) if tree else _compact_prompt_fn(synth),
-        "build_prefix": _template_prefix_fn(llm, template),
-        "prefix_inputs": ("query",),
-        "finish": _tree_finish_fn(synth) if tree else _compact_finish_fn(synth),
-        "batch": tree,
-    }))
+    reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, inputs, ("response",), SynthesizeArgs(
+        llm.teola_engine, llm.teola_sampling, _tree_prompts_fn(synth) if tree else _compact_prompt_fn(synth),
+        PrefixSpec(_template_prefix_fn(llm, template), ("query",)),
+        finish=_tree_finish_fn(synth) if tree else _compact_finish_fn(synth), batch=tree)))
 
 
 def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
@@ -456,9 +445,6 @@ def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
         return _render(synth._llm, synth._text_qa_template.partial_format(query_str=query), context_str=chunks[0])
 
     return build_prompt
-
-
-CONTEXT_MARK = "\u27e6teola:context\u27e7"
 
 
 def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:

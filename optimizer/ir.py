@@ -5,66 +5,22 @@ pipeline) holds nodes whose op is a module kind (``retrieve``, ``synthesize`` ..
 graph* (what lowering produces and passes rewrite) holds nodes whose op is a primitive (``embed``,
 ``search``, ``prefill`` ...). A node names its inputs as references to another node's output or to
 a query input, so data edges are explicit and the graph can be checked in one place (``lint``).
-Nothing here runs anything: callables in ``params`` are data for the runtime, like torch.fx targets.
+Every node's arguments are a typed dataclass of its op (``teola.optimizer.ops``) and what passes
+decide sits apart in its ``meta``. Nothing here runs anything: callables in arguments are data for
+the runtime, like torch.fx targets.
 """
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Mapping
+from typing import Iterator, Mapping
 
 import networkx as nx
 
+from teola.optimizer.ops import NO_META, EngineId, EngineKind, Meta, ModuleKind, Op, OpArgs, schema_of
 
-class Op(str, enum.Enum):
-    """Task primitives: what the runtime can dispatch to an engine."""
-
-    EMBED = "embed"
-    SEARCH = "search"
-    RERANK = "rerank"
-    PROMPT = "prompt"
-    PREFILL = "prefill"
-    DECODE = "decode"
-    PARSE = "parse"
-    FUSE = "fuse"
-    CALL = "call"
-
-
-class ModuleKind(str, enum.Enum):
-    """Modules: what an adapter recognises in a framework pipeline."""
-
-    RETRIEVE = "retrieve"
-    POSTPROCESS = "postprocess"
-    SYNTHESIZE = "synthesize"
-    GENERATE = "generate"
-    FUSE = "fuse"
-    CALL = "call"
-
-
-class EngineKind(str, enum.Enum):
-    """The kinds of engine a primitive runs on."""
-
-    LLM = "llm"
-    EMBEDDING = "embedding"
-    VECTOR_INDEX = "vector_index"
-    RERANKER = "reranker"
-    CALLABLE = "callable"
-
-
-# Which engine kind runs each primitive. Local work (prompt building, parsing, fusing, opaque
-# framework calls) runs on the callable pool so it never blocks the event loop.
-OP_ENGINE: Mapping[Op, EngineKind] = {
-    Op.EMBED: EngineKind.EMBEDDING,
-    Op.SEARCH: EngineKind.VECTOR_INDEX,
-    Op.RERANK: EngineKind.RERANKER,
-    Op.PROMPT: EngineKind.CALLABLE,
-    Op.PREFILL: EngineKind.LLM,
-    Op.DECODE: EngineKind.LLM,
-    Op.PARSE: EngineKind.CALLABLE,
-    Op.FUSE: EngineKind.CALLABLE,
-    Op.CALL: EngineKind.CALLABLE,
-}
+__all__ = ["EngineId", "EngineKind", "Graph", "GraphError", "Meta", "ModuleKind", "Node", "Op", "QueryInput", "Ref",
+           "Source"]
 
 
 class GraphError(ValueError):
@@ -103,31 +59,41 @@ Source = Ref | QueryInput
 
 @dataclass(frozen=True)
 class Node:
-    """One module or primitive: an op, the engine that runs it, named inputs and outputs, params.
+    """One module or primitive: an op, its typed arguments, named inputs and outputs, the engine.
 
-    ``engine`` names the engine instance (e.g. ``"llm"``, ``"index:3f2a"``); ``params`` holds what
-    the op needs beyond its inputs (``top_k``, ``max_tokens``, or a framework callable for ``call``).
-    ``after`` names nodes this one waits for without reading them: the order the framework runs
-    its modules in, which dependency pruning drops wherever no data flows.
+    ``args`` is the op's argument dataclass (``SCHEMAS[op].args``); ``engine`` the engine instance
+    a primitive runs on (None for a module, whose arguments name its engines); ``meta`` what passes
+    decided. ``after`` names nodes this one waits for without reading them: the order the framework
+    runs its modules in, which dependency pruning drops wherever no data flows.
     """
 
     name: str
     op: Op | ModuleKind
     inputs: Mapping[str, Source]
     outputs: tuple[str, ...]
-    engine: str = ""
-    params: Mapping[str, Any] = field(default_factory=dict)
+    args: OpArgs
+    engine: EngineId | None = None
     after: tuple[str, ...] = ()
+    meta: Meta = NO_META
 
     def with_inputs(self, **inputs: Source) -> "Node":
         """A copy of this node with some inputs replaced."""
         return replace(self, inputs={**self.inputs, **inputs})
 
+    def with_meta(self, **decided: object) -> "Node":
+        """A copy of this node with some of its ``meta`` decided anew."""
+        return replace(self, meta=replace(self.meta, **decided))
+
+    @property
+    def batched(self) -> bool:
+        """Whether the node works item by item over list inputs."""
+        return self.args.batch
+
     def __str__(self) -> str:
         args = ", ".join(f"{k}={v}" for k, v in self.inputs.items())
         engine = f" @{self.engine}" if self.engine else ""
         after = f" after {', '.join(self.after)}" if self.after else ""
-        streamed = " streamed" if self.params.get("stream") else ""
+        streamed = " streamed" if self.meta.stream else ""
         return f"{', '.join(self.outputs)} = {self.name}:{self.op.value}({args}){engine}{streamed}{after}"
 
 
@@ -147,14 +113,42 @@ class Graph:
         return node
 
     def replace(self, node: Node) -> None:
-        """Replace the node of the same name."""
+        """Replace the node of the same name (its readers then read the new node's outputs, which
+        must include every output they read)."""
         if node.name not in self._nodes:
             raise GraphError(f"no node {node.name!r} to replace")
+        read = {s.output for n in self for s in n.inputs.values() if isinstance(s, Ref) and s.node == node.name}
+        read |= {s.output for s in self.outputs.values() if s.node == node.name}
+        if read - set(node.outputs):
+            raise GraphError(f"node {node.name!r} is read for outputs {sorted(read - set(node.outputs))} "
+                             f"that its replacement does not have {node.outputs}")
         self._nodes[node.name] = node
 
-    def remove(self, name: str) -> None:
-        """Remove a node (callers re-point its consumers first)."""
+    def erase(self, name: str) -> None:
+        """Remove a node nothing uses any more (re-point its readers first: ``replace_all_uses``)."""
+        users = sorted({n.name for n in self.consumers(name)} | {n.name for n in self if name in n.after})
+        if users or any(s.node == name for s in self.outputs.values()):
+            raise GraphError(f"cannot erase {name!r}: {users or 'a graph output'} still use it")
         del self._nodes[name]
+
+    def replace_all_uses(self, old: Ref, new: Source) -> None:
+        """Make every reader of ``old`` (nodes and graph outputs) read ``new`` instead."""
+        for node in list(self):
+            moved = {arg: new for arg, s in node.inputs.items() if s == old}
+            if moved:
+                self._nodes[node.name] = node.with_inputs(**moved)
+        for name, source in list(self.outputs.items()):
+            if source == old:
+                if not isinstance(new, Ref):
+                    raise GraphError(f"graph output {name!r} must read a node's output, not {new}")
+                self.outputs[name] = new
+
+    def fresh_name(self, base: str) -> str:
+        """``base``, or ``base`` with the first free ``#n`` suffix: a new node's name."""
+        name, n = base, 1
+        while name in self._nodes:
+            name, n = f"{base}#{n}", n + 1
+        return name
 
     def set_output(self, name: str, source: Ref) -> None:
         """Declare a graph output."""
@@ -184,7 +178,7 @@ class Graph:
         (``kind="data"``) and for every node u that v runs ``after`` (``kind="order"``)."""
         dag = nx.DiGraph()
         for node in self:
-            dag.add_node(node.name, op=node.op.value, engine=node.engine)
+            dag.add_node(node.name, op=node.op.value, engine=str(node.engine or ""))
         for node in self:
             for before in node.after:
                 dag.add_edge(before, node.name, kind="order")
@@ -202,10 +196,12 @@ class Graph:
         return [n for n in self if any(isinstance(s, Ref) and s.node == name for s in n.inputs.values())]
 
     def lint(self, level: type[Op] | type[ModuleKind] | None = None) -> None:
-        """Check the invariants: known ops of one level, resolvable references, acyclic, outputs set."""
+        """Check the invariants: every node's op of ``level``, its arguments, engine, inputs and meta
+        as its op's schema says; resolvable references; acyclic; outputs set."""
         for node in self:
             if level is not None and not isinstance(node.op, level):
                 raise GraphError(f"node {node.name!r} has op {node.op!r}, not a {level.__name__}")
+            _check_schema(node)
             for arg, source in node.inputs.items():
                 self._check_source(source, f"input {arg!r} of node {node.name!r}")
             for before in node.after:
@@ -233,3 +229,32 @@ class Graph:
         lines += [f"  {node}" for node in self.topological_order()]
         lines += [f"  return {name} = {source}" for name, source in self.outputs.items()]
         return "\n".join(lines)
+
+
+_META_OPS = {"stream": Op.DECODE, "stop_after": Op.DECODE, "warm": Op.PREFILL, "items": Op.PARSE}
+
+
+def _check_schema(node: Node) -> None:
+    """``node`` against its op's schema: argument class, engine kind, inputs, meta."""
+    schema = schema_of(node.op)
+    if schema is None:
+        raise GraphError(f"node {node.name!r} has op {node.op!r}, which no schema defines")
+    if type(node.args) is not schema.args:
+        raise GraphError(f"node {node.name!r} ({node.op.value}) takes {schema.args.__name__}, "
+                         f"got {type(node.args).__name__}")
+    if schema.engine is None and node.engine is not None:
+        raise GraphError(f"module {node.name!r} names its engines in its arguments, not as engine={node.engine}")
+    if schema.engine is not None and (node.engine is None or node.engine.kind is not schema.engine):
+        raise GraphError(f"primitive {node.name!r} ({node.op.value}) runs on a {schema.engine.value} engine, "
+                         f"not {node.engine!r}")
+    missing = schema.required - set(node.inputs)
+    extra = set(node.inputs) - schema.required - (schema.optional if schema.optional is not None else set(node.inputs))
+    if missing or extra:
+        raise GraphError(f"node {node.name!r} ({node.op.value}) must read {sorted(schema.required)}"
+                         f"{f' and may read {sorted(schema.optional)}' if schema.optional else ''}; "
+                         f"it reads {sorted(node.inputs)}")
+    for name, op in _META_OPS.items():
+        if getattr(node.meta, name) not in (None, False) and node.op is not op:
+            raise GraphError(f"node {node.name!r} has meta {name}, which only a {op.value} may have")
+    if node.meta.stop_after is not None and not node.meta.stream:
+        raise GraphError(f"decode {node.name!r} stops after items but does not stream")

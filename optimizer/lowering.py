@@ -3,18 +3,9 @@
 Each rule replaces one module by a chain of primitives with the same inputs and outputs, so
 module-level references keep working: the module's name becomes the name of the primitive that
 produces its outputs, and the other primitives get ``<module>.<step>`` names. A module's ``after``
-(the framework's order) carries over to every primitive of its chain.
-
-Module params the rules read:
-- retrieve: ``embed_engine``, ``index_engine``, ``top_k``, ``to_nodes``; ``batch`` when its
-  ``query`` input is a list of texts (one retrieval each); ``aggregate`` (embeddings -> one) when it
-  searches by the texts of its ``embedding_texts`` input rather than by its query;
-- synthesize: ``llm_engine``, ``sampling``, ``build_prompt``, ``finish``, and optionally
-  ``build_prefix`` (the prompt's early-known prefix, for prefill splitting) and ``batch`` (the
-  prompt is a list of independent prompts, prefilled and decoded together);
-- generate: ``llm_engine``, ``sampling``, ``build_prompt``; with ``parse`` (text -> items) and
-  ``max_items`` its output is a list of items, parsed line by line;
-- fuse, postprocess, call: ``fn``.
+(the framework's order) carries over to every primitive of its chain. What a rule reads of a
+module is its typed arguments (``teola.optimizer.ops``): ``RetrieveArgs``, ``SynthesizeArgs``,
+``GenerateArgs``, and ``FnArgs`` for fuse, postprocess and call.
 """
 
 from __future__ import annotations
@@ -22,97 +13,93 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Mapping
 
-from teola.optimizer.ir import EngineKind, Graph, ModuleKind, Node, Op, Ref, Source
-
-CALLABLE_ENGINE = EngineKind.CALLABLE.value
+from teola.optimizer.ir import Graph, ModuleKind, Node, Op, Ref, Source
+from teola.optimizer.ops import (CALLABLE, DecodeArgs, EmbedArgs, FnArgs, GenerateArgs, LLMCallArgs, ParseArgs,
+                                 PrefillArgs, PromptArgs, RetrieveArgs, SearchArgs, SynthesizeArgs)
 
 
 def _lower_retrieve(module: Node) -> list[Node]:
     """query text(s) -> embed -> search -> node objects (built by the framework's own mapping)."""
-    p = module.params
-    if "aggregate" in p:
+    a: RetrieveArgs = module.args
+    if a.aggregate is not None:
         return _lower_aggregate_retrieve(module)
-    batch = {"batch": True} if p.get("batch") else {}
+    name, batch = module.name, a.batch
     return [
-        Node(f"{module.name}.embed", Op.EMBED, {"text": module.inputs["query"]}, ("vector",), p["embed_engine"], batch),
-        Node(f"{module.name}.search", Op.SEARCH, {"vector": Ref(f"{module.name}.embed", "vector")}, ("hits",),
-             p["index_engine"], {"top_k": p["top_k"], **batch}),
-        Node(module.name, Op.CALL, {"hits": Ref(f"{module.name}.search", "hits"), "query": module.inputs["query"]},
-             module.outputs, CALLABLE_ENGINE, {"fn": p["to_nodes"], "label": "hits to nodes", "pure": True, **batch}),
+        Node(f"{name}.embed", Op.EMBED, {"text": module.inputs["query"]}, ("vector",), EmbedArgs(batch=batch), a.embed),
+        Node(f"{name}.search", Op.SEARCH, {"vector": Ref(f"{name}.embed", "vector")}, ("hits",),
+             SearchArgs(a.top_k, batch=batch), a.index),
+        Node(name, Op.CALL, {"hits": Ref(f"{name}.search", "hits"), "query": module.inputs["query"]}, module.outputs,
+             FnArgs(a.to_nodes, "hits to nodes", pure=True, batch=batch), CALLABLE),
     ]
 
 
 def _lower_aggregate_retrieve(module: Node) -> list[Node]:
     """embedding texts -> embed each -> aggregate (mean) -> search -> node objects for the query."""
-    p = module.params
+    a: RetrieveArgs = module.args
+    name = module.name
     return [
-        Node(f"{module.name}.embed", Op.EMBED, {"text": module.inputs["embedding_texts"]}, ("vector",), p["embed_engine"],
-             {"batch": True}),
-        Node(f"{module.name}.aggregate", Op.FUSE, {"embeddings": Ref(f"{module.name}.embed", "vector")}, ("vector",),
-             CALLABLE_ENGINE, {"fn": p["aggregate"], "label": "aggregate embeddings", "pure": True}),
-        Node(f"{module.name}.search", Op.SEARCH, {"vector": Ref(f"{module.name}.aggregate", "vector")}, ("hits",),
-             p["index_engine"], {"top_k": p["top_k"]}),
-        Node(module.name, Op.CALL, {"hits": Ref(f"{module.name}.search", "hits"), "query": module.inputs["query"]},
-             module.outputs, CALLABLE_ENGINE, {"fn": p["to_nodes"], "label": "hits to nodes", "pure": True}),
+        Node(f"{name}.embed", Op.EMBED, {"text": module.inputs["embedding_texts"]}, ("vector",), EmbedArgs(batch=True),
+             a.embed),
+        Node(f"{name}.aggregate", Op.FUSE, {"embeddings": Ref(f"{name}.embed", "vector")}, ("vector",),
+             FnArgs(a.aggregate, "aggregate embeddings", pure=True), CALLABLE),
+        Node(f"{name}.search", Op.SEARCH, {"vector": Ref(f"{name}.aggregate", "vector")}, ("hits",), SearchArgs(a.top_k),
+             a.index),
+        Node(name, Op.CALL, {"hits": Ref(f"{name}.search", "hits"), "query": module.inputs["query"]}, module.outputs,
+             FnArgs(a.to_nodes, "hits to nodes", pure=True), CALLABLE),
     ]
 
 
 def _llm_call(module: Node, prompt_inputs: Mapping[str, Source], decode_name: str,
               decode_outputs: tuple[str, ...]) -> list[Node]:
     """prompt -> prefill -> decode for one LLM call of ``module``."""
-    p = module.params
-    batch = {"batch": True} if p.get("batch") else {}
-    prompt_params = {"fn": p["build_prompt"], "pure": True}
-    if "build_prefix" in p:
-        prompt_params["build_prefix"] = p["build_prefix"]
-        prompt_params["prefix_inputs"] = p["prefix_inputs"]
+    a: LLMCallArgs = module.args
+    name, batch = module.name, a.batch
     return [
-        Node(f"{module.name}.prompt", Op.PROMPT, prompt_inputs, ("prompt",), CALLABLE_ENGINE, prompt_params),
-        Node(f"{module.name}.prefill", Op.PREFILL, {"prompt": Ref(f"{module.name}.prompt", "prompt")}, ("tokens",),
-             p["llm_engine"], batch),
-        Node(decode_name, Op.DECODE, {"tokens": Ref(f"{module.name}.prefill", "tokens")}, decode_outputs,
-             p["llm_engine"], {"sampling": p["sampling"], **batch}),
+        Node(f"{name}.prompt", Op.PROMPT, prompt_inputs, ("prompt",), PromptArgs(a.build_prompt, a.prefix), CALLABLE),
+        Node(f"{name}.prefill", Op.PREFILL, {"prompt": Ref(f"{name}.prompt", "prompt")}, ("tokens",),
+             PrefillArgs(batch=batch), a.llm),
+        Node(decode_name, Op.DECODE, {"tokens": Ref(f"{name}.prefill", "tokens")}, decode_outputs,
+             DecodeArgs(a.sampling, batch=batch), a.llm),
     ]
 
 
 def _lower_synthesize(module: Node) -> list[Node]:
     """(query, nodes) -> prompt -> prefill -> decode -> framework response."""
+    a: SynthesizeArgs = module.args
     query, nodes = module.inputs["query"], module.inputs["nodes"]
     return _llm_call(module, {"query": query, "nodes": nodes}, f"{module.name}.decode", ("text",)) + [
         Node(module.name, Op.CALL, {"query": query, "nodes": nodes, "answer": Ref(f"{module.name}.decode", "text")},
-             module.outputs, CALLABLE_ENGINE,
-             {"fn": module.params["finish"], "label": "build response", "runs_on_skipped": True, "pure": True}),
+             module.outputs, FnArgs(a.finish, "build response", pure=True, runs_on_skipped=True), CALLABLE),
     ]
 
 
 def _lower_generate(module: Node) -> list[Node]:
     """inputs -> prompt -> prefill -> decode (-> parse into a list of items)."""
-    p = module.params
-    if "parse" not in p:
+    a: GenerateArgs = module.args
+    if a.parse is None:
         return _llm_call(module, module.inputs, module.name, module.outputs)
     return _llm_call(module, module.inputs, f"{module.name}.decode", ("text",)) + [
-        Node(module.name, Op.PARSE, {"text": Ref(f"{module.name}.decode", "text")}, module.outputs, CALLABLE_ENGINE,
-             {"fn": p["parse"], "max_items": p["max_items"], "pure": True}),
+        Node(module.name, Op.PARSE, {"text": Ref(f"{module.name}.decode", "text")}, module.outputs,
+             ParseArgs(a.parse, a.max_items), CALLABLE),
     ]
 
 
-def _lower_fuse(module: Node) -> list[Node]:
-    """Several ranked lists -> one, by the framework's own fusion."""
-    return [Node(module.name, Op.FUSE, module.inputs, module.outputs, CALLABLE_ENGINE, module.params)]
+def _lower_fn(op: Op) -> Callable[[Node], list[Node]]:
+    """A module whose work is one framework callable runs as-is, as one ``op`` primitive."""
 
+    def lower_fn(module: Node) -> list[Node]:
+        return [Node(module.name, op, module.inputs, module.outputs, module.args, CALLABLE)]
 
-def _lower_call(module: Node) -> list[Node]:
-    """Opaque framework work runs as-is, as one primitive."""
-    return [Node(module.name, Op.CALL, module.inputs, module.outputs, CALLABLE_ENGINE, module.params)]
+    return lower_fn
 
 
 LOWERING_RULES: dict[ModuleKind, Callable[[Node], list[Node]]] = {
     ModuleKind.RETRIEVE: _lower_retrieve,
-    ModuleKind.POSTPROCESS: _lower_call,
+    ModuleKind.POSTPROCESS: _lower_fn(Op.CALL),
     ModuleKind.SYNTHESIZE: _lower_synthesize,
     ModuleKind.GENERATE: _lower_generate,
-    ModuleKind.FUSE: _lower_fuse,
-    ModuleKind.CALL: _lower_call,
+    ModuleKind.FUSE: _lower_fn(Op.FUSE),
+    ModuleKind.CALL: _lower_fn(Op.CALL),
 }
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import networkx as nx
 
 from teola.optimizer.ir import Graph, GraphError, Op, Ref
@@ -21,11 +19,11 @@ def stream_output(plan: Graph, decode: str, output: str) -> Graph:
         raise GraphError(f"the plan has no output {output!r}; its outputs are {sorted(plan.outputs)}")
     node = plan[decode]
     result = plan.copy()
-    result.replace(replace(node, params={**node.params, "stream": True}))
+    result.replace(node.with_meta(stream=True))
     result.set_output(output, Ref(decode, node.outputs[0]))
     dag = result.to_networkx()
     needed = set().union(*({ref.node} | nx.ancestors(dag, ref.node) for ref in result.outputs.values()))
-    for name in [n.name for n in result if n.name not in needed]:
-        result.remove(name)
+    for name in [n.name for n in reversed(result.topological_order()) if n.name not in needed]:
+        result.erase(name)
     result.lint(Op)
     return result

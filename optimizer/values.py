@@ -42,7 +42,7 @@ class Sampling:
 class Skipped:
     """The value of a branch that does not run for this query (e.g. no nodes were retrieved).
 
-    A node with a ``Skipped`` input is skipped too, unless its params say ``runs_on_skipped``.
+    A node with a ``Skipped`` input is skipped too, unless its arguments say ``runs_on_skipped``.
     """
 
     _instance: "Skipped | None" = None
@@ -57,6 +57,10 @@ class Skipped:
 
 
 SKIPPED = Skipped()
+
+
+# What adapters render in place of a prompt's late part (the retrieved context) to find its prefix.
+CONTEXT_MARK = "\u27e6teola:context\u27e7"
 
 
 @dataclass(frozen=True)

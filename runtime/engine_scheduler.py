@@ -1,7 +1,7 @@
 """Engine schedulers: one per engine, shared by every query in flight.
 
-A scheduler turns a primitive (a graph node and its input values) into engine work. The batching
-scheduler queues requests from all queries and sends whatever has gathered while the engine was
+A scheduler takes typed requests (``teola.runtime.requests``), from the graph scheduler and from
+the framework model classes alike; it never sees an IR node. The batching scheduler queues requests from all queries and sends whatever has gathered while the engine was
 busy as one batch (no timers: a batch forms only from work that is already waiting), ordered by
 priority; an engine with several replicas runs as many batches at once. When a batch fails, each
 request is retried alone, so a bad request fails only its own query and the others go on.
@@ -20,31 +20,33 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from teola.optimizer.ir import Node, Op
+from teola.optimizer.ops import EngineId
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.base import BatchEngine
 from teola.runtime.engines.llm import LLMEngine
 from teola.runtime.errors import EngineDiedError
+from teola.runtime.requests import (BatchRequest, CallRequest, EngineRequest, GenerateRequest, ParseRequest, Priority,
+                                    TokenizeRequest, WarmPrefixRequest)
 from teola.runtime.streams import read_items
-
-# (query priority, -depth): lower sorts first. Depth is the primitive's distance from the query's
-# outputs, so work with the most still to follow it is served first.
-Priority = tuple[int, int]
 
 
 class EngineScheduler(abc.ABC):
-    """Runs primitives on one engine."""
+    """Runs typed requests on one engine, identified by ``id`` (its kind and name)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, id: EngineId) -> None:
+        self.id = id
+        self.name = id.name
 
     @abc.abstractmethod
-    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        """Run ``node`` with its input values ``args``; return its output value."""
+    async def execute(self, request: EngineRequest) -> Any:
+        """Run ``request``; return its result."""
 
-    def stream(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> AsyncIterator[str]:
-        """Run ``node`` and yield its output as text deltas (engines that stream override this)."""
-        raise TypeError(f"the {self.name} engine does not stream; {node.name} cannot be a streaming primitive")
+    def stream(self, request: EngineRequest) -> AsyncIterator[str]:
+        """Run ``request`` and yield its result as text deltas (engines that stream override this)."""
+        raise TypeError(f"the {self.name} engine does not stream; it cannot run a streaming {type(request).__name__}")
+
+    def _refuse(self, request: EngineRequest) -> TypeError:
+        return TypeError(f"the {self.name} engine ({self.id.kind.value}) does not run a {type(request).__name__}")
 
     def close(self) -> None:
         """Release the engine."""
@@ -61,16 +63,16 @@ class _Request:
 class BatchingScheduler(EngineScheduler):
     """Cross-query batching in front of a ``BatchEngine`` (embedding, vector index, reranker).
 
-    ``payload_of`` maps a node and its input values to the engine's requests: one, or one per item
-    when the node has ``params['batch']`` (its input is a list; its output the list of results).
-    ``batches_sent`` and ``requests_sent`` count what reached the engine (their ratio is the mean
+    It takes requests of type ``accepts`` and queues their items (``BatchRequest.items()``), each
+    on its own, so items of different requests share batches; a request is answered with its items'
+    results in order. ``batches_sent`` and ``requests_sent`` count what reached the engine (their ratio is the mean
     batch size).
     """
 
-    def __init__(self, name: str, engine: BatchEngine, payload_of: Callable[[Node, dict[str, Any]], list]) -> None:
-        super().__init__(name)
+    def __init__(self, id: EngineId, engine: BatchEngine, accepts: type[BatchRequest]) -> None:
+        super().__init__(id)
         self.engine = engine
-        self._payload_of = payload_of
+        self.accepts = accepts
         self._heap: list[_Request] = []
         self._seq = itertools.count()
         self._wakeup: asyncio.Event | None = None
@@ -89,9 +91,11 @@ class BatchingScheduler(EngineScheduler):
         self._wakeup.set()
         return await future
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        results = await asyncio.gather(*(self.submit(p, priority) for p in self._payload_of(node, args)))
-        return list(results) if node.params.get("batch") else results[0]
+    async def execute(self, request: EngineRequest) -> list[Any]:
+        """One result per item of ``request``, in order."""
+        if not isinstance(request, self.accepts):
+            raise self._refuse(request)
+        return list(await asyncio.gather(*(self.submit(item, request.priority) for item in request.items())))
 
     def _take_batch(self) -> list[_Request]:
         batch: list[_Request] = []
@@ -148,50 +152,66 @@ def _settle(future: asyncio.Future, result: Any = None, exception: BaseException
         future.set_result(result)
 
 
-def _items(node: Node, value: Any) -> list:
-    return list(value) if node.params.get("batch") else [value]
-
-
-def embed_payload(node: Node, args: dict[str, Any]) -> list[str]:
-    """An embed primitive's requests: its text, or each of its texts."""
-    return _items(node, args["text"])
-
-
-def search_payload(node: Node, args: dict[str, Any]) -> list[tuple[list[float], int]]:
-    """A search primitive's requests: (query vector, top_k) for its vector or each of its vectors."""
-    return [(vector, int(node.params["top_k"])) for vector in _items(node, args["vector"])]
-
-
 class LLMScheduler(EngineScheduler):
-    """Prefill and decode primitives on an LLM engine (vLLM, in process or on Ray), which batches
-    concurrent requests itself.
+    """Tokenize, warm-prefix and generate requests on an LLM engine (vLLM, in process or on Ray),
+    which batches concurrent requests itself.
 
-    ``prefill`` turns a prompt into token IDs; given a ``PromptPrefix`` with ``params['warm']`` it
-    sends the prefix's tokens ahead (max_tokens=1) so their KV lands in the prefix cache before the
-    full prompt arrives (once per distinct prefix lately: a shared one stays cached). ``decode`` generates from token IDs, whole or streamed. With
-    ``params['batch']`` both work on lists (independent prompts sent together). Each request
-    reaches vLLM with its primitive's priority (vLLM's priority scheduler: lower runs first).
+    ``TokenizeRequest``: prompts to token IDs, on a worker thread of its own (chat templates and
+    tokenizing are CPU work the event loop must not wait on). ``WarmPrefixRequest``: a prefix's
+    tokens sent ahead (max_tokens=1) so their KV lands in the prefix cache before the full prompt
+    arrives (once per distinct prefix lately: a shared one stays cached). ``GenerateRequest``: text
+    from token IDs, whole or streamed; its items go to vLLM together, with the request's priority
+    (vLLM's priority scheduler: lower runs first), named after its id.
 
     If the engine core dies, the scheduler restarts it once (however many requests saw it die) and
     repeats the whole-text requests, whose output nobody has seen yet; a stream that had started
     fails with ``EngineDiedError``.
     """
 
-    def __init__(self, name: str, engine: LLMEngine, remembered_prefixes: int = 4096) -> None:
-        super().__init__(name)
+    def __init__(self, id: EngineId, engine: LLMEngine, remembered_prefixes: int = 4096) -> None:
+        super().__init__(id)
         self.engine = engine
         self._warmed: OrderedDict[int, None] = OrderedDict()
         self._remembered = remembered_prefixes
         self._restarting = asyncio.Lock()
+        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tokenize-{id.name}")
 
-    async def _complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+    async def execute(self, request: EngineRequest) -> Any:
+        if isinstance(request, TokenizeRequest):
+            return await self._off_loop(lambda: [self.tokenize(prompt) for prompt in request.prompts])
+        if isinstance(request, WarmPrefixRequest):
+            return await self._warm(request)
+        if isinstance(request, GenerateRequest):
+            return list(await asyncio.gather(*(
+                self._complete(tokens, request.sampling, vllm_priority(request.priority), _item_id(request, i))
+                for i, tokens in enumerate(request.token_ids))))
+        raise self._refuse(request)
+
+    async def stream(self, request: EngineRequest) -> AsyncIterator[str]:
+        if not isinstance(request, GenerateRequest) or len(request.token_ids) != 1:
+            raise TypeError(f"the {self.name} engine streams a GenerateRequest of one prompt, not {request!r:.120}")
+        async for delta in self._stream_deltas(request.token_ids[0], request.sampling, vllm_priority(request.priority),
+                                               request.id):
+            yield delta
+
+    async def _off_loop(self, work: Callable[[], Any]) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer, work)
+
+    async def _warm(self, request: WarmPrefixRequest) -> list[int]:
+        token_ids = await self._off_loop(lambda: self.engine.tokenize_prefix(request.prefix))
+        # a prefix too long for the context is not warmed: the full prompt fails as it would natively
+        if token_ids and len(token_ids) < self.engine.max_model_len and self._first_warm(token_ids):
+            await self._complete(token_ids, Sampling(max_tokens=1), vllm_priority(request.priority), request.id)
+        return token_ids
+
+    async def _complete(self, token_ids: list[int], sampling: Sampling, priority: int, request_id: str) -> str:
         """The engine's whole text for one request, repeated once on a restarted engine if the core died."""
         restarts = self.engine.restarts
         try:
-            return await self.engine.complete(token_ids, sampling, priority)
+            return await self.engine.complete(token_ids, sampling, priority, request_id)
         except EngineDiedError:
             await self._restart_after(restarts)
-            return await self.engine.complete(token_ids, sampling, priority)
+            return await self.engine.complete(token_ids, sampling, priority, request_id)
 
     async def _restart_after(self, restarts: int) -> None:
         """Restart the engine, unless another request already did since ``restarts`` was read."""
@@ -213,36 +233,13 @@ class LLMScheduler(EngineScheduler):
             self._warmed.popitem(last=False)
         return True
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        if node.op is Op.PREFILL and node.params.get("warm"):
-            token_ids = self.engine.tokenize_prefix(args["prompt"])
-            # a prefix too long for the context is not warmed: the full prompt fails as it would natively
-            if token_ids and len(token_ids) < self.engine.max_model_len and self._first_warm(token_ids):
-                await self._complete(token_ids, Sampling(max_tokens=1), vllm_priority(priority))
-            return token_ids
-        if node.op is Op.PREFILL and node.params.get("batch"):
-            return [self.tokenize(prompt) for prompt in args["prompt"]]
-        if node.op is Op.PREFILL:
-            return self.tokenize(args["prompt"])
-        if node.op is Op.DECODE and node.params.get("batch"):
-            return list(await asyncio.gather(*(self._complete(tokens, node.params["sampling"], vllm_priority(priority))
-                                               for tokens in args["tokens"])))
-        if node.op is Op.DECODE:
-            return await self._complete(args["tokens"], node.params["sampling"], vllm_priority(priority))
-        raise ValueError(f"the LLM engine runs prefill and decode primitives, not {node.op.value!r} ({node.name})")
-
-    async def stream(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> AsyncIterator[str]:
-        if node.op is not Op.DECODE:
-            raise ValueError(f"only decode primitives stream, not {node.op.value!r} ({node.name})")
-        async for delta in self._stream_deltas(args["tokens"], node.params["sampling"], vllm_priority(priority)):
-            yield delta
-
-    async def _stream_deltas(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> AsyncIterator[str]:
+    async def _stream_deltas(self, token_ids: list[int], sampling: Sampling, priority: int,
+                             request_id: str) -> AsyncIterator[str]:
         """Text deltas of one request. If the core dies before the first delta the request is repeated
         on a restarted engine; after it, the stream fails (its reader has seen part of the text)."""
         restarts, started = self.engine.restarts, False
         for attempt in range(2):
-            deltas = self.engine.generate(token_ids, sampling, priority=priority)
+            deltas = self.engine.generate(token_ids, sampling, priority=priority, request_id=request_id)
             try:
                 async for delta, _ in deltas:
                     started = True
@@ -261,17 +258,14 @@ class LLMScheduler(EngineScheduler):
             raise TypeError(f"prefill takes a teola Prompt, got {type(prompt).__name__}")
         return self.engine.tokenize(prompt)
 
-    async def generate_text(self, prompt: Prompt, sampling: Sampling) -> str:
-        """Prompt in, whole text out: what framework LLM classes backed by this engine call."""
-        return await self._complete(self.tokenize(prompt), sampling)
-
-    async def stream_text(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str]:
-        """Prompt in, text deltas out as the engine produces them."""
-        async for delta in self._stream_deltas(self.tokenize(prompt), sampling):
-            yield delta
-
     def close(self) -> None:
+        self._tokenizer.shutdown(wait=False)
         self.engine.close()
+
+
+def _item_id(request: GenerateRequest, i: int) -> str:
+    """The vLLM request id of item ``i``: the request's own id when it holds one item."""
+    return request.id if len(request.token_ids) == 1 else f"{request.id}/{i}"
 
 
 def vllm_priority(priority: Priority) -> int:
@@ -283,27 +277,28 @@ def vllm_priority(priority: Priority) -> int:
 class CallablePool(EngineScheduler):
     """Runs local work and opaque framework components on threads, so the event loop never blocks.
 
-    The node's ``params['fn']`` is called with the node's input values as keyword arguments (a
-    coroutine function is awaited on the loop; it hands any blocking work to threads itself; with
-    ``params['batch']``, once per item of its list inputs). A
-    ``parse`` primitive reads items (``params['items']``, a (start, stop) slice, or all) out of its
-    ``text`` input, which may be a stream still being decoded.
+    A ``CallRequest``'s ``fn`` is called with its kwargs (a coroutine function is awaited on the
+    loop; it hands any blocking work to threads itself; with ``per_item``, once per item of its
+    list kwargs). A ``ParseRequest`` reads items out of its text, which may be a stream still
+    being decoded.
     """
 
-    def __init__(self, name: str = "callable", max_workers: int = 16) -> None:
-        super().__init__(name)
+    def __init__(self, id: EngineId, max_workers: int = 16) -> None:
+        super().__init__(id)
         self._threads = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="teola-call")
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        fn = node.params["fn"]
+    async def execute(self, request: EngineRequest) -> Any:
+        if isinstance(request, ParseRequest):
+            return await read_items(request.parse, request.text, request.items)
+        if not isinstance(request, CallRequest):
+            raise self._refuse(request)
+        fn, kwargs = request.fn, request.kwargs
         if inspect.iscoroutinefunction(fn):  # async work (a framework's own async call) runs on the loop
-            return await fn(**args)
-        if node.op is Op.PARSE:
-            return await read_items(fn, args["text"], node.params.get("items"))
-        if node.params.get("batch"):  # every input is a list: one call per item
-            calls = [dict(zip(args, values)) for values in zip(*args.values(), strict=True)]
+            return await fn(**kwargs)
+        if request.per_item:  # every input is a list: one call per item
+            calls = [dict(zip(kwargs, values)) for values in zip(*kwargs.values(), strict=True)]
             return await self._on_thread(lambda: [fn(**a) for a in calls])
-        return await self._on_thread(lambda: fn(**args))
+        return await self._on_thread(lambda: fn(**kwargs))
 
     async def _on_thread(self, call: Callable[[], Any]) -> Any:
         """``call()`` on a pool thread, in this task's context (so what it calls knows which query it serves)."""

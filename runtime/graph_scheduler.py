@@ -1,29 +1,33 @@
 """The graph scheduler: runs one query's primitive graph, each primitive as soon as its inputs are ready.
 
 Every node is one asyncio task that awaits the futures of the nodes it reads; there is no polling
-loop. Each primitive reaches its engine with the priority ``(query priority, -depth)``, where depth
+loop. A node's input values become a typed engine request (``teola.runtime.dispatch``) named
+``<query>:<node>``, sent to the node's engine. Each primitive reaches its engine with the priority ``(query priority, -depth)``, where depth
 is the length of the longest path from the primitive to the graph's outputs: engines serve the
 work farthest from an answer first (the paper's topology-aware batching). A node that fails fails the query with a ``PrimitiveError`` naming it, and the query's
 remaining primitives are cancelled; other queries are untouched. The scheduler records when each
 primitive started and ended (``QueryTrace``), which benchmarks and timelines read.
 
-A node with ``params['stream']`` (a streaming decode) publishes a ``TextStream`` as its output as
-soon as it starts and fills it while it runs, so its consumers start on the first items; with
-``params['stop_after_items'] = (parse, n)`` it stops once ``parse`` finds ``n`` final items, as
-nothing downstream reads further. A graph output that is such a stream is returned as soon as it
+A node with ``meta.stream`` (a streaming decode) publishes a ``TextStream`` as its output as soon
+as it starts and fills it while it runs, so its consumers start on the first items; with
+``meta.stop_after`` it stops once the parse finds that many final items, as nothing downstream
+reads further. A graph output that is such a stream is returned as soon as it
 starts (a streamed answer); its decode goes on filling it after ``run`` has returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import networkx as nx
-from teola.optimizer.ir import Graph, Node, QueryInput
+from teola.optimizer.ir import Graph, Node, Op, QueryInput
+from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
+from teola.runtime.dispatch import request_for, value_of
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
 from teola.runtime.streams import TextStream, complete_items
@@ -61,7 +65,8 @@ class GraphScheduler:
     """
 
     def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler]) -> None:
-        missing = sorted({n.engine for n in plan if n.engine not in engines})
+        plan.lint(Op)
+        missing = sorted({n.engine.name for n in plan if n.engine.name not in engines})
         if missing:
             raise TeolaRuntimeError(f"the plan needs engines {missing}, but only {sorted(engines)} are running")
         self.plan = plan
@@ -81,7 +86,9 @@ class GraphScheduler:
         trace = trace if trace is not None else QueryTrace()
         t0 = time.perf_counter()
         results: dict[str, asyncio.Future] = {node.name: loop.create_future() for node in self._order}
-        tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority)) for node in self._order]
+        query = f"q{next(_query_ids)}"
+        tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query))
+                 for node in self._order]
         streaming: set[str] = set()
         try:
             outputs = {}
@@ -99,30 +106,32 @@ class GraphScheduler:
         return outputs, trace
 
     async def _run_node(self, node: Node, inputs: Mapping[str, Any], results: dict[str, asyncio.Future],
-                        trace: QueryTrace, t0: float, priority: int) -> None:
+                        trace: QueryTrace, t0: float, priority: int, query: str) -> None:
         future = results[node.name]
         try:
             for before in node.after:
                 await asyncio.shield(results[before])
             args = {arg: await _resolve(source, inputs, results) for arg, source in node.inputs.items()}
-            if any(v is SKIPPED for v in args.values()) and not node.params.get("runs_on_skipped"):
+            if any(v is SKIPPED for v in args.values()) and not _runs_on_skipped(node):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
             start = time.perf_counter() - t0
-            engine_priority = (priority, -self.depths[node.name])
             trace.running.add(node.name)
             try:
-                if node.params.get("stream"):
-                    await self._stream(node, args, engine_priority, future)
+                request = request_for(node, args, f"{query}:{node.name}", (priority, -self.depths[node.name]))
+                engine = self.engines[node.engine.name]
+                if node.meta.stream:
+                    await self._stream(node, engine, request, future)
                 else:
-                    future.set_result(_as_outputs(node, await self.engines[node.engine].execute(node, args, engine_priority)))
+                    future.set_result(_as_outputs(node, value_of(node, await engine.execute(request))))
             except (asyncio.CancelledError, PrimitiveError):
                 raise
             except Exception as exc:
-                raise PrimitiveError(node.name, node.op.value, node.engine, exc) from exc
+                raise PrimitiveError(node.name, node.op.value, node.engine.name, exc) from exc
             finally:
                 trace.running.discard(node.name)
-            trace.spans.append(PrimitiveSpan(node.name, node.op.value, node.engine, start, time.perf_counter() - t0))
+            trace.spans.append(PrimitiveSpan(node.name, node.op.value, node.engine.name, start,
+                                             time.perf_counter() - t0))
         except asyncio.CancelledError:
             future.cancel()
             raise
@@ -130,27 +139,33 @@ class GraphScheduler:
             if not future.done():
                 future.set_exception(exc)
 
-    async def _stream(self, node: Node, args: dict[str, Any], priority: tuple[int, int],
-                      future: asyncio.Future) -> None:
+    async def _stream(self, node: Node, engine: EngineScheduler, request: Any, future: asyncio.Future) -> None:
         """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
         stream = TextStream(producer=asyncio.current_task())
         future.set_result({node.outputs[0]: stream})
-        stop_after = node.params.get("stop_after_items")
+        stop_after = node.meta.stop_after
         deltas = None
         error: BaseException | None = None
         try:
-            deltas = self.engines[node.engine].stream(node, args, priority)
+            deltas = engine.stream(request)
             async for delta in deltas:
                 await stream.push(delta)
-                if stop_after and len(complete_items(stop_after[0], stream.text, False)) >= stop_after[1]:
+                if stop_after and len(complete_items(stop_after.parse, stream.text, False)) >= stop_after.items:
                     break
         except Exception as exc:
-            error = PrimitiveError(node.name, node.op.value, node.engine, exc)
+            error = PrimitiveError(node.name, node.op.value, node.engine.name, exc)
             raise error from exc
         finally:
             if deltas is not None:
                 await deltas.aclose()  # an engine stream left early aborts its request
             await stream.finish(error)
+
+
+_query_ids = itertools.count()
+
+
+def _runs_on_skipped(node: Node) -> bool:
+    return isinstance(node.args, FnArgs) and node.args.runs_on_skipped
 
 
 async def _resolve(source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> Any:
@@ -177,7 +192,7 @@ def _as_outputs(node: Node, value: Any) -> dict[str, Any]:
     if len(node.outputs) == 1:
         return {node.outputs[0]: value}
     if not isinstance(value, Mapping) or set(value) != set(node.outputs):
-        raise PrimitiveError(node.name, node.op.value, node.engine,
+        raise PrimitiveError(node.name, node.op.value, node.engine.name,
                              TypeError(f"expected a mapping with keys {node.outputs}, got {type(value).__name__}"))
     return dict(value)
 

@@ -15,17 +15,18 @@ import threading
 from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
 
 from teola.optimizer.cost_model import LinearCost
-from teola.optimizer.ir import EngineKind, Graph
+from teola.optimizer.ir import Graph
+from teola.optimizer.ops import CALLABLE, EngineId, EngineKind
 from teola.runtime.admission import AdmissionGate, QueryLimits, inside_query
 from teola.runtime.backends.base import Backend
 from teola.runtime.backends.in_process import InProcessBackend
-from teola.runtime.engine_scheduler import (BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler,
-                                            embed_payload, search_payload)
+from teola.runtime.engine_scheduler import BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.errors import TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.profiler import profile_engine
+from teola.runtime.requests import EmbedRequest, SearchRequest
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -42,7 +43,7 @@ class Runtime:
         self._thread = threading.Thread(target=self._loop.run_forever, name="teola-runtime", daemon=True)
         self._thread.start()
         self._lock = threading.Lock()
-        self.engines: dict[str, EngineScheduler] = {EngineKind.CALLABLE.value: CallablePool()}
+        self.engines: dict[str, EngineScheduler] = {CALLABLE.name: CallablePool(CALLABLE)}
         self._profiles: dict[str, LinearCost | None] = {}
         self.gate = AdmissionGate(limits)
 
@@ -87,12 +88,12 @@ class Runtime:
 
     def llm(self, model: str = DEFAULT_LLM, **engine_args: Any) -> LLMScheduler:
         """The shared LLM engine for ``model`` (started on first use; vLLM takes 10-50 s on CPU)."""
-        name = f"llm:{model}"
+        id = EngineId(EngineKind.LLM, f"llm:{model}")
 
         async def start() -> LLMScheduler:
-            return LLMScheduler(name, await self.backend.llm(model, **engine_args))
+            return LLMScheduler(id, await self.backend.llm(model, **engine_args))
 
-        scheduler = self._get_or_start(name, start)
+        scheduler = self._get_or_start(id.name, start)
         started_with = scheduler.engine.settings
         if any(started_with.get(k) != v for k, v in engine_args.items()):
             raise TeolaRuntimeError(f"the shared engine for {model} already runs with {started_with}, not {engine_args}: "
@@ -101,18 +102,19 @@ class Runtime:
 
     def embedding(self, model: str = DEFAULT_EMBEDDING) -> BatchingScheduler:
         """The shared embedding engine for ``model``."""
-        name = f"embedding:{model}"
+        id = EngineId(EngineKind.EMBEDDING, f"embedding:{model}")
 
         async def start() -> BatchingScheduler:
-            return BatchingScheduler(name, await self.backend.embedding(model), embed_payload)
+            return BatchingScheduler(id, await self.backend.embedding(model), EmbedRequest)
 
-        return self._get_or_start(name, start)
+        return self._get_or_start(id.name, start)
 
     def vector_index(self, name: str, build: Callable[[], FaissIndexEngine]) -> BatchingScheduler:
         """The vector index engine ``name``, built by ``build`` the first time it is asked for."""
 
         async def start() -> BatchingScheduler:
-            return BatchingScheduler(name, await self.backend.vector_index(build), search_payload)
+            return BatchingScheduler(EngineId(EngineKind.VECTOR_INDEX, name), await self.backend.vector_index(build),
+                                     SearchRequest)
 
         return self._get_or_start(name, start)
 

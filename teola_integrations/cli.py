@@ -177,7 +177,7 @@ def _show(args: argparse.Namespace) -> int:
             app.ask(pipeline, question)  # warm: both timelines start from the same prefix-cache state
             app.ask(pipeline, question)
             traces[name] = pipeline.last_trace
-    stages = plan_stages(fast.primitive_graph, PASSES, get_runtime().cost_profile({n.engine for n in fast.primitive_graph}))
+    stages = plan_stages(fast.primitive_graph, PASSES, get_runtime().cost_profile({n.engine.name for n in fast.primitive_graph}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     paths = (out / f"{args.framework}-{args.app}-passes.png", out / f"{args.framework}-{args.app}-timeline.png")

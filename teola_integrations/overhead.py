@@ -15,10 +15,16 @@ from tqdm import tqdm
 
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.lowering import lower
+from teola.optimizer.ops import EngineId, EngineKind, RetrieveArgs, SynthesizeArgs
 from teola.optimizer.values import Sampling
-from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler, Priority, embed_payload, search_payload
+from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler
 from teola.runtime.engines.base import BatchEngine
+from teola.runtime.requests import EmbedRequest, EngineRequest, GenerateRequest, SearchRequest, TokenizeRequest
 from teola.runtime.runtime import Runtime
+
+EMBEDDING = EngineId(EngineKind.EMBEDDING, "embedding")
+INDEX = EngineId(EngineKind.VECTOR_INDEX, "index")
+LLM = EngineId(EngineKind.LLM, "llm")
 
 
 class EchoEngine(BatchEngine):
@@ -29,22 +35,24 @@ class EchoEngine(BatchEngine):
 
 
 class EchoLLM(EngineScheduler):
-    """A zero-cost LLM scheduler: prefill returns the prompt, decode an empty answer."""
+    """A zero-cost LLM scheduler: prefill returns the prompts, decode an empty answer each."""
 
-    async def execute(self, node: Node, args: dict[str, Any], priority: Priority = (0, 0)) -> Any:
-        return args.get("prompt", "")
+    async def execute(self, request: EngineRequest) -> Any:
+        if isinstance(request, TokenizeRequest):
+            return list(request.prompts)
+        if isinstance(request, GenerateRequest):
+            return ["" for _ in request.token_ids]
+        raise self._refuse(request)
 
 
 def rag_plan() -> Graph:
     """The demo app's primitive graph (retrieve -> synthesize), with trivial framework callables."""
     g = Graph()
-    g.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",), params={
-        "embed_engine": "embedding", "index_engine": "index", "top_k": 3,
-        "to_nodes": lambda hits, query: hits}))
+    g.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",),
+               RetrieveArgs(EMBEDDING, INDEX, 3, lambda hits, query: hits)))
     g.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": QueryInput("query_str"), "nodes": Ref("retrieve", "nodes")},
-               ("response",), params={"llm_engine": "llm", "sampling": Sampling(),
-                                      "build_prompt": lambda query, nodes: query,
-                                      "finish": lambda query, nodes, answer: answer}))
+               ("response",), SynthesizeArgs(LLM, Sampling(), lambda query, nodes: query,
+                                             finish=lambda query, nodes, answer: answer)))
     g.set_output("response", Ref("synthesize", "response"))
     return lower(g)
 
@@ -54,9 +62,9 @@ def measure_overhead(queries: int = 500, concurrency: int = 16) -> dict[str, flo
     runtime = Runtime()
     try:
         runtime.engines.update({
-            "embedding": BatchingScheduler("embedding", EchoEngine(), embed_payload),
-            "index": BatchingScheduler("index", EchoEngine(), search_payload),
-            "llm": EchoLLM("llm"),
+            EMBEDDING.name: BatchingScheduler(EMBEDDING, EchoEngine(), EmbedRequest),
+            INDEX.name: BatchingScheduler(INDEX, EchoEngine(), SearchRequest),
+            LLM.name: EchoLLM(LLM),
         })
         scheduler = runtime.prepare(rag_plan())
         sequential = []

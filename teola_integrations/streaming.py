@@ -11,13 +11,13 @@ import asyncio
 import queue
 from typing import AsyncIterator, Iterator
 
-from teola.runtime.runtime import get_runtime
+from teola.runtime.runtime import Runtime
 
 _END = object()
 
 
-def iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
-    """Yield the items of ``stream`` (pumped on the runtime loop) in the calling thread; the
+def iterate_sync(runtime: Runtime, stream: AsyncIterator[str]) -> Iterator[str]:
+    """Yield the items of ``stream`` (pumped on ``runtime``'s loop) in the calling thread; the
     stream's error, if any, is raised here."""
     items: queue.Queue = queue.Queue()
 
@@ -29,7 +29,7 @@ def iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
             items.put(exc)
         items.put(_END)
 
-    pumping = get_runtime().submit(pump())
+    pumping = runtime.submit(pump())
     try:
         while (item := items.get()) is not _END:
             if isinstance(item, BaseException):
@@ -39,8 +39,8 @@ def iterate_sync(stream: AsyncIterator[str]) -> Iterator[str]:
         pumping.cancel()
 
 
-async def iterate_async(stream: AsyncIterator[str]) -> AsyncIterator[str]:
-    """Yield the items of ``stream`` (pumped on the runtime loop) on the caller's own event loop."""
+async def iterate_async(runtime: Runtime, stream: AsyncIterator[str]) -> AsyncIterator[str]:
+    """Yield the items of ``stream`` (pumped on ``runtime``'s loop) on the caller's own event loop."""
     loop = asyncio.get_running_loop()
     items: asyncio.Queue = asyncio.Queue()
 
@@ -52,7 +52,7 @@ async def iterate_async(stream: AsyncIterator[str]) -> AsyncIterator[str]:
             loop.call_soon_threadsafe(items.put_nowait, exc)
         loop.call_soon_threadsafe(items.put_nowait, _END)
 
-    pumping = get_runtime().submit(pump())
+    pumping = runtime.submit(pump())
     try:
         while (item := await items.get()) is not _END:
             if isinstance(item, BaseException):

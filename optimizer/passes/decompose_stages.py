@@ -4,7 +4,8 @@ A chain is a run of batch primitives over one list (embed N queries -> search N 
 hit lists to nodes). Split into sub-batches, the search of the first sub-batch runs while the
 second is embedded. The sub-batch size comes from the engines' measured costs
 (``teola.optimizer.cost_model``): splitting pays only where an engine's per-item cost outweighs
-its fixed cost per batch. The list's length must be bounded (its producer's ``max_items``).
+its fixed cost per batch. The list's length must be bounded: its producer is a parse of at most
+``max_items`` items.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from teola.optimizer.cost_model import CostProfile, LinearCost, best_split_size
-from teola.optimizer.ir import EngineKind, Graph, Node, Op, Ref
+from teola.optimizer.ir import Graph, Node, Op, Ref
+from teola.optimizer.ops import CALLABLE, FnArgs, ParseArgs
 
 FREE = LinearCost(0.0, 0.0)
 
@@ -35,24 +37,25 @@ def find_batch_chains(graph: Graph) -> list[BatchChain]:
     """Every maximal chain of batch primitives fed by one unsplit, bounded list."""
     chains = []
     for node in graph.topological_order():
-        if not node.params.get("batch"):
+        if not node.batched:
             continue
         sources = {s for s in node.inputs.values() if isinstance(s, Ref)}
-        if len(sources) != 1 or any(graph[s.node].params.get("batch") for s in sources):
+        if len(sources) != 1 or any(graph[s.node].batched for s in sources):
             continue
         (source,) = sources
-        if source.items is not None or "max_items" not in graph[source.node].params:
+        producer = graph[source.node]
+        if source.items is not None or not isinstance(producer.args, ParseArgs):
             continue
         members = [node.name]
         while True:
             consumers = graph.consumers(members[-1])
-            if len(consumers) != 1 or not consumers[0].params.get("batch"):
+            if len(consumers) != 1 or not consumers[0].batched:
                 break
             nxt = consumers[0]
             if not all(isinstance(s, Ref) and (s == source or s.node in members) for s in nxt.inputs.values()):
                 break
             members.append(nxt.name)
-        chains.append(BatchChain(source, tuple(members), int(graph[source.node].params["max_items"])))
+        chains.append(BatchChain(source, tuple(members), producer.args.max_items))
     return chains
 
 
@@ -60,18 +63,19 @@ def split_chain(graph: Graph, chain: BatchChain, size: int) -> Graph:
     """A copy of ``graph`` with ``chain`` run in sub-batches of ``size`` items, joined at its end."""
     split = graph.copy()
     slices = [(start, min(start + size, chain.max_items)) for start in range(0, chain.max_items, size)]
-    last = graph[chain.members[-1]]
-    for name in chain.members[:-1]:  # only the next member reads these; the last becomes the join
-        split.remove(name)
+    parts: dict[str, list[Node]] = {name: [] for name in chain.members}
     for j, items in enumerate(slices):
         for name in chain.members:
             node = graph[name]
-            inputs = {arg: Ref(s.node, s.output, items) if s == chain.source else Ref(f"{s.node}@{j}", s.output)
+            inputs = {arg: Ref(s.node, s.output, items) if s == chain.source else Ref(parts[s.node][j].name, s.output)
                       for arg, s in node.inputs.items()}
-            split.add(replace(node, name=f"{name}@{j}", inputs=inputs))
-    parts = {f"part{j}": Ref(f"{last.name}@{j}", last.outputs[0]) for j in range(len(slices))}
-    split.replace(Node(last.name, Op.FUSE, parts, last.outputs, EngineKind.CALLABLE.value,
-                       {"fn": concat_parts, "pure": True, "label": "join sub-batches"}, last.after))
+            parts[name].append(split.add(replace(node, name=split.fresh_name(f"{name}@{j}"), inputs=inputs)))
+    last = graph[chain.members[-1]]
+    joined = {f"part{j}": Ref(part.name, last.outputs[0]) for j, part in enumerate(parts[last.name])}
+    split.replace(Node(last.name, Op.FUSE, joined, last.outputs, FnArgs(concat_parts, "join sub-batches", pure=True),
+                       CALLABLE, last.after))
+    for name in reversed(chain.members[:-1]):  # only the chain's next member read these; the last is now the join
+        split.erase(name)
     split.lint(Op)
     return split
 
@@ -80,7 +84,7 @@ def decompose_stages(graph: Graph, profile: CostProfile) -> Graph:
     """Split every bounded batch chain at the sub-batch size its engines' costs favour."""
     result = graph
     for chain in find_batch_chains(graph):
-        stages = [profile.get(graph[name].engine, FREE) for name in chain.members]
+        stages = [profile.get(graph[name].engine.name, FREE) for name in chain.members]
         size = best_split_size(chain.max_items, stages)
         if size < chain.max_items:
             result = split_chain(result, chain, size)

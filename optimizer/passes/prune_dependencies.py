@@ -13,7 +13,7 @@ from teola.optimizer.ir import Graph, Node, Op
 
 
 def _opaque(node: Node) -> bool:
-    return node.op is Op.CALL and not node.params.get("pure")
+    return node.op is Op.CALL and not node.args.pure
 
 
 def prune_dependencies(graph: Graph) -> Graph:

@@ -86,14 +86,15 @@ class LLMReplica:
         self._engine = await VLLMEngine.started(model, **settings)
         return _ray().get_runtime_context().get_node_id(), None
 
-    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int) -> AsyncIterator[tuple[str, int | None]]:
+    async def generate(self, token_ids: list[int], sampling: Sampling, priority: int,
+                       request_id: str | None) -> AsyncIterator[tuple[str, int | None]]:
         """The engine's stream for one request (cancelled with the caller's stream: vLLM aborts it)."""
-        async for item in self._engine.generate(token_ids, sampling, priority):
+        async for item in self._engine.generate(token_ids, sampling, priority, request_id):
             yield item
 
-    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int) -> str:
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int, request_id: str | None) -> str:
         """The whole text of one request, sent back once (not a Ray object per delta)."""
-        return await self._engine.complete(token_ids, sampling, priority)
+        return await self._engine.complete(token_ids, sampling, priority, request_id)
 
     def unfinished_requests(self) -> int:
         """How many requests this replica's engine holds unfinished."""
@@ -248,7 +249,8 @@ class RayLLMEngine(_OnReplicas, LLMEngine):
         """Stream one request's text deltas from the replica the router picks."""
         ray = _ray()
         with self._routed(token_ids, sampling) as replica:
-            stream = self.replicas[replica].generate.options(num_returns="streaming").remote(token_ids, sampling, priority)
+            stream = self.replicas[replica].generate.options(num_returns="streaming").remote(token_ids, sampling, priority,
+                                                                                              request_id)
             finished = False
             try:
                 async for ref in stream:
@@ -258,10 +260,11 @@ class RayLLMEngine(_OnReplicas, LLMEngine):
                 if not finished:
                     ray.cancel(stream)  # the replica's engine aborts the request
 
-    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
+                       request_id: str | None = None) -> str:
         """The whole text of one request from the replica the router picks, in one reply."""
         with self._routed(token_ids, sampling) as replica:
-            reply = self.replicas[replica].complete.remote(token_ids, sampling, priority)
+            reply = self.replicas[replica].complete.remote(token_ids, sampling, priority, request_id)
             try:
                 return await reply
             except asyncio.CancelledError:

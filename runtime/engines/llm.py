@@ -106,9 +106,10 @@ class LLMEngine(ChatTokenizer, abc.ABC):
         """Stream ``(text delta, num_cached_tokens or None)`` for one request; abort it if the caller stops early.
         ``priority``: lower is scheduled first. A dead engine raises ``EngineDiedError``."""
 
-    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0) -> str:
+    async def complete(self, token_ids: list[int], sampling: Sampling, priority: int = 0,
+                       request_id: str | None = None) -> str:
         """The whole generated text of one request."""
-        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority)])
+        return "".join([delta async for delta, _ in self.generate(token_ids, sampling, priority, request_id)])
 
     @abc.abstractmethod
     def close(self) -> None:

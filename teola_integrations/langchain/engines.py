@@ -7,7 +7,6 @@ them by what they carry (``teola_engine``, ``teola_sampling``, ``to_documents``)
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
@@ -22,12 +21,12 @@ from langchain_core.vectorstores import VectorStore
 from pydantic import Field, PrivateAttr
 
 from teola.adapters.langchain import to_prompt
+from teola.optimizer.ops import EngineId
 from teola.optimizer.values import Prompt, Sampling
-from teola.runtime.engine_scheduler import BatchingScheduler, LLMScheduler
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
-from teola.runtime.runtime import get_runtime
-from teola_integrations.streaming import iterate_async, iterate_sync
+from teola.runtime.runtime import Runtime, get_runtime
+from teola_integrations.engine_clients import EmbeddingClient, IndexClient, LLMClient
 
 
 class _TeolaLanguageModel:
@@ -37,15 +36,16 @@ class _TeolaLanguageModel:
     max_tokens: int
     temperature: float
     max_model_len: int
-    _engine: LLMScheduler
+    _client: LLMClient
 
-    def _start_engine(self) -> None:
-        self._engine = get_runtime().llm(self.model, max_model_len=self.max_model_len)
+    def _start_engine(self, runtime: Runtime | None) -> None:
+        runtime = runtime or get_runtime()
+        self._client = LLMClient(runtime, runtime.llm(self.model, max_model_len=self.max_model_len))
 
     @property
-    def teola_engine(self) -> str:
-        """The name of the shared engine this model runs on."""
-        return self._engine.name
+    def teola_engine(self) -> EngineId:
+        """The shared engine this model runs on."""
+        return self._client.id
 
     @property
     def teola_sampling(self) -> Sampling:
@@ -56,16 +56,16 @@ class _TeolaLanguageModel:
         return Sampling(max_tokens=self.max_tokens, temperature=self.temperature, stop=tuple(stop or ()))
 
     def _text(self, prompt: Prompt, stop: Sequence[str] | None) -> str:
-        return get_runtime().run(self._engine.generate_text(prompt, self._sampling(stop)))
+        return self._client.text(prompt, self._sampling(stop))
 
     async def _atext(self, prompt: Prompt, stop: Sequence[str] | None) -> str:
-        return await get_runtime().arun(self._engine.generate_text(prompt, self._sampling(stop)))
+        return await self._client.atext(prompt, self._sampling(stop))
 
     def _deltas(self, prompt: Prompt, stop: Sequence[str] | None) -> Iterator[str]:
-        return iterate_sync(self._engine.stream_text(prompt, self._sampling(stop)))
+        return self._client.deltas(prompt, self._sampling(stop))
 
     def _adeltas(self, prompt: Prompt, stop: Sequence[str] | None) -> AsyncIterator[str]:
-        return iterate_async(self._engine.stream_text(prompt, self._sampling(stop)))
+        return self._client.adeltas(prompt, self._sampling(stop))
 
 
 class TeolaChatModel(_TeolaLanguageModel, BaseChatModel):
@@ -81,9 +81,9 @@ class TeolaChatModel(_TeolaLanguageModel, BaseChatModel):
     max_model_len: int = Field(default=2048, gt=0, description="context window the engine is started with")
     _engine: Any = PrivateAttr()
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._start_engine()
+        self._start_engine(runtime)
 
     @property
     def _llm_type(self) -> str:
@@ -126,9 +126,9 @@ class TeolaLLM(_TeolaLanguageModel, LLM):
     max_model_len: int = Field(default=2048, gt=0, description="context window the engine is started with")
     _engine: Any = PrivateAttr()
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._start_engine()
+        self._start_engine(runtime)
 
     @property
     def _llm_type(self) -> str:
@@ -153,21 +153,19 @@ class TeolaLLM(_TeolaLanguageModel, LLM):
 class TeolaEmbeddings(Embeddings):
     """LangChain embeddings served by Teola's shared embedding engine (batched across queries)."""
 
-    def __init__(self, model: str = DEFAULT_EMBEDDING) -> None:
+    def __init__(self, model: str = DEFAULT_EMBEDDING, runtime: Runtime | None = None) -> None:
         self.model = model
-        self._engine: BatchingScheduler = get_runtime().embedding(model)
+        runtime = runtime or get_runtime()
+        self.client = EmbeddingClient(runtime, runtime.embedding(model))
 
     @property
-    def teola_engine(self) -> str:
-        """The name of the shared engine this model runs on."""
-        return self._engine.name
-
-    async def _aembed(self, texts: Sequence[str]) -> list[list[float]]:
-        return [list(map(float, v)) for v in await asyncio.gather(*(self._engine.submit(t) for t in texts))]
+    def teola_engine(self) -> EngineId:
+        """The shared engine this model runs on."""
+        return self.client.id
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text."""
-        return get_runtime().run(self._aembed(texts))
+        return self.client.embed(texts)
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of one query."""
@@ -175,7 +173,7 @@ class TeolaEmbeddings(Embeddings):
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, from any event loop."""
-        return await get_runtime().arun(self._aembed(texts))
+        return await self.client.aembed(texts)
 
     async def aembed_query(self, text: str) -> list[float]:
         """The vector of one query, from any event loop."""
@@ -196,8 +194,9 @@ class TeolaVectorStore(VectorStore):
         self._documents = {doc.id: doc for doc in documents}
         self.index_name = f"index:langchain:{uuid.uuid4().hex[:8]}"
         ids, matrix = list(self._documents), np.asarray(vectors, dtype=np.float32)
-        self._index: BatchingScheduler = get_runtime().vector_index(
-            self.index_name, lambda: FaissIndexEngine.from_vectors(ids, matrix))
+        runtime = embedding.client.runtime
+        self._index = IndexClient(embedding.client, runtime.vector_index(
+            self.index_name, lambda: FaissIndexEngine.from_vectors(ids, matrix)))
 
     @property
     def embeddings(self) -> TeolaEmbeddings:
@@ -228,18 +227,19 @@ class TeolaVectorStore(VectorStore):
         """Search hits (id, score), best first, as copies of the stored documents."""
         return [self._documents[i].model_copy() for i, _ in hits]
 
-    async def _asearch(self, query: str, k: int) -> list[Document]:
-        vector = (await self._embedding._aembed([query]))[0]
-        return self.to_documents(await self._index.submit((vector, k)))
+    @property
+    def index_engine(self) -> EngineId:
+        """The shared vector index engine these documents are searched on."""
+        return self._index.id
 
     def similarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         """The ``k`` documents most similar to ``query``."""
         if kwargs:
             raise TypeError(f"TeolaVectorStore.similarity_search takes only k, got {sorted(kwargs)}")
-        return get_runtime().run(self._asearch(query, k))
+        return self.to_documents(self._index.search(query, k))
 
     async def asimilarity_search(self, query: str, k: int = 4, **kwargs: Any) -> list[Document]:
         """The ``k`` documents most similar to ``query``, from any event loop."""
         if kwargs:
             raise TypeError(f"TeolaVectorStore.asimilarity_search takes only k, got {sorted(kwargs)}")
-        return await get_runtime().arun(self._asearch(query, k))
+        return self.to_documents(await self._index.asearch(query, k))

@@ -19,7 +19,8 @@ from langchain_core.runnables.config import (ensure_config, get_async_callback_m
                                              get_callback_manager_for_config, get_executor_for_config)
 
 from teola.adapters.langchain import StepFrame
-from teola.optimizer.ir import EngineKind, Graph
+from teola.optimizer.ir import Graph
+from teola.optimizer.ops import CALLABLE, EngineId, EngineKind
 from teola.runtime.engine_scheduler import CallablePool
 from teola.runtime.admission import query_context
 from teola.runtime.errors import PrimitiveError
@@ -27,7 +28,7 @@ from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.runtime import Runtime
 
 # The local calls of plans that run off the runtime (small pure functions: merging a parallel's dict).
-_LOCAL_POOL = CallablePool("langchain-local", max_workers=8)
+_LOCAL_POOL = CallablePool(EngineId(EngineKind.CALLABLE, "langchain-local"), max_workers=8)
 
 
 class ChainPlan:
@@ -40,7 +41,7 @@ class ChainPlan:
     def __init__(self, plan: Graph, runtime: Runtime | None) -> None:
         self.plan = plan
         self.runtime = runtime
-        engines = runtime.engines if runtime is not None else {EngineKind.CALLABLE.value: _LOCAL_POOL}
+        engines = runtime.engines if runtime is not None else {CALLABLE.name: _LOCAL_POOL}
         self.scheduler = GraphScheduler(plan, engines)
         self.last_trace: QueryTrace | None = None
 

@@ -15,12 +15,12 @@ from pydantic import BaseModel
 
 from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
 from teola.optimizer.ir import Graph
-from teola.optimizer.lowering import lower
-from teola.optimizer.passes import PASSES, optimize_plan
+from teola.optimizer.passes import PASSES
 from teola.optimizer.stream_output import stream_output
 from teola.runtime.errors import PrimitiveError
 from teola.runtime.graph_scheduler import QueryTrace
 from teola.runtime.runtime import Runtime, get_runtime
+from teola_integrations.compile import compile_graph
 from teola_integrations.langchain.answer_stream import answer_achunks, answer_chunks
 from teola_integrations.langchain.execution import ChainPlan, original_error
 from teola_integrations.streaming import iterate_async, iterate_sync
@@ -43,11 +43,8 @@ class ChainBuild:
 def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES) -> ChainBuild:
     """Trace, lower and optimize ``runnable``."""
     reading = read_runnable(runnable)
-    primitives = lower(reading.graph)
-    passes = tuple(passes)
-    profile = runtime.cost_profile({n.engine for n in primitives}) if "decompose" in passes else {}
-    return ChainBuild(reading.graph, primitives, optimize_plan(primitives, passes, profile), reading.lowered,
-                      reading.final)
+    compiled = compile_graph(reading.graph, runtime, passes)
+    return ChainBuild(compiled.module_graph, compiled.primitive_graph, compiled.plan, reading.lowered, reading.final)
 
 
 class TeolaRunnable(Runnable):
@@ -113,7 +110,7 @@ class TeolaRunnable(Runnable):
         with get_executor_for_config(config) as executor, _raising_original_errors():
             frame = StepFrame(config, run_manager, False, self._streaming.step_context(), executor, kwargs)
             answer = self._streaming.run({"input": input, "frame": frame})["output"]
-            yield from answer_chunks(self._final, iterate_sync(answer.deltas()), config)
+            yield from answer_chunks(self._final, iterate_sync(self._streaming.runtime, answer.deltas()), config)
 
     async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
@@ -121,7 +118,8 @@ class TeolaRunnable(Runnable):
         with _raising_original_errors():
             frame = StepFrame(config, run_manager, True, self._streaming.step_context(), None, kwargs)
             answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
-            async for chunk in answer_achunks(self._final, iterate_async(answer.deltas()), config):
+            async for chunk in answer_achunks(self._final, iterate_async(self._streaming.runtime, answer.deltas()),
+                                              config):
                 yield chunk
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:

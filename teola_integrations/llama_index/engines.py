@@ -6,7 +6,6 @@ a latency comparison measures the execution strategy and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Iterator, Sequence
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -17,28 +16,31 @@ from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
 
 from teola.adapters.llama_index import to_prompt
+from teola.optimizer.ops import EngineId
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
-from teola.runtime.runtime import get_runtime
-from teola_integrations.streaming import iterate_sync
+from teola.runtime.runtime import Runtime, get_runtime
+from teola_integrations.engine_clients import EmbeddingClient, LLMClient
 
 
 class TeolaLLM(CustomLLM):
     """A LlamaIndex chat LLM served by Teola's shared vLLM engine (greedy by default).
 
     ``model`` is ``"smollm2-135m-instruct"`` (the packaged CPU default), a local model folder or a
-    hub id. Chat messages are rendered with the model's own chat template.
+    hub id. Chat messages are rendered with the model's own chat template. ``runtime`` is the
+    Teola runtime whose engines serve it (the process's shared one by default).
     """
 
     model: str = Field(default=DEFAULT_LLM, description="model name, folder or hub id")
     max_tokens: int = Field(default=128, gt=0, description="the most tokens one answer may have")
     temperature: float = Field(default=0.0, ge=0.0, description="0 is greedy decoding")
     max_model_len: int = Field(default=2048, gt=0, description="context window the engine is started with")
-    _engine: Any = PrivateAttr()
+    _client: LLMClient = PrivateAttr()
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._engine = get_runtime().llm(self.model, max_model_len=self.max_model_len)
+        runtime = runtime or get_runtime()
+        self._client = LLMClient(runtime, runtime.llm(self.model, max_model_len=self.max_model_len))
 
     @classmethod
     def class_name(cls) -> str:
@@ -50,9 +52,9 @@ class TeolaLLM(CustomLLM):
                            model_name=self.model)
 
     @property
-    def teola_engine(self) -> str:
-        """The name of the shared engine this LLM runs on."""
-        return self._engine.name
+    def teola_engine(self) -> EngineId:
+        """The shared engine this LLM runs on."""
+        return self._client.id
 
     @property
     def teola_sampling(self) -> Sampling:
@@ -60,13 +62,13 @@ class TeolaLLM(CustomLLM):
         return Sampling(max_tokens=self.max_tokens, temperature=self.temperature)
 
     def _text(self, prompt: Prompt) -> str:
-        return get_runtime().run(self._engine.generate_text(prompt, self.teola_sampling))
+        return self._client.text(prompt, self.teola_sampling)
 
     async def _atext(self, prompt: Prompt) -> str:
-        return await get_runtime().arun(self._engine.generate_text(prompt, self.teola_sampling))
+        return await self._client.atext(prompt, self.teola_sampling)
 
     def _deltas(self, prompt: Prompt) -> Iterator[str]:
-        return iterate_sync(self._engine.stream_text(prompt, self.teola_sampling))
+        return self._client.deltas(prompt, self.teola_sampling)
 
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -110,33 +112,34 @@ class TeolaEmbedding(BaseEmbedding):
     """A LlamaIndex embedding model served by Teola's shared embedding engine (batched across queries)."""
 
     model: str = Field(default=DEFAULT_EMBEDDING, description="packaged default, folder or hub id")
-    _engine: Any = PrivateAttr()
+    _client: EmbeddingClient = PrivateAttr()
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, runtime: Runtime | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("model_name", kwargs.get("model", DEFAULT_EMBEDDING))
         super().__init__(**kwargs)
-        self._engine = get_runtime().embedding(self.model)
+        runtime = runtime or get_runtime()
+        self._client = EmbeddingClient(runtime, runtime.embedding(self.model))
 
     @classmethod
     def class_name(cls) -> str:
         return "TeolaEmbedding"
 
     @property
-    def teola_engine(self) -> str:
-        """The name of the shared engine this model runs on."""
-        return self._engine.name
-
-    async def _aembed(self, texts: Sequence[str]) -> list[list[float]]:
-        return list(await asyncio.gather(*(self._engine.submit(text) for text in texts)))
+    def teola_engine(self) -> EngineId:
+        """The shared engine this model runs on."""
+        return self._client.id
 
     def _get_query_embedding(self, query: str) -> list[float]:
-        return get_runtime().run(self._aembed([query]))[0]
+        return self._client.embed([query])[0]
 
     async def _aget_query_embedding(self, query: str) -> list[float]:
-        return (await get_runtime().arun(self._aembed([query])))[0]
+        return (await self._client.aembed([query]))[0]
 
     def _get_text_embedding(self, text: str) -> list[float]:
         return self._get_query_embedding(text)
 
     def _get_text_embeddings(self, texts: list[str]) -> list[list[float]]:
-        return get_runtime().run(self._aembed(texts))
+        return self._client.embed(texts)
+
+    async def _aget_text_embeddings(self, texts: list[str]) -> list[list[float]]:
+        return await self._client.aembed(texts)

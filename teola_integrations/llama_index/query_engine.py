@@ -12,11 +12,11 @@ from llama_index.core.schema import QueryBundle
 
 from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
 from teola.optimizer.ir import Graph
-from teola.optimizer.lowering import lower
-from teola.optimizer.passes import PASSES, optimize_plan
+from teola.optimizer.passes import PASSES
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.graph_scheduler import QueryTrace
 from teola.runtime.runtime import Runtime, get_runtime
+from teola_integrations.compile import compile_graph
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +40,15 @@ class TeolaQueryEngine(BaseQueryEngine):
                  passes: Iterable[str] = PASSES) -> None:
         super().__init__(callback_manager=native.callback_manager)
         self.native = native
-        self.module_graph: Graph = reading.graph
-        self.primitive_graph: Graph = lower(reading.graph)
         self.fallbacks = list(reading.fallbacks)
         self.last_trace: QueryTrace | None = None
         self._runtime = runtime
         for source in reading.indexes:
             runtime.vector_index(source.name, lambda s=source: _index_engine(s))
-        passes = tuple(passes)
-        profile = runtime.cost_profile({n.engine for n in self.primitive_graph}) if "decompose" in passes else {}
-        self.plan: Graph = optimize_plan(self.primitive_graph, passes, profile)
+        compiled = compile_graph(reading.graph, runtime, passes)
+        self.module_graph: Graph = compiled.module_graph
+        self.primitive_graph: Graph = compiled.primitive_graph
+        self.plan: Graph = compiled.plan
         self._scheduler = runtime.prepare(self.plan)
 
     def _get_prompt_modules(self) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from langchain_core.vectorstores import InMemoryVectorStore
 from teola.adapters.langchain import UnsupportedRunnableError, level_graph, read_runnable
 from teola.optimizer.ir import ModuleKind
 from teola.optimizer.lowering import lower
+from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.passes import optimize_plan
 from teola.optimizer.values import PromptPrefix, Sampling
 
@@ -24,16 +25,16 @@ from teola.optimizer.values import PromptPrefix, Sampling
 class EngineChat(FakeListChatModel):
     """A fake chat model that carries what an engine-backed one carries."""
 
-    teola_engine: str = "llm"
+    teola_engine: EngineId = EngineId(EngineKind.LLM, "llm")
     teola_sampling: Sampling = Sampling(max_tokens=8)
 
 
 class EngineEmbedding(DeterministicFakeEmbedding):
-    teola_engine: str = "embedding"
+    teola_engine: EngineId = EngineId(EngineKind.EMBEDDING, "embedding")
 
 
 class EngineStore(InMemoryVectorStore):
-    index_name = "index:test"
+    index_engine = EngineId(EngineKind.VECTOR_INDEX, "index:test")
 
     def to_documents(self, hits):
         return [Document(id=i, page_content=i) for i, _ in hits]
@@ -59,24 +60,24 @@ def test_rag_chain_lowers_retriever_and_prompt_model_parser_into_one_llm_call(re
     reading = read_runnable(chain)
     [retrieve] = _modules(reading, ModuleKind.RETRIEVE)
     [generate] = _modules(reading, ModuleKind.GENERATE)
-    assert retrieve.params["top_k"] == 2 and retrieve.params["index_engine"] == "index:test"
+    assert retrieve.args.top_k == 2 and retrieve.args.index == EngineId(EngineKind.VECTOR_INDEX, "index:test")
     assert len(reading.lowered) == 2
     # the question is known from the input: it is the prefix's only input; the context is not
-    assert len(generate.params["prefix_inputs"]) == 1
-    question_var = generate.params["prefix_inputs"][0]
-    prefix = generate.params["build_prefix"](**{question_var: "What is pass?"})
+    assert len(generate.args.prefix.inputs) == 1
+    question_var = generate.args.prefix.inputs[0]
+    prefix = generate.args.prefix.build(**{question_var: "What is pass?"})
     assert isinstance(prefix, PromptPrefix)
     assert "Q: What is pass?" in prefix.prompt.messages[-1].content
     plan = optimize_plan(lower(reading.graph))
-    assert any(n.params.get("warm") for n in plan)
+    assert any(n.meta.warm for n in plan)
 
 
 def test_the_prompt_is_the_one_langchain_builds(retriever):
     chain = {"context": RunnableLambda(lambda x: "ctx"), "question": RunnablePassthrough()} | PROMPT | EngineChat(responses=["x"])
     reading = read_runnable(chain)
     [generate] = _modules(reading, ModuleKind.GENERATE)
-    names = {"var0": "ctx", "var1": "q"} if generate.params["prefix_inputs"] == ("var1",) else {"var0": "q", "var1": "ctx"}
-    prompt = generate.params["build_prompt"](**names)
+    names = {"var0": "ctx", "var1": "q"} if generate.args.prefix.inputs == ("var1",) else {"var0": "q", "var1": "ctx"}
+    prompt = generate.args.build_prompt(**names)
     native = PROMPT.invoke({"context": "ctx", "question": "q"}).to_messages()
     assert [m.content for m in prompt.messages] == [m.content for m in native]
 
@@ -86,7 +87,7 @@ def test_the_prompt_is_the_one_langchain_builds(retriever):
 def test_parsers_finish_the_llm_call_as_they_parse_natively_and_say_how_to_stream(parser, text):
     reading = read_runnable(ChatPromptTemplate.from_template("{question}") | EngineChat(responses=["x"]) | parser)
     finish = reading.graph[reading.graph.outputs["output"].node]
-    assert finish.params["fn"](text) == parser.invoke(AIMessage(content=text))
+    assert finish.args.fn(text) == parser.invoke(AIMessage(content=text))
     assert reading.final.parser is parser and reading.final.chat
     assert reading.graph[reading.final.decode].op is ModuleKind.GENERATE  # the decode keeps the call's name
 
@@ -102,12 +103,12 @@ def test_the_first_items_of_a_line_list_stream_into_their_readers_and_the_decode
     reading = read_runnable(chain)
     [generate] = _modules(reading, ModuleKind.GENERATE)
     text = "Here:\n1. alpha\n2. beta\n3. gamma\n4. delta"
-    assert generate.params["max_items"] == 3
-    assert generate.params["parse"](text) == (NumberedListOutputParser() | operator.itemgetter(slice(3))).invoke(text)
+    assert generate.args.max_items == 3
+    assert generate.args.parse(text) == (NumberedListOutputParser() | operator.itemgetter(slice(3))).invoke(text)
     plan = optimize_plan(lower(reading.graph))
-    [decode] = [n for n in plan if n.params.get("stop_after_items")]
-    assert decode.params["stream"] and decode.params["stop_after_items"][1] == 3
-    assert len([n for n in plan if n.params.get("items")]) == 3  # one parse per item, each retrieved on its own
+    [decode] = [n for n in plan if n.meta.stop_after]
+    assert decode.meta.stream and decode.meta.stop_after.items == 3
+    assert len([n for n in plan if n.meta.items]) == 3  # one parse per item, each retrieved on its own
 
 
 def test_lists_that_are_not_line_lists_or_not_cut_are_parsed_whole():
@@ -116,7 +117,7 @@ def test_lists_that_are_not_line_lists_or_not_cut_are_parsed_whole():
     for chain in (prompt | model | CommaSeparatedListOutputParser() | operator.itemgetter(slice(3)),
                   prompt | model | NumberedListOutputParser() | operator.itemgetter(slice(1, 3))):
         [generate] = _modules(read_runnable(chain), ModuleKind.GENERATE)
-        assert "max_items" not in generate.params
+        assert generate.args.max_items is None
 
 
 def test_assign_steps_reading_different_keys_are_independent():
@@ -136,13 +137,13 @@ def test_unknown_steps_run_as_calls_and_the_output_dict_keeps_langchain_order():
     chain = RunnableParallel(x=RunnableLambda(lambda v: v + 1), y=RunnablePassthrough())
     reading = read_runnable(chain)
     calls = [n for n in reading.graph if n.op is ModuleKind.CALL]
-    assert any(n.params["label"] == "dict" for n in calls)
+    assert any(n.args.label == "dict" for n in calls)
     assert read_runnable(chain | RunnableLambda(str)).lowered == []
 
 
 def test_level_graph_tags_children_as_langchain_does():
     seq = RunnableLambda(lambda v: v) | RunnableLambda(lambda v: v)
-    assert [n.params["label"] for n in level_graph(seq)] == ["RunnableLambda", "RunnableLambda"]
+    assert [n.args.label for n in level_graph(seq)] == ["RunnableLambda", "RunnableLambda"]
     par = RunnableParallel(a=RunnablePassthrough(), b=RunnablePassthrough())
     assert [n.name for n in level_graph(par)] == ["key0", "key1", "merge"]
 

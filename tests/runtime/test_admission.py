@@ -13,7 +13,9 @@ import pytest
 
 from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
 from teola.runtime.admission import AdmissionGate, QueryLimits
-from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler, embed_payload
+from teola.optimizer.ops import CALLABLE, EmbedArgs, EngineId, EngineKind, FnArgs
+from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler
+from teola.runtime.requests import EmbedRequest
 from teola.runtime.engines.base import BatchEngine, EngineCapabilities
 from teola.runtime.errors import OverloadedError, QueryTimeoutError
 from teola.runtime.graph_scheduler import QueryTrace
@@ -34,24 +36,32 @@ class SlowEcho(BatchEngine):
         return [f"echo({r})" for r in requests]
 
 
+def _embedding(name: str) -> EngineId:
+    return EngineId(EngineKind.EMBEDDING, name)
+
+
+def _echo(seconds: float) -> BatchingScheduler:
+    return BatchingScheduler(_embedding("echo"), SlowEcho(seconds), EmbedRequest)
+
+
 class Hanging(EngineScheduler):
     """Never answers; records the primitives cancelled while waiting."""
 
     def __init__(self) -> None:
-        super().__init__("hang")
+        super().__init__(_embedding("hang"))
         self.cancelled: list[str] = []
 
-    async def execute(self, node, args, priority=(0, 0)):
+    async def execute(self, request):
         try:
             await asyncio.Event().wait()
         except asyncio.CancelledError:
-            self.cancelled.append(node.name)
+            self.cancelled.append(request.id.split(":", 1)[1])
             raise
 
 
 def _plan(engine: str) -> Graph:
     g = Graph()
-    g.add(Node("work", Op.EMBED, {"text": QueryInput("query_str")}, ("vector",), engine))
+    g.add(Node("work", Op.EMBED, {"text": QueryInput("query_str")}, ("vector",), EmbedArgs(), _embedding(engine)))
     g.set_output("answer", Ref("work", "vector"))
     return g
 
@@ -59,7 +69,7 @@ def _plan(engine: str) -> Graph:
 @pytest.fixture
 def runtime():
     runtime = Runtime(QueryLimits(max_in_flight=4, max_waiting=4))
-    runtime.engines.update({"echo": BatchingScheduler("echo", SlowEcho(0.05), embed_payload), "hang": Hanging()})
+    runtime.engines.update({"echo": _echo(0.05), "hang": Hanging()})
     yield runtime
     runtime.close()
 
@@ -119,7 +129,7 @@ def test_a_cancelled_caller_cancels_its_query_and_its_engine_work(runtime):
 def test_soak_thousands_of_queries_above_capacity_each_answered_as_its_own_or_refused():
     """3000 queries arrive at about 1800/s (in 1.6 s); the engine serves about 320/s (4 a batch, 12.5 ms a batch)."""
     runtime = Runtime(QueryLimits(max_in_flight=32, max_waiting=64))
-    runtime.engines["echo"] = BatchingScheduler("echo", SlowEcho(0.0125), embed_payload)
+    runtime.engines["echo"] = _echo(0.0125)
     scheduler = runtime.prepare(_plan("echo"))
     rng = random.Random(0)
 
@@ -174,7 +184,7 @@ def test_the_gate_alone_admits_in_arrival_order():
 def _calling(fn) -> Graph:
     """A plan of one opaque call: ``fn(query_str=...)``."""
     g = Graph()
-    g.add(Node("outer", Op.CALL, {"query_str": QueryInput("query_str")}, ("out",), "callable", {"fn": fn}))
+    g.add(Node("outer", Op.CALL, {"query_str": QueryInput("query_str")}, ("out",), FnArgs(fn), CALLABLE))
     g.set_output("answer", Ref("outer", "out"))
     return g
 
@@ -184,7 +194,7 @@ def test_a_query_started_inside_a_query_shares_its_slot_instead_of_waiting_forev
     # one slot and no waiting room: were the inner query admitted on its own, it would wait for the
     # slot its parent holds (or be refused)
     runtime = Runtime(QueryLimits(max_in_flight=1, max_waiting=0))
-    runtime.engines["echo"] = BatchingScheduler("echo", SlowEcho(0.01), embed_payload)
+    runtime.engines["echo"] = _echo(0.01)
     inner = runtime.prepare(_plan("echo"))
     seen = {}
 

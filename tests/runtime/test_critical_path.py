@@ -1,4 +1,5 @@
 from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
+from teola.optimizer.ops import CALLABLE, FnArgs
 from teola.runtime.critical_path import critical_path, isolated_latencies
 from teola.runtime.graph_scheduler import PrimitiveSpan, QueryTrace
 
@@ -6,9 +7,9 @@ from teola.runtime.graph_scheduler import PrimitiveSpan, QueryTrace
 def test_the_floor_is_the_slowest_dependent_chain_not_the_sum():
     g = Graph()
     q = QueryInput("query_str")
-    g.add(Node("fast", Op.CALL, {"q": q}, ("out",), "callable"))
-    g.add(Node("slow", Op.CALL, {"q": q}, ("out",), "callable"))
-    g.add(Node("join", Op.CALL, {"a": Ref("fast", "out"), "b": Ref("slow", "out")}, ("out",), "callable"))
+    g.add(Node("fast", Op.CALL, {"q": q}, ("out",), FnArgs(str), CALLABLE))
+    g.add(Node("slow", Op.CALL, {"q": q}, ("out",), FnArgs(str), CALLABLE))
+    g.add(Node("join", Op.CALL, {"a": Ref("fast", "out"), "b": Ref("slow", "out")}, ("out",), FnArgs(str), CALLABLE))
     g.set_output("out", Ref("join", "out"))
     trace = QueryTrace([PrimitiveSpan("fast", "call", "c", 0.0, 0.1), PrimitiveSpan("slow", "call", "c", 0.1, 0.4),
                         PrimitiveSpan("join", "call", "c", 0.4, 0.5)])

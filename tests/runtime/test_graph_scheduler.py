@@ -1,41 +1,62 @@
 """Pure graph-execution logic, on zero-cost engines defined here (no models needed)."""
 
 import asyncio
+from dataclasses import dataclass
 
 import pytest
 
 from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
-from teola.optimizer.values import SKIPPED
+from teola.optimizer.ops import CALLABLE, DecodeArgs, EngineId, EngineKind, FnArgs, Meta, ParseArgs
+from teola.optimizer.values import SKIPPED, Sampling
 from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler, depths_to_outputs
 
+SLEEP = EngineId(EngineKind.CALLABLE, "sleep")
+LLM = EngineId(EngineKind.LLM, "llm")
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A call that takes ``seconds``, then fails or returns ``value`` or its inputs joined."""
+
+    seconds: float = 0
+    fail: bool = False
+    value: object = None
+
+    def __call__(self, **args):
+        if self.fail:
+            raise ValueError("boom")
+        return self.value if self.value is not None else "+".join(str(v) for v in args.values())
+
 
 class SleepEngine(EngineScheduler):
-    """Sleeps ``params['seconds']`` then returns ``params['value']`` or its input joined."""
+    """Runs ``Sleep`` calls, counting how many run at once."""
 
     def __init__(self) -> None:
-        super().__init__("sleep")
+        super().__init__(SLEEP)
         self.running = 0
         self.max_running = 0
 
-    async def execute(self, node, args, priority=0):
+    async def execute(self, request):
         self.running += 1
         self.max_running = max(self.max_running, self.running)
         try:
-            await asyncio.sleep(node.params.get("seconds", 0))
-            if node.params.get("fail"):
-                raise ValueError(f"boom in {node.name}")
-            return node.params.get("value", "+".join(str(v) for v in args.values()))
+            await asyncio.sleep(request.fn.seconds)
+            return request.fn(**request.kwargs)
         finally:
             self.running -= 1
 
 
+def _sleep(name: str, inputs: dict, **sleep) -> Node:
+    return Node(name, Op.CALL, inputs, ("out",), FnArgs(Sleep(**sleep)), SLEEP)
+
+
 def _diamond(fail: str = "") -> Graph:
     g = Graph()
-    g.add(Node("a", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"seconds": 0.05, "fail": fail == "a"}))
-    g.add(Node("b", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"seconds": 0.05, "fail": fail == "b"}))
-    g.add(Node("c", Op.CALL, {"x": Ref("a", "out"), "y": Ref("b", "out")}, ("out",), "sleep"))
+    g.add(_sleep("a", {"q": QueryInput("query_str")}, seconds=0.05, fail=fail == "a"))
+    g.add(_sleep("b", {"q": QueryInput("query_str")}, seconds=0.05, fail=fail == "b"))
+    g.add(_sleep("c", {"x": Ref("a", "out"), "y": Ref("b", "out")}))
     g.set_output("answer", Ref("c", "out"))
     return g
 
@@ -50,7 +71,7 @@ def test_independent_branches_run_at_the_same_time_and_join():
 
 
 def test_a_failing_primitive_fails_its_query_with_its_name_and_cause():
-    with pytest.raises(PrimitiveError, match="primitive 'b' \\(call on the sleep engine\\) failed: ValueError: boom in b"):
+    with pytest.raises(PrimitiveError, match="primitive 'b' \\(call on the sleep engine\\) failed: ValueError: boom"):
         asyncio.run(GraphScheduler(_diamond(fail="b"), {"sleep": SleepEngine()}).run({"query_str": "q"}))
 
 
@@ -69,12 +90,13 @@ def test_one_failing_query_leaves_concurrent_queries_alone():
 
 def test_skipped_values_skip_consumers_unless_they_opt_in():
     g = Graph()
-    g.add(Node("maybe", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"value": SKIPPED}))
-    g.add(Node("use", Op.CALL, {"x": Ref("maybe", "out")}, ("out",), "sleep", {"value": "ran"}))
-    g.add(Node("finish", Op.CALL, {"x": Ref("use", "out")}, ("out",), "callable",
-               {"fn": lambda x: "fallback" if x is SKIPPED else x, "runs_on_skipped": True}))
+    g.add(_sleep("maybe", {"q": QueryInput("query_str")}, value=SKIPPED))
+    g.add(_sleep("use", {"x": Ref("maybe", "out")}, value="ran"))
+    g.add(Node("finish", Op.CALL, {"x": Ref("use", "out")}, ("out",),
+               FnArgs(lambda x: "fallback" if x is SKIPPED else x, runs_on_skipped=True), CALLABLE))
     g.set_output("answer", Ref("finish", "out"))
-    outputs, trace = asyncio.run(GraphScheduler(g, {"sleep": SleepEngine(), "callable": CallablePool()}).run({"query_str": "q"}))
+    engines = {"sleep": SleepEngine(), "callable": CallablePool(CALLABLE)}
+    outputs, trace = asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
     assert outputs == {"answer": "fallback"}
     assert "use" not in {s.node for s in trace.spans}
 
@@ -88,21 +110,21 @@ def test_missing_engines_and_inputs_are_named():
 
 def test_multi_output_nodes_must_return_a_mapping_of_their_outputs():
     g = Graph()
-    g.add(Node("split", Op.CALL, {"q": QueryInput("query_str")}, ("head", "tail"), "callable",
-               {"fn": lambda q: {"head": q[0], "tail": q[1:]}}))
-    g.add(Node("bad", Op.CALL, {"q": QueryInput("query_str")}, ("x", "y"), "callable", {"fn": lambda q: q}))
+    g.add(Node("split", Op.CALL, {"q": QueryInput("query_str")}, ("head", "tail"),
+               FnArgs(lambda q: {"head": q[0], "tail": q[1:]}), CALLABLE))
+    g.add(Node("bad", Op.CALL, {"q": QueryInput("query_str")}, ("x", "y"), FnArgs(lambda q: q), CALLABLE))
     g.set_output("tail", Ref("split", "tail"))
-    outputs, _ = asyncio.run(GraphScheduler(g, {"callable": CallablePool()}).run({"query_str": "abc"}))
+    outputs, _ = asyncio.run(GraphScheduler(g, {"callable": CallablePool(CALLABLE)}).run({"query_str": "abc"}))
     assert outputs == {"tail": "bc"}
     g.set_output("x", Ref("bad", "x"))
     with pytest.raises(PrimitiveError, match="expected a mapping with keys"):
-        asyncio.run(GraphScheduler(g, {"callable": CallablePool()}).run({"query_str": "abc"}))
+        asyncio.run(GraphScheduler(g, {"callable": CallablePool(CALLABLE)}).run({"query_str": "abc"}))
 
 
 def test_cancelling_a_query_cancels_its_running_primitives():
     engine = SleepEngine()
     g = Graph()
-    g.add(Node("slow", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep", {"seconds": 30}))
+    g.add(_sleep("slow", {"q": QueryInput("query_str")}, seconds=30))
     g.set_output("out", Ref("slow", "out"))
 
     async def main():
@@ -120,16 +142,16 @@ def test_cancelling_a_query_cancels_its_running_primitives():
 
 def test_primitives_reach_engines_with_their_distance_from_the_output_as_priority():
     g = _diamond()
-    g.add(Node("d", Op.CALL, {"q": QueryInput("query_str")}, ("out",), "sleep"))
+    g.add(_sleep("d", {"q": QueryInput("query_str")}))
     g.replace(g["c"].with_inputs(z=Ref("d", "out")))
     g.replace(g["a"].with_inputs(q=Ref("d", "out")))
     assert depths_to_outputs(g) == {"d": 2, "a": 1, "b": 1, "c": 0}
     seen = {}
 
     class Recorder(SleepEngine):
-        async def execute(self, node, args, priority=(0, 0)):
-            seen[node.name] = priority
-            return await super().execute(node, args, priority)
+        async def execute(self, request):
+            seen[request.id.split(":", 1)[1]] = request.priority
+            return await super().execute(request)
 
     asyncio.run(GraphScheduler(g, {"sleep": Recorder()}).run({"query_str": "q"}, priority=3))
     assert seen == {"d": (3, -2), "a": (3, -1), "b": (3, -1), "c": (3, 0)}
@@ -139,50 +161,52 @@ class StreamingEngine(EngineScheduler):
     """An LLM engine whose nodes must all stream."""
 
     def __init__(self) -> None:
-        super().__init__("llm")
+        super().__init__(LLM)
 
-    async def execute(self, node, args, priority=0):
+    async def execute(self, request):
         raise AssertionError("a streaming node must be streamed")
 
 
 class BrokenStream(StreamingEngine):
     """Streams two lines, then its engine fails."""
 
-    async def stream(self, node, args, priority=0):
+    async def stream(self, request):
         yield "one\ntwo\n"
         raise RuntimeError("engine died mid-stream")
 
 
-def _streamed_plan(engine: str) -> Graph:
+def _streamed_plan() -> Graph:
     def lines(text):
         return text.split()
 
     g = Graph()
-    g.add(Node("decode", Op.DECODE, {"q": QueryInput("query_str")}, ("text",), engine, {"stream": True}))
-    g.add(Node("first", Op.PARSE, {"text": Ref("decode", "text")}, ("items",), "callable", {"fn": lines, "items": (0, 1)}))
-    g.add(Node("all", Op.PARSE, {"text": Ref("decode", "text")}, ("items",), "callable", {"fn": lines}))
-    g.add(Node("join", Op.CALL, {"a": Ref("first", "items"), "b": Ref("all", "items")}, ("out",), "callable",
-               {"fn": lambda a, b: (a, b)}))
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.add(Node("first", Op.PARSE, {"text": Ref("decode", "text")}, ("items",), ParseArgs(lines, 2), CALLABLE,
+               meta=Meta(items=(0, 1))))
+    g.add(Node("all", Op.PARSE, {"text": Ref("decode", "text")}, ("items",), ParseArgs(lines, 2), CALLABLE))
+    g.add(Node("join", Op.CALL, {"a": Ref("first", "items"), "b": Ref("all", "items")}, ("out",),
+               FnArgs(lambda a, b: (a, b)), CALLABLE))
     g.set_output("out", Ref("join", "out"))
     return g
 
 
 def test_a_stream_that_fails_midway_fails_its_query_naming_the_decode_not_a_partial_answer():
-    engines = {"llm": BrokenStream(), "callable": CallablePool()}
+    engines = {"llm": BrokenStream(), "callable": CallablePool(CALLABLE)}
     with pytest.raises(PrimitiveError, match="primitive 'decode' .*engine died mid-stream"):
-        asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan("llm"), engines).run({"query_str": "q"}), 5))
+        asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan(), engines).run({"query_str": "q"}), 5))
 
 
 def test_a_streaming_node_on_an_engine_that_cannot_stream_fails_instead_of_hanging():
-    engines = {"sleep": SleepEngine(), "callable": CallablePool()}
+    engines = {"llm": StreamingEngine(), "callable": CallablePool(CALLABLE)}
     with pytest.raises(PrimitiveError, match="does not stream"):
-        asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan("sleep"), engines).run({"query_str": "q"}), 5))
+        asyncio.run(asyncio.wait_for(GraphScheduler(_streamed_plan(), engines).run({"query_str": "q"}), 5))
 
 
 class SlowStream(StreamingEngine):
     """Streams three words, one per tick."""
 
-    async def stream(self, node, args, priority=0):
+    async def stream(self, request):
         for word in ("streamed ", "word ", "by word"):
             await asyncio.sleep(0.01)
             yield word
@@ -190,7 +214,8 @@ class SlowStream(StreamingEngine):
 
 def test_a_streamed_output_is_returned_at_once_and_goes_on_filling():
     g = Graph()
-    g.add(Node("decode", Op.DECODE, {"q": QueryInput("query_str")}, ("text",), "llm", {"stream": True}))
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
     g.set_output("answer", Ref("decode", "text"))
 
     async def main():

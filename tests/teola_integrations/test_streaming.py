@@ -4,22 +4,28 @@ import asyncio
 import time
 
 from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
+from teola.optimizer.ops import DecodeArgs, EngineId, EngineKind, Meta
+from teola.optimizer.values import Sampling
 from teola.runtime.engine_scheduler import EngineScheduler
+from teola.runtime.requests import GenerateRequest
 from teola.runtime.runtime import get_runtime
 from teola_integrations.streaming import iterate_async, iterate_sync
+
+
+ENDLESS = EngineId(EngineKind.LLM, "endless-llm")
 
 
 class EndlessLLM(EngineScheduler):
     """Streams "tok " forever, 5 ms apart; records when a stream's request is closed early."""
 
     def __init__(self) -> None:
-        super().__init__("endless-llm")
+        super().__init__(ENDLESS)
         self.aborted = 0
 
-    async def execute(self, node, args, priority=(0, 0)):
+    async def execute(self, request):
         raise TypeError("this engine only streams")
 
-    async def stream(self, node, args, priority=(0, 0)):
+    async def stream(self, request):
         try:
             while True:
                 await asyncio.sleep(0.005)
@@ -30,7 +36,8 @@ class EndlessLLM(EngineScheduler):
 
 def _streamed_answer() -> Graph:
     g = Graph()
-    g.add(Node("answer", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), "endless-llm", {"stream": True}))
+    g.add(Node("answer", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), ENDLESS,
+               meta=Meta(stream=True)))
     g.set_output("answer", Ref("answer", "text"))
     return g
 
@@ -47,7 +54,7 @@ def test_a_sync_reader_that_stops_early_cancels_the_decode_behind_a_streamed_ans
     runtime.engines[engine.name] = engine
     outputs, _ = runtime.execute(runtime.prepare(_streamed_answer()), {"query_str": [1, 2, 3]})
     stream = outputs["answer"]
-    reader = iterate_sync(stream.deltas())
+    reader = iterate_sync(runtime, stream.deltas())
     first = [next(reader) for _ in range(3)]
     assert all(delta.split() and set(delta.split()) == {"tok"} for delta in first)  # deltas may hold several tokens
     reader.close()
@@ -64,10 +71,10 @@ def test_an_async_reader_that_is_cancelled_stops_the_engine_stream():
 
     async def read_a_little():
         async def deltas():
-            async for delta in engine.stream(None, {}):
+            async for delta in engine.stream(GenerateRequest(([1],), Sampling())):
                 yield delta
 
-        reader = iterate_async(deltas())
+        reader = iterate_async(runtime, deltas())
         assert await anext(reader) == "tok "
         await reader.aclose()
 

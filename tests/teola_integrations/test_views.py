@@ -4,6 +4,7 @@ from matplotlib.collections import PolyCollection
 
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.lowering import lower
+from teola.optimizer.ops import EngineId, EngineKind, GenerateArgs, PrefixSpec, RetrieveArgs
 from teola.optimizer.passes import PASSES, optimize_plan, plan_stages
 from teola.optimizer.values import Sampling
 from teola.runtime.graph_scheduler import PrimitiveSpan, QueryTrace
@@ -12,12 +13,12 @@ from teola_integrations.views import stages_figure, timeline_figure
 
 def _rag() -> Graph:
     g = Graph()
-    g.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",), params={
-        "embed_engine": "embedding", "index_engine": "index", "top_k": 3, "to_nodes": lambda hits, query: hits}))
+    g.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": QueryInput("query_str")}, ("nodes",), RetrieveArgs(
+        EngineId(EngineKind.EMBEDDING, "embedding"), EngineId(EngineKind.VECTOR_INDEX, "index"), 3,
+        lambda hits, query: hits)))
     g.add(Node("answer", ModuleKind.GENERATE, {"q": QueryInput("query_str"), "nodes": Ref("retrieve", "nodes")},
-               ("text",), params={"llm_engine": "llm", "sampling": Sampling(max_tokens=8),
-                                  "build_prompt": lambda q, nodes: None, "build_prefix": lambda q: None,
-                                  "prefix_inputs": ("q",)}))
+               ("text",), GenerateArgs(EngineId(EngineKind.LLM, "llm"), Sampling(max_tokens=8), lambda q, nodes: None,
+                                       PrefixSpec(lambda q: None, ("q",)))))
     g.set_output("answer", Ref("answer", "text"))
     return lower(g)
 

@@ -7,11 +7,22 @@ import pytest
 
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.lowering import lower
+from teola.optimizer.ops import (CALLABLE, EngineId, EngineKind, FnArgs, GenerateArgs, PrefixSpec, RetrieveArgs,
+                                 SynthesizeArgs)
 from teola.optimizer.values import PromptPrefix, Prompt, Sampling
-from teola.runtime.engine_scheduler import BatchingScheduler, CallablePool, EngineScheduler, embed_payload, search_payload
+from teola.runtime.engine_scheduler import BatchingScheduler, CallablePool, EngineScheduler
 from teola.runtime.engines.base import BatchEngine
+from teola.runtime.requests import EmbedRequest, GenerateRequest, SearchRequest, TokenizeRequest, WarmPrefixRequest
 
 GENERATED = 3
+LLM = EngineId(EngineKind.LLM, "llm")
+EMB = EngineId(EngineKind.EMBEDDING, "emb")
+IDX = EngineId(EngineKind.VECTOR_INDEX, "idx")
+
+
+def retrieve_args(batch: bool = False) -> RetrieveArgs:
+    """Retrieval on the zero-model engines; its nodes are (query, hits)."""
+    return RetrieveArgs(EMB, IDX, 2, lambda hits, query: (query, hits), batch=batch)
 
 
 def parse_queries(text: str) -> list[str]:
@@ -22,20 +33,18 @@ def parse_queries(text: str) -> list[str]:
 def advanced_rag_modules() -> Graph:
     q = QueryInput("query_str")
     g = Graph()
-    g.add(Node("expand", ModuleKind.GENERATE, {"query": q}, ("queries",), params={
-        "llm_engine": "llm", "sampling": Sampling(), "build_prompt": lambda query: Prompt(text=f"expand:{query}"),
-        "parse": parse_queries, "max_items": GENERATED}))
-    retrieve = {"embed_engine": "emb", "index_engine": "idx", "top_k": 2, "to_nodes": lambda hits, query: (query, hits)}
-    g.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": q}, ("nodes",), params=retrieve, after=("expand",)))
+    g.add(Node("expand", ModuleKind.GENERATE, {"query": q}, ("queries",), GenerateArgs(
+        LLM, Sampling(), lambda query: Prompt(text=f"expand:{query}"), parse=parse_queries, max_items=GENERATED)))
+    g.add(Node("retrieve", ModuleKind.RETRIEVE, {"query": q}, ("nodes",), retrieve_args(), after=("expand",)))
     g.add(Node("retrieve_gen", ModuleKind.RETRIEVE, {"query": Ref("expand", "queries")}, ("nodes",),
-               params={**retrieve, "batch": True}, after=("retrieve",)))
+               retrieve_args(batch=True), after=("retrieve",)))
     g.add(Node("fuse", ModuleKind.FUSE, {"original": Ref("retrieve", "nodes"), "generated": Ref("retrieve_gen", "nodes")},
-               ("nodes",), params={"fn": lambda original, generated: [original, *generated]}, after=("retrieve_gen",)))
-    g.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": q, "nodes": Ref("fuse", "nodes")}, ("response",), params={
-        "llm_engine": "llm", "sampling": Sampling(),
-        "build_prompt": lambda query, nodes: Prompt(text=f"answer:{query}|{nodes}"),
-        "build_prefix": lambda query: PromptPrefix(Prompt(text=f"answer:{query}|CONTEXT"), "CONTEXT"),
-        "prefix_inputs": ("query",), "finish": lambda query, nodes, answer: answer}, after=("fuse",)))
+               ("nodes",), FnArgs(lambda original, generated: [original, *generated]), after=("retrieve_gen",)))
+    g.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": q, "nodes": Ref("fuse", "nodes")}, ("response",),
+               SynthesizeArgs(LLM, Sampling(), lambda query, nodes: Prompt(text=f"answer:{query}|{nodes}"),
+                              PrefixSpec(lambda query: PromptPrefix(Prompt(text=f"answer:{query}|CONTEXT"), "CONTEXT"),
+                                         ("query",)),
+                              finish=lambda query, nodes, answer: answer), after=("fuse",)))
     g.set_output("response", Ref("synthesize", "response"))
     return g
 
@@ -66,24 +75,25 @@ class ScriptedLLM(EngineScheduler):
     EXPANSION = "alpha\n\nbeta\ngamma\ndelta\nepsilon\n"
 
     def __init__(self) -> None:
-        super().__init__("llm")
+        super().__init__(LLM)
         self.warmed: list[str] = []
         self.streamed_chars = 0
 
     def _answer(self, prompt: str) -> str:
         return self.EXPANSION if prompt.startswith("expand:") else f"ANSWER[{prompt}]"
 
-    async def execute(self, node, args, priority=(0, 0)):
-        if node.params.get("warm"):
-            prefix = args["prompt"]
-            self.warmed.append(prefix.prompt.text.split(prefix.cut)[0])
+    async def execute(self, request):
+        if isinstance(request, WarmPrefixRequest):
+            self.warmed.append(request.prefix.prompt.text.split(request.prefix.cut)[0])
             return self.warmed[-1]
-        if "prompt" in args:
-            return args["prompt"].text
-        return self._answer(args["tokens"])
+        if isinstance(request, TokenizeRequest):
+            return [prompt.text for prompt in request.prompts]
+        assert isinstance(request, GenerateRequest)
+        return [self._answer(tokens) for tokens in request.token_ids]
 
-    async def stream(self, node, args, priority=(0, 0)):
-        for char in self._answer(args["tokens"]):
+    async def stream(self, request):
+        [tokens] = request.token_ids
+        for char in self._answer(tokens):
             await asyncio.sleep(0.001)
             self.streamed_chars += 1
             yield char
@@ -91,8 +101,8 @@ class ScriptedLLM(EngineScheduler):
 
 def new_engines() -> dict[str, EngineScheduler]:
     """Fresh zero-model engines (their queues bind to the event loop that first uses them)."""
-    return {"llm": ScriptedLLM(), "emb": BatchingScheduler("emb", EchoEngine("v"), embed_payload),
-            "idx": BatchingScheduler("idx", EchoEngine("h"), search_payload), "callable": CallablePool()}
+    return {"llm": ScriptedLLM(), "emb": BatchingScheduler(EMB, EchoEngine("v"), EmbedRequest),
+            "idx": BatchingScheduler(IDX, EchoEngine("h"), SearchRequest), "callable": CallablePool(CALLABLE)}
 
 
 @pytest.fixture

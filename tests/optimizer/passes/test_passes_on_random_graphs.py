@@ -7,6 +7,7 @@ The graphs mix what the passes act on: framework order edges (prune), batched em
 """
 
 import asyncio
+from dataclasses import replace
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -14,12 +15,15 @@ from hypothesis import strategies as st
 from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.lowering import lower
+from teola.optimizer.ops import EngineId, EngineKind, FnArgs, GenerateArgs, PrefixSpec, RetrieveArgs
 from teola.optimizer.passes import PASSES, optimize_plan
 from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 from teola.runtime.graph_scheduler import GraphScheduler
 
 QUERY = QueryInput("query_str")
-RETRIEVE = {"embed_engine": "emb", "index_engine": "idx", "top_k": 2, "to_nodes": lambda hits, query: (query, hits)}
+LLM = EngineId(EngineKind.LLM, "llm")  # the engines of conftest.py
+RETRIEVE = RetrieveArgs(EngineId(EngineKind.EMBEDDING, "emb"), EngineId(EngineKind.VECTOR_INDEX, "idx"), 2,
+                        lambda hits, query: (query, hits))
 COSTS = {"emb": LinearCost(0.001, 0.05), "idx": LinearCost(0.001, 0.05)}
 
 
@@ -47,38 +51,36 @@ def module_graphs(draw) -> Graph:
         if kind == "expand":
             limit = draw(st.integers(1, 4))
             source = draw(st.sampled_from(texts))
-            g.add(Node(name, ModuleKind.GENERATE, {"x": source}, ("items",), params={
-                "llm_engine": "llm", "sampling": Sampling(), "build_prompt": lambda x: Prompt(text=f"expand:{x}"),
-                "parse": _lines(limit), "max_items": limit}, after=after))
+            g.add(Node(name, ModuleKind.GENERATE, {"x": source}, ("items",), GenerateArgs(
+                LLM, Sampling(), lambda x: Prompt(text=f"expand:{x}"), parse=_lines(limit), max_items=limit), after=after))
             lists.append((Ref(name, "items"), limit))
         elif kind == "retrieve_each" and lists:
             source, _ = draw(st.sampled_from(lists))
-            g.add(Node(name, ModuleKind.RETRIEVE, {"query": source}, ("nodes",), params={**RETRIEVE, "batch": True},
+            g.add(Node(name, ModuleKind.RETRIEVE, {"query": source}, ("nodes",), replace(RETRIEVE, batch=True),
                        after=after))
             texts.append(Ref(name, "nodes"))
         elif kind == "retrieve" or kind == "retrieve_each":
-            g.add(Node(name, ModuleKind.RETRIEVE, {"query": draw(st.sampled_from(texts))}, ("nodes",), params=RETRIEVE,
+            g.add(Node(name, ModuleKind.RETRIEVE, {"query": draw(st.sampled_from(texts))}, ("nodes",), RETRIEVE,
                        after=after))
             texts.append(Ref(name, "nodes"))
         elif kind == "generate":
             late = draw(st.sampled_from(texts))
-            params = {"llm_engine": "llm", "sampling": Sampling(),
-                      "build_prompt": lambda q, late: Prompt(text=f"gen:{q}|{late}")}
+            prefix = None
             if draw(st.booleans()):  # the question-first part is known before ``late``
-                params.update(build_prefix=lambda q: PromptPrefix(Prompt(text=f"gen:{q}|LATE"), "LATE"),
-                              prefix_inputs=("q",))
-            g.add(Node(name, ModuleKind.GENERATE, {"q": QUERY, "late": late}, ("text",), params=params, after=after))
+                prefix = PrefixSpec(lambda q: PromptPrefix(Prompt(text=f"gen:{q}|LATE"), "LATE"), ("q",))
+            g.add(Node(name, ModuleKind.GENERATE, {"q": QUERY, "late": late}, ("text",),
+                       GenerateArgs(LLM, Sampling(), lambda q, late: Prompt(text=f"gen:{q}|{late}"), prefix), after=after))
             texts.append(Ref(name, "text"))
         else:
             sources = draw(st.lists(st.sampled_from(texts + [ref for ref, _ in lists]), min_size=1, max_size=3))
             g.add(Node(name, ModuleKind.CALL, {f"a{k}": s for k, s in enumerate(sources)}, ("out",),
-                       params={"fn": _join, "pure": draw(st.booleans())}, after=after))
+                       FnArgs(_join, pure=draw(st.booleans())), after=after))
             texts.append(Ref(name, "out"))
         names.append(name)
     read = {s.node for n in g for s in n.inputs.values() if isinstance(s, Ref)}
     leaves = [n.name for n in g if n.name not in read]
     g.add(Node("answer", ModuleKind.CALL, {leaf: Ref(leaf, g[leaf].outputs[0]) for leaf in leaves}, ("out",),
-               params={"fn": _join, "pure": True}))
+               FnArgs(_join, pure=True)))
     g.set_output("answer", Ref("answer", "out"))
     return g
 

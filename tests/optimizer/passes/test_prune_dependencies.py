@@ -1,4 +1,5 @@
 from teola.optimizer.ir import Graph, Node, Op, QueryInput
+from teola.optimizer.ops import CALLABLE, FnArgs
 from teola.optimizer.passes.prune_dependencies import prune_dependencies
 
 
@@ -14,9 +15,9 @@ def test_pruning_drops_module_order_where_no_data_flows(primitives):
 def test_pruning_keeps_the_order_of_opaque_calls_and_leaves_its_input_alone(primitives):
     g = Graph()
     q = QueryInput("query_str")
-    g.add(Node("write", Op.CALL, {"q": q}, ("out",), "callable", {"fn": print}))
-    g.add(Node("read", Op.CALL, {"q": q}, ("out",), "callable", {"fn": print}, after=("write",)))
-    g.add(Node("pure", Op.CALL, {"q": q}, ("out",), "callable", {"fn": print, "pure": True}, after=("read",)))
+    g.add(Node("write", Op.CALL, {"q": q}, ("out",), FnArgs(print), CALLABLE))
+    g.add(Node("read", Op.CALL, {"q": q}, ("out",), FnArgs(print), CALLABLE, after=("write",)))
+    g.add(Node("pure", Op.CALL, {"q": q}, ("out",), FnArgs(print, pure=True), CALLABLE, after=("read",)))
     before = str(g)
     pruned = prune_dependencies(g)
     assert pruned["read"].after == ("write",)
