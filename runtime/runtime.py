@@ -2,7 +2,10 @@
 
 Engines are started once per process and shared by every query and every optimized app, native
 framework classes backed by them included. Sync callers block on ``run``; async callers await
-``arun`` from any event loop; the work itself always runs on the runtime's own loop.
+``arun`` from any event loop; the work itself always runs on the runtime's own loop. Streams work
+the same way: ``iterate`` and ``aiterate`` read an async stream pumped on the runtime's loop, and a
+reader that stops early (breaks out, closes the iterator, is cancelled) stops the stream there too,
+so the engine request or the query's decode behind it is aborted, not left to run to ``max_tokens``.
 """
 
 from __future__ import annotations
@@ -11,8 +14,9 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
+import queue
 import threading
-from typing import Any, Awaitable, Callable, Iterable, Mapping, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import Graph
@@ -27,9 +31,11 @@ from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.profiler import profile_engine
 from teola.runtime.requests import EmbedRequest, SearchRequest
+from teola.runtime.traces import deliver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_END = object()
 
 
 class Runtime:
@@ -72,6 +78,50 @@ class Runtime:
         if asyncio.get_running_loop() is self._loop:
             return await coro
         return await asyncio.wrap_future(self.submit(coro))
+
+    def iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
+        """Yield the items of ``stream`` (pumped on the runtime loop) in the calling thread; the
+        stream's error, if any, is raised here."""
+        items: queue.Queue = queue.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in stream:
+                    items.put(item)
+            except BaseException as exc:  # handed to the consumer (if it still reads), which re-raises it
+                items.put(exc)
+            items.put(_END)
+
+        pumping = self.submit(pump())
+        try:
+            while (item := items.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            pumping.cancel()
+
+    async def aiterate(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+        """Yield the items of ``stream`` (pumped on the runtime loop) on the caller's own event loop."""
+        loop = asyncio.get_running_loop()
+        items: asyncio.Queue = asyncio.Queue()
+
+        async def pump() -> None:
+            try:
+                async for item in stream:
+                    loop.call_soon_threadsafe(items.put_nowait, item)
+            except BaseException as exc:  # handed to the consumer (if it still reads), which re-raises it
+                loop.call_soon_threadsafe(items.put_nowait, exc)
+            loop.call_soon_threadsafe(items.put_nowait, _END)
+
+        pumping = self.submit(pump())
+        try:
+            while (item := await items.get()) is not _END:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            pumping.cancel()
 
     def _get_or_start(self, name: str, start: Callable[[], Awaitable[EngineScheduler]]) -> EngineScheduler:
         """The engine ``name``, started on the runtime loop by ``start`` the first time it is asked for."""
@@ -136,17 +186,20 @@ class Runtime:
         trace = QueryTrace()
         return await self.gate.run(lambda: scheduler.run(inputs, priority, trace), trace.unfinished, nested)
 
-    def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
-                priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+    def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int = 0) -> dict[str, Any]:
         """Run one query of a prepared plan, once admitted (at once, inside another query), and wait
-        for its outputs and trace."""
-        return self.run(self._admitted(scheduler, inputs, priority, inside_query()))
+        for its outputs; its trace goes to the caller's ``record_traces()``, if one is open."""
+        outputs, trace = self.run(self._admitted(scheduler, inputs, priority, inside_query()))
+        deliver(trace)
+        return outputs
 
-    async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
-                       priority: int = 0) -> tuple[dict[str, Any], QueryTrace]:
+    async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int = 0) -> dict[str, Any]:
         """Run one query of a prepared plan from any event loop, once admitted (at once, inside
-        another query); cancelling the awaiting task cancels the query."""
-        return await self.arun(self._admitted(scheduler, inputs, priority, inside_query()))
+        another query); cancelling the awaiting task cancels the query. Its trace goes to the
+        caller's ``record_traces()``, if one is open."""
+        outputs, trace = await self.arun(self._admitted(scheduler, inputs, priority, inside_query()))
+        deliver(trace)
+        return outputs
 
     def close(self) -> None:
         """Stop every engine, the backend and the loop (a second call does nothing more)."""

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from teola.optimizer.passes import PASSES
 from teola.optimizer.passes.prune_dependencies import prune_dependencies
 from teola.runtime.critical_path import critical_path, isolated_latencies
+from teola.runtime.traces import record_traces
 from teola_integrations.compare import interleave, spread
 
 MODES = ("native", "hand_tuned", "teola")
@@ -119,8 +120,9 @@ def critical_path_floor(app: SuiteApp, questions: list[str], repeats: int) -> di
         app.ask(serial, question)
         floors, paths, teola = [], [], []
         for _ in range(repeats):
-            app.ask(serial, question)
-            length, path = critical_path(true_dependencies, isolated_latencies(serial.last_trace))
+            with record_traces() as recorded:
+                app.ask(serial, question)
+            length, path = critical_path(true_dependencies, isolated_latencies(recorded[-1]))
             floors.append(length)
             paths.append(path)
             start = time.perf_counter()

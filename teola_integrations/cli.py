@@ -164,6 +164,7 @@ def _save_json(path: str, report: dict) -> None:
 def _show(args: argparse.Namespace) -> int:
     from teola.optimizer.passes import PASSES, plan_stages
     from teola.runtime.runtime import get_runtime
+    from teola.runtime.traces import record_traces
     from teola_integrations.data import load_questions
     from teola_integrations.suite_apps import suite_apps
     from teola_integrations.views import stages_figure, timeline_figure
@@ -175,8 +176,9 @@ def _show(args: argparse.Namespace) -> int:
         traces = {}
         for name, pipeline in (("framework order (no passes)", in_order), ("teola (all passes)", fast)):
             app.ask(pipeline, question)  # warm: both timelines start from the same prefix-cache state
-            app.ask(pipeline, question)
-            traces[name] = pipeline.last_trace
+            with record_traces() as recorded:
+                app.ask(pipeline, question)
+            traces[name] = recorded[-1]
     stages = plan_stages(fast.primitive_graph, PASSES, get_runtime().cost_profile({n.engine.name for n in fast.primitive_graph}))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.runtime import Runtime, get_runtime
-from teola_integrations.engine_clients import EmbeddingClient, IndexClient, LLMClient
+from teola.runtime.clients import EmbeddingClient, IndexClient, LLMClient
 
 
 class _TeolaLanguageModel:

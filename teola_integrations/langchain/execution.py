@@ -24,8 +24,9 @@ from teola.optimizer.ops import CALLABLE, EngineId, EngineKind
 from teola.runtime.engine_scheduler import CallablePool
 from teola.runtime.admission import query_context
 from teola.runtime.errors import PrimitiveError
-from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
+from teola.runtime.graph_scheduler import GraphScheduler
 from teola.runtime.runtime import Runtime
+from teola.runtime.traces import deliver
 
 # The local calls of plans that run off the runtime (small pure functions: merging a parallel's dict).
 _LOCAL_POOL = CallablePool(EngineId(EngineKind.CALLABLE, "langchain-local"), max_workers=8)
@@ -35,7 +36,7 @@ class ChainPlan:
     """A prepared plan of one runnable, invoked the way LangChain invokes a composite.
 
     ``runtime`` is where a plan with engine primitives runs; ``None`` means the plan holds only
-    calls and runs on the caller's loop. ``last_trace`` is the primitive timing of the latest run.
+    calls and runs on the caller's loop. Each run's trace goes to the caller's ``record_traces()``.
     """
 
     def __init__(self, plan: Graph, runtime: Runtime | None) -> None:
@@ -43,7 +44,6 @@ class ChainPlan:
         self.runtime = runtime
         engines = runtime.engines if runtime is not None else {CALLABLE.name: _LOCAL_POOL}
         self.scheduler = GraphScheduler(plan, engines)
-        self.last_trace: QueryTrace | None = None
 
     def step_context(self) -> contextvars.Context:
         """The context this plan's steps run in: the caller's, marked as inside a query where the plan
@@ -92,21 +92,21 @@ class ChainPlan:
     def run(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The plan's outputs for ``inputs`` (``input`` and ``frame``), from synchronous code; no chain run."""
         if self.runtime is not None:
-            outputs, self.last_trace = self.runtime.execute(self.scheduler, inputs)
-            return outputs
+            return self.runtime.execute(self.scheduler, inputs)
         loop = asyncio.new_event_loop()  # a call-only plan runs on a loop of the calling thread's own
         try:
-            outputs, self.last_trace = loop.run_until_complete(self.scheduler.run(inputs))
+            outputs, trace = loop.run_until_complete(self.scheduler.run(inputs))
         finally:
             loop.close()
+        deliver(trace)
         return outputs
 
     async def arun(self, inputs: dict[str, Any]) -> dict[str, Any]:
         """The plan's outputs for ``inputs``, from async code; no chain run."""
         if self.runtime is not None:
-            outputs, self.last_trace = await self.runtime.aexecute(self.scheduler, inputs)
-        else:
-            outputs, self.last_trace = await self.scheduler.run(inputs)
+            return await self.runtime.aexecute(self.scheduler, inputs)
+        outputs, trace = await self.scheduler.run(inputs)
+        deliver(trace)
         return outputs
 
 

@@ -18,12 +18,10 @@ from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.optimizer.stream_output import stream_output
 from teola.runtime.errors import PrimitiveError
-from teola.runtime.graph_scheduler import QueryTrace
 from teola.runtime.runtime import Runtime, get_runtime
 from teola_integrations.compile import compile_graph
 from teola_integrations.langchain.answer_stream import answer_achunks, answer_chunks
 from teola_integrations.langchain.execution import ChainPlan, original_error
-from teola_integrations.streaming import iterate_async, iterate_sync
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +56,8 @@ class TeolaRunnable(Runnable):
     text, streaming yields it token by token as the native chain does, from a plan whose final
     decode streams (the parser then streams as in a native stream, with its own child run);
     otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``
-    and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps.
+    and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps. Each
+    invocation's primitive timings go to the caller's ``teola.runtime.traces.record_traces()``.
     """
 
     def __init__(self, native: Runnable, runtime: Runtime | None = None, passes: Iterable[str] = PASSES) -> None:
@@ -74,11 +73,6 @@ class TeolaRunnable(Runnable):
         self._chain = ChainPlan(self.plan, runtime)
         self._final = build.final
         self._streaming = ChainPlan(stream_output(self.plan, build.final.decode, "output"), runtime) if build.final else None
-
-    @property
-    def last_trace(self) -> QueryTrace | None:
-        """Primitive timings of the most recent invocation (of any caller, when they overlap)."""
-        return self._chain.last_trace
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._chain.invoke(self.name, input, config, kwargs)
@@ -110,7 +104,7 @@ class TeolaRunnable(Runnable):
         with get_executor_for_config(config) as executor, _raising_original_errors():
             frame = StepFrame(config, run_manager, False, self._streaming.step_context(), executor, kwargs)
             answer = self._streaming.run({"input": input, "frame": frame})["output"]
-            yield from answer_chunks(self._final, iterate_sync(self._streaming.runtime, answer.deltas()), config)
+            yield from answer_chunks(self._final, self._streaming.runtime.iterate(answer.deltas()), config)
 
     async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
@@ -118,8 +112,7 @@ class TeolaRunnable(Runnable):
         with _raising_original_errors():
             frame = StepFrame(config, run_manager, True, self._streaming.step_context(), None, kwargs)
             answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
-            async for chunk in answer_achunks(self._final, iterate_async(self._streaming.runtime, answer.deltas()),
-                                              config):
+            async for chunk in answer_achunks(self._final, self._streaming.runtime.aiterate(answer.deltas()), config):
                 yield chunk
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:

@@ -20,7 +20,7 @@ from teola.optimizer.ops import EngineId
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.runtime import Runtime, get_runtime
-from teola_integrations.engine_clients import EmbeddingClient, LLMClient
+from teola.runtime.clients import EmbeddingClient, LLMClient
 
 
 class TeolaLLM(CustomLLM):

@@ -14,7 +14,6 @@ from teola.adapters.llama_index import AppReading, IndexSource, read_query_engin
 from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.runtime.engines.vector_index import FaissIndexEngine
-from teola.runtime.graph_scheduler import QueryTrace
 from teola.runtime.runtime import Runtime, get_runtime
 from teola_integrations.compile import compile_graph
 
@@ -32,8 +31,8 @@ class TeolaQueryEngine(BaseQueryEngine):
 
     It keeps the wrapped engine's interface: ``query``/``aquery`` return the same ``Response``
     (text, ``source_nodes``, metadata) the native engine returns. ``primitive_graph`` is the lowered
-    graph, ``plan`` the same after the chosen passes; ``last_trace`` the primitive timings of the
-    most recent query (of any caller, when queries overlap).
+    graph, ``plan`` the same after the chosen passes. Each query's primitive timings go to the
+    caller's ``teola.runtime.traces.record_traces()``, when one is open.
     """
 
     def __init__(self, native: BaseQueryEngine, reading: AppReading, runtime: Runtime,
@@ -41,7 +40,6 @@ class TeolaQueryEngine(BaseQueryEngine):
         super().__init__(callback_manager=native.callback_manager)
         self.native = native
         self.fallbacks = list(reading.fallbacks)
-        self.last_trace: QueryTrace | None = None
         self._runtime = runtime
         for source in reading.indexes:
             runtime.vector_index(source.name, lambda s=source: _index_engine(s))
@@ -55,12 +53,10 @@ class TeolaQueryEngine(BaseQueryEngine):
         return self.native._get_prompt_modules()
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        outputs, self.last_trace = self._runtime.execute(self._scheduler, _inputs(query_bundle))
-        return outputs["response"]
+        return self._runtime.execute(self._scheduler, _inputs(query_bundle))["response"]
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        outputs, self.last_trace = await self._runtime.aexecute(self._scheduler, _inputs(query_bundle))
-        return outputs["response"]
+        return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle)))["response"]
 
 
 def _inputs(query_bundle: QueryBundle) -> dict[str, str]:

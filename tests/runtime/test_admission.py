@@ -92,7 +92,7 @@ def test_queries_beyond_those_running_and_waiting_are_refused_at_once_with_a_cle
     answered = [r for r in results if not isinstance(r, BaseException)]
     refused = [r for r in results if isinstance(r, OverloadedError)]
     assert len(answered) == 8 and len(refused) == 4  # 4 running + 4 waiting; the rest turned away
-    assert [outputs["answer"] for outputs, _ in answered] == [f"echo(q{i})" for i in range(8)]
+    assert [outputs["answer"] for outputs in answered] == [f"echo(q{i})" for i in range(8)]
     assert "max_in_flight=4, max_waiting=4" in str(refused[0]) and "retry later" in str(refused[0])
     assert (runtime.gate.running, runtime.gate.waiting, runtime.gate.refused) == (0, 0, 4)
 
@@ -104,7 +104,7 @@ def test_a_query_past_its_deadline_fails_naming_what_hung_and_its_engine_work_is
         runtime.execute(runtime.prepare(_plan("hang")), {"query_str": "q"})
     assert time.perf_counter() - start < 5
     assert runtime.engines["hang"].cancelled == ["work"]
-    outputs, _ = runtime.execute(runtime.prepare(_plan("echo")), {"query_str": "next"})  # the runtime goes on
+    outputs = runtime.execute(runtime.prepare(_plan("echo")), {"query_str": "next"})  # the runtime goes on
     assert outputs == {"answer": "echo(next)"}
 
 
@@ -135,7 +135,7 @@ def test_soak_thousands_of_queries_above_capacity_each_answered_as_its_own_or_re
 
     async def one(i):
         try:
-            outputs, _ = await runtime.aexecute(scheduler, {"query_str": f"query-{i}"})
+            outputs = await runtime.aexecute(scheduler, {"query_str": f"query-{i}"})
         except OverloadedError:
             return "overloaded"
         return "answered" if outputs["answer"] == f"echo(query-{i})" else "wrong answer"
@@ -200,16 +200,16 @@ def test_a_query_started_inside_a_query_shares_its_slot_instead_of_waiting_forev
 
     def in_a_thread(query_str):
         seen["running"] = runtime.gate.running
-        return runtime.execute(inner, {"query_str": query_str + "!"})[0]["answer"]
+        return runtime.execute(inner, {"query_str": query_str + "!"})["answer"]
 
     async def on_the_loop(query_str):
         seen["running"] = runtime.gate.running
-        return (await runtime.aexecute(inner, {"query_str": query_str + "!"}))[0]["answer"]
+        return (await runtime.aexecute(inner, {"query_str": query_str + "!"}))["answer"]
 
     outer = runtime.prepare(_calling(in_a_thread if caller == "thread" else on_the_loop))
     try:
         future = runtime.submit(runtime.aexecute(outer, {"query_str": "q"}))
-        outputs, _ = future.result(timeout=10)
+        outputs = future.result(timeout=10)
         assert outputs["answer"] == "echo(q!)" and seen["running"] == 1
         # the outer queries themselves are still bounded: with the slot taken, one more is refused
         async def two_at_once():
@@ -217,7 +217,7 @@ def test_a_query_started_inside_a_query_shares_its_slot_instead_of_waiting_forev
                                         return_exceptions=True)
 
         answered, refused = runtime.run(two_at_once())
-        assert answered[0]["answer"] == "echo(a!)" and isinstance(refused, OverloadedError)
+        assert answered["answer"] == "echo(a!)" and isinstance(refused, OverloadedError)
         assert runtime.gate.running == 0
     finally:
         runtime.close()

@@ -12,6 +12,7 @@ from langchain_core.runnables import RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
 from teola.runtime.engines.llm import PromptTooLongError
+from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
 from teola_integrations.langchain.apps import APPS, build_app
 from teola_integrations.search_service import SearchService
@@ -54,17 +55,19 @@ def test_apps_answer_as_langchain_does(name, store, chat, questions, search_url)
 
 def test_the_rag_prompt_prefix_is_prefilled_from_the_question_alone(store, chat, questions):
     fast = optimize(build_app("rag", store, chat).native)
-    [warm] = [n for n in fast.plan if n.params.get("warm")]
+    [warm] = [n for n in fast.plan if n.meta.warm]
     prefix_prompt = fast.plan[warm.inputs["prompt"].node]
     assert all("retrieve" not in str(source) for source in prefix_prompt.inputs.values())
-    fast.invoke({"question": questions[0].question})
-    assert warm.name in {span.node for span in fast.last_trace.spans}
+    with record_traces() as traces:
+        fast.invoke({"question": questions[0].question})
+    assert warm.name in {span.node for span in traces[-1].spans}
 
 
 def test_the_search_app_prefills_the_question_while_the_search_api_answers(store, chat, questions, search_url):
     fast = optimize(build_app("search", store, chat, search_url=search_url).native)
-    fast.invoke({"question": questions[0].question})
-    spans = {span.node: span for span in fast.last_trace.spans}
+    with record_traces() as traces:
+        fast.invoke({"question": questions[0].question})
+    spans = {span.node: span for span in traces[-1].spans}
     [search] = [s for s in spans.values() if s.op == "call" and s.end - s.start >= 0.2]  # the 200 ms API call
     [warm] = [s for s in spans.values() if s.op == "prefill" and "prefix" in s.node]
     assert warm.end < search.end

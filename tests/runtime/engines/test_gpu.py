@@ -40,8 +40,10 @@ def test_faiss_gpu_search_matches_the_cpu_index():
 def test_vllm_on_the_gpu_answers_greedily(runtime):
     from teola.optimizer.values import ChatMessage, Prompt, Sampling
 
-    scheduler = runtime.llm()
+    from teola.runtime.clients import LLMClient
+
+    client = LLMClient(runtime, runtime.llm())
     prompt = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
-    answers = [runtime.run(scheduler.generate_text(prompt, Sampling(max_tokens=16))) for _ in range(3)]
+    answers = [client.text(prompt, Sampling(max_tokens=16)) for _ in range(3)]
     assert answers[1] == answers[2]  # both find the prompt in the prefix cache; the first ran cold
     assert "Paris" in answers[1]

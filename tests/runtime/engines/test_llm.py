@@ -8,8 +8,10 @@ import pytest
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 
-from teola.optimizer.values import ChatMessage, Prompt, Sampling
+from teola.optimizer.values import ChatMessage, Prompt, PromptPrefix, Sampling
+from teola.runtime.clients import LLMClient
 from teola.runtime.engines.llm import PromptTooLongError
+from teola.runtime.requests import WarmPrefixRequest
 from teola.runtime.errors import EngineDiedError, TeolaRuntimeError
 
 pytestmark = pytest.mark.engines
@@ -27,11 +29,9 @@ def test_a_chat_prefix_tokenizes_the_same_alone_and_inside_the_full_prompt(runti
 
 @pytest.mark.answers
 def test_greedy_generation_is_repeatable_and_sensible(runtime, llm):
-    scheduler = runtime.llm()
+    client = LLMClient(runtime, runtime.llm())
     prompt = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
-    first = runtime.run(scheduler.generate_text(prompt, Sampling(max_tokens=16)))
-    second = runtime.run(scheduler.generate_text(prompt, Sampling(max_tokens=16)))
-    third = runtime.run(scheduler.generate_text(prompt, Sampling(max_tokens=16)))
+    first, second, third = (client.text(prompt, Sampling(max_tokens=16)) for _ in range(3))
     assert second == third  # first ran cold; second and third both find the prompt in the prefix cache
     assert "Paris" in first and "Paris" in second
 
@@ -39,8 +39,9 @@ def test_greedy_generation_is_repeatable_and_sensible(runtime, llm):
 @pytest.mark.answers
 def test_streamed_deltas_join_to_the_whole_text(runtime, llm):
     prompt = Prompt(messages=(ChatMessage("user", "Name three colours."),))
-    runtime.run(runtime.llm().generate_text(prompt, llm.teola_sampling))  # same prefix-cache state for both below
-    whole = runtime.run(runtime.llm().generate_text(prompt, llm.teola_sampling))
+    client = LLMClient(runtime, runtime.llm())
+    client.text(prompt, llm.teola_sampling)  # same prefix-cache state for both below
+    whole = client.text(prompt, llm.teola_sampling)
     deltas = [chunk.delta for chunk in llm.stream_chat([LIChatMessage(role="user", content="Name three colours.")])]
     assert len(deltas) > 1 and "".join(deltas) == whole
 
@@ -62,17 +63,13 @@ def test_asking_for_the_shared_engine_with_other_settings_is_refused(runtime, ll
 def test_a_warmed_prompt_prefix_is_reported_cached_by_the_full_request(runtime, llm):
     import uuid
 
-    from teola.optimizer.ir import Node, Op
-    from teola.optimizer.values import PromptPrefix
-
     scheduler = runtime.llm()
     system = ChatMessage("system", f"Session {uuid.uuid4()}. " + "Answer only from the context given below. " * 6)
 
     def prompt(context):
         return Prompt(messages=(system, ChatMessage("user", f"Context:\n{context}\nQuestion: what does pass do?")))
 
-    warm = Node("s.prefill_prefix", Op.PREFILL, {}, ("tokens",), scheduler.name, {"warm": True})
-    warmed = runtime.run(scheduler.execute(warm, {"prompt": PromptPrefix(prompt("@CUT@"), "@CUT@")}))
+    warmed = runtime.run(scheduler.execute(WarmPrefixRequest(PromptPrefix(prompt("@CUT@"), "@CUT@"))))
     full = scheduler.tokenize(prompt("pass is a null operation; nothing happens when it executes."))
     assert len(warmed) >= 64 and full[:len(warmed)] == warmed  # a true prefix of the final prompt
 
@@ -97,10 +94,11 @@ def test_a_dead_engine_core_is_restarted_off_the_loop_requests_are_repeated_and_
     question = Prompt(messages=(ChatMessage("user", "What is the capital of France?"),))
     story = Prompt(messages=(ChatMessage("user", "Tell a long story about a cat."),))
     restarts = scheduler.engine.restarts
+    client = LLMClient(runtime, scheduler)
 
     async def crash_under_requests():
-        whole = asyncio.ensure_future(scheduler.generate_text(question, Sampling(max_tokens=48)))
-        stream = scheduler.stream_text(story, Sampling(max_tokens=200))
+        whole = asyncio.ensure_future(client.generate(question, Sampling(max_tokens=48)))
+        stream = client.stream(story, Sampling(max_tokens=200))
         seen = [await anext(stream)]
         assert not whole.done()
         ticks = [time.monotonic()]
@@ -114,7 +112,7 @@ def test_a_dead_engine_core_is_restarted_off_the_loop_requests_are_repeated_and_
         _kill_engine_core()
         while not scheduler.engine.dead and scheduler.engine.restarts == restarts:
             await asyncio.sleep(0.01)
-        sent_while_dead = asyncio.ensure_future(scheduler.generate_text(question, Sampling(max_tokens=16)))
+        sent_while_dead = asyncio.ensure_future(client.generate(question, Sampling(max_tokens=16)))
         with pytest.raises(EngineDiedError, match="engine core died"):
             async for delta in stream:
                 seen.append(delta)
@@ -129,4 +127,4 @@ def test_a_dead_engine_core_is_restarted_off_the_loop_requests_are_repeated_and_
     # the new core started on a worker thread: the loop kept serving while it did (blocked, the
     # longest pause would be the whole restart, most of crash_to_answers)
     assert longest_pause < crash_to_answers / 3, (longest_pause, crash_to_answers)
-    assert "Paris" in runtime.run(scheduler.generate_text(question, Sampling(max_tokens=16)))  # and it serves on
+    assert "Paris" in client.text(question, Sampling(max_tokens=16))  # and it serves on

@@ -9,7 +9,6 @@ from teola.optimizer.values import Sampling
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.requests import GenerateRequest
 from teola.runtime.runtime import get_runtime
-from teola_integrations.streaming import iterate_async, iterate_sync
 
 
 ENDLESS = EngineId(EngineKind.LLM, "endless-llm")
@@ -52,9 +51,9 @@ def _wait_for(condition) -> bool:
 def test_a_sync_reader_that_stops_early_cancels_the_decode_behind_a_streamed_answer():
     runtime, engine = get_runtime(), EndlessLLM()
     runtime.engines[engine.name] = engine
-    outputs, _ = runtime.execute(runtime.prepare(_streamed_answer()), {"query_str": [1, 2, 3]})
+    outputs = runtime.execute(runtime.prepare(_streamed_answer()), {"query_str": [1, 2, 3]})
     stream = outputs["answer"]
-    reader = iterate_sync(runtime, stream.deltas())
+    reader = runtime.iterate(stream.deltas())
     first = [next(reader) for _ in range(3)]
     assert all(delta.split() and set(delta.split()) == {"tok"} for delta in first)  # deltas may hold several tokens
     reader.close()
@@ -74,7 +73,7 @@ def test_an_async_reader_that_is_cancelled_stops_the_engine_stream():
             async for delta in engine.stream(GenerateRequest(([1],), Sampling())):
                 yield delta
 
-        reader = iterate_async(runtime, deltas())
+        reader = runtime.aiterate(deltas())
         assert await anext(reader) == "tok "
         await reader.aclose()
 

@@ -1,9 +1,10 @@
-"""What the framework model classes backed by Teola's engines send: the graph's own typed requests.
+"""Clients of the shared engines: what framework model classes backed by them send, as typed requests.
 
 A ``TeolaLLM`` or ``TeolaEmbeddings`` called natively sends its engine the same ``TokenizeRequest``,
 ``GenerateRequest``, ``EmbedRequest`` and ``SearchRequest`` a primitive of an optimized graph sends,
 so native calls and optimized queries batch together on one engine. Each client holds the runtime
-it was given: sync callers block on its loop, async callers await it from their own loop.
+it was given: sync callers block on its loop, async callers await it from their own loop, and
+code already on the runtime's loop awaits ``generate``, ``stream``, ``vectors`` and ``hits``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engine_scheduler import BatchingScheduler, LLMScheduler
 from teola.runtime.requests import EmbedRequest, GenerateRequest, SearchRequest, TokenizeRequest
 from teola.runtime.runtime import Runtime
-from teola_integrations.streaming import iterate_async, iterate_sync
 
 
 class LLMClient:
@@ -34,29 +34,31 @@ class LLMClient:
         [token_ids] = await self.engine.execute(TokenizeRequest((prompt,)))
         return GenerateRequest((token_ids,), sampling)
 
-    async def _text(self, prompt: Prompt, sampling: Sampling) -> str:
+    async def generate(self, prompt: Prompt, sampling: Sampling) -> str:
+        """The whole generated text, on the runtime's loop."""
         [text] = await self.engine.execute(await self._request(prompt, sampling))
         return text
 
-    async def _deltas(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str]:
+    async def stream(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str]:
+        """Text deltas, on the runtime's loop."""
         async for delta in self.engine.stream(await self._request(prompt, sampling)):
             yield delta
 
     def text(self, prompt: Prompt, sampling: Sampling) -> str:
         """The whole generated text (blocks)."""
-        return self.runtime.run(self._text(prompt, sampling))
+        return self.runtime.run(self.generate(prompt, sampling))
 
     async def atext(self, prompt: Prompt, sampling: Sampling) -> str:
         """The whole generated text, from any event loop."""
-        return await self.runtime.arun(self._text(prompt, sampling))
+        return await self.runtime.arun(self.generate(prompt, sampling))
 
     def deltas(self, prompt: Prompt, sampling: Sampling) -> Iterator[str]:
         """Text deltas as the engine produces them; closing the iterator aborts the request."""
-        return iterate_sync(self.runtime, self._deltas(prompt, sampling))
+        return self.runtime.iterate(self.stream(prompt, sampling))
 
     def adeltas(self, prompt: Prompt, sampling: Sampling) -> AsyncIterator[str]:
         """Text deltas on the caller's event loop; closing the iterator aborts the request."""
-        return iterate_async(self.runtime, self._deltas(prompt, sampling))
+        return self.runtime.aiterate(self.stream(prompt, sampling))
 
 
 class EmbeddingClient:
@@ -71,16 +73,17 @@ class EmbeddingClient:
         """The engine's identity, as the graphs name it."""
         return self.engine.id
 
-    async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
+    async def vectors(self, texts: Sequence[str]) -> list[list[float]]:
+        """One vector per text, on the runtime's loop."""
         return [list(map(float, v)) for v in await self.engine.execute(EmbedRequest(tuple(texts)))]
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text (blocks)."""
-        return self.runtime.run(self._embed(texts))
+        return self.runtime.run(self.vectors(texts))
 
     async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, from any event loop."""
-        return await self.runtime.arun(self._embed(texts))
+        return await self.runtime.arun(self.vectors(texts))
 
 
 class IndexClient:
@@ -95,15 +98,16 @@ class IndexClient:
         """The index engine's identity, as the graphs name it."""
         return self.index.id
 
-    async def _search(self, query: str, k: int) -> list[tuple[str, float]]:
+    async def hits(self, query: str, k: int) -> list[tuple[str, float]]:
+        """The ``k`` best hits of ``query``, on the runtime's loop."""
         vectors = await self.embedding.engine.execute(EmbedRequest((query,)))
         [hits] = await self.index.execute(SearchRequest(tuple(vectors), k))
         return hits
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` best (id, score) hits of ``query`` (blocks)."""
-        return self.embedding.runtime.run(self._search(query, k))
+        return self.embedding.runtime.run(self.hits(query, k))
 
     async def asearch(self, query: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` best (id, score) hits of ``query``, from any event loop."""
-        return await self.embedding.runtime.arun(self._search(query, k))
+        return await self.embedding.runtime.arun(self.hits(query, k))
