@@ -11,7 +11,10 @@ Engines are recognised by duck typing: an LLM or embedding model backed by a Teo
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -58,13 +61,32 @@ class IndexSource:
     """The vectors a vector index engine must serve, read off a LlamaIndex vector store.
 
     Either ``ids`` + ``vectors`` (a copy, searched by cosine similarity, as SimpleVectorStore does)
-    or ``faiss_index`` (the store's own faiss index, searched in place; ids are positions).
+    or ``faiss_index`` (the store's own faiss index, searched in place; ids are positions). ``key``
+    names what it serves: the store (for as long as it lives) and, for a copy, which ids.
     """
 
-    name: str
+    key: str
     ids: tuple[str, ...] = ()
     vectors: Any = None
     faiss_index: Any = None
+
+    @property
+    def engine(self) -> EngineId:
+        """The vector index engine that serves it."""
+        return EngineId.of(EngineKind.VECTOR_INDEX, self.key)
+
+
+_store_keys: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _store_key(store: Any) -> str:
+    """A key of ``store`` no other store gets, while it lives or after (``id()`` is reused once an
+    object is gone, so a new store there would be served an old store's vectors)."""
+    known = _store_keys.get(id(store))
+    if known is None or known[0]() is not store:
+        known = (weakref.ref(store), uuid.uuid4().hex[:12])
+        _store_keys[id(store)] = known
+    return known[1]
 
 
 @dataclass
@@ -171,13 +193,13 @@ def _add_vector_retrieve(reading: AppReading, name: str, retriever: VectorIndexR
     ``embedding_texts`` it searches by the mean embedding of those texts (a custom query bundle)."""
     store = retriever._vector_store
     index = _index_source(store, retriever._node_ids)
-    if index.name not in {i.name for i in reading.indexes}:
+    if index.key not in {i.key for i in reading.indexes}:
         reading.indexes.append(index)
     inputs: dict[str, Source] = {"query": query}
     if embedding_texts is not None:
         inputs["embedding_texts"] = embedding_texts
     to_nodes = _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict))
-    args = RetrieveArgs(retriever._embed_model.teola_engine, EngineId(EngineKind.VECTOR_INDEX, index.name),
+    args = RetrieveArgs(retriever._embed_model.teola_engine, index.engine,
                         retriever._similarity_top_k, to_nodes, mean_agg if embedding_texts is not None else None,
                         batch=batch)
     reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
@@ -295,11 +317,11 @@ def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
     FaissVectorStore's query ignores node ids, so its index is searched whole, as it is natively.
     """
     if _is_faiss_store(store):
-        return IndexSource(f"index:faiss:{id(store):x}", faiss_index=store._faiss_index)
+        return IndexSource(f"faiss:{_store_key(store)}", faiss_index=store._faiss_index)
     allowed = set(node_ids) if node_ids else None
     ids = tuple(i for i in store.data.embedding_dict if allowed is None or i in allowed)
-    name = f"index:simple:{id(store):x}:{hash(ids):x}"
-    return IndexSource(name, ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
+    digest = hashlib.sha1("\0".join(ids).encode()).hexdigest()[:12]
+    return IndexSource(f"simple:{_store_key(store)}:{digest}", ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
 
 
 def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int | None) -> Callable[..., list[NodeWithScore]]:

@@ -60,6 +60,11 @@ class EngineId:
     def __str__(self) -> str:
         return self.name
 
+    @classmethod
+    def of(cls, kind: EngineKind, key: str) -> "EngineId":
+        """The engine of ``kind`` that serves ``key`` (a model, or the stable key of an index's data)."""
+        return cls(kind, f"{kind.value}:{key}")
+
 
 # Local work (prompt building, parsing, fusing, framework calls) runs on the runtime's thread pool.
 CALLABLE = EngineId(EngineKind.CALLABLE, "callable")

@@ -18,11 +18,11 @@ import itertools
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from teola.optimizer.ops import EngineId
 from teola.optimizer.values import Prompt, Sampling
-from teola.runtime.engines.base import BatchEngine
+from teola.runtime.engines.base import BatchEngine, EngineCapabilities
 from teola.runtime.engines.llm import LLMEngine
 from teola.runtime.errors import EngineDiedError
 from teola.runtime.requests import (BatchRequest, CallRequest, EngineRequest, GenerateRequest, ParseRequest, Priority,
@@ -44,6 +44,16 @@ class EngineScheduler(abc.ABC):
     def stream(self, request: EngineRequest) -> AsyncIterator[str]:
         """Run ``request`` and yield its result as text deltas (engines that stream override this)."""
         raise TypeError(f"the {self.name} engine does not stream; it cannot run a streaming {type(request).__name__}")
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        """What the engine started with."""
+        return {}
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        """What the engine can do (passes consult it: no prefix reuse, no prefill splitting)."""
+        return EngineCapabilities()
 
     def _refuse(self, request: EngineRequest) -> TypeError:
         return TypeError(f"the {self.name} engine ({self.id.kind.value}) does not run a {type(request).__name__}")
@@ -80,6 +90,14 @@ class BatchingScheduler(EngineScheduler):
         self._running: set[asyncio.Task] = set()
         self.batches_sent = 0
         self.requests_sent = 0
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self.engine.settings
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return self.engine.capabilities
 
     async def submit(self, payload: Any, priority: Priority = (0, 0)) -> Any:
         """Queue one request; lower ``priority`` values are served first."""
@@ -175,6 +193,14 @@ class LLMScheduler(EngineScheduler):
         self._remembered = remembered_prefixes
         self._restarting = asyncio.Lock()
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tokenize-{id.name}")
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self.engine.settings
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return self.engine.capabilities
 
     async def execute(self, request: EngineRequest) -> Any:
         if isinstance(request, TokenizeRequest):

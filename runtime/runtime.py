@@ -16,26 +16,27 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
 
 from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import Graph
-from teola.optimizer.ops import CALLABLE, EngineId, EngineKind
+from teola.optimizer.ops import CALLABLE, EngineKind
 from teola.runtime.admission import AdmissionGate, QueryLimits, inside_query
 from teola.runtime.backends.base import Backend
 from teola.runtime.backends.in_process import InProcessBackend
 from teola.runtime.engine_scheduler import BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler
-from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.errors import TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.profiler import profile_engine
-from teola.runtime.requests import EmbedRequest, SearchRequest
+from teola.runtime.registry import ENGINE_KINDS, EngineSpec
 from teola.runtime.traces import deliver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 _END = object()
+_FOREVER = object()  # the holder of an engine asked for without one
 
 
 class Runtime:
@@ -48,9 +49,10 @@ class Runtime:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="teola-runtime", daemon=True)
         self._thread.start()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a released engine's finalizer may run inside engine()
         self.engines: dict[str, EngineScheduler] = {CALLABLE.name: CallablePool(CALLABLE)}
         self._profiles: dict[str, LinearCost | None] = {}
+        self._holders: dict[str, set[object]] = {}
         self.gate = AdmissionGate(limits)
 
     def set_limits(self, limits: QueryLimits) -> None:
@@ -123,50 +125,60 @@ class Runtime:
         finally:
             pumping.cancel()
 
-    def _get_or_start(self, name: str, start: Callable[[], Awaitable[EngineScheduler]]) -> EngineScheduler:
-        """The engine ``name``, started on the runtime loop by ``start`` the first time it is asked for."""
+    def engine(self, spec: EngineSpec, holder: object | None = None) -> EngineScheduler:
+        """The shared engine ``spec`` asks for, started on first use (vLLM takes 10-50 s on CPU). One
+        engine serves every app that asks for its id; asking with other settings is refused. With a
+        ``holder`` (an app), the engine is released once no holder of it is left; without, it runs
+        until the runtime closes."""
+        name = spec.id.name
         with self._lock:
             if name not in self.engines:
                 log.info("starting engine %s", name)
                 self.backend.open()
-                self.engines[name] = self.run(start())
+                self.engines[name] = self.run(self._start(spec))
                 # Exit hooks run last-registered first: re-registering after each start closes the
                 # engines before multiprocessing's own hook waits for vLLM's engine-core process.
                 atexit.unregister(self.close)
                 atexit.register(self.close)
-            return self.engines[name]
+            scheduler = self.engines[name]
+            started_with = scheduler.settings
+            if any(started_with.get(k) != v for k, v in spec.settings.items()):
+                raise TeolaRuntimeError(f"the shared engine {name} already runs with {started_with}, not {dict(spec.settings)}: "
+                                        "ask for the same settings (one engine per model serves every app)")
+            self._holders.setdefault(name, set())
+            if holder is None:
+                self._holders[name].add(_FOREVER)
+            else:
+                key = object()
+                self._holders[name].add(key)
+                weakref.finalize(holder, self._release, name, key).atexit = False
+            return scheduler
+
+    async def _start(self, spec: EngineSpec) -> EngineScheduler:
+        return ENGINE_KINDS[spec.kind].scheduler(spec.id, await self.backend.start(spec))
+
+    def _release(self, name: str, key: object) -> None:
+        """Drop one holder of engine ``name``; close the engine when none is left."""
+        with self._lock:
+            holders = self._holders.get(name)
+            if holders is None or key not in holders:
+                return
+            holders.discard(key)
+            if holders or name not in self.engines or not self._thread.is_alive():
+                return
+            del self._holders[name]
+            engine = self.engines.pop(name)
+            self._profiles.pop(name, None)
+        log.info("releasing engine %s: no app holds it", name)
+        self.submit(_call_on_loop(engine.close))
 
     def llm(self, model: str = DEFAULT_LLM, **engine_args: Any) -> LLMScheduler:
-        """The shared LLM engine for ``model`` (started on first use; vLLM takes 10-50 s on CPU)."""
-        id = EngineId(EngineKind.LLM, f"llm:{model}")
-
-        async def start() -> LLMScheduler:
-            return LLMScheduler(id, await self.backend.llm(model, **engine_args))
-
-        scheduler = self._get_or_start(id.name, start)
-        started_with = scheduler.engine.settings
-        if any(started_with.get(k) != v for k, v in engine_args.items()):
-            raise TeolaRuntimeError(f"the shared engine for {model} already runs with {started_with}, not {engine_args}: "
-                                    "ask for the same settings (one engine per model serves every app)")
-        return scheduler
+        """The shared LLM engine for ``model``, started with ``engine_args`` (see ``VLLMEngine``)."""
+        return self.engine(EngineSpec(EngineKind.LLM, model, engine_args))
 
     def embedding(self, model: str = DEFAULT_EMBEDDING) -> BatchingScheduler:
         """The shared embedding engine for ``model``."""
-        id = EngineId(EngineKind.EMBEDDING, f"embedding:{model}")
-
-        async def start() -> BatchingScheduler:
-            return BatchingScheduler(id, await self.backend.embedding(model), EmbedRequest)
-
-        return self._get_or_start(id.name, start)
-
-    def vector_index(self, name: str, build: Callable[[], FaissIndexEngine]) -> BatchingScheduler:
-        """The vector index engine ``name``, built by ``build`` the first time it is asked for."""
-
-        async def start() -> BatchingScheduler:
-            return BatchingScheduler(EngineId(EngineKind.VECTOR_INDEX, name), await self.backend.vector_index(build),
-                                     SearchRequest)
-
-        return self._get_or_start(name, start)
+        return self.engine(EngineSpec(EngineKind.EMBEDDING, model))
 
     def cost_profile(self, names: Iterable[str]) -> dict[str, LinearCost]:
         """Fitted batch costs of the batching engines among ``names``, each profiled once per process."""
@@ -210,6 +222,7 @@ class Runtime:
                 except Exception:  # closing must go on for the other engines
                     log.exception("closing engine %s failed", engine.name)
             self.engines.clear()
+            self._holders.clear()
             self.backend.close()
         self._loop.call_soon_threadsafe(self._loop.stop)
 

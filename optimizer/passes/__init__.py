@@ -2,21 +2,40 @@
 
 ``optimize_plan`` runs the chosen passes in the order that composes them: pruning first (it frees
 the others to overlap work), then stage decomposition (it sizes sub-batches), prefill splitting,
-and decoding pipelining (it streams into whatever sub-batches exist).
+and decoding pipelining (it streams into whatever sub-batches exist). ``REQUIRES`` says what a pass
+needs of the engines it rewrites work for (a compile step leaves a pass out where they lack it);
+stage decomposition alone needs the engines' measured costs (``NEEDS_COSTS``).
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Callable, Iterable, Mapping
 
 from teola.optimizer.cost_model import CostProfile
-from teola.optimizer.ir import Graph
+from teola.optimizer.ir import EngineKind, Graph
 from teola.optimizer.passes.decompose_stages import decompose_stages
 from teola.optimizer.passes.pipeline_decoding import pipeline_decoding
 from teola.optimizer.passes.prune_dependencies import prune_dependencies
 from teola.optimizer.passes.split_prefill import split_prefill
 
 PASSES: tuple[str, ...] = ("prune", "decompose", "split_prefill", "pipeline_decoding")
+NEEDS_COSTS = frozenset({"decompose"})
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """What a pass needs of every engine of ``kind`` in the graph: ``holds(capabilities)``, named ``what``."""
+
+    kind: EngineKind
+    what: str
+    holds: Callable[[object], bool]
+
+
+REQUIRES: Mapping[str, Requirement] = {
+    "split_prefill": Requirement(EngineKind.LLM, "prefix reuse", lambda caps: caps.prefix_reuse),
+    "pipeline_decoding": Requirement(EngineKind.LLM, "streaming", lambda caps: caps.streaming),
+}
 
 
 def optimize_plan(graph: Graph, passes: Iterable[str] = PASSES, profile: CostProfile | None = None) -> Graph:

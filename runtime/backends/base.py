@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import abc
-from typing import Any, Callable
+from typing import Any
 
-from teola.runtime.engines.base import BatchEngine
-from teola.runtime.engines.llm import LLMEngine
+from teola.runtime.registry import EngineSpec
 
 
 class Backend(abc.ABC):
@@ -17,16 +16,8 @@ class Backend(abc.ABC):
         """Get ready to start engines (join a cluster); called from the thread that first asks for one."""
 
     @abc.abstractmethod
-    async def llm(self, model: str, **engine_args: Any) -> LLMEngine:
-        """An LLM engine serving ``model``, started with ``engine_args`` (see ``VLLMEngine``)."""
-
-    @abc.abstractmethod
-    async def embedding(self, model: str) -> BatchEngine:
-        """An embedding engine serving ``model``."""
-
-    @abc.abstractmethod
-    async def vector_index(self, build: Callable[[], BatchEngine]) -> BatchEngine:
-        """A vector index engine: what ``build`` returns, served where this backend serves indexes."""
+    async def start(self, spec: EngineSpec) -> Any:
+        """The engine ``spec`` asks for, started where this backend runs engines."""
 
     def close(self) -> None:
         """Release what the backend holds beyond its engines (they are closed by their schedulers)."""

@@ -18,12 +18,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 
+from teola.optimizer.ops import EngineKind
 from teola.optimizer.values import Sampling
 from teola.runtime.backends.base import Backend
 from teola.runtime.backends.routing import ReplicaLoads, TokenRouter
 from teola.runtime.engines.base import BatchEngine, EngineCapabilities
 from teola.runtime.engines.llm import LLMEngine, engine_settings
 from teola.runtime.errors import EngineDiedError, EngineUnavailableError, TeolaRuntimeError
+from teola.runtime.registry import ENGINE_KINDS, EngineSpec
 
 log = logging.getLogger(__name__)
 
@@ -374,15 +376,17 @@ class RayBackend(Backend):
     On first use it joins the cluster at ``address`` (``"auto"``, ``"ray://host:10001"``, a head's address);
     None joins the one ``RAY_ADDRESS`` names or starts a local one with ``init_args`` (``ray.init``'s
     keywords, e.g. ``num_cpus``). A process already connected to Ray keeps its connection.
-    ``llm``, ``embedding`` and ``vector_index`` place each kind of engine (replicas, resources).
+    ``llm``, ``embedding`` and ``vector_index`` place those kinds of engine (replicas, resources);
+    ``placements`` adds or overrides the placement of any kind (a kind with none gets ``Placement()``).
     The driver tokenizes prompts, so it needs the LLM's tokenizer files as the nodes do.
     """
 
     def __init__(self, address: str | None = None, llm: Placement = Placement(),
                  embedding: Placement = Placement(num_cpus=0.5), vector_index: Placement = Placement(num_cpus=0.25),
-                 **init_args: Any) -> None:
+                 placements: Mapping[EngineKind, Placement] | None = None, **init_args: Any) -> None:
         self.address = address
-        self.placements = {"llm": llm, "embedding": embedding, "vector_index": vector_index}
+        self.placements: dict[EngineKind, Placement] = {EngineKind.LLM: llm, EngineKind.EMBEDDING: embedding,
+                                                        EngineKind.VECTOR_INDEX: vector_index, **(placements or {})}
         self._init_args = init_args
         self._actor_classes: dict[type, Any] = {}
         self._connected_here = False
@@ -410,21 +414,16 @@ class RayBackend(Backend):
         return self._actor_classes[cls].options(num_cpus=placement.num_cpus, num_gpus=placement.num_gpus,
                                                 resources=dict(placement.resources), max_restarts=0)
 
-    async def llm(self, model: str, **engine_args: Any) -> RayLLMEngine:
-        """An LLM engine whose replicas are placed by the ``llm`` placement."""
-        return await RayLLMEngine(self, model, engine_settings(**engine_args), self.placements["llm"]).start_replicas()
-
-    async def embedding(self, model: str) -> RayBatchEngine:
-        """An embedding engine whose replicas are placed by the ``embedding`` placement."""
-        from teola.runtime.engines.embedding import SentenceTransformerEngine
-
-        make = functools.partial(SentenceTransformerEngine, model)
-        return await RayBatchEngine(self, f"embedding {model}", make, self.placements["embedding"]).start_replicas()
-
-    async def vector_index(self, build: Callable[[], BatchEngine]) -> RayBatchEngine:
-        """The index ``build`` makes here, shipped to replicas placed by the ``vector_index`` placement."""
-        make = functools.partial(_given, build())
-        return await RayBatchEngine(self, "vector index", make, self.placements["vector_index"]).start_replicas()
+    async def start(self, spec: EngineSpec) -> Any:
+        """The engine ``spec`` asks for, its replicas placed by its kind's placement. An LLM runs vLLM
+        on each replica; a batch engine is made on each replica by its kind's factory, or, when it
+        is built from data here (a vector index), built once here and shipped to the replicas."""
+        placement = self.placements.get(spec.kind, Placement())
+        if spec.kind is EngineKind.LLM:
+            return await RayLLMEngine(self, spec.model, engine_settings(**spec.settings), placement).start_replicas()
+        entry = ENGINE_KINDS[spec.kind]
+        make = functools.partial(_given, await entry.start_here(spec)) if spec.build is not None else entry.factory(spec)
+        return await RayBatchEngine(self, str(spec.id), make, placement).start_replicas()
 
     def close(self) -> None:
         """Leave the Ray cluster if this backend joined it (once)."""

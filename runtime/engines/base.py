@@ -6,7 +6,7 @@ import abc
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
 
@@ -37,6 +37,7 @@ class BatchEngine(abc.ABC):
     """
 
     capabilities = EngineCapabilities()
+    settings: Mapping[str, Any] = {}  # what the engine started with (an engine that has settings sets its own)
 
     def __init__(self) -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=type(self).__name__)

@@ -8,6 +8,7 @@ them by what they carry (``teola_engine``, ``teola_sampling``, ``to_documents``)
 from __future__ import annotations
 
 import uuid
+from functools import partial
 from typing import Any, AsyncIterator, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -21,10 +22,11 @@ from langchain_core.vectorstores import VectorStore
 from pydantic import Field, PrivateAttr
 
 from teola.adapters.langchain import to_prompt
-from teola.optimizer.ops import EngineId
+from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
+from teola.runtime.registry import EngineSpec
 from teola.runtime.runtime import Runtime, get_runtime
 from teola.runtime.clients import EmbeddingClient, IndexClient, LLMClient
 
@@ -192,11 +194,10 @@ class TeolaVectorStore(VectorStore):
             raise ValueError("TeolaVectorStore needs at least one document")
         self._embedding = embedding
         self._documents = {doc.id: doc for doc in documents}
-        self.index_name = f"index:langchain:{uuid.uuid4().hex[:8]}"
         ids, matrix = list(self._documents), np.asarray(vectors, dtype=np.float32)
-        runtime = embedding.client.runtime
-        self._index = IndexClient(embedding.client, runtime.vector_index(
-            self.index_name, lambda: FaissIndexEngine.from_vectors(ids, matrix)))
+        spec = EngineSpec(EngineKind.VECTOR_INDEX, f"langchain:{uuid.uuid4().hex[:12]}",
+                          build=partial(FaissIndexEngine.from_vectors, ids, matrix))
+        self._index = IndexClient(embedding.client, embedding.client.runtime.engine(spec, holder=self))
 
     @property
     def embeddings(self) -> TeolaEmbeddings:

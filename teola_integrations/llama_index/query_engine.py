@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import Any, Iterable
 
 import numpy as np
@@ -12,8 +13,10 @@ from llama_index.core.schema import QueryBundle
 
 from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
 from teola.optimizer.ir import Graph
+from teola.optimizer.ops import EngineKind
 from teola.optimizer.passes import PASSES
 from teola.runtime.engines.vector_index import FaissIndexEngine
+from teola.runtime.registry import EngineSpec
 from teola.runtime.runtime import Runtime, get_runtime
 from teola_integrations.compile import compile_graph
 
@@ -41,8 +44,8 @@ class TeolaQueryEngine(BaseQueryEngine):
         self.native = native
         self.fallbacks = list(reading.fallbacks)
         self._runtime = runtime
-        for source in reading.indexes:
-            runtime.vector_index(source.name, lambda s=source: _index_engine(s))
+        for source in reading.indexes:  # each held by this engine: released with the last app serving it
+            runtime.engine(EngineSpec(EngineKind.VECTOR_INDEX, source.key, build=partial(_index_engine, source)), self)
         compiled = compile_graph(reading.graph, runtime, passes)
         self.module_graph: Graph = compiled.module_graph
         self.primitive_graph: Graph = compiled.primitive_graph

@@ -75,7 +75,7 @@ def main(address: str, max_tokens: int, questions: list[str]) -> dict:
         fast.invoke({"question": question})  # the same prefix-cache state as the in-process run compared
         answers.append(fast.invoke({"question": question}))
     llm, embedding = runtime.llm().engine, runtime.embedding().engine
-    [index] = [s.engine for name, s in runtime.engines.items() if name.startswith("index")]
+    [index] = [s.engine for name, s in runtime.engines.items() if name.startswith("vector_index")]
     report = {"answers": answers, "nodes": {"llm": llm.nodes, "embedding": embedding.nodes, "index": index.nodes}}
 
     report["abandoned_stream"] = runtime.run(_abandon_a_stream(llm))

@@ -1,0 +1,94 @@
+"""The engine registry: what each kind of engine is, how it starts, and which scheduler drives it.
+
+An ``EngineSpec`` says which engine is wanted (kind, model or what it serves, settings); its ``id``
+is the engine's stable identity. ``ENGINE_KINDS`` holds one ``EngineKindEntry`` per kind: how to
+make the engine (a picklable factory, so a backend may make it in another process) and how to
+wrap it in its scheduler. A backend starts any spec through it (``Backend.start``) and the runtime
+serves any spec through it (``Runtime.engine``): a new kind of engine is its engine class and one
+``register`` call, nothing in the runtime or the backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Mapping
+
+from teola.optimizer.ops import EngineId, EngineKind
+from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler, LLMScheduler
+from teola.runtime.requests import BatchRequest, EmbedRequest, SearchRequest
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """One engine: its ``kind``, its ``model`` (a model name, folder or hub id; for an engine built
+    from data, the stable key of that data), its ``settings`` (what it starts with), and for an
+    engine built from data, ``build``, which makes it (picklable, so it can be made elsewhere)."""
+
+    kind: EngineKind
+    model: str
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    build: Callable[[], Any] | None = field(default=None, compare=False)
+
+    @property
+    def id(self) -> EngineId:
+        """The engine's identity: one engine per id serves every app that asks for it."""
+        return EngineId.of(self.kind, self.model)
+
+
+@dataclass(frozen=True)
+class EngineKindEntry:
+    """How one kind of engine is made and driven.
+
+    ``factory(spec)``: a zero-argument, picklable
+    callable that makes the engine where it is called (None: the kind starts only through
+    ``start``). ``start(spec)``: how this process starts one (default: the factory, on a worker
+    thread). ``scheduler(id, engine)``: the engine scheduler in front of it.
+    """
+
+    scheduler: Callable[[EngineId, Any], EngineScheduler]
+    factory: Callable[[EngineSpec], Callable[[], Any]] | None = None
+    start: Callable[[EngineSpec], Awaitable[Any]] | None = None
+
+    async def start_here(self, spec: EngineSpec) -> Any:
+        """The engine, started in this process (blocking model loading runs on a worker thread)."""
+        if self.start is not None:
+            return await self.start(spec)
+        return await asyncio.to_thread(self.factory(spec))
+
+
+ENGINE_KINDS: dict[EngineKind, EngineKindEntry] = {}
+
+
+def register(kind: EngineKind, entry: EngineKindEntry) -> None:
+    """Make ``kind`` an engine kind the runtime and every backend can start."""
+    ENGINE_KINDS[kind] = entry
+
+
+def batching(accepts: type[BatchRequest]) -> Callable[[EngineId, Any], EngineScheduler]:
+    """A scheduler factory for batch engines taking ``accepts`` requests."""
+    return lambda id, engine: BatchingScheduler(id, engine, accepts)
+
+
+async def _start_vllm(spec: EngineSpec) -> Any:
+    from teola.runtime.engines.llm import VLLMEngine
+
+    return await VLLMEngine.started(spec.model, **spec.settings)
+
+
+def _sentence_transformer(spec: EngineSpec) -> Callable[[], Any]:
+    from teola.runtime.engines.embedding import SentenceTransformerEngine
+
+    return functools.partial(SentenceTransformerEngine, spec.model, **spec.settings)
+
+
+def _built(spec: EngineSpec) -> Callable[[], Any]:
+    if spec.build is None:
+        raise ValueError(f"the {spec.kind.value} engine {spec.model!r} is built from data: give its spec a build")
+    return spec.build
+
+
+register(EngineKind.LLM, EngineKindEntry(LLMScheduler, start=_start_vllm))
+register(EngineKind.EMBEDDING, EngineKindEntry(batching(EmbedRequest), _sentence_transformer))
+register(EngineKind.VECTOR_INDEX, EngineKindEntry(batching(SearchRequest), _built))
