@@ -53,13 +53,13 @@ def embed_model():
 
 @pytest.fixture(scope="session")
 def corpus():
-    from teola_integrations.data import load_corpus
+    from teola_integrations.tools.data import load_corpus
 
     return load_corpus()
 
 
 @pytest.fixture(scope="session")
 def questions():
-    from teola_integrations.data import load_questions
+    from teola_integrations.tools.data import load_questions
 
     return load_questions()

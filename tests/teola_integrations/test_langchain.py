@@ -14,8 +14,8 @@ from langchain_core.tracers.context import collect_runs
 from teola.runtime.engines.llm import PromptTooLongError
 from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
-from teola_integrations.langchain.apps import APPS, build_app
-from teola_integrations.search_service import SearchService
+from teola_integrations.tools.langchain_apps import APPS, build_app
+from teola_integrations.tools.search_service import SearchService
 
 pytestmark = pytest.mark.engines
 
@@ -34,7 +34,7 @@ def search_url(corpus):
 
 def _warm(chain, value):
     """Run once unmeasured, then again: runs compared must see the same prefix-cache state (see
-    teola_integrations.compare.interleave)."""
+    teola_integrations.tools.compare.interleave)."""
     chain.invoke(value)
     return chain.invoke(value)
 

@@ -15,9 +15,9 @@ from llama_index.core.query_engine import CustomQueryEngine, TransformQueryEngin
 
 from teola.runtime.errors import PrimitiveError
 from teola.runtime.traces import record_traces
-from teola_integrations.demo_app import build_app, build_index
+from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
-from teola_integrations.search_service import SearchService
+from teola_integrations.tools.search_service import SearchService
 
 pytestmark = pytest.mark.engines
 

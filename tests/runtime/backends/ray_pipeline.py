@@ -19,7 +19,7 @@ from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.backends.ray_backend import Placement, RayBackend
 from teola.runtime.runtime import configure_runtime
 from teola_integrations.langchain import TeolaChatModel, optimize
-from teola_integrations.langchain.apps import build_app, build_store
+from teola_integrations.tools.langchain_apps import build_app, build_store
 
 
 def _engine_core_pids(actor_title: str) -> set[int]:

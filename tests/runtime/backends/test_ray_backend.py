@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from teola_integrations.langchain import optimize
-from teola_integrations.langchain.apps import build_app, build_store
+from teola_integrations.tools.langchain_apps import build_app, build_store
 
 pytestmark = pytest.mark.engines
 MAX_TOKENS = 24  # short answers: this test is about where the engines run, not what they write

@@ -8,7 +8,7 @@ from teola.optimizer.ops import EngineId, EngineKind, GenerateArgs, PrefixSpec, 
 from teola.optimizer.passes import PASSES, optimize_plan, plan_stages
 from teola.optimizer.values import Sampling
 from teola.runtime.graph_scheduler import PrimitiveSpan, QueryTrace
-from teola_integrations.views import stages_figure, timeline_figure
+from teola_integrations.tools.views import stages_figure, timeline_figure
 
 
 def _rag() -> Graph:

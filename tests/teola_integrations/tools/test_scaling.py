@@ -2,8 +2,8 @@
 
 import time
 
-from teola_integrations.scaling import format_scaling, llm_placement, with_cpu_busy
-from teola_integrations.views import scaling_figure
+from teola_integrations.tools.scaling import format_scaling, llm_placement, with_cpu_busy
+from teola_integrations.tools.views import scaling_figure
 
 
 def _row(replicas, rate, done):

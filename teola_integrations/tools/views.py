@@ -18,7 +18,7 @@ from matplotlib.patches import Patch
 
 from teola.optimizer.ir import Graph, Op
 from teola.runtime.graph_scheduler import QueryTrace
-from teola_integrations.compare import spread
+from teola_integrations.tools.compare import spread
 
 OP_COLORS = {Op.EMBED.value: "#4e79a7", Op.SEARCH.value: "#59a14f", Op.PROMPT.value: "#bab0ac",
              Op.PREFILL.value: "#f28e2b", Op.DECODE.value: "#e15759", Op.PARSE.value: "#b07aa1",

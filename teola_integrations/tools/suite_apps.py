@@ -17,11 +17,11 @@ from __future__ import annotations
 from contextlib import ExitStack, contextmanager
 from typing import Iterator, Sequence
 
-from teola_integrations.benchmark import SuiteApp
-from teola_integrations.data import load_corpus
-from teola_integrations.demo_app import APP_KINDS as LLAMA_INDEX_APPS
-from teola_integrations.langchain.apps import APPS as LANGCHAIN_APPS
-from teola_integrations.search_service import SearchService
+from teola_integrations.tools.benchmark import SuiteApp
+from teola_integrations.tools.data import load_corpus
+from teola_integrations.tools.demo_app import APP_KINDS as LLAMA_INDEX_APPS
+from teola_integrations.tools.langchain_apps import APPS as LANGCHAIN_APPS
+from teola_integrations.tools.search_service import SearchService
 
 APPS = {"llama-index": LLAMA_INDEX_APPS, "langchain": LANGCHAIN_APPS}
 DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": LANGCHAIN_APPS}
@@ -30,7 +30,7 @@ DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": LAN
 def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
                      search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
     """The LlamaIndex apps ``names`` over one index of the demo corpus."""
-    from teola_integrations.demo_app import build_app, build_index, has_hand_tuned_form
+    from teola_integrations.tools.demo_app import build_app, build_index, has_hand_tuned_form
     from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, optimize
 
     index = build_index(load_corpus(corpus_limit), TeolaEmbedding()) if set(names) - {"search"} else None
@@ -45,7 +45,7 @@ def langchain_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
                    search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
     """The LangChain apps ``names`` over one vector store of the demo corpus."""
     from teola_integrations.langchain import TeolaChatModel, optimize
-    from teola_integrations.langchain.apps import build_app, build_store
+    from teola_integrations.tools.langchain_apps import build_app, build_store
 
     store, model = build_store(corpus_limit), TeolaChatModel(max_tokens=max_tokens)
     apps = []

@@ -16,9 +16,9 @@ from langchain_core.output_parsers import NumberedListOutputParser, StrOutputPar
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
 
-from teola_integrations.data import load_corpus
+from teola_integrations.tools.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
-from teola_integrations.search_service import web_search
+from teola_integrations.tools.search_service import web_search
 
 AppName = Literal["search", "rag", "fusion", "contextual", "branches"]
 APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches")
@@ -128,7 +128,7 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
     answer = RAG_PROMPT | model | StrOutputParser()
     if name == "search":
         if search_url is None:
-            raise ValueError("the search app needs search_url: start a teola_integrations.search_service.SearchService")
+            raise ValueError("the search app needs search_url: start a teola_integrations.tools.search_service.SearchService")
         search = search_documents(search_url, top_k)
         chain = {"context": itemgetter("question") | search | format_docs, "question": itemgetter("question")} | answer
         return LangChainApp(name, chain, chain)

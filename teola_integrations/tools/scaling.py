@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from teola.runtime.backends.ray_backend import Placement, RayBackend
 from teola.runtime.runtime import configure_runtime, get_runtime
-from teola_integrations.benchmark import poisson_load
-from teola_integrations.suite_apps import suite_apps
+from teola_integrations.tools.benchmark import poisson_load
+from teola_integrations.tools.suite_apps import suite_apps
 
 
 def llm_placement(replicas: int, pin_cores: bool) -> Placement:

@@ -3,8 +3,8 @@
 import json
 import time
 
-from teola_integrations.benchmark import SuiteApp, format_report, highest_rate_under, run_suite
-from teola_integrations.views import latency_bars_figure, latency_cdf_figure
+from teola_integrations.tools.benchmark import SuiteApp, format_report, highest_rate_under, run_suite
+from teola_integrations.tools.views import latency_bars_figure, latency_cdf_figure
 
 
 class Pipeline:

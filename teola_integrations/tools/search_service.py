@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Sequence
 
-from teola_integrations.data import Chunk
+from teola_integrations.tools.data import Chunk
 
 _WORD = re.compile(r"[a-z0-9_]+")
 

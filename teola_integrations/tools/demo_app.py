@@ -11,9 +11,9 @@ from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from teola_integrations.data import Chunk, load_corpus
+from teola_integrations.tools.data import Chunk, load_corpus
 from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
-from teola_integrations.search_service import web_search
+from teola_integrations.tools.search_service import web_search
 
 
 def build_index(chunks: list[Chunk], embed_model: TeolaEmbedding,
@@ -82,7 +82,7 @@ def build_app(index: VectorStoreIndex, llm: TeolaLLM, kind: AppKind = "naive", t
     """
     if kind == "search":
         if search_url is None:
-            raise ValueError("the search app needs search_url: start a teola_integrations.search_service.SearchService")
+            raise ValueError("the search app needs search_url: start a teola_integrations.tools.search_service.SearchService")
         return RetrieverQueryEngine.from_args(WebSearchRetriever(search_url, top_k), llm=llm)
     if kind == "naive":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)

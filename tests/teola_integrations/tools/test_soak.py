@@ -4,7 +4,7 @@ with its engines is tests/runtime/test_admission.py; `teola soak` runs the real 
 import asyncio
 
 from teola.runtime.errors import OverloadedError
-from teola_integrations.soak import format_soak, soak
+from teola_integrations.tools.soak import format_soak, soak
 
 
 def test_every_query_is_counted_as_answered_or_by_its_error_and_odd_answers_are_named():
@@ -42,7 +42,7 @@ def test_settled_memory_leaves_out_what_the_allocator_keeps_free():
     """Memory freed by Python but kept by glibc shows in the RSS; the settled reading hands it back first."""
     import ctypes
 
-    from teola_integrations.soak import _rss_mib, _settled_rss_mib
+    from teola_integrations.tools.soak import _rss_mib, _settled_rss_mib
 
     if getattr(ctypes.CDLL(None), "malloc_trim", None) is None:
         import pytest

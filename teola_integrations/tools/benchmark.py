@@ -23,7 +23,7 @@ from teola.optimizer.passes import PASSES
 from teola.optimizer.passes.prune_dependencies import prune_dependencies
 from teola.runtime.critical_path import critical_path, isolated_latencies
 from teola.runtime.traces import record_traces
-from teola_integrations.compare import interleave, spread
+from teola_integrations.tools.compare import interleave, spread
 
 MODES = ("native", "hand_tuned", "teola")
 
@@ -33,7 +33,7 @@ class SuiteApp:
     """One app in one framework: the pipeline as written, the framework's best hand-tuned form of it
     (``None`` where the framework offers nothing faster than the app as written), how to ask a
     pipeline a question, and the framework's ``optimize``. ``reference`` names the mode Teola's answers
-    are compared with (see ``teola_integrations.langchain.apps.LangChainApp``)."""
+    are compared with (see ``teola_integrations.tools.langchain_apps.LangChainApp``)."""
 
     framework: str
     name: str

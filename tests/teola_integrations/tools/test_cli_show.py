@@ -2,7 +2,7 @@
 
 import pytest
 
-from teola_integrations.cli import main
+from teola_integrations.tools.cli import main
 
 pytestmark = pytest.mark.engines
 

@@ -6,8 +6,8 @@ import urllib.request
 
 import pytest
 
-from teola_integrations.data import Chunk, load_corpus
-from teola_integrations.search_service import BM25, SearchService, web_search
+from teola_integrations.tools.data import Chunk, load_corpus
+from teola_integrations.tools.search_service import BM25, SearchService, web_search
 
 CHUNKS = [
     Chunk("pass-0", "pass", "The pass statement is a null operation: nothing happens when it executes."),

@@ -12,7 +12,7 @@ import platform
 import sys
 from pathlib import Path
 
-from teola_integrations.suite_apps import APPS
+from teola_integrations.tools.suite_apps import APPS
 
 # Apps `teola scale` and `teola soak` load by name (framework/app; search needs its search service).
 _LOADABLE_APPS = [f"{framework}/{name}" for framework, names in APPS.items() for name in names if name != "search"]
@@ -28,9 +28,9 @@ def _offline_defaults() -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from teola_integrations.compare import as_json, compare, format_table
-    from teola_integrations.data import load_questions
-    from teola_integrations.demo_app import build_rag_app
+    from teola_integrations.tools.compare import as_json, compare, format_table
+    from teola_integrations.tools.data import load_questions
+    from teola_integrations.tools.demo_app import build_rag_app
     from teola_integrations.llama_index import optimize
 
     print("starting the engines (vLLM on CPU takes 10-50 s the first time) and indexing the corpus ...", flush=True)
@@ -59,9 +59,9 @@ def _print_llm_numerics() -> None:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from teola_integrations import benchmark
-    from teola_integrations.data import load_questions
-    from teola_integrations.suite_apps import DEFAULT_APPS, suite_apps
+    from teola_integrations.tools import benchmark
+    from teola_integrations.tools.data import load_questions
+    from teola_integrations.tools.suite_apps import DEFAULT_APPS, suite_apps
 
     chosen = {f: [a for a in (args.apps or DEFAULT_APPS[f]) if a in APPS[f]] for f in args.frameworks}
     _configure_backend(args)
@@ -85,9 +85,9 @@ def _configure_backend(args: argparse.Namespace) -> None:
 
 
 def _scale(args: argparse.Namespace) -> int:
-    from teola_integrations.data import load_questions
-    from teola_integrations.scaling import format_scaling, replica_scaling
-    from teola_integrations.views import scaling_figure
+    from teola_integrations.tools.data import load_questions
+    from teola_integrations.tools.scaling import format_scaling, replica_scaling
+    from teola_integrations.tools.views import scaling_figure
 
     framework, app = args.app.split("/")
     questions = [q.question for q in load_questions()][: args.questions]
@@ -102,9 +102,9 @@ def _scale(args: argparse.Namespace) -> int:
 def _soak(args: argparse.Namespace) -> int:
     from teola.runtime.admission import QueryLimits
     from teola.runtime.runtime import get_runtime
-    from teola_integrations.data import load_questions
-    from teola_integrations.soak import format_soak, soak
-    from teola_integrations.suite_apps import suite_apps
+    from teola_integrations.tools.data import load_questions
+    from teola_integrations.tools.soak import format_soak, soak
+    from teola_integrations.tools.suite_apps import suite_apps
 
     framework, name = args.app.split("/")
     get_runtime().set_limits(QueryLimits(args.max_in_flight, args.max_waiting, args.timeout_s))
@@ -165,9 +165,9 @@ def _show(args: argparse.Namespace) -> int:
     from teola.optimizer.passes import PASSES, plan_stages
     from teola.runtime.runtime import get_runtime
     from teola.runtime.traces import record_traces
-    from teola_integrations.data import load_questions
-    from teola_integrations.suite_apps import suite_apps
-    from teola_integrations.views import stages_figure, timeline_figure
+    from teola_integrations.tools.data import load_questions
+    from teola_integrations.tools.suite_apps import suite_apps
+    from teola_integrations.tools.views import stages_figure, timeline_figure
 
     print("starting the engines and indexing the corpus ...", flush=True)
     question = load_questions()[args.question].question
@@ -190,7 +190,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _overhead(args: argparse.Namespace) -> int:
-    from teola_integrations.overhead import measure_overhead
+    from teola_integrations.tools.overhead import measure_overhead
 
     for key, value in measure_overhead(args.queries).items():
         print(f"{key:>28}: {value:.1f}")
