@@ -35,11 +35,12 @@ from langchain_core.output_parsers import BaseOutputParser, MarkdownListOutputPa
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import (Runnable, RunnableConfig, RunnableLambda, RunnableParallel, RunnablePassthrough,
                                       RunnableSequence)
-from langchain_core.runnables.base import RunnableEach
-from langchain_core.runnables.config import patch_config, set_config_context
-from langchain_core.runnables.passthrough import RunnableAssign
-from langchain_core.runnables.utils import coro_with_context
+from langchain_core.runnables import RunnableAssign, patch_config
 from langchain_core.vectorstores import VectorStoreRetriever
+
+from teola.adapters import langchain_compat
+from teola.adapters.langchain_compat import (RunnableEach, convert_input, coro_with_context, set_config_context,
+                                             validate_input)
 
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec, RetrieveArgs
@@ -178,6 +179,7 @@ class ChainReading:
 def read_runnable(runnable: Any) -> ChainReading:
     """Trace ``runnable`` (any LCEL composition) into a module graph with inputs ``input`` (the
     chain's input) and ``frame`` (a ``StepFrame``) and one output, ``output``."""
+    langchain_compat.check_version()
     if not isinstance(runnable, Runnable):
         raise UnsupportedRunnableError(
             f"optimize() takes a LangChain runnable (an LCEL chain such as prompt | model | parser), "
@@ -372,7 +374,7 @@ def _single_key(getter: operator.itemgetter) -> tuple[Any] | None:
 
 
 def _model_prompt(model: BaseLanguageModel, value: Any) -> Prompt:
-    prompt_value = model._convert_input(value)
+    prompt_value = convert_input(model, value)
     if isinstance(model, BaseChatModel):
         return to_prompt(prompt_value.to_messages())
     return Prompt(text=prompt_value.to_string())
@@ -384,7 +386,7 @@ def _prompt_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list
 
     def build_prompt(**variables: Any) -> Prompt:
         values = {n: variables[f"var{i}"] for i, n in enumerate(names)} if names is not None else variables["var0"]
-        return _model_prompt(model, prompt.format_prompt(**prompt._validate_input(values)))
+        return _model_prompt(model, prompt.format_prompt(**validate_input(prompt, values)))
 
     return build_prompt
 

@@ -31,8 +31,9 @@ from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 from llama_index.core.vector_stores import SimpleVectorStore
-from llama_index.core.vector_stores.types import VectorStoreQueryMode, VectorStoreQueryResult
+from llama_index.core.vector_stores.types import VectorStoreQueryMode
 
+from teola.adapters import llama_index_compat as li
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import EngineId, EngineKind, FnArgs, GenerateArgs, PrefixSpec, RetrieveArgs, SynthesizeArgs
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, ChatMessage, Prompt, PromptPrefix
@@ -105,6 +106,7 @@ def read_query_engine(query_engine: Any) -> AppReading:
 
     Any other LlamaIndex query engine (SubQuestionQueryEngine ...) runs whole, unchanged, as one call.
     """
+    li.check_version()
     if not isinstance(query_engine, BaseQueryEngine):
         raise UnsupportedPipelineError(
             f"optimize() takes a llama_index query engine (for example index.as_query_engine()), "
@@ -113,8 +115,8 @@ def read_query_engine(query_engine: Any) -> AppReading:
     reading = AppReading(Graph(inputs=("query_str",)))
     embedding_texts = None
     if type(query_engine) is TransformQueryEngine and _is_readable_hyde(query_engine):
-        embedding_texts = _add_hyde(reading, query_engine._query_transform)
-        query_engine = query_engine._query_engine
+        transform, query_engine = li.transform_parts(query_engine)
+        embedding_texts = _add_hyde(reading, transform)
     if not isinstance(query_engine, RetrieverQueryEngine):
         _fallback(reading, query_engine, "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far")
         reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": QueryInput("query_str")}, ("response",),
@@ -123,7 +125,7 @@ def read_query_engine(query_engine: Any) -> AppReading:
         return reading
     nodes_ref = _read_retriever(query_engine.retriever, reading, embedding_texts)
     most_nodes = _most_nodes(query_engine.retriever)
-    for i, postprocessor in enumerate(query_engine._node_postprocessors):
+    for i, postprocessor in enumerate(li.postprocessors(query_engine)):
         name = f"postprocess{i}"
         if type(postprocessor) is LLMRerank and hasattr(postprocessor.llm, "teola_engine") and most_nodes:
             _add_llm_rerank(reading, name, postprocessor, nodes_ref, most_nodes)
@@ -133,7 +135,7 @@ def read_query_engine(query_engine: Any) -> AppReading:
                                    after=(nodes_ref.node,)))
         nodes_ref = Ref(name, "nodes")
         most_nodes = None  # a postprocessor may return any number of nodes
-    _read_synthesizer(query_engine._response_synthesizer, nodes_ref, reading)
+    _read_synthesizer(li.synthesizer(query_engine), nodes_ref, reading)
     reading.graph.set_output("response", Ref("synthesize", "response"))
     return reading
 
@@ -145,22 +147,23 @@ def _fallback(reading: AppReading, component: Any, why: str) -> None:
 
 
 def _is_readable_hyde(engine: TransformQueryEngine) -> bool:
-    inner = engine._query_engine
-    return (type(engine._query_transform) is HyDEQueryTransform and hasattr(engine._query_transform._llm, "teola_engine")
+    transform, inner = li.transform_parts(engine)
+    return (type(transform) is HyDEQueryTransform and hasattr(li.hyde_parts(transform).llm, "teola_engine")
             and type(inner) is RetrieverQueryEngine and not _why_not_optimizable_retriever(inner.retriever))
 
 
 def _add_hyde(reading: AppReading, hyde: HyDEQueryTransform) -> Ref:
     """The LLM writes a hypothetical answer document; it (and the query, if included) are what
     the retriever embeds, as HyDEQueryTransform's query bundle asks."""
-    llm = hyde._llm
+    parts = li.hyde_parts(hyde)
+    llm = parts.llm
     reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
                            GenerateArgs(llm.teola_engine, llm.teola_sampling,
-                                        lambda query: _render(llm, hyde._hyde_prompt, context_str=query))))
+                                        lambda query: _render(llm, parts.prompt, context_str=query))))
 
     def embedding_texts(query: str, text: str) -> list[str]:
-        document = llm._parse_output(text)
-        return [document, *QueryBundle(query).embedding_strs] if hyde._include_original else [document]
+        document = li.parse_output(llm, text)
+        return [document, *QueryBundle(query).embedding_strs] if parts.include_original else [document]
 
     reading.graph.add(Node("hyde", ModuleKind.CALL, {"query": QueryInput("query_str"), "text": Ref("hyde.generate", "text")},
                            ("texts",), FnArgs(embedding_texts, "HyDE embedding texts", pure=True)))
@@ -191,38 +194,34 @@ def _add_vector_retrieve(reading: AppReading, name: str, retriever: VectorIndexR
                          batch: bool = False, after: tuple[str, ...] = (), embedding_texts: Ref | None = None) -> None:
     """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts; with
     ``embedding_texts`` it searches by the mean embedding of those texts (a custom query bundle)."""
-    store = retriever._vector_store
-    index = _index_source(store, retriever._node_ids)
+    parts = li.vector_retriever(retriever)
+    store = parts.store
+    index = _index_source(store, parts.node_ids)
     if index.key not in {i.key for i in reading.indexes}:
         reading.indexes.append(index)
     inputs: dict[str, Source] = {"query": query}
     if embedding_texts is not None:
         inputs["embedding_texts"] = embedding_texts
     to_nodes = _to_nodes_fn(retriever, store, None if index.faiss_index is not None else len(store.data.embedding_dict))
-    args = RetrieveArgs(retriever._embed_model.teola_engine, index.engine,
-                        retriever._similarity_top_k, to_nodes, mean_agg if embedding_texts is not None else None,
+    args = RetrieveArgs(parts.embed_model.teola_engine, index.engine, parts.top_k, to_nodes, mean_agg if embedding_texts is not None else None,
                         batch=batch)
     reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
 
 
 def _why_not_optimizable_fusion(retriever: QueryFusionRetriever) -> str | None:
-    for sub in retriever._retrievers:
+    for sub in li.fusion_retrievers(retriever):
         why = _why_not_optimizable_retriever(sub)
         if why:
             return f"one of its retrievers is not readable: {why}"
-    if retriever.num_queries > 1 and not hasattr(retriever._llm, "teola_engine"):
+    if retriever.num_queries > 1 and not hasattr(li.fusion_llm(retriever), "teola_engine"):
         return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
     if retriever.mode not in _FUSIONS:
         return f"fusion mode {retriever.mode!r}"
     return None
 
 
-_FUSIONS = {
-    FUSION_MODES.RECIPROCAL_RANK: lambda r, results: r._reciprocal_rerank_fusion(results),
-    FUSION_MODES.RELATIVE_SCORE: lambda r, results: r._relative_score_fusion(results),
-    FUSION_MODES.DIST_BASED_SCORE: lambda r, results: r._relative_score_fusion(results, dist_based=True),
-    FUSION_MODES.SIMPLE: lambda r, results: r._simple_fusion(results),
-}
+_FUSIONS = (FUSION_MODES.RECIPROCAL_RANK, FUSION_MODES.RELATIVE_SCORE, FUSION_MODES.DIST_BASED_SCORE,
+            FUSION_MODES.SIMPLE)
 
 
 def _read_fusion_retriever(retriever: QueryFusionRetriever, reading: AppReading) -> Ref:
@@ -235,17 +234,18 @@ def _read_fusion_retriever(retriever: QueryFusionRetriever, reading: AppReading)
     generated = retriever.num_queries - 1
     query = QueryInput("query_str")
     if generated > 0:
-        llm = retriever._llm
+        llm = li.fusion_llm(retriever)
         reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), GenerateArgs(
             llm.teola_engine, llm.teola_sampling, _query_gen_prompt_fn(retriever, generated),
             parse=_generated_queries_fn(generated), max_items=generated)))
     fuse_inputs: dict[str, Source] = {"query": query}
     last = ("expand",) if generated > 0 else ()
-    for i, sub in enumerate(retriever._retrievers):
+    subs = li.fusion_retrievers(retriever)
+    for i, sub in enumerate(subs):
         _add_vector_retrieve(reading, f"retrieve{i}", sub, query, after=last)
         fuse_inputs[f"original{i}"] = Ref(f"retrieve{i}", "nodes")
         last = (f"retrieve{i}",)
-    for i, sub in enumerate(retriever._retrievers if generated > 0 else ()):
+    for i, sub in enumerate(subs if generated > 0 else ()):
         _add_vector_retrieve(reading, f"retrieve{i}_generated", sub, Ref("expand", "queries"), batch=True, after=last)
         fuse_inputs[f"generated{i}"] = Ref(f"retrieve{i}_generated", "nodes")
         last = (f"retrieve{i}_generated",)
@@ -278,7 +278,7 @@ def _generated_queries_fn(generated: int) -> Callable[[str], list[str]]:
 
 def _fusion_fn(retriever: QueryFusionRetriever) -> Callable[..., list[NodeWithScore]]:
     """The per-(query, retriever) results, keyed and ordered as the native retriever keys them, fused."""
-    count = len(retriever._retrievers)
+    count = len(li.fusion_retrievers(retriever))
 
     def fuse(query: str, queries: Sequence[str] = (), **lists: list) -> list[NodeWithScore]:
         results: dict[tuple[str, int], list[NodeWithScore]] = {}
@@ -287,8 +287,8 @@ def _fusion_fn(retriever: QueryFusionRetriever) -> Callable[..., list[NodeWithSc
         for k, generated_query in enumerate(queries):
             for i in range(count):
                 results[(generated_query, i)] = lists[f"generated{i}"][k]
-        fused = _FUSIONS[retriever.mode](retriever, results)[: retriever.similarity_top_k]
-        return retriever._handle_recursive_retrieval(QueryBundle(query), fused)
+        fused = li.fuse(retriever, retriever.mode, results)[: retriever.similarity_top_k]
+        return li.recursive_retrieval(retriever, query, fused)
 
     return fuse
 
@@ -296,19 +296,16 @@ def _fusion_fn(retriever: QueryFusionRetriever) -> Callable[..., list[NodeWithSc
 def _why_not_optimizable_retriever(retriever: Any) -> str | None:
     if type(retriever) is not VectorIndexRetriever:
         return "Teola reads VectorIndexRetriever (index.as_retriever())"
-    if not hasattr(retriever._embed_model, "teola_engine"):
+    parts = li.vector_retriever(retriever)
+    if not hasattr(parts.embed_model, "teola_engine"):
         return "its embedding model is not backed by a Teola engine (use teola_integrations.llama_index.TeolaEmbedding)"
-    if retriever._vector_store_query_mode != VectorStoreQueryMode.DEFAULT:
-        return f"query mode {retriever._vector_store_query_mode.value!r} (Teola runs dense search)"
-    if retriever._filters is not None or retriever._doc_ids or retriever._kwargs:
+    if parts.query_mode != VectorStoreQueryMode.DEFAULT:
+        return f"query mode {parts.query_mode.value!r} (Teola runs dense search)"
+    if parts.restricted:
         return "metadata filters, doc id restrictions or vector store kwargs"
-    if not _is_faiss_store(retriever._vector_store) and type(retriever._vector_store) is not SimpleVectorStore:
-        return f"vector store {type(retriever._vector_store).__name__} (Teola reads SimpleVectorStore and FaissVectorStore)"
+    if not li.is_faiss_store(parts.store) and type(parts.store) is not SimpleVectorStore:
+        return f"vector store {type(parts.store).__name__} (Teola reads SimpleVectorStore and FaissVectorStore)"
     return None
-
-
-def _is_faiss_store(store: Any) -> bool:
-    return type(store).__name__ == "FaissVectorStore" and hasattr(store, "_faiss_index")
 
 
 def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
@@ -316,8 +313,8 @@ def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
 
     FaissVectorStore's query ignores node ids, so its index is searched whole, as it is natively.
     """
-    if _is_faiss_store(store):
-        return IndexSource(f"faiss:{_store_key(store)}", faiss_index=store._faiss_index)
+    if li.is_faiss_store(store):
+        return IndexSource(f"faiss:{_store_key(store)}", faiss_index=li.faiss_index(store))
     allowed = set(node_ids) if node_ids else None
     ids = tuple(i for i in store.data.embedding_dict if allowed is None or i in allowed)
     digest = hashlib.sha1("\0".join(ids).encode()).hexdigest()[:12]
@@ -330,13 +327,7 @@ def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int
     def to_nodes(hits: list[tuple[str, float]], query: str) -> list[NodeWithScore]:
         if snapshot_size is not None and len(store.data.embedding_dict) != snapshot_size:
             raise RuntimeError("the index changed after optimize(): call optimize() again so Teola serves the new nodes")
-        result = VectorStoreQueryResult(ids=[i for i, _ in hits], similarities=[s for _, s in hits])
-        to_fetch = retriever._determine_nodes_to_fetch(result)
-        if to_fetch:
-            fetched = retriever._docstore.get_nodes(node_ids=to_fetch, raise_error=False)
-            result.nodes = retriever._insert_fetched_nodes_into_query_result(result, fetched)
-        nodes = retriever._convert_nodes_to_scored_nodes(result)
-        return retriever._handle_recursive_retrieval(QueryBundle(query), nodes)
+        return li.scored_nodes(retriever, [i for i, _ in hits], [s for _, s in hits], query)
 
     return to_nodes
 
@@ -373,7 +364,7 @@ def _rerank_prompt_fn(rerank: LLMRerank) -> Callable[..., Prompt | Any]:
     def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
         if not nodes:
             return SKIPPED
-        kwargs = rerank._get_predict_kwargs([n.node for n in nodes], query)
+        kwargs = li.rerank_kwargs(rerank, [n.node for n in nodes], query)
         return _render(rerank.llm, rerank.choice_select_prompt, **kwargs)
 
     return build_prompt
@@ -383,7 +374,7 @@ def _rerank_prefix_fn(rerank: LLMRerank) -> Callable[[str], PromptPrefix]:
     """query -> the choice-select prompt up to where the candidates go."""
 
     def build_prefix(query: str) -> PromptPrefix:
-        kwargs = rerank._get_predict_kwargs([TextNode(text=CONTEXT_MARK)], query)
+        kwargs = li.rerank_kwargs(rerank, [TextNode(text=CONTEXT_MARK)], query)
         return PromptPrefix(_render(rerank.llm, rerank.choice_select_prompt, **kwargs), CONTEXT_MARK)
 
     return build_prefix
@@ -396,9 +387,9 @@ def _rerank_join_fn(rerank: LLMRerank) -> Callable[..., list[NodeWithScore]]:
         if not nodes:
             return []
         results: list[NodeWithScore] = []
-        for b, batch in enumerate(rerank._get_node_batches(nodes)):
-            raw = rerank.llm._parse_output(answers[f"answer{b}"])
-            results.extend(rerank._parse_raw_response(raw, batch))
+        for b, batch in enumerate(li.rerank_batches(rerank, nodes)):
+            raw = li.parse_output(rerank.llm, answers[f"answer{b}"])
+            results.extend(li.rerank_choices(rerank, raw, batch))
         return sorted(results, key=lambda x: x.score or 0.0, reverse=True)[: rerank.top_n]
 
     return join
@@ -419,9 +410,10 @@ def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
         reading.graph.add(Node("synthesize", ModuleKind.CALL, inputs, ("response",),
                                FnArgs(lambda query, nodes: synth.synthesize(query=query, nodes=nodes), type(synth).__name__)))
         return
-    llm = synth._llm
+    parts = li.synthesizer_parts(synth)
+    llm = parts.llm
     tree = type(synth) is TreeSummarize
-    template = synth._summary_template if tree else synth._text_qa_template
+    template = parts.summary_template if tree else parts.text_qa_template
     reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, inputs, ("response",), SynthesizeArgs(
         llm.teola_engine, llm.teola_sampling, _tree_prompts_fn(synth) if tree else _compact_prompt_fn(synth),
         PrefixSpec(_template_prefix_fn(llm, template), ("query",)),
@@ -431,19 +423,18 @@ def _read_synthesizer(synth: Any, nodes_ref: Ref, reading: AppReading) -> None:
 def _why_not_optimizable_synthesizer(synth: Any) -> str | None:
     if type(synth) not in (CompactAndRefine, TreeSummarize):
         return "Teola lowers the 'compact' and 'tree_summarize' response modes so far"
-    if (synth._streaming or synth._output_cls is not None or getattr(synth, "_structured_answer_filtering", False)
-            or synth._multimodal):
+    parts = li.synthesizer_parts(synth)
+    if not parts.plain:
         return "streaming, structured output or answer filtering"
-    if not hasattr(synth._llm, "teola_engine"):
+    if not hasattr(parts.llm, "teola_engine"):
         return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
     return None
 
 
 def _render(llm: Any, template: Any, **variables: Any) -> Prompt:
     """A template with its variables filled in, as the LLM's predict() would send it."""
-    if llm.metadata.is_chat_model:
-        return to_prompt(llm._get_messages(template, **variables))
-    return Prompt(text=llm._get_prompt(template, **variables))
+    messages, text = li.render(llm, template, **variables)
+    return to_prompt(messages) if messages is not None else Prompt(text=text)
 
 
 def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
@@ -452,19 +443,20 @@ def _compact_prompt_fn(synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
     Returns ``SKIPPED`` when there are no nodes, or when the context needs more than one LLM call
     (refine steps); ``finish`` then answers exactly as the native synthesizer does.
     """
+    parts = li.synthesizer_parts(synth)
 
     def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
         if not nodes:
             return SKIPPED
         texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-        compact = synth._make_compact_text_chunks(query, texts)
-        max_prompt = get_biggest_prompt([synth._text_qa_template, synth._refine_template])
-        chunks = [piece for chunk in compact for piece in synth._prompt_helper.repack(
-            max_prompt, [chunk], llm=synth._llm, padding=synth._response_padding_size)]
+        compact = li.compact_chunks(synth, query, texts)
+        max_prompt = get_biggest_prompt([parts.text_qa_template, parts.refine_template])
+        chunks = [piece for chunk in compact for piece in parts.prompt_helper.repack(
+            max_prompt, [chunk], llm=parts.llm, padding=parts.padding)]
         if len(chunks) != 1:
             log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
             return SKIPPED
-        return _render(synth._llm, synth._text_qa_template.partial_format(query_str=query), context_str=chunks[0])
+        return _render(parts.llm, parts.text_qa_template.partial_format(query_str=query), context_str=chunks[0])
 
     return build_prompt
 
@@ -481,12 +473,13 @@ def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix
 
 def _compact_finish_fn(synth: CompactAndRefine) -> Callable[..., Any]:
     """(query, nodes, answer) -> the framework Response the native synthesizer returns."""
+    parts = li.synthesizer_parts(synth)
 
     def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
         if answer is SKIPPED:
             return synth.synthesize(query=query, nodes=nodes)
-        response = synth._llm._parse_output(answer) or "Empty Response"
-        return synth._prepare_response_output(response, list(nodes))
+        text = li.parse_output(parts.llm, answer) or "Empty Response"
+        return li.response(synth, text, list(nodes))
 
     return finish
 
@@ -497,14 +490,15 @@ def _tree_prompts_fn(synth: TreeSummarize) -> Callable[..., list[Prompt] | Any]:
     LlamaIndex sends them one after another (use_async=False); they are independent, so Teola
     sends them together. ``SKIPPED`` when there are no nodes.
     """
+    parts = li.synthesizer_parts(synth)
 
     def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
         if not nodes:
             return SKIPPED
-        template = synth._summary_template.partial_format(query_str=query)
+        template = parts.summary_template.partial_format(query_str=query)
         texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-        chunks = synth._prompt_helper.repack(template, text_chunks=texts, llm=synth._llm)
-        return [_render(synth._llm, template, context_str=chunk) for chunk in chunks]
+        chunks = parts.prompt_helper.repack(template, text_chunks=texts, llm=parts.llm)
+        return [_render(parts.llm, template, context_str=chunk) for chunk in chunks]
 
     return build_prompts
 
@@ -512,12 +506,13 @@ def _tree_prompts_fn(synth: TreeSummarize) -> Callable[..., list[Prompt] | Any]:
 def _tree_finish_fn(synth: TreeSummarize) -> Callable[..., Any]:
     """(query, nodes, first-level answers) -> the Response: one answer is the response; several are
     summarized further by the native tree_summarize, exactly as its recursion would."""
+    parts = li.synthesizer_parts(synth)
 
     def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
         if answer is SKIPPED:
             return synth.synthesize(query=query, nodes=nodes)
-        summaries = [synth._llm._parse_output(text) for text in answer]
-        response = summaries[0] if len(summaries) == 1 else synth.get_response(query_str=query, text_chunks=summaries)
-        return synth._prepare_response_output(response, list(nodes))
+        summaries = [li.parse_output(parts.llm, text) for text in answer]
+        text = summaries[0] if len(summaries) == 1 else synth.get_response(query_str=query, text_chunks=summaries)
+        return li.response(synth, text, list(nodes))
 
     return finish

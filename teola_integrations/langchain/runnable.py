@@ -9,11 +9,11 @@ from typing import Any, AsyncIterator, Iterable, Iterator
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import get_executor_for_config
 from langchain_core.runnables.graph import Graph as RunnableGraph
 from pydantic import BaseModel
 
 from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
+from teola.adapters.langchain_compat import get_executor_for_config
 from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.optimizer.stream_output import stream_output

@@ -1,0 +1,81 @@
+"""Every private or internal langchain-core name Teola touches, in one place, checked against the
+installed version.
+
+The LangChain side reuses a model's own input conversion and a prompt's own input check (so the
+optimized run builds the very prompt the native run does), runs steps the way LangChain's
+composites run their children (config context, child configs, executor), and streams through the
+``Runnable`` helpers meant for subclasses. Nothing else in Teola imports them from where they live:
+``PRIVATE_NAMES`` and ``INTERNAL_NAMES`` list them, ``moved_names`` says which the installed
+langchain-core lacks (a test fails naming them), and another release line than ``TESTED`` gets one
+warning when a chain is first read.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import Any
+
+import langchain_core
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.prompt_values import PromptValue
+from langchain_core.runnables.base import RunnableEach
+from langchain_core.runnables.config import (get_async_callback_manager_for_config, get_callback_manager_for_config,
+                                             get_executor_for_config, set_config_context)
+from langchain_core.runnables.utils import coro_with_context
+
+log = logging.getLogger(__name__)
+
+TESTED = "1.8"
+
+# Private methods, by the class that has them.
+PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
+    BaseChatModel: ("_convert_input",),
+    BaseLLM: ("_convert_input",),
+    BasePromptTemplate: ("_validate_input",),
+}
+# Names langchain-core's own modules define but its packages do not export.
+INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
+    "langchain_core.runnables.base": ("RunnableEach",),
+    "langchain_core.runnables.config": ("get_async_callback_manager_for_config", "get_callback_manager_for_config",
+                                        "get_executor_for_config", "set_config_context"),
+    "langchain_core.runnables.utils": ("coro_with_context",),
+}
+
+__all__ = ["RunnableEach", "convert_input", "coro_with_context", "get_async_callback_manager_for_config",
+           "get_callback_manager_for_config", "get_executor_for_config", "moved_names", "set_config_context",
+           "validate_input"]
+
+
+def moved_names() -> list[str]:
+    """Every name of ``PRIVATE_NAMES`` and ``INTERNAL_NAMES`` the installed langchain-core lacks."""
+    missing = [f"{cls.__name__}.{name}" for cls, names in PRIVATE_NAMES.items() for name in names
+               if not hasattr(cls, name)]
+    for module, names in INTERNAL_NAMES.items():
+        loaded = importlib.import_module(module)
+        missing += [f"{module}.{name}" for name in names if not hasattr(loaded, name)]
+    return missing
+
+
+_warned = False
+
+
+def check_version() -> None:
+    """Warn once if the installed langchain-core is not the release line these names were read from."""
+    global _warned
+    if not _warned and not langchain_core.__version__.startswith(f"{TESTED}."):
+        _warned = True
+        log.warning("teola: langchain-core %s is not %s.x, the release Teola's LangChain adapter was checked "
+                    "against; if a chain fails to read, pin langchain-core~=%s.0", langchain_core.__version__, TESTED,
+                    TESTED)
+
+
+def convert_input(model: BaseLanguageModel, value: Any) -> PromptValue:
+    """What ``model`` makes of its input (a string, messages, a prompt value) before it calls its LLM."""
+    return model._convert_input(value)
+
+
+def validate_input(prompt: BasePromptTemplate, values: Any) -> dict[str, Any]:
+    """``values`` as ``prompt.invoke`` checks and completes them before formatting."""
+    return prompt._validate_input(values)

@@ -1,0 +1,227 @@
+"""Every private LlamaIndex name Teola touches, in one place, checked against the installed version.
+
+The LlamaIndex adapter reads components through their private attributes and reuses their private
+helpers (so the optimized run builds the very prompts, nodes and responses the native run does).
+Nothing else in Teola touches a private LlamaIndex name. ``PRIVATE_NAMES`` lists them all, by the
+class that has them; ``moved_names`` says which ones a given set of components lacks, and the
+tests build one component of each class and fail, naming the name, when an upgrade moves one.
+``TESTED`` is the llama-index-core release line these names were read from: another one gets one
+warning the first time an app is read.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import llama_index.core
+from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.vector_stores.types import VectorStoreQueryResult
+
+log = logging.getLogger(__name__)
+
+TESTED = "0.14"
+
+PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
+    "TransformQueryEngine": ("_query_transform", "_query_engine"),
+    "RetrieverQueryEngine": ("_node_postprocessors", "_response_synthesizer"),
+    "HyDEQueryTransform": ("_llm", "_hyde_prompt", "_include_original"),
+    "VectorIndexRetriever": ("_vector_store", "_node_ids", "_embed_model", "_similarity_top_k",
+                             "_vector_store_query_mode", "_filters", "_doc_ids", "_kwargs", "_docstore",
+                             "_determine_nodes_to_fetch", "_insert_fetched_nodes_into_query_result",
+                             "_convert_nodes_to_scored_nodes", "_handle_recursive_retrieval"),
+    "QueryFusionRetriever": ("_retrievers", "_llm", "_reciprocal_rerank_fusion", "_relative_score_fusion",
+                             "_simple_fusion", "_handle_recursive_retrieval"),
+    "LLMRerank": ("_get_predict_kwargs", "_get_node_batches", "_parse_raw_response"),
+    "CompactAndRefine": ("_llm", "_text_qa_template", "_refine_template", "_prompt_helper", "_response_padding_size",
+                         "_streaming", "_output_cls", "_structured_answer_filtering", "_multimodal",
+                         "_make_compact_text_chunks", "_prepare_response_output"),
+    "TreeSummarize": ("_llm", "_summary_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
+                      "_prepare_response_output"),
+    "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
+    "FaissVectorStore": ("_faiss_index",),
+}
+
+
+def moved_names(components: Iterable[Any]) -> list[str]:
+    """``Class._name`` for every name of ``PRIVATE_NAMES`` one of ``components`` (of that class, or
+    for ``LLM`` any LLM) does not have: what an upgrade moved."""
+    missing = []
+    for component in components:
+        kinds = [c.__name__ for c in type(component).__mro__]
+        for kind, names in PRIVATE_NAMES.items():
+            if kind in kinds:
+                missing += [f"{kind}.{name}" for name in names if not hasattr(component, name)]
+    return missing
+
+
+_warned = False
+
+
+def check_version() -> None:
+    """Warn once if the installed llama-index-core is not the release line ``PRIVATE_NAMES`` was read from."""
+    global _warned
+    version = llama_index.core.__version__
+    if not _warned and not version.startswith(f"{TESTED}."):
+        _warned = True
+        log.warning("teola: llama-index-core %s is not %s.x, the release Teola's LlamaIndex adapter was checked "
+                    "against; if an app fails to read, pin llama-index-core~=%s.0", version, TESTED, TESTED)
+
+
+def transform_parts(engine: Any) -> tuple[Any, Any]:
+    """A TransformQueryEngine's query transform and the query engine it wraps."""
+    return engine._query_transform, engine._query_engine
+
+
+def postprocessors(engine: Any) -> list[Any]:
+    """A RetrieverQueryEngine's node postprocessors, in order."""
+    return list(engine._node_postprocessors)
+
+
+def synthesizer(engine: Any) -> Any:
+    """A RetrieverQueryEngine's response synthesizer."""
+    return engine._response_synthesizer
+
+
+@dataclass(frozen=True)
+class HyDEParts:
+    """What HyDEQueryTransform asks its LLM, and whether the query is embedded beside its answer."""
+
+    llm: Any
+    prompt: Any
+    include_original: bool
+
+
+def hyde_parts(hyde: Any) -> HyDEParts:
+    """A HyDEQueryTransform's LLM, prompt and ``include_original``."""
+    return HyDEParts(hyde._llm, hyde._hyde_prompt, hyde._include_original)
+
+
+@dataclass(frozen=True)
+class VectorRetrieverParts:
+    """What a VectorIndexRetriever searches and how it would query its store."""
+
+    store: Any
+    node_ids: Sequence[str] | None
+    embed_model: Any
+    top_k: int
+    query_mode: Any
+    restricted: bool  # metadata filters, doc ids or store kwargs narrow its query
+
+
+def vector_retriever(retriever: Any) -> VectorRetrieverParts:
+    """A VectorIndexRetriever's store, node ids, embedding model, top k, query mode and restrictions."""
+    restricted = retriever._filters is not None or bool(retriever._doc_ids) or bool(retriever._kwargs)
+    return VectorRetrieverParts(retriever._vector_store, retriever._node_ids, retriever._embed_model,
+                                retriever._similarity_top_k, retriever._vector_store_query_mode, restricted)
+
+
+def scored_nodes(retriever: Any, ids: list[str], similarities: list[float], query: str) -> list[NodeWithScore]:
+    """Search hits as the nodes a VectorIndexRetriever returns for them: fetched from its docstore
+    where the store holds no text, scored, and recursive retrieval applied."""
+    result = VectorStoreQueryResult(ids=ids, similarities=similarities)
+    to_fetch = retriever._determine_nodes_to_fetch(result)
+    if to_fetch:
+        fetched = retriever._docstore.get_nodes(node_ids=to_fetch, raise_error=False)
+        result.nodes = retriever._insert_fetched_nodes_into_query_result(result, fetched)
+    nodes = retriever._convert_nodes_to_scored_nodes(result)
+    return retriever._handle_recursive_retrieval(QueryBundle(query), nodes)
+
+
+def fusion_retrievers(retriever: Any) -> list[Any]:
+    """A QueryFusionRetriever's retrievers."""
+    return list(retriever._retrievers)
+
+
+def fusion_llm(retriever: Any) -> Any:
+    """The LLM a QueryFusionRetriever writes its queries with."""
+    return retriever._llm
+
+
+def fuse(retriever: Any, mode: Any, results: dict[tuple[str, int], list[NodeWithScore]]) -> list[NodeWithScore]:
+    """The per-(query, retriever) results fused by the QueryFusionRetriever's own fusion for ``mode``."""
+    from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
+
+    if mode == FUSION_MODES.RECIPROCAL_RANK:
+        return retriever._reciprocal_rerank_fusion(results)
+    if mode == FUSION_MODES.RELATIVE_SCORE:
+        return retriever._relative_score_fusion(results)
+    if mode == FUSION_MODES.DIST_BASED_SCORE:
+        return retriever._relative_score_fusion(results, dist_based=True)
+    return retriever._simple_fusion(results)
+
+
+def recursive_retrieval(retriever: Any, query: str, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+    """``nodes`` after the retriever's own recursive retrieval (index nodes followed)."""
+    return retriever._handle_recursive_retrieval(QueryBundle(query), nodes)
+
+
+def rerank_kwargs(rerank: Any, nodes: list[Any], query: str) -> dict[str, Any]:
+    """The choice-select prompt's variables LLMRerank formats for ``nodes``."""
+    return rerank._get_predict_kwargs(nodes, query)
+
+
+def rerank_batches(rerank: Any, nodes: list[NodeWithScore]) -> list[list[NodeWithScore]]:
+    """The batches of candidates LLMRerank asks its LLM about, one call each."""
+    return rerank._get_node_batches(nodes)
+
+
+def rerank_choices(rerank: Any, raw: str, batch: list[NodeWithScore]) -> list[NodeWithScore]:
+    """LLMRerank's reading of one answer against its batch of candidates."""
+    return rerank._parse_raw_response(raw, batch)
+
+
+def parse_output(llm: Any, text: str) -> str:
+    """The LLM's own post-processing of its output (its output parser, if any)."""
+    return llm._parse_output(text)
+
+
+def render(llm: Any, template: Any, **variables: Any) -> tuple[list[Any] | None, str | None]:
+    """A template with its variables, as the LLM's predict() would send it: (messages, None) for a
+    chat model, (None, text) for a completion model."""
+    if llm.metadata.is_chat_model:
+        return llm._get_messages(template, **variables), None
+    return None, llm._get_prompt(template, **variables)
+
+
+@dataclass(frozen=True)
+class SynthesizerParts:
+    """A compact or tree_summarize synthesizer's LLM, templates, prompt helper and modes."""
+
+    llm: Any
+    text_qa_template: Any
+    refine_template: Any
+    summary_template: Any
+    prompt_helper: Any
+    padding: int
+    plain: bool  # not streaming, no structured output, no answer filtering, not multimodal
+
+
+def synthesizer_parts(synth: Any) -> SynthesizerParts:
+    """What Teola reads of a CompactAndRefine or TreeSummarize synthesizer."""
+    plain = not (synth._streaming or synth._output_cls is not None
+                 or getattr(synth, "_structured_answer_filtering", False) or synth._multimodal)
+    return SynthesizerParts(synth._llm, getattr(synth, "_text_qa_template", None), getattr(synth, "_refine_template", None),
+                            getattr(synth, "_summary_template", None), synth._prompt_helper,
+                            getattr(synth, "_response_padding_size", 0), plain)
+
+
+def compact_chunks(synth: Any, query: str, texts: list[str]) -> list[str]:
+    """The text chunks compact mode packs the context into."""
+    return synth._make_compact_text_chunks(query, texts)
+
+
+def response(synth: Any, text: Any, nodes: list[NodeWithScore]) -> Any:
+    """The Response the synthesizer returns for ``text`` and ``nodes``."""
+    return synth._prepare_response_output(text, nodes)
+
+
+def faiss_index(store: Any) -> Any:
+    """A FaissVectorStore's faiss index."""
+    return store._faiss_index
+
+
+def is_faiss_store(store: Any) -> bool:
+    """Whether ``store`` is llama-index-vector-stores-faiss's FaissVectorStore."""
+    return type(store).__name__ == "FaissVectorStore" and hasattr(store, "_faiss_index")

@@ -1,0 +1,39 @@
+"""Every private LlamaIndex name Teola reads exists in the installed llama-index-core (real components)."""
+
+import faiss
+from llama_index.core import VectorStoreIndex
+from llama_index.core.embeddings import MockEmbedding
+from llama_index.core.indices.query.query_transform import HyDEQueryTransform
+from llama_index.core.llms import MockLLM
+from llama_index.core.postprocessor import LLMRerank
+from llama_index.core.query_engine import TransformQueryEngine
+from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummarize
+from llama_index.core.retrievers import QueryFusionRetriever
+from llama_index.core.schema import TextNode
+from llama_index.vector_stores.faiss import FaissVectorStore
+
+from teola.adapters import llama_index_compat as li
+
+
+def _components() -> list:
+    llm, embed = MockLLM(), MockEmbedding(embed_dim=8)
+    index = VectorStoreIndex([TextNode(text="a"), TextNode(text="b")], embed_model=embed)
+    retriever = index.as_retriever()
+    engine = index.as_query_engine(llm=llm)
+    return [
+        engine, TransformQueryEngine(engine, HyDEQueryTransform(llm=llm)), HyDEQueryTransform(llm=llm), retriever,
+        QueryFusionRetriever([retriever], llm=llm), LLMRerank(llm=llm), CompactAndRefine(llm=llm), TreeSummarize(llm=llm),
+        llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
+    ]
+
+
+def test_no_private_name_the_adapter_reads_has_moved():
+    components = _components()
+    covered = {kind for kind in li.PRIVATE_NAMES for c in components if kind in [k.__name__ for k in type(c).__mro__]}
+    assert covered == set(li.PRIVATE_NAMES)  # one real component of every class whose privates are read
+    assert li.moved_names(components) == []
+
+
+def test_a_moved_name_is_named_with_its_class():
+    renamed = type("LLMRerank", (), {"_get_predict_kwargs": None, "_get_node_batches": None})()
+    assert li.moved_names([renamed]) == ["LLMRerank._parse_raw_response"]
