@@ -21,6 +21,14 @@ class PrimitiveError(TeolaRuntimeError):
         self.engine = engine
 
 
+def original_error(exc: BaseException) -> BaseException:
+    """The exception a primitive's own code raised (the framework's, the user's), unwrapped from
+    Teola's ``PrimitiveError``: what the native run would have raised. Other exceptions are themselves."""
+    while isinstance(exc, PrimitiveError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc
+
+
 class OverloadedError(TeolaRuntimeError):
     """The runtime turned a query away: as many queries as it holds are already running or waiting.
     Retry later (with backoff), send fewer at once, or raise ``QueryLimits.max_waiting``."""

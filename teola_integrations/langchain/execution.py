@@ -23,7 +23,7 @@ from teola.optimizer.ir import Graph
 from teola.optimizer.ops import CALLABLE, EngineId, EngineKind
 from teola.runtime.engine_scheduler import CallablePool
 from teola.runtime.admission import query_context
-from teola.runtime.errors import PrimitiveError
+from teola.runtime.errors import original_error
 from teola.runtime.graph_scheduler import GraphScheduler
 from teola.runtime.runtime import Runtime
 from teola.runtime.traces import deliver
@@ -108,10 +108,3 @@ class ChainPlan:
         outputs, trace = await self.scheduler.run(inputs)
         deliver(trace)
         return outputs
-
-
-def original_error(exc: BaseException) -> BaseException:
-    """The exception a step raised, as LangChain would raise it, unwrapped from Teola's ``PrimitiveError``."""
-    while isinstance(exc, PrimitiveError) and exc.__cause__ is not None:
-        exc = exc.__cause__
-    return exc

@@ -17,11 +17,11 @@ from teola.adapters.langchain_compat import get_executor_for_config
 from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.optimizer.stream_output import stream_output
-from teola.runtime.errors import PrimitiveError
+from teola.runtime.errors import PrimitiveError, original_error
 from teola.runtime.runtime import Runtime, get_runtime
 from teola_integrations.compile import compile_graph
 from teola_integrations.langchain.answer_stream import answer_achunks, answer_chunks
-from teola_integrations.langchain.execution import ChainPlan, original_error
+from teola_integrations.langchain.execution import ChainPlan
 
 log = logging.getLogger(__name__)
 

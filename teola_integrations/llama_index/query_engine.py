@@ -16,6 +16,7 @@ from teola.optimizer.ir import Graph
 from teola.optimizer.ops import EngineKind
 from teola.optimizer.passes import PASSES
 from teola.runtime.engines.vector_index import FaissIndexEngine
+from teola.runtime.errors import PrimitiveError, original_error
 from teola.runtime.registry import EngineSpec
 from teola.runtime.runtime import Runtime, get_runtime
 from teola_integrations.compile import compile_graph
@@ -33,7 +34,8 @@ class TeolaQueryEngine(BaseQueryEngine):
     """A LlamaIndex query engine whose queries run as primitive graphs on shared engines.
 
     It keeps the wrapped engine's interface: ``query``/``aquery`` return the same ``Response``
-    (text, ``source_nodes``, metadata) the native engine returns. ``primitive_graph`` is the lowered
+    (text, ``source_nodes``, metadata) the native engine returns, and raise what it raises (a
+    component's own exception, not Teola's wrapper of it). ``primitive_graph`` is the lowered
     graph, ``plan`` the same after the chosen passes. Each query's primitive timings go to the
     caller's ``teola.runtime.traces.record_traces()``, when one is open.
     """
@@ -56,10 +58,18 @@ class TeolaQueryEngine(BaseQueryEngine):
         return self.native._get_prompt_modules()
 
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        return self._runtime.execute(self._scheduler, _inputs(query_bundle))["response"]
+        try:
+            return self._runtime.execute(self._scheduler, _inputs(query_bundle))["response"]
+        except PrimitiveError as exc:
+            error = original_error(exc)
+        raise error  # outside the handler: the component's own exception, as the native engine raises it
 
     async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
-        return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle)))["response"]
+        try:
+            return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle)))["response"]
+        except PrimitiveError as exc:
+            error = original_error(exc)
+        raise error
 
 
 def _inputs(query_bundle: QueryBundle) -> dict[str, str]:

@@ -12,7 +12,7 @@ from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import TextNode
 from llama_index.vector_stores.faiss import FaissVectorStore
 
-from teola.adapters import llama_index_compat as li
+from teola.adapters.llama_index import compat as li
 
 
 def _components() -> list:

@@ -1,0 +1,18 @@
+"""LlamaIndex adapter: reads a query engine into a module graph, one recogniser per component family.
+
+It runs nothing itself. Each family (``retrievers``: vector index retriever, query fusion;
+``rerank``: LLMRerank; ``synthesizers``: compact, tree_summarize; ``hyde``) has a recogniser that
+says whether a component is of it, why it cannot be lowered (``why_not``), and reads it into
+modules (``read``). What no recogniser lowers runs unchanged as a ``call`` module (with one log
+line saying why). The callables modules carry reuse LlamaIndex's own code (prompt helper,
+templates, node mapping, response building), so the optimized run computes the very prompt and
+response the native run does; every private LlamaIndex name they touch is in ``compat``.
+
+Engines are recognised by duck typing: an LLM or embedding model backed by a Teola engine carries
+``teola_engine`` (the engine's ``EngineId``) and, for LLMs, ``teola_sampling``.
+"""
+
+from teola.adapters.llama_index.query_engine import read_query_engine
+from teola.adapters.llama_index.reading import AppReading, IndexSource, UnsupportedPipelineError, to_prompt
+
+__all__ = ["AppReading", "IndexSource", "UnsupportedPipelineError", "read_query_engine", "to_prompt"]

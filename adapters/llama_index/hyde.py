@@ -1,0 +1,53 @@
+"""The HyDE family: a TransformQueryEngine with HyDEQueryTransform around a readable query engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_index.core.indices.query.query_transform import HyDEQueryTransform
+from llama_index.core.query_engine import RetrieverQueryEngine, TransformQueryEngine
+from llama_index.core.schema import QueryBundle
+
+from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.reading import AppReading, Recogniser, recognise, render
+from teola.adapters.llama_index.retrievers import VECTOR
+from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ops import FnArgs, GenerateArgs
+
+
+class HyDERecogniser(Recogniser):
+    """The LLM writes a hypothetical answer document; it (and the query, if included) are what the
+    inner engine's vector retriever embeds, as HyDEQueryTransform's query bundle asks."""
+
+    family = "HyDE (TransformQueryEngine with HyDEQueryTransform)"
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is TransformQueryEngine and type(li.transform_parts(component)[0]) is HyDEQueryTransform
+
+    def why_not(self, component: Any) -> str | None:
+        transform, inner = li.transform_parts(component)
+        if not hasattr(li.hyde_parts(transform).llm, "teola_engine"):
+            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+        if type(inner) is not RetrieverQueryEngine:
+            return f"it wraps a {type(inner).__name__}, not a RetrieverQueryEngine"
+        return recognise((VECTOR,), inner.retriever)[1] or None
+
+    def read(self, reading: AppReading, engine: TransformQueryEngine) -> tuple[Ref, Any]:
+        """The hypothetical document's LLM call and embedding texts; returns them and the inner engine."""
+        transform, inner = li.transform_parts(engine)
+        parts = li.hyde_parts(transform)
+        llm = parts.llm
+        reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
+                               GenerateArgs(llm.teola_engine, llm.teola_sampling,
+                                            lambda query: render(llm, parts.prompt, context_str=query))))
+
+        def embedding_texts(query: str, text: str) -> list[str]:
+            document = li.parse_output(llm, text)
+            return [document, *QueryBundle(query).embedding_strs] if parts.include_original else [document]
+
+        reading.graph.add(Node("hyde", ModuleKind.CALL, {"query": QueryInput("query_str"), "text": Ref("hyde.generate", "text")},
+                               ("texts",), FnArgs(embedding_texts, "HyDE embedding texts", pure=True)))
+        return Ref("hyde", "texts"), inner
+
+
+HYDE = HyDERecogniser()

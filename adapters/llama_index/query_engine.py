@@ -1,0 +1,100 @@
+"""Reading a LlamaIndex query engine into a module graph, family by family."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.schema import NodeWithScore, QueryBundle
+
+from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.hyde import HYDE
+from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
+from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
+from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
+from teola.adapters.llama_index.synthesizers import SYNTHESIZERS
+from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ops import FnArgs
+
+QUERY = QueryInput("query_str")
+
+
+def read_query_engine(query_engine: Any) -> AppReading:
+    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize,
+    or a HyDE ``TransformQueryEngine`` around one: hypothetical document -> retrieve by the mean
+    embedding of it and the query -> postprocess* -> synthesize.
+
+    A component no recogniser lowers runs unchanged, as one call (logged once, in ``fallbacks``);
+    so does any other LlamaIndex query engine (SubQuestionQueryEngine ...), whole.
+    """
+    li.check_version()
+    if not isinstance(query_engine, BaseQueryEngine):
+        raise UnsupportedPipelineError(
+            f"optimize() takes a llama_index query engine (for example index.as_query_engine()), "
+            f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
+        )
+    reading = AppReading(Graph(inputs=("query_str",)))
+    embedding_texts = None
+    if HYDE.accepts(query_engine) and not HYDE.why_not(query_engine):
+        embedding_texts, query_engine = HYDE.read(reading, query_engine)
+    if not isinstance(query_engine, RetrieverQueryEngine):
+        why = HYDE.why_not(query_engine) if HYDE.accepts(query_engine) else \
+            "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
+        reading.fallback(query_engine, why)
+        _call(reading, "synthesize", {"query": QUERY}, "response", query_engine, lambda query: query_engine.query(query))
+        reading.graph.set_output("response", Ref("synthesize", "response"))
+        return reading
+    nodes = _read_retriever(reading, query_engine.retriever, embedding_texts)
+    bound = most_nodes(query_engine.retriever)
+    for i, postprocessor in enumerate(li.postprocessors(query_engine)):
+        nodes = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound)
+        bound = None  # a postprocessor may return any number of nodes
+    _read_synthesizer(reading, li.synthesizer(query_engine), nodes)
+    reading.graph.set_output("response", Ref("synthesize", "response"))
+    return reading
+
+
+def _call(reading: AppReading, name: str, inputs: dict, output: str, component: Any, fn: Callable[..., Any],
+          after: tuple[str, ...] = ()) -> Ref:
+    """``component`` run as-is, as one call module."""
+    reading.graph.add(Node(name, ModuleKind.CALL, inputs, (output,), FnArgs(fn, type(component).__name__), after=after))
+    return Ref(name, output)
+
+
+def _read_retriever(reading: AppReading, retriever: Any, embedding_texts: Ref | None) -> Ref:
+    if embedding_texts is not None:  # HyDE checked its inner retriever is a readable vector retriever
+        return VECTOR.read(reading, retriever, embedding_texts=embedding_texts, after=("hyde",))
+    recogniser, why = recognise(RETRIEVERS, retriever)
+    if recogniser is not None:
+        return recogniser.read(reading, retriever)
+    reading.fallback(retriever, why)
+    return _call(reading, "retrieve", {"query": QUERY}, "nodes", retriever, lambda query: retriever.retrieve(query))
+
+
+def _read_postprocessor(reading: AppReading, name: str, postprocessor: Any, nodes: Ref, bound: int | None) -> Ref:
+    """LLMRerank over a bounded list of candidates lowers; any other postprocessor runs as a call
+    (it is one local step either way: nothing is lost but LLMRerank's batches)."""
+    recogniser, _ = recognise(POSTPROCESSORS, postprocessor)
+    if recogniser is LLM_RERANK and bound:
+        return LLM_RERANK.read(reading, postprocessor, name, nodes, bound)
+    reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes, "query": QUERY}, ("nodes",),
+                           FnArgs(_postprocess_fn(postprocessor), type(postprocessor).__name__), after=(nodes.node,)))
+    return Ref(name, "nodes")
+
+
+def _postprocess_fn(postprocessor: Any) -> Callable[..., list[NodeWithScore]]:
+    def postprocess(nodes: list[NodeWithScore], query: str) -> list[NodeWithScore]:
+        return postprocessor.postprocess_nodes(nodes, query_bundle=QueryBundle(query))
+
+    return postprocess
+
+
+def _read_synthesizer(reading: AppReading, synth: Any, nodes: Ref) -> None:
+    recogniser, why = recognise(SYNTHESIZERS, synth)
+    if recogniser is not None:
+        recogniser.read(reading, synth, nodes)
+        return
+    reading.fallback(synth, why)
+    _call(reading, "synthesize", {"query": QUERY, "nodes": nodes}, "response", synth,
+          lambda query, nodes: synth.synthesize(query=query, nodes=nodes))

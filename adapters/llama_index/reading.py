@@ -1,0 +1,105 @@
+"""What every LlamaIndex recogniser shares: the reading it adds modules to, the recogniser protocol,
+fallbacks, and prompts rendered as the LLM's own predict() renders them."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
+from llama_index.core.base.llms.types import MessageRole
+
+from teola.adapters.llama_index import compat as li
+from teola.optimizer.ir import Graph
+from teola.optimizer.ops import EngineId, EngineKind
+from teola.optimizer.values import ChatMessage, Prompt
+
+log = logging.getLogger("teola.adapters.llama_index")
+
+_ROLES = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}
+
+
+class UnsupportedPipelineError(TypeError):
+    """``optimize()`` was given an object it cannot read at all."""
+
+
+def to_prompt(messages: Sequence[LIChatMessage]) -> Prompt:
+    """LlamaIndex chat messages as a framework-free ``Prompt``."""
+    converted = []
+    for message in messages:
+        if message.role not in _ROLES:
+            raise ValueError(f"Teola's LLM engine takes system, user and assistant messages, got role {message.role.value!r}")
+        converted.append(ChatMessage(_ROLES[message.role], message.content or ""))
+    return Prompt(messages=tuple(converted))
+
+
+def render(llm: Any, template: Any, **variables: Any) -> Prompt:
+    """A template with its variables filled in, as the LLM's predict() would send it."""
+    messages, text = li.render(llm, template, **variables)
+    return to_prompt(messages) if messages is not None else Prompt(text=text)
+
+
+@dataclass(frozen=True)
+class IndexSource:
+    """The vectors a vector index engine must serve, read off a LlamaIndex vector store.
+
+    Either ``ids`` + ``vectors`` (a copy, searched by cosine similarity, as SimpleVectorStore does)
+    or ``faiss_index`` (the store's own faiss index, searched in place; ids are positions). ``key``
+    names what it serves: the store (for as long as it lives) and, for a copy, which ids.
+    """
+
+    key: str
+    ids: tuple[str, ...] = ()
+    vectors: Any = None
+    faiss_index: Any = None
+
+    @property
+    def engine(self) -> EngineId:
+        """The vector index engine that serves it."""
+        return EngineId.of(EngineKind.VECTOR_INDEX, self.key)
+
+
+@dataclass
+class AppReading:
+    """What the adapter read: the module graph, the vector indexes it needs as engines, and the
+    components that run unoptimized (each with why)."""
+
+    graph: Graph
+    indexes: list[IndexSource] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+
+    def fallback(self, component: Any, why: str) -> None:
+        """Record (and log, once) that ``component`` runs unoptimized, as one call, and why."""
+        message = f"{type(component).__name__} runs unoptimized, as one call: {why}"
+        log.warning("teola: %s", message)
+        self.fallbacks.append(message)
+
+
+class Recogniser(abc.ABC):
+    """One family of LlamaIndex components Teola lowers into modules.
+
+    ``accepts``: whether a component is of the family at all; ``why_not``: why an accepted one
+    cannot be lowered (None: it can); ``read``, defined by each family for its place in a pipeline
+    (retriever, postprocessor, synthesizer, query transform), adds its modules to an ``AppReading``.
+    """
+
+    family: str
+
+    @abc.abstractmethod
+    def accepts(self, component: Any) -> bool:
+        """Whether ``component`` is of this family."""
+
+    @abc.abstractmethod
+    def why_not(self, component: Any) -> str | None:
+        """Why ``component`` (accepted) cannot be lowered, or None."""
+
+
+def recognise(recognisers: Sequence[Recogniser], component: Any) -> tuple[Recogniser | None, str]:
+    """The recogniser that lowers ``component``, or None and why none does."""
+    for recogniser in recognisers:
+        if recogniser.accepts(component):
+            why = recogniser.why_not(component)
+            return (None, why) if why else (recogniser, "")
+    return None, f"Teola lowers {' and '.join(r.family for r in recognisers)} so far"

@@ -1,0 +1,199 @@
+"""Retriever families: a vector index retriever, and query fusion over such retrievers."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+import weakref
+from typing import Any, Callable, Sequence
+
+from llama_index.core.base.embeddings.base import mean_agg
+from llama_index.core.retrievers import QueryFusionRetriever, VectorIndexRetriever
+from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
+from llama_index.core.schema import NodeWithScore
+from llama_index.core.vector_stores import SimpleVectorStore
+from llama_index.core.vector_stores.types import VectorStoreQueryMode
+
+from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser
+from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
+from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
+from teola.optimizer.values import Prompt
+
+_store_keys: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def _store_key(store: Any) -> str:
+    """A key of ``store`` no other store gets, while it lives or after (``id()`` is reused once an
+    object is gone, so a new store there would be served an old store's vectors)."""
+    known = _store_keys.get(id(store))
+    if known is None or known[0]() is not store:
+        known = (weakref.ref(store), uuid.uuid4().hex[:12])
+        _store_keys[id(store)] = known
+    return known[1]
+
+
+def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
+    """The store's vectors; for SimpleVectorStore only those ``node_ids`` allows, as its own query does.
+
+    FaissVectorStore's query ignores node ids, so its index is searched whole, as it is natively.
+    """
+    if li.is_faiss_store(store):
+        return IndexSource(f"faiss:{_store_key(store)}", faiss_index=li.faiss_index(store))
+    allowed = set(node_ids) if node_ids else None
+    ids = tuple(i for i in store.data.embedding_dict if allowed is None or i in allowed)
+    digest = hashlib.sha1("\0".join(ids).encode()).hexdigest()[:12]
+    return IndexSource(f"simple:{_store_key(store)}:{digest}", ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
+
+
+def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int | None) -> Callable[..., list[NodeWithScore]]:
+    """Search hits -> NodeWithScore list, through the retriever's own node mapping."""
+
+    def to_nodes(hits: list[tuple[str, float]], query: str) -> list[NodeWithScore]:
+        if snapshot_size is not None and len(store.data.embedding_dict) != snapshot_size:
+            raise RuntimeError("the index changed after optimize(): call optimize() again so Teola serves the new nodes")
+        return li.scored_nodes(retriever, [i for i, _ in hits], [s for _, s in hits], query)
+
+    return to_nodes
+
+
+class VectorRetrieverRecogniser(Recogniser):
+    """``index.as_retriever()``: embed the query, search the store's vectors, map hits to its nodes."""
+
+    family = "VectorIndexRetriever"
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is VectorIndexRetriever
+
+    def why_not(self, component: Any) -> str | None:
+        parts = li.vector_retriever(component)
+        if not hasattr(parts.embed_model, "teola_engine"):
+            return "its embedding model is not backed by a Teola engine (use teola_integrations.llama_index.TeolaEmbedding)"
+        if parts.query_mode != VectorStoreQueryMode.DEFAULT:
+            return f"query mode {parts.query_mode.value!r} (Teola runs dense search)"
+        if parts.restricted:
+            return "metadata filters, doc id restrictions or vector store kwargs"
+        if not li.is_faiss_store(parts.store) and type(parts.store) is not SimpleVectorStore:
+            return f"vector store {type(parts.store).__name__} (Teola reads SimpleVectorStore and FaissVectorStore)"
+        return None
+
+    def read(self, reading: AppReading, retriever: VectorIndexRetriever, name: str = "retrieve",
+             query: Source = QueryInput("query_str"), batch: bool = False, after: tuple[str, ...] = (),
+             embedding_texts: Ref | None = None) -> Ref:
+        """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts;
+        with ``embedding_texts`` it searches by the mean embedding of those texts (HyDE's bundle)."""
+        parts = li.vector_retriever(retriever)
+        index = _index_source(parts.store, parts.node_ids)
+        if index.key not in {i.key for i in reading.indexes}:
+            reading.indexes.append(index)
+        inputs: dict[str, Source] = {"query": query}
+        if embedding_texts is not None:
+            inputs["embedding_texts"] = embedding_texts
+        snapshot = None if index.faiss_index is not None else len(parts.store.data.embedding_dict)
+        args = RetrieveArgs(parts.embed_model.teola_engine, index.engine, parts.top_k,
+                            _to_nodes_fn(retriever, parts.store, snapshot),
+                            mean_agg if embedding_texts is not None else None, batch=batch)
+        reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
+        return Ref(name, "nodes")
+
+
+VECTOR = VectorRetrieverRecogniser()
+_FUSIONS = (FUSION_MODES.RECIPROCAL_RANK, FUSION_MODES.RELATIVE_SCORE, FUSION_MODES.DIST_BASED_SCORE, FUSION_MODES.SIMPLE)
+
+
+class FusionRecogniser(Recogniser):
+    """QueryFusionRetriever: the LLM writes ``num_queries - 1`` queries; the original and each
+    generated query are retrieved by every retriever; the retriever's own fusion merges the lists.
+
+    The module order records the native one (generate, then retrieve); the data edges say the
+    original query's retrievals need no generated query.
+    """
+
+    family = "QueryFusionRetriever"
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is QueryFusionRetriever
+
+    def why_not(self, component: Any) -> str | None:
+        for sub in li.fusion_retrievers(component):
+            why = VECTOR.why_not(sub) if VECTOR.accepts(sub) else f"Teola reads {VECTOR.family}"
+            if why:
+                return f"one of its retrievers is not readable: {why}"
+        if component.num_queries > 1 and not hasattr(li.fusion_llm(component), "teola_engine"):
+            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+        if component.mode not in _FUSIONS:
+            return f"fusion mode {component.mode!r}"
+        return None
+
+    def read(self, reading: AppReading, retriever: QueryFusionRetriever) -> Ref:
+        """expand (the generated queries) -> retrieve each query with each retriever -> fuse."""
+        generated = retriever.num_queries - 1
+        query = QueryInput("query_str")
+        if generated > 0:
+            llm = li.fusion_llm(retriever)
+            reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), GenerateArgs(
+                llm.teola_engine, llm.teola_sampling, _query_gen_prompt_fn(retriever, generated),
+                parse=_generated_queries_fn(generated), max_items=generated)))
+        fuse_inputs: dict[str, Source] = {"query": query}
+        last = ("expand",) if generated > 0 else ()
+        subs = li.fusion_retrievers(retriever)
+        for i, sub in enumerate(subs):
+            fuse_inputs[f"original{i}"] = VECTOR.read(reading, sub, f"retrieve{i}", query, after=last)
+            last = (f"retrieve{i}",)
+        for i, sub in enumerate(subs if generated > 0 else ()):
+            fuse_inputs[f"generated{i}"] = VECTOR.read(reading, sub, f"retrieve{i}_generated", Ref("expand", "queries"),
+                                                       batch=True, after=last)
+            last = (f"retrieve{i}_generated",)
+        if generated > 0:
+            fuse_inputs["queries"] = Ref("expand", "queries")
+        reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",),
+                               FnArgs(_fusion_fn(retriever), f"{FUSION_MODES(retriever.mode).value} fusion"), after=last))
+        return Ref("retrieve", "nodes")
+
+
+def _query_gen_prompt_fn(retriever: QueryFusionRetriever, generated: int) -> Callable[[str], Prompt]:
+    """The query-generation prompt, as QueryFusionRetriever formats it and TeolaLLM.complete sends it."""
+
+    def build_prompt(query: str) -> Prompt:
+        return Prompt(text=retriever.query_gen_prompt.format(num_queries=generated, query=query))
+
+    return build_prompt
+
+
+def _generated_queries_fn(generated: int) -> Callable[[str], list[str]]:
+    """QueryFusionRetriever's reading of the LLM's answer: one query a non-empty line, code fences
+    stripped, at most ``generated`` of them (the same steps as its ``_get_queries``)."""
+
+    def parse(text: str) -> list[str]:
+        lines = (line.strip() for line in text.strip("`").split("\n"))
+        return [line for line in lines if line][:generated]
+
+    return parse
+
+
+def _fusion_fn(retriever: QueryFusionRetriever) -> Callable[..., list[NodeWithScore]]:
+    """The per-(query, retriever) results, keyed and ordered as the native retriever keys them, fused."""
+    count = len(li.fusion_retrievers(retriever))
+
+    def fuse(query: str, queries: Sequence[str] = (), **lists: list) -> list[NodeWithScore]:
+        results: dict[tuple[str, int], list[NodeWithScore]] = {}
+        for i in range(count):
+            results[(query, i)] = lists[f"original{i}"]
+        for k, generated_query in enumerate(queries):
+            for i in range(count):
+                results[(generated_query, i)] = lists[f"generated{i}"][k]
+        fused = li.fuse(retriever, retriever.mode, results)[: retriever.similarity_top_k]
+        return li.recursive_retrieval(retriever, query, fused)
+
+    return fuse
+
+
+FUSION = FusionRecogniser()
+RETRIEVERS: tuple[Recogniser, ...] = (FUSION, VECTOR)
+
+
+def most_nodes(retriever: Any) -> int | None:
+    """The most nodes ``retriever`` can return, where Teola reads it."""
+    if FUSION.accepts(retriever) or VECTOR.accepts(retriever):
+        return retriever.similarity_top_k
+    return None

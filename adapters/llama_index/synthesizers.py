@@ -1,0 +1,159 @@
+"""Synthesizer families: the ``compact`` and ``tree_summarize`` response modes.
+
+Both lower to one LLM call per query (tree_summarize's first level: its chunks' calls sent
+together) whose prompt prefix, the user's template up to the context, can be prefilled early;
+``finish`` turns the answer into the Response the native synthesizer returns, and hands what does
+not fit one call (a refine step, a deeper tree) back to the native synthesizer.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from typing import Any, Callable
+
+from llama_index.core.prompts.prompt_utils import get_biggest_prompt
+from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummarize
+from llama_index.core.schema import MetadataMode, NodeWithScore
+
+from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.reading import AppReading, Recogniser, render
+from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
+from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
+
+log = logging.getLogger("teola.adapters.llama_index")
+
+
+class _SynthesizerRecogniser(Recogniser):
+    """What both modes share: when one can be lowered, and the synthesize module it reads into."""
+
+    batch = False
+
+    def why_not(self, component: Any) -> str | None:
+        parts = li.synthesizer_parts(component)
+        if not parts.plain:
+            return "streaming, structured output or answer filtering"
+        if not hasattr(parts.llm, "teola_engine"):
+            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+        return None
+
+    def read(self, reading: AppReading, synth: Any, nodes: Ref) -> Ref:
+        """The synthesize module: (query, nodes) -> prompt(s) -> LLM -> the framework's Response."""
+        llm = li.synthesizer_parts(synth).llm
+        reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": QueryInput("query_str"), "nodes": nodes},
+                               ("response",), SynthesizeArgs(
+                                   llm.teola_engine, llm.teola_sampling, self.prompts(synth),
+                                   PrefixSpec(_template_prefix_fn(llm, self.template(synth)), ("query",)),
+                                   finish=self.finish(synth), batch=self.batch)))
+        return Ref("synthesize", "response")
+
+    @abc.abstractmethod
+    def template(self, synth: Any) -> Any:
+        """The template whose part before the context is the prompts' shared prefix."""
+
+    @abc.abstractmethod
+    def prompts(self, synth: Any) -> Callable[..., Any]:
+        """(query, nodes) -> the prompt (or, batched, the prompts) of the LLM call."""
+
+    @abc.abstractmethod
+    def finish(self, synth: Any) -> Callable[..., Any]:
+        """(query, nodes, answer) -> the Response the native synthesizer returns."""
+
+
+def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:
+    """query -> the part of a synthesis prompt before the context: the user's template rendered
+    with a marker where the context goes, cut there by the engine."""
+
+    def build_prefix(query: str) -> PromptPrefix:
+        return PromptPrefix(render(llm, template.partial_format(query_str=query), context_str=CONTEXT_MARK), CONTEXT_MARK)
+
+    return build_prefix
+
+
+class CompactRecogniser(_SynthesizerRecogniser):
+    """``response_mode="compact"`` (the default): one LLM call over the packed context."""
+
+    family = "the 'compact' response mode"
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is CompactAndRefine
+
+    def template(self, synth: Any) -> Any:
+        return li.synthesizer_parts(synth).text_qa_template
+
+    def prompts(self, synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
+        """The prompt of the one LLM call compact mode makes, as the native run builds it; ``SKIPPED``
+        when there are no nodes, or when the context needs more than one call (refine steps)."""
+        parts = li.synthesizer_parts(synth)
+
+        def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
+            if not nodes:
+                return SKIPPED
+            texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+            compact = li.compact_chunks(synth, query, texts)
+            max_prompt = get_biggest_prompt([parts.text_qa_template, parts.refine_template])
+            chunks = [piece for chunk in compact for piece in parts.prompt_helper.repack(
+                max_prompt, [chunk], llm=parts.llm, padding=parts.padding)]
+            if len(chunks) != 1:
+                log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
+                return SKIPPED
+            return render(parts.llm, parts.text_qa_template.partial_format(query_str=query), context_str=chunks[0])
+
+        return build_prompt
+
+    def finish(self, synth: CompactAndRefine) -> Callable[..., Any]:
+        parts = li.synthesizer_parts(synth)
+
+        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+            if answer is SKIPPED:
+                return synth.synthesize(query=query, nodes=nodes)
+            text = li.parse_output(parts.llm, answer) or "Empty Response"
+            return li.response(synth, text, list(nodes))
+
+        return finish
+
+
+class TreeSummarizeRecogniser(_SynthesizerRecogniser):
+    """``response_mode="tree_summarize"``: its first level's calls, one per repacked chunk, sent
+    together (LlamaIndex sends them one after another with use_async=False; they are independent)."""
+
+    family = "the 'tree_summarize' response mode"
+    batch = True
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is TreeSummarize
+
+    def template(self, synth: Any) -> Any:
+        return li.synthesizer_parts(synth).summary_template
+
+    def prompts(self, synth: TreeSummarize) -> Callable[..., list[Prompt] | Any]:
+        """The first level's prompts; ``SKIPPED`` when there are no nodes."""
+        parts = li.synthesizer_parts(synth)
+
+        def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
+            if not nodes:
+                return SKIPPED
+            template = parts.summary_template.partial_format(query_str=query)
+            texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+            chunks = parts.prompt_helper.repack(template, text_chunks=texts, llm=parts.llm)
+            return [render(parts.llm, template, context_str=chunk) for chunk in chunks]
+
+        return build_prompts
+
+    def finish(self, synth: TreeSummarize) -> Callable[..., Any]:
+        """One first-level answer is the response; several are summarized further by the native
+        tree_summarize, exactly as its recursion would."""
+        parts = li.synthesizer_parts(synth)
+
+        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+            if answer is SKIPPED:
+                return synth.synthesize(query=query, nodes=nodes)
+            summaries = [li.parse_output(parts.llm, text) for text in answer]
+            text = summaries[0] if len(summaries) == 1 else synth.get_response(query_str=query, text_chunks=summaries)
+            return li.response(synth, text, list(nodes))
+
+        return finish
+
+
+SYNTHESIZERS: tuple[Recogniser, ...] = (CompactRecogniser(), TreeSummarizeRecogniser())
