@@ -27,7 +27,7 @@ import networkx as nx
 from teola.optimizer.ir import Graph, Node, Op, QueryInput
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
-from teola.runtime.dispatch import request_for, value_of
+from teola.runtime.dispatch import request_for, rule_for, value_of
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
 from teola.runtime.streams import TextStream, complete_items
@@ -66,6 +66,8 @@ class GraphScheduler:
 
     def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler]) -> None:
         plan.lint(Op)
+        for node in plan:
+            rule_for(node)  # every primitive has an engine kind that serves its op
         missing = sorted({n.engine.name for n in plan if n.engine.name not in engines})
         if missing:
             raise TeolaRuntimeError(f"the plan needs engines {missing}, but only {sorted(engines)} are running")

@@ -2,10 +2,11 @@
 
 An ``EngineSpec`` says which engine is wanted (kind, model or what it serves, settings); its ``id``
 is the engine's stable identity. ``ENGINE_KINDS`` holds one ``EngineKindEntry`` per kind: how to
-make the engine (a picklable factory, so a backend may make it in another process) and how to
-wrap it in its scheduler. A backend starts any spec through it (``Backend.start``) and the runtime
-serves any spec through it (``Runtime.engine``): a new kind of engine is its engine class and one
-``register`` call, nothing in the runtime or the backends.
+make the engine (a picklable factory, so a backend may make it in another process), how to wrap
+it in its scheduler, and the rules that turn the primitives it serves into its requests. A backend
+starts any spec through it (``Backend.start``), the runtime serves any spec through it
+(``Runtime.engine``) and the graph scheduler sends primitives by its rules: a new kind of engine is
+its engine class, its request type and one ``register`` call, nothing in the runtime or the backends.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ import functools
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Mapping
 
+from teola.optimizer.ir import Node, Op
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler, LLMScheduler
-from teola.runtime.requests import BatchRequest, EmbedRequest, SearchRequest
+from teola.runtime.requests import (BatchRequest, EmbedRequest, EngineRequest, GenerateRequest, OpRule, SearchRequest,
+                                    TokenizeRequest, WarmPrefixRequest, items_of)
 
 
 @dataclass(frozen=True)
@@ -41,13 +44,15 @@ class EngineSpec:
 class EngineKindEntry:
     """How one kind of engine is made and driven.
 
-    ``factory(spec)``: a zero-argument, picklable
+    ``scheduler(id, engine)``: the engine scheduler in front of it. ``rules``: for each op its
+    engines serve, how a primitive becomes a request. ``factory(spec)``: a zero-argument, picklable
     callable that makes the engine where it is called (None: the kind starts only through
     ``start``). ``start(spec)``: how this process starts one (default: the factory, on a worker
-    thread). ``scheduler(id, engine)``: the engine scheduler in front of it.
+    thread).
     """
 
     scheduler: Callable[[EngineId, Any], EngineScheduler]
+    rules: Mapping[Op, OpRule]
     factory: Callable[[EngineSpec], Callable[[], Any]] | None = None
     start: Callable[[EngineSpec], Awaitable[Any]] | None = None
 
@@ -89,6 +94,25 @@ def _built(spec: EngineSpec) -> Callable[[], Any]:
     return spec.build
 
 
-register(EngineKind.LLM, EngineKindEntry(LLMScheduler, start=_start_vllm))
-register(EngineKind.EMBEDDING, EngineKindEntry(batching(EmbedRequest), _sentence_transformer))
-register(EngineKind.VECTOR_INDEX, EngineKindEntry(batching(SearchRequest), _built))
+def _embed(node: Node, args: Mapping[str, Any], **envelope: Any) -> EngineRequest:
+    return EmbedRequest(items_of(node, args["text"]), **envelope)
+
+
+def _search(node: Node, args: Mapping[str, Any], **envelope: Any) -> EngineRequest:
+    return SearchRequest(items_of(node, args["vector"]), node.args.top_k, **envelope)
+
+
+def _prefill(node: Node, args: Mapping[str, Any], **envelope: Any) -> EngineRequest:
+    if node.meta.warm:
+        return WarmPrefixRequest(args["prompt"], **envelope)
+    return TokenizeRequest(items_of(node, args["prompt"]), **envelope)
+
+
+def _decode(node: Node, args: Mapping[str, Any], **envelope: Any) -> EngineRequest:
+    return GenerateRequest(items_of(node, args["tokens"]), node.args.sampling, **envelope)
+
+
+register(EngineKind.LLM, EngineKindEntry(LLMScheduler, {Op.PREFILL: OpRule(_prefill, lambda node: not node.meta.warm),
+                                                        Op.DECODE: OpRule(_decode)}, start=_start_vllm))
+register(EngineKind.EMBEDDING, EngineKindEntry(batching(EmbedRequest), {Op.EMBED: OpRule(_embed)}, _sentence_transformer))
+register(EngineKind.VECTOR_INDEX, EngineKindEntry(batching(SearchRequest), {Op.SEARCH: OpRule(_search)}, _built))

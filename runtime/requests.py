@@ -5,7 +5,9 @@ these (``teola.runtime.dispatch``), and the framework model classes backed by Te
 the very same ones, so both paths batch together. Every request carries an ``id`` (unique among
 requests in flight; the LLM engine names its vLLM requests after it) and a ``priority`` (lower is
 served first). Requests that work item by item (embed, search, tokenize, generate) hold a tuple of
-items and are answered with one result per item, in order.
+items and are answered with one result per item, in order. An ``OpRule`` says how a primitive of
+one op becomes a request: the rules of the local ops are in ``dispatch``, those of engine ops in
+their engine kind's registry entry.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+from teola.optimizer.ir import Node
 from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 
 # (query priority, -depth): lower sorts first. Depth is the primitive's distance from the query's
@@ -105,3 +108,22 @@ class ParseRequest(EngineRequest):
     parse: Callable[[str], list]
     text: Any
     items: tuple[int, int] | None = None
+
+
+def _always(node: Node) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class OpRule:
+    """How a primitive of one op is sent to its engine: ``request(node, args, id=, priority=)`` is the
+    request its input values make; ``item_wise(node)``: the answer holds one result per item, and
+    the node's value is that result (or, with ``batch``, the list)."""
+
+    request: Callable[..., EngineRequest]
+    item_wise: Callable[[Node], bool] = _always
+
+
+def items_of(node: Node, value: Any) -> tuple:
+    """A primitive's input as request items: the value, or with ``batch`` each item of it."""
+    return tuple(value) if node.batched else (value,)

@@ -73,14 +73,16 @@ def test_a_pipeline_on_a_ray_cluster_answers_as_in_process_frees_abandoned_strea
 def test_an_engine_no_node_can_hold_is_refused_with_what_the_nodes_offer(cluster):
     import asyncio
 
+    from teola.optimizer.ops import EngineKind
     from teola.runtime.backends.ray_backend import Placement, RayBackend
     from teola.runtime.errors import TeolaRuntimeError
+    from teola.runtime.registry import EngineSpec
 
     backend = RayBackend(cluster[0].address, embedding=Placement(num_gpus=1))
     backend.open()
     try:
         with pytest.raises(TeolaRuntimeError, match=r"no node of the Ray cluster can hold .*'GPU': 1.*add a node"):
-            asyncio.run(backend.embedding("all-minilm-l6-v2"))
+            asyncio.run(backend.start(EngineSpec(EngineKind.EMBEDDING, "all-minilm-l6-v2")))
     finally:
         backend.close()
     assert not ray.is_initialized()
