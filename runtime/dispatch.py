@@ -1,8 +1,8 @@
 """From a primitive to its engine request and back, by its op's rule.
 
-The graph scheduler hands every primitive's input values to ``request_for``, sends the typed
-request it gets to the node's engine, and reads the node's value out of the answer with
-``value_of``. The rules of local work (prompt, parse, fuse, call: the callable pool) are here;
+The graph scheduler finds every primitive's rule once (``rule_for``); for each query the rule
+turns the primitive's input values into the typed request its engine gets (``request_for``) and
+reads the node's value out of the answer (``value_of``). The rules of local work (prompt, parse, fuse, call: the callable pool) are here;
 each engine kind's registry entry brings the rules of the ops its engines serve (embed, search,
 prefill, decode), so a new kind of engine brings its ops' rules with it.
 """
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 from teola.optimizer.ir import Node, Op
 from teola.runtime.errors import TeolaRuntimeError
 from teola.runtime.registry import ENGINE_KINDS
-from teola.runtime.requests import CallRequest, EngineRequest, OpRule, ParseRequest, Priority
+from teola.runtime.requests import CallRequest, EngineRequest, OpRule, ParseRequest
 
 Args = Mapping[str, Any]
 
@@ -51,15 +51,3 @@ def rule_for(node: Node) -> OpRule:
         raise TeolaRuntimeError(f"no {node.engine.kind.value} engine serves {node.op.value} primitives ({node.name}); "
                                 "register the engine kind with a rule for that op")
     return rule
-
-
-def request_for(node: Node, args: Args, request_id: str, priority: Priority) -> EngineRequest:
-    """The engine request that runs ``node`` on its input values ``args``."""
-    return rule_for(node).request(node, args, id=request_id, priority=priority)
-
-
-def value_of(node: Node, result: Any) -> Any:
-    """The node's value in its engine's answer to ``request_for``: the item's result, or the list."""
-    if rule_for(node).item_wise(node):
-        return list(result) if node.batched else result[0]
-    return result

@@ -27,7 +27,7 @@ import networkx as nx
 from teola.optimizer.ir import Graph, Node, Op, QueryInput
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
-from teola.runtime.dispatch import request_for, rule_for, value_of
+from teola.runtime.dispatch import rule_for
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
 from teola.runtime.streams import TextStream, complete_items
@@ -66,8 +66,7 @@ class GraphScheduler:
 
     def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler]) -> None:
         plan.lint(Op)
-        for node in plan:
-            rule_for(node)  # every primitive has an engine kind that serves its op
+        self._rules = {node.name: rule_for(node) for node in plan}  # refuses an op no engine kind serves
         missing = sorted({n.engine.name for n in plan if n.engine.name not in engines})
         if missing:
             raise TeolaRuntimeError(f"the plan needs engines {missing}, but only {sorted(engines)} are running")
@@ -120,12 +119,13 @@ class GraphScheduler:
             start = time.perf_counter() - t0
             trace.running.add(node.name)
             try:
-                request = request_for(node, args, f"{query}:{node.name}", (priority, -self.depths[node.name]))
+                rule = self._rules[node.name]
+                request = rule.request_for(node, args, f"{query}:{node.name}", (priority, -self.depths[node.name]))
                 engine = self.engines[node.engine.name]
                 if node.meta.stream:
                     await self._stream(node, engine, request, future)
                 else:
-                    future.set_result(_as_outputs(node, value_of(node, await engine.execute(request))))
+                    future.set_result(_as_outputs(node, rule.value_of(node, await engine.execute(request))))
             except (asyncio.CancelledError, PrimitiveError):
                 raise
             except Exception as exc:

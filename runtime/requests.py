@@ -123,6 +123,16 @@ class OpRule:
     request: Callable[..., EngineRequest]
     item_wise: Callable[[Node], bool] = _always
 
+    def request_for(self, node: Node, args: Mapping[str, Any], request_id: str, priority: Priority) -> EngineRequest:
+        """The engine request that runs ``node`` on its input values ``args``."""
+        return self.request(node, args, id=request_id, priority=priority)
+
+    def value_of(self, node: Node, result: Any) -> Any:
+        """The node's value in its engine's answer: the item's result, or the list (or the answer itself)."""
+        if self.item_wise(node):
+            return list(result) if node.batched else result[0]
+        return result
+
 
 def items_of(node: Node, value: Any) -> tuple:
     """A primitive's input as request items: the value, or with ``batch`` each item of it."""
