@@ -12,7 +12,7 @@ the runtime, like torch.fx targets.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Iterator, Mapping
 
 import networkx as nx

@@ -25,6 +25,7 @@ from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.base import BatchEngine, EngineCapabilities
 from teola.runtime.engines.llm import LLMEngine
 from teola.runtime.errors import EngineDiedError
+from teola.runtime.policy import vllm_priority
 from teola.runtime.requests import (BatchRequest, CallRequest, EngineRequest, GenerateRequest, ParseRequest, Priority,
                                     TokenizeRequest, WarmPrefixRequest)
 from teola.runtime.streams import read_items
@@ -292,12 +293,6 @@ class LLMScheduler(EngineScheduler):
 def _item_id(request: GenerateRequest, i: int) -> str:
     """The vLLM request id of item ``i``: the request's own id when it holds one item."""
     return request.id if len(request.token_ids) == 1 else f"{request.id}/{i}"
-
-
-def vllm_priority(priority: Priority) -> int:
-    """A primitive's (query priority, -depth) as one vLLM priority: query first, then depth."""
-    query, depth = priority
-    return query * 10_000 + depth
 
 
 class CallablePool(EngineScheduler):

@@ -2,9 +2,10 @@
 
 Every node is one asyncio task that awaits the futures of the nodes it reads; there is no polling
 loop. A node's input values become a typed engine request (``teola.runtime.dispatch``) named
-``<query>:<node>``, sent to the node's engine. Each primitive reaches its engine with the priority ``(query priority, -depth)``, where depth
-is the length of the longest path from the primitive to the graph's outputs: engines serve the
-work farthest from an answer first (the paper's topology-aware batching). A node that fails fails the query with a ``PrimitiveError`` naming it, and the query's
+``<query>:<node>``, sent to the node's engine with the priority its ``SchedulingPolicy`` gives it
+(by default ``(query priority, -depth)``, depth the longest path from the primitive to the graph's
+outputs: engines serve the work farthest from an answer first, the paper's topology-aware
+batching). A node that fails fails the query with a ``PrimitiveError`` naming it, and the query's
 remaining primitives are cancelled; other queries are untouched. The scheduler records when each
 primitive started and ended (``QueryTrace``), which benchmarks and timelines read.
 
@@ -23,13 +24,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-import networkx as nx
 from teola.optimizer.ir import Graph, Node, Op, QueryInput
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
 from teola.runtime.dispatch import rule_for
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
+from teola.runtime.policy import CriticalPathFirst, SchedulingPolicy
 from teola.runtime.streams import TextStream, complete_items
 
 
@@ -60,11 +61,12 @@ class QueryTrace:
 class GraphScheduler:
     """Executes a primitive graph (a plan) on the given engine schedulers, one ``run`` per query.
 
-    What depends only on the plan (order, depths, engine check) is computed once here; each
+    What depends only on the plan (order, ranks, engine check) is computed once here; each
     ``run`` holds its own query's futures, tasks and trace, so queries never share state.
     """
 
-    def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler]) -> None:
+    def __init__(self, plan: Graph, engines: Mapping[str, EngineScheduler],
+                 policy: SchedulingPolicy = CriticalPathFirst()) -> None:
         plan.lint(Op)
         self._rules = {node.name: rule_for(node) for node in plan}  # refuses an op no engine kind serves
         missing = sorted({n.engine.name for n in plan if n.engine.name not in engines})
@@ -73,7 +75,8 @@ class GraphScheduler:
         self.plan = plan
         self.engines = engines
         self._order = plan.topological_order()
-        self.depths = depths_to_outputs(plan)
+        self.policy = policy
+        self.ranks = policy.ranks(plan)
 
     async def run(self, inputs: Mapping[str, Any], priority: int = 0,
                   trace: QueryTrace | None = None) -> tuple[dict[str, Any], QueryTrace]:
@@ -120,7 +123,7 @@ class GraphScheduler:
             trace.running.add(node.name)
             try:
                 rule = self._rules[node.name]
-                request = rule.request_for(node, args, f"{query}:{node.name}", (priority, -self.depths[node.name]))
+                request = rule.request_for(node, args, f"{query}:{node.name}", self.policy.priority(priority, self.ranks[node.name]))
                 engine = self.engines[node.engine.name]
                 if node.meta.stream:
                     await self._stream(node, engine, request, future)
@@ -178,15 +181,6 @@ async def _resolve(source: Any, inputs: Mapping[str, Any], results: dict[str, as
     if source.items is None or value is SKIPPED:
         return value
     return value[source.items[0]:source.items[1]]
-
-
-def depths_to_outputs(plan: Graph) -> dict[str, int]:
-    """For every node, the number of edges on the longest path from it to a node the outputs read."""
-    dag = plan.to_networkx()
-    depths: dict[str, int] = {}
-    for name in reversed(list(nx.topological_sort(dag))):
-        depths[name] = max((depths[s] + 1 for s in dag.successors(name)), default=0)
-    return depths
 
 
 def _as_outputs(node: Node, value: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from teola.runtime.backends.in_process import InProcessBackend
 from teola.runtime.engine_scheduler import BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler
 from teola.runtime.errors import TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
+from teola.runtime.policy import CriticalPathFirst, SchedulingPolicy
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.profiler import profile_engine
 from teola.runtime.registry import ENGINE_KINDS, EngineSpec
@@ -42,10 +43,13 @@ _FOREVER = object()  # the holder of an engine asked for without one
 class Runtime:
     """Shared engines and the event loop they run on. Queries are admitted under ``limits``
     (``QueryLimits``: how many run, how many wait, how long one may take); engines run where
-    ``backend`` puts them (in this process by default, or ``RayBackend``'s actors)."""
+    ``backend`` puts them (in this process by default, or ``RayBackend``'s actors) and serve the
+    primitives of every query in flight in the order ``policy`` gives them."""
 
-    def __init__(self, limits: QueryLimits = QueryLimits(), backend: Backend | None = None) -> None:
+    def __init__(self, limits: QueryLimits = QueryLimits(), backend: Backend | None = None,
+                 policy: SchedulingPolicy = CriticalPathFirst()) -> None:
         self.backend = backend or InProcessBackend()
+        self.policy = policy
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="teola-runtime", daemon=True)
         self._thread.start()
@@ -191,7 +195,7 @@ class Runtime:
 
     def prepare(self, plan: Graph) -> GraphScheduler:
         """A scheduler for ``plan`` on this runtime's engines: analysed once, then run for every query."""
-        return GraphScheduler(plan, self.engines)
+        return GraphScheduler(plan, self.engines, self.policy)
 
     async def _admitted(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int,
                         nested: bool) -> tuple[dict[str, Any], QueryTrace]:

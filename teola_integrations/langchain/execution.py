@@ -42,8 +42,7 @@ class ChainPlan:
     def __init__(self, plan: Graph, runtime: Runtime | None) -> None:
         self.plan = plan
         self.runtime = runtime
-        engines = runtime.engines if runtime is not None else {CALLABLE.name: _LOCAL_POOL}
-        self.scheduler = GraphScheduler(plan, engines)
+        self.scheduler = runtime.prepare(plan) if runtime is not None else GraphScheduler(plan, {CALLABLE.name: _LOCAL_POOL})
 
     def step_context(self) -> contextvars.Context:
         """The context this plan's steps run in: the caller's, marked as inside a query where the plan

@@ -1,6 +1,6 @@
 import pytest
 
-from teola.optimizer.ir import Graph, GraphError, ModuleKind, Node, Op, QueryInput, Ref
+from teola.optimizer.ir import Graph, GraphError, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.lowering import lower
 from teola.optimizer.ops import EngineId, EngineKind, FnArgs, GenerateArgs, PrefixSpec
 from teola.optimizer.passes.split_prefill import split_prefill

@@ -10,7 +10,8 @@ from teola.optimizer.ops import CALLABLE, DecodeArgs, EngineId, EngineKind, FnAr
 from teola.optimizer.values import SKIPPED, Sampling
 from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
-from teola.runtime.graph_scheduler import GraphScheduler, depths_to_outputs
+from teola.runtime.graph_scheduler import GraphScheduler
+from teola.runtime.policy import ArrivalOrder, depths_to_outputs
 
 SLEEP = EngineId(EngineKind.CALLABLE, "sleep")
 LLM = EngineId(EngineKind.LLM, "llm")
@@ -155,6 +156,8 @@ def test_primitives_reach_engines_with_their_distance_from_the_output_as_priorit
 
     asyncio.run(GraphScheduler(g, {"sleep": Recorder()}).run({"query_str": "q"}, priority=3))
     assert seen == {"d": (3, -2), "a": (3, -1), "b": (3, -1), "c": (3, 0)}
+    asyncio.run(GraphScheduler(g, {"sleep": Recorder()}, ArrivalOrder()).run({"query_str": "q"}, priority=3))
+    assert seen == {"d": (3, 0), "a": (3, 0), "b": (3, 0), "c": (3, 0)}  # another policy: the query's order alone
 
 
 class StreamingEngine(EngineScheduler):
