@@ -17,7 +17,7 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig, ensure_config
 
 from teola.adapters.langchain import StepFrame
-from teola.adapters.langchain_compat import (get_async_callback_manager_for_config, get_callback_manager_for_config,
+from teola.adapters.langchain.compat import (get_async_callback_manager_for_config, get_callback_manager_for_config,
                                              get_executor_for_config)
 from teola.optimizer.ir import Graph
 from teola.optimizer.ops import CALLABLE, EngineId, EngineKind

@@ -13,7 +13,7 @@ from langchain_core.runnables.graph import Graph as RunnableGraph
 from pydantic import BaseModel
 
 from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
-from teola.adapters.langchain_compat import get_executor_for_config
+from teola.adapters.langchain.compat import get_executor_for_config
 from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.optimizer.stream_output import stream_output

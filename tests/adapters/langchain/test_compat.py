@@ -1,6 +1,6 @@
 """Every private or internal langchain-core name Teola uses exists in the installed langchain-core."""
 
-from teola.adapters import langchain_compat
+from teola.adapters.langchain import compat as langchain_compat
 
 
 def test_no_private_or_internal_name_teola_uses_has_moved():

@@ -1,0 +1,31 @@
+"""LangChain adapter: traces an LCEL runnable into a module graph.
+
+It runs nothing itself. Tracing follows the runnables' own structure (``steps``, ``steps__``,
+``mapper``, ``bound``, ``func``) and passes values symbolically: a ``RunnableParallel``'s output is a
+dict of per-key values, so a prompt reads only the keys it formats and an ``itemgetter`` picks a
+key without a node. Data edges are therefore the true ones: two ``.assign`` steps that read
+different keys run side by side, and a question-first prompt can be prefilled while retrieval runs.
+
+What Teola lowers into primitives: a prompt template followed by a chat model or LLM backed by a
+Teola engine (and an output parser after it; a numbered or markdown list parser cut to its first
+``n`` items by ``itemgetter(slice(n))`` becomes a bounded list the passes stream into its readers,
+stopping the decode after ``n`` items), a Teola engine-backed model alone, and a retriever
+over a ``TeolaVectorStore`` (alone, or ``.map()``-ed over a list of queries). Everything else runs
+unchanged as a ``call``: the step's own ``invoke``/``ainvoke`` with the child config LangChain would
+give it, so its callbacks, tags and run tree are its own.
+
+The families live apart: ``tracer`` (the structure and the dispatch), ``llm_calls`` (prompt |
+model | parser runs, and a model alone), ``retrievers``; each lowered step family is a
+``StepRecogniser`` with ``accepts``, ``why_not`` and ``read``. Every private or internal
+langchain-core name is in ``compat``.
+
+Engines are recognised by what they carry: a model has ``teola_engine`` (an ``EngineId``) and
+``teola_sampling``, a vector store ``index_engine`` and ``to_documents``.
+"""
+
+from teola.adapters.langchain.llm_calls import FinalGeneration, to_prompt
+from teola.adapters.langchain.steps import StepFrame, level_graph
+from teola.adapters.langchain.tracer import ChainReading, UnsupportedRunnableError, read_runnable
+
+__all__ = ["ChainReading", "FinalGeneration", "StepFrame", "UnsupportedRunnableError", "level_graph", "read_runnable",
+           "to_prompt"]

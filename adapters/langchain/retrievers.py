@@ -1,0 +1,58 @@
+"""The retriever family: a similarity retriever over a vector store on Teola's engines, alone or
+``.map()``-ed over a list of queries: embed -> search -> the store's documents."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.vectorstores import VectorStoreRetriever
+
+from teola.adapters.langchain.compat import RunnableEach
+from teola.adapters.langchain.steps import StepRecogniser, Traced, Value
+from teola.optimizer.ir import ModuleKind, Node, Ref
+from teola.optimizer.ops import RetrieveArgs
+
+if TYPE_CHECKING:
+    from teola.adapters.langchain.tracer import Tracer
+
+
+class RetrieverRecogniser(StepRecogniser):
+    """``store.as_retriever()`` (or its ``.map()``) over a store Teola's engines serve: the store
+    carries ``index_engine`` and ``to_documents``, its embeddings ``teola_engine``."""
+
+    family = "a vector store retriever"
+
+    def accepts(self, step: Any) -> bool:
+        return isinstance(_retriever(step), VectorStoreRetriever)
+
+    def why_not(self, step: Any) -> str | None:
+        retriever = _retriever(step)
+        if retriever.search_type != "similarity" or not set(retriever.search_kwargs) <= {"k"}:
+            return f"search type {retriever.search_type!r} with {sorted(retriever.search_kwargs)} (Teola runs similarity top k)"
+        store = retriever.vectorstore
+        if not (hasattr(store, "to_documents") and hasattr(store, "index_engine")
+                and hasattr(store.embeddings, "teola_engine")):
+            return f"its store {type(store).__name__} is not served by Teola's engines (use a TeolaVectorStore)"
+        return None
+
+    def takes(self, value: Traced) -> bool:
+        return isinstance(value, Value)  # a dict flowing into a retriever fails natively, so it runs natively
+
+    def read(self, tracer: "Tracer", step: Any, value: Traced) -> Value:
+        retriever = _retriever(step)
+        name = tracer.name("retrieve")
+        store = retriever.vectorstore
+        tracer.graph.add(Node(name, ModuleKind.RETRIEVE, {"query": tracer.materialize(value).source}, ("output",),
+                              RetrieveArgs(store.embeddings.teola_engine, store.index_engine,
+                                           retriever.search_kwargs.get("k", 4), lambda hits, query: store.to_documents(hits),
+                                           batch=isinstance(step, RunnableEach))))
+        tracer.lowered.append(f"{name}: {type(retriever).__name__} over {type(store).__name__}")
+        return Value(Ref(name, "output"))
+
+
+def _retriever(step: Any) -> Any:
+    """The retriever a step is: itself, or the one a ``.map()`` runs on each item."""
+    return step.bound if isinstance(step, RunnableEach) else step
+
+
+RETRIEVER = RetrieverRecogniser()

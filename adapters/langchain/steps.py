@@ -1,0 +1,161 @@
+"""What the LangChain tracer passes around and how it runs a step as-is: traced values, the
+invocation's frame, steps run exactly as LangChain's composites run their children, and the
+recogniser protocol of the families Teola lowers."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextvars
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableParallel, RunnableSequence, patch_config
+
+from teola.adapters.langchain.compat import coro_with_context, set_config_context
+from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
+from teola.optimizer.ops import FnArgs
+
+if TYPE_CHECKING:
+    from teola.adapters.langchain.tracer import Tracer
+
+
+@dataclass
+class StepFrame:
+    """One invocation's LangChain context, handed to every step Teola runs as-is.
+
+    ``run_manager`` is the invocation's chain run (sync or async); a step gets a child config of it
+    tagged as LangChain tags it. Sync steps run in ``executor`` (LangChain's executor for the
+    config, so ``max_concurrency`` holds) inside a copy of the caller's ``context``.
+    """
+
+    config: RunnableConfig
+    run_manager: Any
+    is_async: bool
+    context: contextvars.Context
+    executor: Executor | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def step_call(step: Runnable, tag: str, first: bool = False) -> Callable[..., Any]:
+    """A coroutine function running ``step`` exactly as a LangChain composite runs its child:
+    with a child config tagged ``tag``, in its config context; ``first`` steps get the call's kwargs."""
+
+    async def call(input: Any, frame: StepFrame) -> Any:
+        config = patch_config(frame.config, callbacks=frame.run_manager.get_child(tag))
+        kwargs = frame.kwargs if first else {}
+        if frame.is_async:
+            with set_config_context(config) as context:
+                return await coro_with_context(step.ainvoke(input, config, **kwargs), context, create_task=True)
+
+        def invoke() -> Any:
+            with set_config_context(config) as context:
+                return context.run(step.invoke, input, config, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run, invoke)
+
+    return call
+
+
+def step_call(step: Runnable, tag: str, first: bool = False) -> Callable[..., Any]:
+    """A coroutine function running ``step`` exactly as a LangChain composite runs its child:
+    with a child config tagged ``tag``, in its config context; ``first`` steps get the call's kwargs."""
+
+    async def call(input: Any, frame: StepFrame) -> Any:
+        config = patch_config(frame.config, callbacks=frame.run_manager.get_child(tag))
+        kwargs = frame.kwargs if first else {}
+        if frame.is_async:
+            with set_config_context(config) as context:
+                return await coro_with_context(step.ainvoke(input, config, **kwargs), context, create_task=True)
+
+        def invoke() -> Any:
+            with set_config_context(config) as context:
+                return context.run(step.invoke, input, config, **kwargs)
+
+        return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run, invoke)
+
+    return call
+
+
+@dataclass(frozen=True)
+class Value:
+    """A traced value: where it comes from, and whether it is known from the query's input alone."""
+
+    source: Source
+    early: bool = False
+
+
+@dataclass(frozen=True)
+class DictValue:
+    """A traced dict kept key by key: a ``RunnableParallel``'s output, or what ``.assign`` adds to
+    ``base`` (a dict value whose keys are known only at run time)."""
+
+    items: dict[str, "Value"]
+    base: Value | None = None
+
+
+Traced = Value | DictValue
+INPUT = QueryInput("input")
+FRAME = QueryInput("frame")
+
+
+def level_graph(runnable: RunnableSequence | RunnableParallel) -> Graph:
+    """One composite as LangChain runs it, each child a ``call`` with the child tag LangChain gives
+    it (``seq:step:N``, ``map:key:K``): what the executor switch runs for a chain Teola cannot lower."""
+    graph = Graph(inputs=("input", "frame"))
+    if isinstance(runnable, RunnableSequence):
+        source: Source = INPUT
+        for i, step in enumerate(runnable.steps):
+            name = f"step{i + 1}"
+            graph.add(Node(name, ModuleKind.CALL, {"input": source, "frame": FRAME}, ("output",),
+                           FnArgs(step_call(step, f"seq:step:{i + 1}", first=i == 0), step.get_name())))
+            source = Ref(name, "output")
+        graph.set_output("output", source)
+        return graph
+    keys = list(runnable.steps__)
+    for i, (key, step) in enumerate(runnable.steps__.items()):
+        graph.add(Node(f"key{i}", ModuleKind.CALL, {"input": INPUT, "frame": FRAME}, ("output",),
+                       FnArgs(step_call(step, f"map:key:{key}"), step.get_name())))
+    graph.add(Node("merge", ModuleKind.CALL, {f"key{i}": Ref(f"key{i}", "output") for i in range(len(keys))}, ("output",),
+                   FnArgs(keyed_dict(keys), "RunnableParallel output", pure=True)))
+    graph.set_output("output", Ref("merge", "output"))
+    return graph
+
+
+def _keyed_dict(keys: list[str]) -> Callable[..., dict]:
+    def merge(**values: Any) -> dict:
+        return {key: values[f"key{i}"] for i, key in enumerate(keys)}
+
+    return merge
+
+
+def keyed_dict(keys: list[str]) -> Callable[..., dict]:
+    def merge(**values: Any) -> dict:
+        return {key: values[f"key{i}"] for i, key in enumerate(keys)}
+
+    return merge
+
+
+class StepRecogniser(abc.ABC):
+    """One family of LangChain steps Teola lowers: ``accepts`` whether a step is of it, ``why_not``
+    why an accepted one cannot be lowered (None: it can), ``read`` its modules, given the traced
+    value it is applied to."""
+
+    family: str
+
+    @abc.abstractmethod
+    def accepts(self, step: Any) -> bool:
+        """Whether ``step`` is of this family."""
+
+    @abc.abstractmethod
+    def why_not(self, step: Any) -> str | None:
+        """Why ``step`` (accepted) cannot be lowered, or None."""
+
+    def takes(self, value: "Traced") -> bool:
+        """Whether a step of this family can be lowered on ``value`` (what flows into it)."""
+        return True
+
+    @abc.abstractmethod
+    def read(self, tracer: "Tracer", step: Any, value: "Traced") -> "Value":
+        """``step`` applied to ``value``, as modules of ``tracer``'s graph."""

@@ -1,0 +1,133 @@
+"""Tracing an LCEL runnable into a module graph, following the runnables' own structure."""
+
+from __future__ import annotations
+
+import itertools
+import operator
+from dataclasses import dataclass, field
+from typing import Any
+
+from langchain_core.runnables import (Runnable, RunnableAssign, RunnableLambda, RunnableParallel, RunnablePassthrough,
+                                      RunnableSequence)
+
+from teola.adapters.langchain import compat
+from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
+from teola.adapters.langchain.retrievers import RETRIEVER
+from teola.adapters.langchain.steps import (FRAME, INPUT, DictValue, StepRecogniser, Traced, Value, keyed_dict,
+                                            step_call)
+from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Source
+from teola.optimizer.ops import FnArgs
+
+# The families single steps are lowered by (a prompt | model | parser run is matched over a sequence).
+STEP_RECOGNISERS: tuple[StepRecogniser, ...] = (RETRIEVER, ENGINE_MODEL)
+
+
+class UnsupportedRunnableError(TypeError):
+    """``optimize()`` was given something that is not a LangChain runnable."""
+
+
+@dataclass
+class ChainReading:
+    """What the adapter read: the module graph, what was lowered, and the LLM call that gives the
+    chain's output, if one does."""
+
+    graph: Graph
+    lowered: list[str] = field(default_factory=list)
+    final: FinalGeneration | None = None
+
+
+def read_runnable(runnable: Any) -> ChainReading:
+    """Trace ``runnable`` (any LCEL composition) into a module graph with inputs ``input`` (the
+    chain's input) and ``frame`` (a ``StepFrame``) and one output, ``output``."""
+    compat.check_version()
+    if not isinstance(runnable, Runnable):
+        raise UnsupportedRunnableError(
+            f"optimize() takes a LangChain runnable (an LCEL chain such as prompt | model | parser), "
+            f"got {type(runnable).__module__}.{type(runnable).__name__}")
+    tracer = Tracer()
+    out = tracer.materialize(tracer.trace(runnable, Value(INPUT, early=True), "teola:chain"))
+    tracer.graph.set_output("output", out.source)
+    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source))
+
+
+class Tracer:
+    """Traces one runnable into a module graph: the structure (sequences, parallels, passthrough,
+    assign, itemgetter) here, the families Teola lowers by their recognisers, the rest as calls."""
+
+    def __init__(self) -> None:
+        self.graph = Graph(inputs=("input", "frame"))
+        self.lowered: list[str] = []
+        self.generations: dict[Source, FinalGeneration] = {}
+        self._ids = itertools.count(1)
+
+    def name(self, base: str) -> str:
+        """A fresh node name."""
+        return f"{base}{next(self._ids)}"
+
+    def trace(self, step: Runnable, value: Traced, tag: str) -> Traced:
+        """``step`` applied to ``value``; ``tag`` is the child tag LangChain gives the step."""
+        if isinstance(step, RunnableSequence):
+            return self._sequence(step.steps, value)
+        if isinstance(step, RunnableParallel):
+            return DictValue({key: self.materialize(self.trace(branch, value, f"map:key:{key}"))
+                              for key, branch in step.steps__.items()})
+        if type(step) is RunnablePassthrough and step.func is None and step.afunc is None:
+            return value
+        if isinstance(step, RunnableAssign):
+            value = value if isinstance(value, DictValue) else DictValue({}, base=value)
+            added = self.trace(step.mapper, value, "assign")
+            return DictValue({**value.items, **added.items}, value.base)
+        if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
+            return self.key(value, single_key(step.func)[0])
+        for recogniser in STEP_RECOGNISERS:
+            if recogniser.accepts(step) and recogniser.takes(value) and not recogniser.why_not(step):
+                return recogniser.read(self, step, value)
+        return self._call(step, value, tag)
+
+    def _sequence(self, steps: list[Runnable], value: Traced) -> Traced:
+        i = 0
+        while i < len(steps):
+            call = llm_call_at(steps, i)
+            if call is not None:
+                value = read_llm_call(self, call.prompt, call.model, value, call.parser, call.cap)
+                i += call.length
+            else:
+                value = self.trace(steps[i], value, f"seq:step:{i + 1}")
+                i += 1
+        return value
+
+    def key(self, value: Traced, key: Any) -> Value:
+        """``value[key]``: a known item costs nothing; otherwise a lookup node, as early as its dict."""
+        if isinstance(value, DictValue) and key in value.items:
+            return value.items[key]
+        source = value.base if isinstance(value, DictValue) and value.base is not None else self.materialize(value)
+        name = self.name("get")
+        self.graph.add(Node(name, ModuleKind.CALL, {"input": source.source}, ("output",),
+                            FnArgs(lambda input: input[key], f"[{key!r}]", pure=True)))
+        return Value(Ref(name, "output"), early=source.early)
+
+    def materialize(self, value: Traced) -> Value:
+        """A dict value as one node's output: a plain dict, keys in LangChain's order (``.assign``
+        keeps the input's keys first: ``{**input, **added}``)."""
+        if isinstance(value, Value):
+            return value
+        name = self.name("dict")
+        keys = list(value.items)
+        inputs: dict[str, Source] = {f"key{i}": value.items[k].source for i, k in enumerate(keys)}
+        merge = keyed_dict(keys)
+        if value.base is not None:
+            inputs["base"] = value.base.source
+            fn = lambda base, **items: {**base, **merge(**items)}  # noqa: E731
+        else:
+            fn = merge
+        self.graph.add(Node(name, ModuleKind.CALL, inputs, ("output",), FnArgs(fn, "dict", pure=True)))
+        return Value(Ref(name, "output"), early=all(v.early for v in value.items.values()) and
+                     (value.base is None or value.base.early))
+
+    def _call(self, step: Runnable, value: Traced, tag: str) -> Value:
+        """The step run as-is, as LangChain runs it."""
+        name = self.name("call")
+        self.graph.add(Node(name, ModuleKind.CALL, {"input": self.materialize(value).source, "frame": FRAME}, ("output",),
+                            FnArgs(step_call(step, tag), step.get_name())))
+        return Value(Ref(name, "output"))
+
