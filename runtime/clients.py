@@ -13,15 +13,15 @@ from typing import AsyncIterator, Iterator, Sequence
 
 from teola.optimizer.ops import EngineId
 from teola.optimizer.values import Prompt, Sampling
-from teola.runtime.engine_scheduler import BatchingScheduler, LLMScheduler
+from teola.runtime.engine_scheduler import BatchingScheduler, EngineScheduler
 from teola.runtime.requests import EmbedRequest, GenerateRequest, SearchRequest, TokenizeRequest
 from teola.runtime.runtime import Runtime
 
 
-class LLMClient:
-    """Text and text deltas for prompts, from a shared LLM engine."""
+class EngineClient:
+    """A client of one shared engine, on the runtime that serves it."""
 
-    def __init__(self, runtime: Runtime, engine: LLMScheduler) -> None:
+    def __init__(self, runtime: Runtime, engine: EngineScheduler) -> None:
         self.runtime = runtime
         self.engine = engine
 
@@ -29,6 +29,10 @@ class LLMClient:
     def id(self) -> EngineId:
         """The engine's identity, as the graphs name it."""
         return self.engine.id
+
+
+class LLMClient(EngineClient):
+    """Text and text deltas for prompts, from a shared LLM engine."""
 
     async def _request(self, prompt: Prompt, sampling: Sampling) -> GenerateRequest:
         [token_ids] = await self.engine.execute(TokenizeRequest((prompt,)))
@@ -61,17 +65,8 @@ class LLMClient:
         return self.runtime.aiterate(self.stream(prompt, sampling))
 
 
-class EmbeddingClient:
+class EmbeddingClient(EngineClient):
     """Vectors for texts, from a shared embedding engine (batched with every query in flight)."""
-
-    def __init__(self, runtime: Runtime, engine: BatchingScheduler) -> None:
-        self.runtime = runtime
-        self.engine = engine
-
-    @property
-    def id(self) -> EngineId:
-        """The engine's identity, as the graphs name it."""
-        return self.engine.id
 
     async def vectors(self, texts: Sequence[str]) -> list[list[float]]:
         """One vector per text, on the runtime's loop."""
@@ -86,28 +81,23 @@ class EmbeddingClient:
         return await self.runtime.arun(self.vectors(texts))
 
 
-class IndexClient:
-    """Search hits for a query text: its embedding, then a search of a shared vector index engine."""
+class IndexClient(EngineClient):
+    """Search hits for a query text: its embedding (by ``embedding``), then a search of a shared index engine."""
 
     def __init__(self, embedding: EmbeddingClient, index: BatchingScheduler) -> None:
+        super().__init__(embedding.runtime, index)
         self.embedding = embedding
-        self.index = index
-
-    @property
-    def id(self) -> EngineId:
-        """The index engine's identity, as the graphs name it."""
-        return self.index.id
 
     async def hits(self, query: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` best hits of ``query``, on the runtime's loop."""
         vectors = await self.embedding.engine.execute(EmbedRequest((query,)))
-        [hits] = await self.index.execute(SearchRequest(tuple(vectors), k))
+        [hits] = await self.engine.execute(SearchRequest(tuple(vectors), k))
         return hits
 
     def search(self, query: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` best (id, score) hits of ``query`` (blocks)."""
-        return self.embedding.runtime.run(self.hits(query, k))
+        return self.runtime.run(self.hits(query, k))
 
     async def asearch(self, query: str, k: int) -> list[tuple[str, float]]:
         """The ``k`` best (id, score) hits of ``query``, from any event loop."""
-        return await self.embedding.runtime.arun(self.hits(query, k))
+        return await self.runtime.arun(self.hits(query, k))

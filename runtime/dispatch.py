@@ -2,9 +2,9 @@
 
 The graph scheduler finds every primitive's rule once (``rule_for``); for each query the rule
 turns the primitive's input values into the typed request its engine gets (``request_for``) and
-reads the node's value out of the answer (``value_of``). The rules of local work (prompt, parse, fuse, call: the callable pool) are here;
-each engine kind's registry entry brings the rules of the ops its engines serve (embed, search,
-prefill, decode), so a new kind of engine brings its ops' rules with it.
+reads the node's value out of the answer (``value_of``). The rules of local work (prompt, parse,
+fuse, call: the callable pool) are here; each engine kind's registry entry brings the rules of the
+ops its engines serve (embed, search, prefill, decode), so a new kind brings its ops' rules with it.
 """
 
 from __future__ import annotations

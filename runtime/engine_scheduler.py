@@ -63,6 +63,22 @@ class EngineScheduler(abc.ABC):
         """Release the engine."""
 
 
+class EngineBackedScheduler(EngineScheduler):
+    """A scheduler in front of one engine object, whose settings and capabilities are the engine's."""
+
+    def __init__(self, id: EngineId, engine: Any) -> None:
+        super().__init__(id)
+        self.engine = engine
+
+    @property
+    def settings(self) -> Mapping[str, Any]:
+        return self.engine.settings
+
+    @property
+    def capabilities(self) -> EngineCapabilities:
+        return self.engine.capabilities
+
+
 @dataclass(order=True)
 class _Request:
     priority: Priority
@@ -71,7 +87,7 @@ class _Request:
     future: asyncio.Future = field(compare=False)
 
 
-class BatchingScheduler(EngineScheduler):
+class BatchingScheduler(EngineBackedScheduler):
     """Cross-query batching in front of a ``BatchEngine`` (embedding, vector index, reranker).
 
     It takes requests of type ``accepts`` and queues their items (``BatchRequest.items()``), each
@@ -81,8 +97,7 @@ class BatchingScheduler(EngineScheduler):
     """
 
     def __init__(self, id: EngineId, engine: BatchEngine, accepts: type[BatchRequest]) -> None:
-        super().__init__(id)
-        self.engine = engine
+        super().__init__(id, engine)
         self.accepts = accepts
         self._heap: list[_Request] = []
         self._seq = itertools.count()
@@ -91,14 +106,6 @@ class BatchingScheduler(EngineScheduler):
         self._running: set[asyncio.Task] = set()
         self.batches_sent = 0
         self.requests_sent = 0
-
-    @property
-    def settings(self) -> Mapping[str, Any]:
-        return self.engine.settings
-
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        return self.engine.capabilities
 
     async def submit(self, payload: Any, priority: Priority = (0, 0)) -> Any:
         """Queue one request; lower ``priority`` values are served first."""
@@ -171,7 +178,7 @@ def _settle(future: asyncio.Future, result: Any = None, exception: BaseException
         future.set_result(result)
 
 
-class LLMScheduler(EngineScheduler):
+class LLMScheduler(EngineBackedScheduler):
     """Tokenize, warm-prefix and generate requests on an LLM engine (vLLM, in process or on Ray),
     which batches concurrent requests itself.
 
@@ -188,20 +195,11 @@ class LLMScheduler(EngineScheduler):
     """
 
     def __init__(self, id: EngineId, engine: LLMEngine, remembered_prefixes: int = 4096) -> None:
-        super().__init__(id)
-        self.engine = engine
+        super().__init__(id, engine)
         self._warmed: OrderedDict[int, None] = OrderedDict()
         self._remembered = remembered_prefixes
         self._restarting = asyncio.Lock()
         self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tokenize-{id.name}")
-
-    @property
-    def settings(self) -> Mapping[str, Any]:
-        return self.engine.settings
-
-    @property
-    def capabilities(self) -> EngineCapabilities:
-        return self.engine.capabilities
 
     async def execute(self, request: EngineRequest) -> Any:
         if isinstance(request, TokenizeRequest):

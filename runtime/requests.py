@@ -20,8 +20,8 @@ from typing import Any, Callable, Mapping, Sequence
 from teola.optimizer.ir import Node
 from teola.optimizer.values import Prompt, PromptPrefix, Sampling
 
-# (query priority, -depth): lower sorts first. Depth is the primitive's distance from the query's
-# outputs, so work with the most still to follow it is served first.
+# (query priority, rank): lower sorts first; the runtime's scheduling policy ranks each primitive
+# (by default minus its distance from the query's outputs: the most work still to follow goes first).
 Priority = tuple[int, int]
 
 _ids = itertools.count()

@@ -58,26 +58,6 @@ def step_call(step: Runnable, tag: str, first: bool = False) -> Callable[..., An
     return call
 
 
-def step_call(step: Runnable, tag: str, first: bool = False) -> Callable[..., Any]:
-    """A coroutine function running ``step`` exactly as a LangChain composite runs its child:
-    with a child config tagged ``tag``, in its config context; ``first`` steps get the call's kwargs."""
-
-    async def call(input: Any, frame: StepFrame) -> Any:
-        config = patch_config(frame.config, callbacks=frame.run_manager.get_child(tag))
-        kwargs = frame.kwargs if first else {}
-        if frame.is_async:
-            with set_config_context(config) as context:
-                return await coro_with_context(step.ainvoke(input, config, **kwargs), context, create_task=True)
-
-        def invoke() -> Any:
-            with set_config_context(config) as context:
-                return context.run(step.invoke, input, config, **kwargs)
-
-        return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run, invoke)
-
-    return call
-
-
 @dataclass(frozen=True)
 class Value:
     """A traced value: where it comes from, and whether it is known from the query's input alone."""

@@ -28,6 +28,8 @@ def _store_key(store: Any) -> str:
     object is gone, so a new store there would be served an old store's vectors)."""
     known = _store_keys.get(id(store))
     if known is None or known[0]() is not store:
+        for gone in [key for key, (ref, _) in _store_keys.items() if ref() is None]:
+            del _store_keys[gone]  # stores that died: their keys are never asked for again
         known = (weakref.ref(store), uuid.uuid4().hex[:12])
         _store_keys[id(store)] = known
     return known[1]
