@@ -7,7 +7,7 @@ They are shared by the adapters (which produce them from framework objects) and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -32,11 +32,18 @@ class Prompt:
 
 @dataclass(frozen=True)
 class Sampling:
-    """Decoding settings. Greedy (temperature 0) makes optimized and native runs comparable."""
+    """Decoding settings. Greedy (temperature 0) makes optimized and native runs comparable.
 
-    max_tokens: int = 128
-    temperature: float = 0.0
+    ``max_tokens`` None: up to the end of the context; ``temperature`` None: the engine's default
+    (what a user's client that sets none gets from its server). ``extra``: further request
+    parameters, sent as they are by an engine on a server (``top_p``, ``seed``, ...), as the user's
+    own client sends them; the in-process engine refuses them.
+    """
+
+    max_tokens: int | None = 128
+    temperature: float | None = 0.0
     stop: tuple[str, ...] = ()
+    extra: tuple[tuple[str, Any], ...] = ()
 
 
 class Skipped:

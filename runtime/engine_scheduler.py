@@ -199,7 +199,7 @@ class LLMScheduler(EngineBackedScheduler):
         self._warmed: OrderedDict[int, None] = OrderedDict()
         self._remembered = remembered_prefixes
         self._restarting = asyncio.Lock()
-        self._tokenizer = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tokenize-{id.name}")
+        self._tokenizer = ThreadPoolExecutor(max_workers=engine.tokenizer_threads, thread_name_prefix=f"tokenize-{id.name}")
 
     async def execute(self, request: EngineRequest) -> Any:
         if isinstance(request, TokenizeRequest):

@@ -27,12 +27,18 @@ from teola.runtime.requests import (BatchRequest, EmbedRequest, EngineRequest, G
 class EngineSpec:
     """One engine: its ``kind``, its ``model`` (a model name, folder or hub id; for an engine built
     from data, the stable key of that data), its ``settings`` (what it starts with), and for an
-    engine built from data, ``build``, which makes it (picklable, so it can be made elsewhere)."""
+    engine built from data, ``build``, which makes it (picklable, so it can be made elsewhere).
+
+    ``in_process``: ``build`` makes the engine in this process, whatever the backend: a client of a
+    server that already runs (an OpenAI-compatible LLM server), or an engine around the user's own
+    model object.
+    """
 
     kind: EngineKind
     model: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     build: Callable[[], Any] | None = field(default=None, compare=False)
+    in_process: bool = False
 
     @property
     def id(self) -> EngineId:
@@ -58,6 +64,8 @@ class EngineKindEntry:
 
     async def start_here(self, spec: EngineSpec) -> Any:
         """The engine, started in this process (blocking model loading runs on a worker thread)."""
+        if spec.in_process:
+            return await asyncio.to_thread(_built(spec))
         if self.start is not None:
             return await self.start(spec)
         return await asyncio.to_thread(self.factory(spec))
@@ -76,7 +84,7 @@ def batching(accepts: type[BatchRequest]) -> Callable[[EngineId, Any], EngineSch
     return lambda id, engine: BatchingScheduler(id, engine, accepts)
 
 
-async def _start_vllm(spec: EngineSpec) -> Any:
+async def _start_llm(spec: EngineSpec) -> Any:
     from teola.runtime.engines.llm import VLLMEngine
 
     return await VLLMEngine.started(spec.model, **spec.settings)
@@ -113,6 +121,6 @@ def _decode(node: Node, args: Mapping[str, Any], **envelope: Any) -> EngineReque
 
 
 register(EngineKind.LLM, EngineKindEntry(LLMScheduler, {Op.PREFILL: OpRule(_prefill, lambda node: not node.meta.warm),
-                                                        Op.DECODE: OpRule(_decode)}, start=_start_vllm))
+                                                        Op.DECODE: OpRule(_decode)}, start=_start_llm))
 register(EngineKind.EMBEDDING, EngineKindEntry(batching(EmbedRequest), {Op.EMBED: OpRule(_embed)}, _sentence_transformer))
 register(EngineKind.VECTOR_INDEX, EngineKindEntry(batching(SearchRequest), {Op.SEARCH: OpRule(_search)}, _built))

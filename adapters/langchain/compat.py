@@ -35,6 +35,11 @@ PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
     BaseLLM: ("_convert_input",),
     BasePromptTemplate: ("_validate_input",),
 }
+# Private names of the OpenAI clients (langchain-openai, optional), by module and class.
+CLIENT_PRIVATE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("langchain_openai.chat_models.base", "BaseChatOpenAI"): ("_default_params",),
+    ("langchain_openai.llms.base", "BaseOpenAI"): ("_default_params",),
+}
 # Names langchain-core's own modules define but its packages do not export.
 INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
     "langchain_core.runnables.base": ("RunnableEach",),
@@ -49,12 +54,19 @@ __all__ = ["RunnableEach", "convert_input", "coro_with_context", "get_async_call
 
 
 def moved_names() -> list[str]:
-    """Every name of ``PRIVATE_NAMES`` and ``INTERNAL_NAMES`` the installed langchain-core lacks."""
+    """Every name of ``PRIVATE_NAMES``, ``INTERNAL_NAMES`` and ``CLIENT_PRIVATE_NAMES`` the installed
+    langchain-core (and langchain-openai, where installed) lacks."""
     missing = [f"{cls.__name__}.{name}" for cls, names in PRIVATE_NAMES.items() for name in names
                if not hasattr(cls, name)]
     for module, names in INTERNAL_NAMES.items():
         loaded = importlib.import_module(module)
         missing += [f"{module}.{name}" for name in names if not hasattr(loaded, name)]
+    for (module, cls), names in CLIENT_PRIVATE_NAMES.items():
+        try:
+            client = getattr(importlib.import_module(module), cls)
+        except ImportError:  # not installed: no app uses it
+            continue
+        missing += [f"{cls}.{name}" for name in names if not hasattr(client, name)]
     return missing
 
 
@@ -74,6 +86,15 @@ def check_version() -> None:
 def convert_input(model: BaseLanguageModel, value: Any) -> PromptValue:
     """What ``model`` makes of its input (a string, messages, a prompt value) before it calls its LLM."""
     return model._convert_input(value)
+
+
+def request_params(model: Any) -> dict[str, Any]:
+    """The parameters a langchain-openai chat model or LLM puts in every request body besides the
+    prompt (its stop sequences included)."""
+    params = dict(model._default_params)
+    if getattr(model, "stop", None):
+        params["stop"] = model.stop
+    return params
 
 
 def validate_input(prompt: BasePromptTemplate, values: Any) -> dict[str, Any]:

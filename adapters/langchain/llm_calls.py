@@ -17,6 +17,7 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 
 from teola.adapters.langchain.compat import convert_input, validate_input
+from teola.adapters.langchain.models import bind_model, model_why_not
 from teola.adapters.langchain.steps import StepRecogniser, Traced, Value, DictValue
 from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
@@ -54,8 +55,8 @@ class FinalGeneration:
 
 
 def is_engine_model(step: Any) -> bool:
-    """A chat model or LLM served by a Teola engine."""
-    return isinstance(step, BaseLanguageModel) and hasattr(step, "teola_engine") and hasattr(step, "teola_sampling")
+    """A chat model or LLM whose calls run on a Teola engine (a Teola class, or an OpenAI client of a server)."""
+    return model_why_not(step) is None
 
 
 class EngineModelRecogniser(StepRecogniser):
@@ -67,9 +68,7 @@ class EngineModelRecogniser(StepRecogniser):
         return isinstance(step, BaseLanguageModel)
 
     def why_not(self, step: Any) -> str | None:
-        if not is_engine_model(step):
-            return "it is not backed by a Teola engine (use teola_integrations.langchain.TeolaChatModel or TeolaLLM)"
-        return None
+        return model_why_not(step)
 
     def read(self, tracer: "Tracer", step: Any, value: Traced) -> Value:
         return read_llm_call(tracer, None, step, value, None, None)
@@ -103,7 +102,9 @@ def read_llm_call(tracer: "Tracer", prompt: BasePromptTemplate | None, model: Ba
         inputs = {"var0": tracer.materialize(value).source}
         build_prompt = lambda var0: _model_prompt(model, var0)  # noqa: E731
     steps = " | ".join(type(r).__name__ for r in (prompt, model, parser) if r is not None)
-    call = GenerateArgs(model.teola_engine, model.teola_sampling, build_prompt, prefix)
+    bound = bind_model(model)
+    tracer.needs(bound.spec)
+    call = GenerateArgs(bound.engine, bound.sampling, build_prompt, prefix)
     if cap is not None:
         call = replace(call, parse=_first_items_fn(_finish_fn(chat, parser), cap), max_items=cap)
         tracer.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("items",), call))

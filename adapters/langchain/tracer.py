@@ -17,6 +17,7 @@ from teola.adapters.langchain.steps import (FRAME, INPUT, DictValue, StepRecogni
                                             step_call)
 from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs
+from teola.runtime.registry import EngineSpec
 
 # The families single steps are lowered by (a prompt | model | parser run is matched over a sequence).
 STEP_RECOGNISERS: tuple[StepRecogniser, ...] = (RETRIEVER, ENGINE_MODEL)
@@ -28,12 +29,14 @@ class UnsupportedRunnableError(TypeError):
 
 @dataclass
 class ChainReading:
-    """What the adapter read: the module graph, what was lowered, and the LLM call that gives the
-    chain's output, if one does."""
+    """What the adapter read: the module graph, what was lowered, the LLM call that gives the
+    chain's output (if one does), and the engines its steps run on that the chain must start
+    (its own clients')."""
 
     graph: Graph
     lowered: list[str] = field(default_factory=list)
     final: FinalGeneration | None = None
+    engines: list[EngineSpec] = field(default_factory=list)
 
 
 def read_runnable(runnable: Any) -> ChainReading:
@@ -47,7 +50,7 @@ def read_runnable(runnable: Any) -> ChainReading:
     tracer = Tracer()
     out = tracer.materialize(tracer.trace(runnable, Value(INPUT, early=True), "teola:chain"))
     tracer.graph.set_output("output", out.source)
-    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source))
+    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source), tracer.engines)
 
 
 class Tracer:
@@ -58,11 +61,17 @@ class Tracer:
         self.graph = Graph(inputs=("input", "frame"))
         self.lowered: list[str] = []
         self.generations: dict[Source, FinalGeneration] = {}
+        self.engines: list[EngineSpec] = []
         self._ids = itertools.count(1)
 
     def name(self, base: str) -> str:
         """A fresh node name."""
         return f"{base}{next(self._ids)}"
+
+    def needs(self, spec: EngineSpec | None) -> None:
+        """Record that the chain's steps run on the engine ``spec`` (None: one that runs already)."""
+        if spec is not None and spec.id not in {known.id for known in self.engines}:
+            self.engines.append(spec)
 
     def trace(self, step: Runnable, value: Traced, tag: str) -> Traced:
         """``step`` applied to ``value``; ``tag`` is the child tag LangChain gives the step."""

@@ -41,6 +41,8 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
                       "_prepare_response_output"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
     "FaissVectorStore": ("_faiss_index",),
+    "OpenAI": ("_get_model_kwargs",),
+    "HuggingFaceEmbedding": ("_embed",),
 }
 
 
@@ -67,6 +69,19 @@ def check_version() -> None:
         _warned = True
         log.warning("teola: llama-index-core %s is not %s.x, the release Teola's LlamaIndex adapter was checked "
                     "against; if an app fails to read, pin llama-index-core~=%s.0", version, TESTED, TESTED)
+
+
+def request_params(llm: Any) -> dict[str, Any]:
+    """The parameters an OpenAI (or OpenAILike) LLM puts in every request body besides the prompt."""
+    return dict(llm._get_model_kwargs())
+
+
+def query_embeddings(model: Any, queries: list[str]) -> list[list[float]]:
+    """The query embeddings of ``queries`` as ``model.get_query_embedding`` computes each: in one batch
+    for a HuggingFaceEmbedding (its own encode, with its query prompt), one by one otherwise."""
+    if any(c.__name__ == "HuggingFaceEmbedding" for c in type(model).__mro__):
+        return model._embed(queries, prompt_name="query")
+    return [model.get_query_embedding(query) for query in queries]
 
 
 def transform_parts(engine: Any) -> tuple[Any, Any]:

@@ -9,6 +9,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine, TransformQueryEn
 from llama_index.core.schema import QueryBundle
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, recognise, render
 from teola.adapters.llama_index.retrievers import VECTOR
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
@@ -26,8 +27,9 @@ class HyDERecogniser(Recogniser):
 
     def why_not(self, component: Any) -> str | None:
         transform, inner = li.transform_parts(component)
-        if not hasattr(li.hyde_parts(transform).llm, "teola_engine"):
-            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+        why = llm_why_not(li.hyde_parts(transform).llm)
+        if why:
+            return why
         if type(inner) is not RetrieverQueryEngine:
             return f"it wraps a {type(inner).__name__}, not a RetrieverQueryEngine"
         return recognise((VECTOR,), inner.retriever)[1] or None
@@ -37,8 +39,9 @@ class HyDERecogniser(Recogniser):
         transform, inner = li.transform_parts(engine)
         parts = li.hyde_parts(transform)
         llm = parts.llm
+        bound = llm_for(reading, llm)
         reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
-                               GenerateArgs(llm.teola_engine, llm.teola_sampling,
+                               GenerateArgs(bound.engine, bound.sampling,
                                             lambda query: render(llm, parts.prompt, context_str=query))))
 
         def embedding_texts(query: str, text: str) -> list[str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import abc
 import logging
+import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -15,10 +17,26 @@ from teola.adapters.llama_index import compat as li
 from teola.optimizer.ir import Graph
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.values import ChatMessage, Prompt
+from teola.runtime.registry import EngineSpec
 
 log = logging.getLogger("teola.adapters.llama_index")
 
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}
+
+
+_object_keys: dict[int, tuple[weakref.ref, str]] = {}
+
+
+def object_key(component: Any) -> str:
+    """A key of ``component`` (a store, a model) no other object gets, while it lives or after (``id()``
+    is reused once an object is gone, so a new one there would be served the old one's engine)."""
+    known = _object_keys.get(id(component))
+    if known is None or known[0]() is not component:
+        for gone in [key for key, (ref, _) in _object_keys.items() if ref() is None]:
+            del _object_keys[gone]  # objects that died: their keys are never asked for again
+        known = (weakref.ref(component), uuid.uuid4().hex[:12])
+        _object_keys[id(component)] = known
+    return known[1]
 
 
 class UnsupportedPipelineError(TypeError):
@@ -63,12 +81,19 @@ class IndexSource:
 
 @dataclass
 class AppReading:
-    """What the adapter read: the module graph, the vector indexes it needs as engines, and the
-    components that run unoptimized (each with why)."""
+    """What the adapter read: the module graph, the vector indexes it needs as engines, the other
+    engines its modules run on that the app must start (the user's own clients' and models'), and
+    the components that run unoptimized (each with why)."""
 
     graph: Graph
     indexes: list[IndexSource] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
+    engines: list[EngineSpec] = field(default_factory=list)
+
+    def needs(self, spec: EngineSpec | None) -> None:
+        """Record that the app's modules run on the engine ``spec`` (None: one that runs already)."""
+        if spec is not None and spec.id not in {known.id for known in self.engines}:
+            self.engines.append(spec)
 
     def fallback(self, component: Any, why: str) -> None:
         """Record (and log, once) that ``component`` runs unoptimized, as one call, and why."""

@@ -8,6 +8,7 @@ from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.schema import NodeWithScore, TextNode
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
@@ -25,21 +26,19 @@ class LLMRerankRecogniser(Recogniser):
         return type(component) is LLMRerank
 
     def why_not(self, component: Any) -> str | None:
-        if not hasattr(component.llm, "teola_engine"):
-            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
-        return None
+        return llm_why_not(component.llm)
 
     def read(self, reading: AppReading, rerank: LLMRerank, name: str, nodes: Ref, most_nodes: int) -> Ref:
         """The batches' LLM calls (each reads its slice of the candidates) and the join."""
         size = rerank.choice_batch_size
-        llm = rerank.llm
+        bound = llm_for(reading, rerank.llm)
         query = QueryInput("query_str")
         join_inputs: dict[str, Source] = {"query": query, "nodes": nodes}
         last = (nodes.node,)
         for b, start in enumerate(range(0, most_nodes, size)):
             reading.graph.add(Node(f"{name}.batch{b}", ModuleKind.GENERATE,
                                    {"query": query, "nodes": Ref(nodes.node, nodes.output, (start, start + size))},
-                                   ("text",), GenerateArgs(llm.teola_engine, llm.teola_sampling, _prompt_fn(rerank),
+                                   ("text",), GenerateArgs(bound.engine, bound.sampling, _prompt_fn(rerank),
                                                            PrefixSpec(_prefix_fn(rerank), ("query",))), after=last))
             join_inputs[f"answer{b}"] = Ref(f"{name}.batch{b}", "text")
             last = (f"{name}.batch{b}",)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
-import weakref
 from typing import Any, Callable, Sequence
 
 from llama_index.core.base.embeddings.base import mean_agg
@@ -15,25 +13,11 @@ from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
 
 from teola.adapters.llama_index import compat as li
-from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser
+from teola.adapters.llama_index.models import embedding_for, embedding_why_not, llm_for, llm_why_not
+from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser, object_key
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
 from teola.optimizer.values import Prompt
-
-_store_keys: dict[int, tuple[weakref.ref, str]] = {}
-
-
-def _store_key(store: Any) -> str:
-    """A key of ``store`` no other store gets, while it lives or after (``id()`` is reused once an
-    object is gone, so a new store there would be served an old store's vectors)."""
-    known = _store_keys.get(id(store))
-    if known is None or known[0]() is not store:
-        for gone in [key for key, (ref, _) in _store_keys.items() if ref() is None]:
-            del _store_keys[gone]  # stores that died: their keys are never asked for again
-        known = (weakref.ref(store), uuid.uuid4().hex[:12])
-        _store_keys[id(store)] = known
-    return known[1]
-
 
 def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
     """The store's vectors; for SimpleVectorStore only those ``node_ids`` allows, as its own query does.
@@ -41,11 +25,11 @@ def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
     FaissVectorStore's query ignores node ids, so its index is searched whole, as it is natively.
     """
     if li.is_faiss_store(store):
-        return IndexSource(f"faiss:{_store_key(store)}", faiss_index=li.faiss_index(store))
+        return IndexSource(f"faiss:{object_key(store)}", faiss_index=li.faiss_index(store))
     allowed = set(node_ids) if node_ids else None
     ids = tuple(i for i in store.data.embedding_dict if allowed is None or i in allowed)
     digest = hashlib.sha1("\0".join(ids).encode()).hexdigest()[:12]
-    return IndexSource(f"simple:{_store_key(store)}:{digest}", ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
+    return IndexSource(f"simple:{object_key(store)}:{digest}", ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
 
 
 def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int | None) -> Callable[..., list[NodeWithScore]]:
@@ -69,8 +53,9 @@ class VectorRetrieverRecogniser(Recogniser):
 
     def why_not(self, component: Any) -> str | None:
         parts = li.vector_retriever(component)
-        if not hasattr(parts.embed_model, "teola_engine"):
-            return "its embedding model is not backed by a Teola engine (use teola_integrations.llama_index.TeolaEmbedding)"
+        why = embedding_why_not(parts.embed_model)
+        if why:
+            return why
         if parts.query_mode != VectorStoreQueryMode.DEFAULT:
             return f"query mode {parts.query_mode.value!r} (Teola runs dense search)"
         if parts.restricted:
@@ -92,7 +77,7 @@ class VectorRetrieverRecogniser(Recogniser):
         if embedding_texts is not None:
             inputs["embedding_texts"] = embedding_texts
         snapshot = None if index.faiss_index is not None else len(parts.store.data.embedding_dict)
-        args = RetrieveArgs(parts.embed_model.teola_engine, index.engine, parts.top_k,
+        args = RetrieveArgs(embedding_for(reading, parts.embed_model).engine, index.engine, parts.top_k,
                             _to_nodes_fn(retriever, parts.store, snapshot),
                             mean_agg if embedding_texts is not None else None, batch=batch)
         reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
@@ -121,8 +106,9 @@ class FusionRecogniser(Recogniser):
             why = VECTOR.why_not(sub) if VECTOR.accepts(sub) else f"Teola reads {VECTOR.family}"
             if why:
                 return f"one of its retrievers is not readable: {why}"
-        if component.num_queries > 1 and not hasattr(li.fusion_llm(component), "teola_engine"):
-            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
+        why = llm_why_not(li.fusion_llm(component)) if component.num_queries > 1 else None
+        if why:
+            return why
         if component.mode not in _FUSIONS:
             return f"fusion mode {component.mode!r}"
         return None
@@ -132,9 +118,9 @@ class FusionRecogniser(Recogniser):
         generated = retriever.num_queries - 1
         query = QueryInput("query_str")
         if generated > 0:
-            llm = li.fusion_llm(retriever)
+            bound = llm_for(reading, li.fusion_llm(retriever))
             reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), GenerateArgs(
-                llm.teola_engine, llm.teola_sampling, _query_gen_prompt_fn(retriever, generated),
+                bound.engine, bound.sampling, _query_gen_prompt_fn(retriever, generated),
                 parse=_generated_queries_fn(generated), max_items=generated)))
         fuse_inputs: dict[str, Source] = {"query": query}
         last = ("expand",) if generated > 0 else ()

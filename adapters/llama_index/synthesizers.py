@@ -17,6 +17,7 @@ from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummari
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
@@ -34,16 +35,15 @@ class _SynthesizerRecogniser(Recogniser):
         parts = li.synthesizer_parts(component)
         if not parts.plain:
             return "streaming, structured output or answer filtering"
-        if not hasattr(parts.llm, "teola_engine"):
-            return "its LLM is not backed by a Teola engine (use teola_integrations.llama_index.TeolaLLM)"
-        return None
+        return llm_why_not(parts.llm)
 
     def read(self, reading: AppReading, synth: Any, nodes: Ref) -> Ref:
         """The synthesize module: (query, nodes) -> prompt(s) -> LLM -> the framework's Response."""
         llm = li.synthesizer_parts(synth).llm
+        bound = llm_for(reading, llm)
         reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": QueryInput("query_str"), "nodes": nodes},
                                ("response",), SynthesizeArgs(
-                                   llm.teola_engine, llm.teola_sampling, self.prompts(synth),
+                                   bound.engine, bound.sampling, self.prompts(synth),
                                    PrefixSpec(_template_prefix_fn(llm, self.template(synth)), ("query",)),
                                    finish=self.finish(synth), batch=self.batch)))
         return Ref("synthesize", "response")

@@ -23,7 +23,7 @@ from teola.optimizer.values import Sampling
 from teola.runtime.backends.base import Backend
 from teola.runtime.backends.routing import ReplicaLoads, TokenRouter
 from teola.runtime.engines.base import BatchEngine, EngineCapabilities
-from teola.runtime.engines.llm import LLMEngine, engine_settings
+from teola.runtime.engines.llm import ChatTokenizer, LLMEngine, engine_settings
 from teola.runtime.errors import EngineDiedError, EngineUnavailableError, TeolaRuntimeError
 from teola.runtime.registry import ENGINE_KINDS, EngineSpec
 
@@ -209,7 +209,7 @@ class _OnReplicas:
         return self._actors.nodes
 
 
-class RayLLMEngine(_OnReplicas, LLMEngine):
+class RayLLMEngine(_OnReplicas, ChatTokenizer, LLMEngine):
     """An LLM engine whose replicas are Ray actors (``LLMReplica``); prompts are tokenized here.
 
     ``replicas`` holds the actors, ``nodes`` their node IDs, ``router`` the routing state and
@@ -279,7 +279,8 @@ class RayLLMEngine(_OnReplicas, LLMEngine):
         the engine's own exception; give the replica's load back when the request ends."""
         ray = _ray()
         self.check_fits(token_ids)
-        replica, load = self.router.route(token_ids, sampling.max_tokens, self._dead)
+        most = self.max_model_len - len(token_ids) if sampling.max_tokens is None else sampling.max_tokens
+        replica, load = self.router.route(token_ids, most, self._dead)
         self.requests_per_replica[replica] += 1
         try:
             yield replica
@@ -417,8 +418,11 @@ class RayBackend(Backend):
     async def start(self, spec: EngineSpec) -> Any:
         """The engine ``spec`` asks for, its replicas placed by its kind's placement. An LLM runs vLLM
         on each replica; a batch engine is made on each replica by its kind's factory, or, when it
-        is built from data here (a vector index), built once here and shipped to the replicas."""
+        is built from data here (a vector index), built once here and shipped to the replicas. An
+        ``in_process`` one (a server's client, the user's own model) is made in this process."""
         placement = self.placements.get(spec.kind, Placement())
+        if spec.in_process:
+            return await ENGINE_KINDS[spec.kind].start_here(spec)
         if spec.kind is EngineKind.LLM:
             return await RayLLMEngine(self, spec.model, engine_settings(**spec.settings), placement).start_replicas()
         entry = ENGINE_KINDS[spec.kind]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -44,3 +44,23 @@ class SentenceTransformerEngine(BatchEngine):
         """Embed a batch of texts."""
         vectors = await self._on_worker(self._encode, requests)
         return [row.astype(np.float32).tolist() for row in vectors]
+
+
+class FunctionEmbeddingEngine(BatchEngine):
+    """An embedding engine around the user's own model: ``embed_batch(texts) -> vectors`` (the
+    model's own batch method, as its framework calls it), one batch of at most ``max_batch`` at a
+    time on a worker thread. ``sample`` is a typical text, for profiling."""
+
+    def __init__(self, embed_batch: Callable[[list[str]], Sequence[Sequence[float]]], sample: str,
+                 max_batch: int = 64) -> None:
+        super().__init__()
+        self._embed_batch = embed_batch
+        self._sample = sample
+        self.capabilities = EngineCapabilities(max_batch=max_batch)
+
+    def sample_request(self) -> str:
+        return self._sample
+
+    async def run_batch(self, requests: Sequence[str]) -> list[list[float]]:
+        """Embed a batch of texts with the user's model."""
+        return [list(v) for v in await self._on_worker(self._embed_batch, list(requests))]

@@ -81,15 +81,28 @@ class ChatTokenizer:
             )
 
 
-class LLMEngine(ChatTokenizer, abc.ABC):
-    """What the LLM scheduler drives: token IDs in, text deltas out, restart after a death.
+class LLMEngine(abc.ABC):
+    """What the LLM scheduler drives: prompts to token IDs, token IDs in, text deltas out, restart
+    after a death.
 
-    ``restarts`` counts restarts; ``dead`` says whether requests fail until the next ``restart``.
+    ``tokenize`` and ``tokenize_prefix`` block (the scheduler calls them on ``tokenizer_threads``
+    threads of its own). ``restarts`` counts restarts; ``dead`` says whether requests fail until
+    the next ``restart``; ``max_model_len`` is the context length.
     """
 
     capabilities = EngineCapabilities(max_batch=256, batches_itself=True, streaming=True, prefix_reuse=True)
     restarts: int = 0
+    tokenizer_threads: int = 1
+    max_model_len: int
     settings: dict[str, Any]
+
+    @abc.abstractmethod
+    def tokenize(self, prompt: Prompt) -> Any:
+        """What ``generate`` takes for ``prompt``: its token IDs, as the engine will see them."""
+
+    @abc.abstractmethod
+    def tokenize_prefix(self, prefix: PromptPrefix) -> list[int]:
+        """Token IDs that start the full prompt's IDs (empty: the prefix cannot be sent ahead)."""
 
     @property
     @abc.abstractmethod
@@ -129,7 +142,7 @@ def engine_settings(**engine_args: Any) -> dict[str, Any]:
     return {name: value for name, value in bound.arguments.items() if name != "model"}
 
 
-class VLLMEngine(LLMEngine):
+class VLLMEngine(ChatTokenizer, LLMEngine):
     """A shared vLLM ``AsyncLLM``: submit token IDs, stream text, abort.
 
     It may be created off the event loop that will use it (``asyncio.to_thread``: vLLM then starts
@@ -232,10 +245,14 @@ class VLLMEngine(LLMEngine):
         from vllm.sampling_params import RequestOutputKind
 
         self.check_fits(token_ids)
+        if sampling.extra:
+            raise ValueError(f"the in-process LLM engine takes max_tokens, temperature and stop; it cannot send "
+                             f"{sorted(k for k, _ in sampling.extra)} (an engine on an OpenAI-compatible server can)")
         request_id = request_id or f"teola-{next(self._ids)}"
+        room = self.max_model_len - len(token_ids)
         params = SamplingParams(
-            temperature=sampling.temperature,
-            max_tokens=min(sampling.max_tokens, self.max_model_len - len(token_ids)),
+            temperature=1.0 if sampling.temperature is None else sampling.temperature,
+            max_tokens=room if sampling.max_tokens is None else min(sampling.max_tokens, room),
             stop=list(sampling.stop) or None,
             output_kind=RequestOutputKind.DELTA,
         )

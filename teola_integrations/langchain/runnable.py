@@ -38,9 +38,12 @@ class ChainBuild:
     final: FinalGeneration | None
 
 
-def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES) -> ChainBuild:
-    """Trace, lower and optimize ``runnable``."""
+def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES, holder: object | None = None) -> ChainBuild:
+    """Trace, lower and optimize ``runnable``; the engines of its own clients are started, held by
+    ``holder`` (released once it is gone)."""
     reading = read_runnable(runnable)
+    for spec in reading.engines:
+        runtime.engine(spec, holder if holder is not None else runnable)
     compiled = compile_graph(reading.graph, runtime, passes)
     return ChainBuild(compiled.module_graph, compiled.primitive_graph, compiled.plan, reading.lowered, reading.final)
 
@@ -64,7 +67,7 @@ class TeolaRunnable(Runnable):
         self.native = native
         self.name = native.get_name()
         runtime = runtime or get_runtime()
-        build = build_plan(native, runtime, passes)
+        build = build_plan(native, runtime, passes, holder=self)
         self.module_graph, self.primitive_graph, self.plan, self.lowered = (build.module_graph, build.primitive_graph,
                                                                             build.plan, build.lowered)
         if not self.lowered:

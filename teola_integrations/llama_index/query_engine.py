@@ -46,8 +46,10 @@ class TeolaQueryEngine(BaseQueryEngine):
         self.native = native
         self.fallbacks = list(reading.fallbacks)
         self._runtime = runtime
-        for source in reading.indexes:  # each held by this engine: released with the last app serving it
-            runtime.engine(EngineSpec(EngineKind.VECTOR_INDEX, source.key, build=partial(_index_engine, source)), self)
+        specs = [EngineSpec(EngineKind.VECTOR_INDEX, source.key, build=partial(_index_engine, source))
+                 for source in reading.indexes]
+        for spec in [*reading.engines, *specs]:  # each held by this engine: released with the last app serving it
+            runtime.engine(spec, self)
         compiled = compile_graph(reading.graph, runtime, passes)
         self.module_graph: Graph = compiled.module_graph
         self.primitive_graph: Graph = compiled.primitive_graph

@@ -98,6 +98,7 @@ class CountingLLM:
 
     max_model_len = 5
     restarts = 0
+    tokenizer_threads = 1
 
     def __init__(self):
         self.requests = []

@@ -10,9 +10,12 @@ from llama_index.core.query_engine import TransformQueryEngine
 from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummarize
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import TextNode
+from llama_index.embeddings.huggingface import HuggingFaceEmbedding
+from llama_index.llms.openai_like import OpenAILike
 from llama_index.vector_stores.faiss import FaissVectorStore
 
 from teola.adapters.llama_index import compat as li
+from teola.runtime.models import resolve_embedding
 
 
 def _components() -> list:
@@ -24,6 +27,8 @@ def _components() -> list:
         engine, TransformQueryEngine(engine, HyDEQueryTransform(llm=llm)), HyDEQueryTransform(llm=llm), retriever,
         QueryFusionRetriever([retriever], llm=llm), LLMRerank(llm=llm), CompactAndRefine(llm=llm), TreeSummarize(llm=llm),
         llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
+        OpenAILike(model="m", api_base="http://127.0.0.1:9/v1", api_key="k"),  # nothing is sent until it is called
+        HuggingFaceEmbedding(model_name=resolve_embedding()),
     ]
 
 

@@ -1,5 +1,7 @@
 """Reading LlamaIndex objects into module graphs (pure graph logic: framework mocks are enough here)."""
 
+import asyncio
+
 import pytest
 from llama_index.core import VectorStoreIndex
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
@@ -7,6 +9,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.schema import TextNode
+from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
 from teola.adapters.llama_index import UnsupportedPipelineError, read_query_engine, to_prompt
 from teola.optimizer.ir import ModuleKind, Ref
@@ -24,15 +27,29 @@ def test_to_prompt_keeps_roles_and_contents_and_rejects_other_roles():
 
 def test_foreign_components_become_call_modules_with_the_reason_recorded():
     index = VectorStoreIndex([TextNode(text="a"), TextNode(text="b")], embed_model=MockEmbedding(embed_dim=8))
-    query_engine = index.as_query_engine(llm=MockLLM(), node_postprocessors=[SimilarityPostprocessor()])
+    query_engine = index.as_query_engine(llm=MockLLM(), node_postprocessors=[SimilarityPostprocessor()],
+                                         filters=MetadataFilters(filters=[MetadataFilter(key="topic", value="x")]))
     reading = read_query_engine(query_engine)
     graph = reading.graph
     assert [(n.name, n.op) for n in graph.topological_order()] == [
         ("retrieve", ModuleKind.CALL), ("postprocess0", ModuleKind.POSTPROCESS), ("synthesize", ModuleKind.CALL)]
     assert graph["synthesize"].inputs["nodes"] == Ref("postprocess0", "nodes")
     assert len(reading.fallbacks) == 2
-    assert "embedding model is not backed by a Teola engine" in reading.fallbacks[0]
-    assert reading.indexes == []
+    assert "metadata filters" in reading.fallbacks[0]
+    assert "its LLM MockLLM is neither a Teola engine's nor an OpenAI/OpenAILike client" in reading.fallbacks[1]
+    assert reading.indexes == [] and reading.engines == []
+
+
+def test_the_apps_own_embedding_model_becomes_an_engine_it_starts():
+    embed = MockEmbedding(embed_dim=8)
+    index = VectorStoreIndex([TextNode(text="a"), TextNode(text="b")], embed_model=embed)
+    reading = read_query_engine(index.as_query_engine(llm=MockLLM()))
+    retrieve = reading.graph["retrieve"]
+    assert retrieve.op is ModuleKind.RETRIEVE
+    [spec] = reading.engines
+    assert spec.in_process and spec.id == retrieve.args.embed and spec.id.name.startswith("embedding:llama_index:MockEmbedding:")
+    engine = spec.build()
+    assert asyncio.run(engine.run_batch(["a question"])) == [embed.get_query_embedding("a question")]
 
 
 def test_objects_that_are_not_retriever_query_engines_are_refused_by_name():
