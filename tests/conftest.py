@@ -63,3 +63,13 @@ def questions():
     from teola_integrations.tools.data import load_questions
 
     return load_questions()
+
+
+@pytest.fixture(scope="session")
+def vllm_server():
+    """A real vLLM OpenAI-compatible server on loopback (the packaged SmolLM2, served as ``smollm2``),
+    started once per test session, as users run one."""
+    from teola_integrations.tools.vllm_server import VLLMServer
+
+    with VLLMServer() as server:
+        yield server

@@ -50,8 +50,8 @@ def model_why_not(model: Any) -> str | None:
         if (request_params(model).get("n") or 1) != 1:
             return "it asks for several choices (n != 1)"
         return None
-    return (f"{type(model).__name__} is neither a Teola engine's model nor a langchain-openai client of an "
-            "OpenAI-compatible server")
+    return (f"{type(model).__name__} is not a model Teola serves (use teola_integrations.langchain.TeolaChatModel "
+            "or TeolaLLM, or a langchain-openai ChatOpenAI/OpenAI client of an OpenAI-compatible server)")
 
 
 def server_endpoint(model: Any) -> ServerEndpoint:

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from teola.adapters.llama_index import compat as li
-from teola.adapters.llama_index.reading import AppReading, object_key
+from teola.adapters.llama_index.reading import AppReading, object_key, to_prompt
 from teola.optimizer.ops import EngineId, EngineKind
-from teola.optimizer.values import Sampling
+from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.embedding import FunctionEmbeddingEngine
 from teola.runtime.engines.openai_server import Secret, ServerEndpoint, request_sampling
 from teola.runtime.registry import EngineSpec
@@ -27,6 +28,10 @@ try:
     from llama_index.llms.openai import OpenAI
 except ImportError:  # the OpenAI client is optional: without it no app can use one
     OpenAI = None
+try:
+    from llama_index.llms.openai_like import OpenAILike
+except ImportError:
+    OpenAILike = None
 
 
 @dataclass(frozen=True)
@@ -59,8 +64,8 @@ def llm_why_not(llm: Any) -> str | None:
         if li.request_params(llm).get("n", 1) != 1:
             return "it asks for several choices (n != 1)"
         return None
-    return (f"its LLM {type(llm).__name__} is neither a Teola engine's nor an OpenAI/OpenAILike client "
-            "of an OpenAI-compatible server")
+    return (f"its LLM {type(llm).__name__} is not one Teola serves (use teola_integrations.llama_index.TeolaLLM, "
+            "or an OpenAI/OpenAILike client of an OpenAI-compatible server)")
 
 
 def server_endpoint(llm: Any) -> ServerEndpoint:
@@ -68,6 +73,18 @@ def server_endpoint(llm: Any) -> ServerEndpoint:
     headers = tuple((name, Secret(str(value))) for name, value in (llm.default_headers or {}).items())
     return ServerEndpoint(llm.api_base, llm.model, Secret(llm.api_key) if llm.api_key else None, headers,
                           float(llm.timeout), int(llm.max_retries))
+
+
+def completion_prompt(llm: Any, text: str) -> Prompt:
+    """What ``llm.complete(text)`` sends: a Teola LLM the text itself; an OpenAI client a user message
+    when it is a chat model (OpenAILike first applies its ``completion_to_prompt``), else the text."""
+    if hasattr(llm, "teola_engine"):
+        return Prompt(text=text)
+    if OpenAILike is not None and isinstance(llm, OpenAILike):
+        text = llm.completion_to_prompt(text)
+    if llm.metadata.is_chat_model:
+        return to_prompt([ChatMessage(role=MessageRole.USER, content=text)])
+    return Prompt(text=text)
 
 
 def bind_llm(llm: Any) -> LLMBinding:
@@ -82,7 +99,7 @@ def embedding_why_not(model: Any) -> str | None:
     """Why ``model``'s query embeddings cannot run on a Teola engine (None: they can)."""
     if hasattr(model, "teola_engine") or isinstance(model, BaseEmbedding):
         return None
-    return f"its embedding model {type(model).__name__} is not a LlamaIndex BaseEmbedding"
+    return f"its embedding model {type(model).__name__} is not a LlamaIndex BaseEmbedding (nor a TeolaEmbedding)"
 
 
 def bind_embedding(model: Any) -> EmbeddingBinding:

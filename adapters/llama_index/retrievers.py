@@ -13,7 +13,7 @@ from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
 
 from teola.adapters.llama_index import compat as li
-from teola.adapters.llama_index.models import embedding_for, embedding_why_not, llm_for, llm_why_not
+from teola.adapters.llama_index.models import completion_prompt, embedding_for, embedding_why_not, llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser, object_key
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
@@ -140,10 +140,11 @@ class FusionRecogniser(Recogniser):
 
 
 def _query_gen_prompt_fn(retriever: QueryFusionRetriever, generated: int) -> Callable[[str], Prompt]:
-    """The query-generation prompt, as QueryFusionRetriever formats it and TeolaLLM.complete sends it."""
+    """The query-generation prompt, as QueryFusionRetriever formats it and its LLM's complete() sends it."""
+    llm = li.fusion_llm(retriever)
 
     def build_prompt(query: str) -> Prompt:
-        return Prompt(text=retriever.query_gen_prompt.format(num_queries=generated, query=query))
+        return completion_prompt(llm, retriever.query_gen_prompt.format(num_queries=generated, query=query))
 
     return build_prompt
 

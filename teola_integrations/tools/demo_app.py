@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Literal
 
 from llama_index.core import StorageContext, VectorStoreIndex
+from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.llms import LLM
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -16,7 +18,7 @@ from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
 from teola_integrations.tools.search_service import web_search
 
 
-def build_index(chunks: list[Chunk], embed_model: TeolaEmbedding,
+def build_index(chunks: list[Chunk], embed_model: BaseEmbedding,
                 store: Literal["simple", "faiss"] = "simple") -> VectorStoreIndex:
     """A VectorStoreIndex over the chunks, in the default in-memory store or a faiss store."""
     nodes = [TextNode(id_=c.id, text=c.text, metadata={"topic": c.topic}) for c in chunks]
@@ -63,7 +65,7 @@ def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple",
     return build_app(index, TeolaLLM(max_tokens=max_tokens), kind, top_k)
 
 
-def build_app(index: VectorStoreIndex, llm: TeolaLLM, kind: AppKind = "naive", top_k: int = 3,
+def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k: int = 3,
               search_url: str | None = None, hand_tuned: bool = False) -> RetrieverQueryEngine:
     """A query engine over ``index``, as a LlamaIndex user writes it:
 

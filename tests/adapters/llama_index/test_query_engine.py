@@ -36,7 +36,7 @@ def test_foreign_components_become_call_modules_with_the_reason_recorded():
     assert graph["synthesize"].inputs["nodes"] == Ref("postprocess0", "nodes")
     assert len(reading.fallbacks) == 2
     assert "metadata filters" in reading.fallbacks[0]
-    assert "its LLM MockLLM is neither a Teola engine's nor an OpenAI/OpenAILike client" in reading.fallbacks[1]
+    assert "its LLM MockLLM is not one Teola serves (use teola_integrations.llama_index.TeolaLLM" in reading.fallbacks[1]
     assert reading.indexes == [] and reading.engines == []
 
 

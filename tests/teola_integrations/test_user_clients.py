@@ -1,0 +1,91 @@
+"""Apps built on the user's own classes (OpenAILike, ChatOpenAI, HuggingFaceEmbedding, the default
+stores) against a real vLLM server on loopback: optimize() lowers them as they are, same answers."""
+
+import pytest
+from llama_index.core.query_engine import RetrieverQueryEngine
+
+from teola.runtime.traces import record_traces
+from teola_integrations.langchain import optimize as optimize_chain
+from teola_integrations.llama_index import optimize
+from teola_integrations.tools.demo_app import build_app, build_index
+from teola_integrations.tools.langchain_apps import build_app as build_chain
+from teola_integrations.tools.user_apps import build_user_store, chat_openai, hf_embedding, openai_like
+
+pytestmark = pytest.mark.engines
+
+
+@pytest.fixture(scope="module")
+def user_index(corpus):
+    return build_index(corpus, hf_embedding())
+
+
+def _warm_native(query_engine, question):
+    """Asked twice: both runs compared must see the server's prefix cache in the same state."""
+    query_engine.query(question)
+    return query_engine.query(question)
+
+
+def _assert_same(native, fast):
+    assert str(fast) == str(native)
+    assert [n.node.node_id for n in fast.source_nodes] == [n.node.node_id for n in native.source_nodes]
+    assert fast.metadata == native.metadata
+
+
+@pytest.mark.answers
+def test_naive_rag_on_the_users_clients_is_lowered_and_answers_as_native(user_index, vllm_server, questions):
+    query_engine = build_app(user_index, openai_like(vllm_server.base_url, max_tokens=48), "naive")
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    engines = {node.engine.name for node in fast.plan if node.engine}
+    assert f"llm:{vllm_server.base_url}#smollm2@" in " ".join(engines)
+    assert any(name.startswith("embedding:llama_index:HuggingFaceEmbedding:") for name in engines)
+    assert "synthesize.prefill_prefix" in {node.name for node in fast.plan}  # vLLM's prefix cache: prefill split
+    for question in questions[:2]:
+        native = _warm_native(query_engine, question.question)
+        assert native.response.strip() and len(native.source_nodes) == 3
+        _assert_same(native, fast.query(question.question))
+
+
+@pytest.mark.answers
+def test_a_completion_client_sends_text_prompts_and_answers_as_native(user_index, vllm_server, questions):
+    query_engine = build_app(user_index, openai_like(vllm_server.base_url, max_tokens=32, chat=False), "naive")
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    question = questions[1].question
+    _assert_same(_warm_native(query_engine, question), fast.query(question))
+
+
+@pytest.mark.answers
+def test_advanced_rag_on_the_users_clients_runs_its_llm_calls_together_and_answers_as_native(
+        user_index, vllm_server, questions):
+    query_engine = build_app(user_index, openai_like(vllm_server.base_url, max_tokens=48), "advanced")
+    assert isinstance(query_engine, RetrieverQueryEngine)
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
+    question = questions[0].question
+    native = _warm_native(query_engine, question)
+    with record_traces() as traces:
+        _assert_same(native, fast.query(question))
+    spans = {s.node: s for s in traces[0].spans}
+    assert spans["retrieve0.search"].end < spans["expand.decode"].end
+    assert spans["postprocess0.batch1"].start < spans["postprocess0.batch0"].end
+
+
+@pytest.mark.answers
+def test_a_langchain_chain_on_chat_openai_is_lowered_and_answers_as_native(vllm_server, questions):
+    chain = build_chain("rag", build_user_store(), chat_openai(vllm_server.base_url, max_tokens=32)).native
+    fast = optimize_chain(chain)
+    assert fast.lowered == ["generate5: ChatPromptTemplate | ChatOpenAI | StrOutputParser"]
+    question = {"question": questions[0].question}
+    chain.invoke(question)
+    assert fast.invoke(question) == chain.invoke(question)
+
+
+@pytest.mark.answers
+def test_langchain_branches_on_chat_openai_run_together_and_answer_as_their_parallel_form(vllm_server, questions):
+    app = build_chain("branches", build_user_store(corpus_limit=10), chat_openai(vllm_server.base_url, max_tokens=32))
+    fast = optimize_chain(app.native)
+    assert len(fast.lowered) == 3
+    question = {"question": questions[2].question}
+    app.reference_chain.invoke(question)
+    assert fast.invoke(question) == app.reference_chain.invoke(question)
