@@ -24,7 +24,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import httpx
 
@@ -297,21 +297,46 @@ class OpenAIServerEngine(LLMEngine):
 
     async def generate(self, token_ids: list[int] | Prompt, sampling: Sampling, priority: int = 0,
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
-        """Stream ``(text delta, None)`` of one request. Timeouts, lost
-        connections and the statuses the OpenAI client retries are retried (``max_retries``, with
-        backoff) as long as no text came; a reader that stops early closes the request (the server
-        aborts it)."""
+        """Stream ``(text delta, None)`` of one request; a reader that stops early closes the
+        request (the server aborts it). Failures before the first delta are retried (see ``_retried``)."""
         url, body = self._request(token_ids, sampling, priority)
+        started = False
+
+        def may_retry() -> bool:
+            return not started
+
+        async for item in self._retried(url, body, request_id, may_retry):
+            started = True
+            yield item
+
+    async def complete(self, token_ids: list[int] | Prompt, sampling: Sampling, priority: int = 0,
+                       request_id: str | None = None) -> str:
+        """The whole text of one request. Nobody has seen part of it until it is whole, so a failure
+        is retried even after text came (see ``_retried``), as the OpenAI client retries its own."""
+        url, body = self._request(token_ids, sampling, priority)
+        parts: list[str] = []
+
+        def start_over() -> bool:
+            parts.clear()  # the retry's text replaces what the failed attempt gave
+            return True
+
+        async for delta, _ in self._retried(url, body, request_id, start_over):
+            parts.append(delta)
+        return "".join(parts)
+
+    async def _retried(self, url: str, body: dict[str, Any], request_id: str | None,
+                       may_retry: Callable[[], bool]) -> AsyncIterator[tuple[str, int | None]]:
+        """The stream of one request. Timeouts, lost connections and the statuses the OpenAI client
+        retries are retried (``max_retries`` times, with backoff) while ``may_retry()`` says so; then
+        the request fails with the server's error (``ServerError``) or ``EngineUnavailableError``."""
         for attempt in range(self.endpoint.max_retries + 1):
-            started = False
             try:
                 async for item in self._stream(url, body):
-                    started = True
                     yield item
                 return
             except (httpx.TimeoutException, httpx.TransportError, ServerError) as exc:
                 retried = not isinstance(exc, ServerError) or exc.status in _RETRIED_STATUS
-                if started or not retried or attempt == self.endpoint.max_retries:
+                if not retried or attempt == self.endpoint.max_retries or not may_retry():
                     if isinstance(exc, ServerError):
                         raise
                     raise EngineUnavailableError(f"the LLM server at {self.endpoint.base_url} failed request "
@@ -338,6 +363,8 @@ class OpenAIServerEngine(LLMEngine):
                     delta = choice.get("text") if "text" in choice else (choice.get("delta") or {}).get("content")
                     if delta:
                         yield delta, None
+        # an OpenAI-compatible stream ends with [DONE]: one that stops before it was cut, not finished
+        raise httpx.RemoteProtocolError(f"the answer from {url} ended before its [DONE]: the connection was cut")
 
     def close(self) -> None:
         """Close the connections (once; later calls do nothing)."""

@@ -10,6 +10,7 @@ import logging
 import os
 import platform
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 from teola_integrations.tools.suite_apps import APPS
@@ -65,10 +66,18 @@ def _bench(args: argparse.Namespace) -> int:
 
     chosen = {f: [a for a in (args.apps or DEFAULT_APPS[f]) if a in APPS[f]] for f in args.frameworks}
     _configure_backend(args)
-    print("starting the engines and indexing the corpus ...", flush=True)
-    with suite_apps(chosen, args.top_k, args.max_tokens, args.search_latency_ms / 1e3, args.search_jitter_ms / 1e3) as apps:
+    with ExitStack() as stack:
+        server_url = args.server
+        if server_url == "start":
+            from teola_integrations.tools.vllm_server import VLLMServer
+
+            print("starting a vLLM OpenAI-compatible server on loopback ...", flush=True)
+            server_url = stack.enter_context(VLLMServer()).base_url
+        print("starting the engines and indexing the corpus ...", flush=True)
+        apps = stack.enter_context(suite_apps(chosen, args.top_k, args.max_tokens, args.search_latency_ms / 1e3,
+                                              args.search_jitter_ms / 1e3, server_url))
         questions = [q.question for q in load_questions()][: args.questions]
-        report = {**_report_header(args), **benchmark.run_suite(
+        report = {**_report_header(args), "server": server_url, **benchmark.run_suite(
             apps, questions, args.parts, args.repeats, args.floor_questions, args.ablation_apps, args.load_queries,
             args.rate_factors, args.rates or (), args.p99_target)}
     return _write_report(args, report, benchmark.format_report(report))
@@ -238,6 +247,10 @@ def main(argv: list[str] | None = None) -> int:
                        help="where the engines run: this process, or Ray actors (a local Ray, or --ray-address's cluster)")
     bench.add_argument("--llm-replicas", type=int, default=1, help="with --backend ray: replicas of the LLM engine")
     bench.add_argument("--ray-address", help="with --backend ray: the cluster to join (default: RAY_ADDRESS, or a local one)")
+    bench.add_argument("--server", nargs="?", const="start", metavar="URL",
+                       help="build the apps on the user's own classes (OpenAILike, ChatOpenAI, HuggingFaceEmbedding, "
+                       "the default vector stores), native and Teola both against the OpenAI-compatible server at URL "
+                       "(ending /v1, serving 'smollm2'); without URL, a vLLM server is started on loopback")
     bench.add_argument("--json", help="also write the results to this JSON file")
     bench.set_defaults(run=_bench)
 

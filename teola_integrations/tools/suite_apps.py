@@ -27,27 +27,36 @@ APPS = {"llama-index": LLAMA_INDEX_APPS, "langchain": LANGCHAIN_APPS}
 DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": LANGCHAIN_APPS}
 
 
-def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
-                     search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
-    """The LlamaIndex apps ``names`` over one index of the demo corpus."""
+def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64, search_url: str | None = None,
+                     corpus_limit: int | None = None, server_url: str | None = None) -> list[SuiteApp]:
+    """The LlamaIndex apps ``names`` over one index of the demo corpus: on Teola's classes, or with
+    ``server_url`` on the user's own (OpenAILike on that server, HuggingFaceEmbedding)."""
     from teola_integrations.tools.demo_app import build_app, build_index, has_hand_tuned_form
+    from teola_integrations.tools.user_apps import hf_embedding, openai_like
     from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, optimize
 
-    index = build_index(load_corpus(corpus_limit), TeolaEmbedding()) if set(names) - {"search"} else None
-    llm = TeolaLLM(max_tokens=max_tokens)
+    embed_model = hf_embedding() if server_url else TeolaEmbedding()
+    index = build_index(load_corpus(corpus_limit), embed_model) if set(names) - {"search"} else None
+    llm = openai_like(server_url, max_tokens) if server_url else TeolaLLM(max_tokens=max_tokens)
     return [SuiteApp("llama-index", name, build_app(index, llm, name, top_k, search_url),
                      build_app(index, llm, name, top_k, search_url, hand_tuned=True) if has_hand_tuned_form(name) else None,
                      lambda engine, question: engine.query(question), optimize)
             for name in names]
 
 
-def langchain_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
-                   search_url: str | None = None, corpus_limit: int | None = None) -> list[SuiteApp]:
-    """The LangChain apps ``names`` over one vector store of the demo corpus."""
+def langchain_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64, search_url: str | None = None,
+                   corpus_limit: int | None = None, server_url: str | None = None) -> list[SuiteApp]:
+    """The LangChain apps ``names`` over one vector store of the demo corpus: on Teola's classes, or
+    with ``server_url`` on the user's own (ChatOpenAI on that server, InMemoryVectorStore with
+    HuggingFaceEmbeddings)."""
     from teola_integrations.langchain import TeolaChatModel, optimize
     from teola_integrations.tools.langchain_apps import build_app, build_store
+    from teola_integrations.tools.user_apps import build_user_store, chat_openai
 
-    store, model = build_store(corpus_limit), TeolaChatModel(max_tokens=max_tokens)
+    if server_url:
+        store, model = build_user_store(corpus_limit), chat_openai(server_url, max_tokens)
+    else:
+        store, model = build_store(corpus_limit), TeolaChatModel(max_tokens=max_tokens)
     apps = []
     for name in names:
         app = build_app(name, store, model, top_k, search_url)
@@ -58,12 +67,13 @@ def langchain_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
 
 @contextmanager
 def suite_apps(chosen: dict[str, Sequence[str]], top_k: int = 3, max_tokens: int = 64, search_latency_s: float = 0.3,
-               search_jitter_s: float = 0.05) -> Iterator[list[SuiteApp]]:
+               search_jitter_s: float = 0.05, server_url: str | None = None) -> Iterator[list[SuiteApp]]:
     """The apps ``chosen`` (framework -> app names), with the loopback search service running for as
-    long as the block runs where a search app is among them."""
+    long as the block runs where a search app is among them; with ``server_url``, built on the
+    user's own classes against that OpenAI-compatible server."""
     builders = {"llama-index": llama_index_apps, "langchain": langchain_apps}
     with ExitStack() as stack:
         url = (stack.enter_context(SearchService(load_corpus(), search_latency_s, search_jitter_s)).url
                if any("search" in names for names in chosen.values()) else None)
         yield [app for framework, names in chosen.items() if names
-               for app in builders[framework](names, top_k, max_tokens, url)]
+               for app in builders[framework](names, top_k, max_tokens, url, server_url=server_url)]

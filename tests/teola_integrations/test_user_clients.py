@@ -1,6 +1,8 @@
 """Apps built on the user's own classes (OpenAILike, ChatOpenAI, HuggingFaceEmbedding, the default
 stores) against a real vLLM server on loopback: optimize() lowers them as they are, same answers."""
 
+import logging
+
 import pytest
 from llama_index.core.query_engine import RetrieverQueryEngine
 
@@ -10,6 +12,7 @@ from teola_integrations.llama_index import optimize
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.tools.langchain_apps import build_app as build_chain
 from teola_integrations.tools.user_apps import build_user_store, chat_openai, hf_embedding, openai_like
+from teola_integrations.tools.vllm_server import SERVED_NAME
 
 pytestmark = pytest.mark.engines
 
@@ -37,7 +40,7 @@ def test_naive_rag_on_the_users_clients_is_lowered_and_answers_as_native(user_in
     fast = optimize(query_engine)
     assert fast.fallbacks == []
     engines = {node.engine.name for node in fast.plan if node.engine}
-    assert f"llm:{vllm_server.base_url}#smollm2@" in " ".join(engines)
+    assert f"llm:{vllm_server.base_url}#{SERVED_NAME}@" in " ".join(engines)
     assert any(name.startswith("embedding:llama_index:HuggingFaceEmbedding:") for name in engines)
     assert "synthesize.prefill_prefix" in {node.name for node in fast.plan}  # vLLM's prefix cache: prefill split
     for question in questions[:2]:
@@ -89,3 +92,28 @@ def test_langchain_branches_on_chat_openai_run_together_and_answer_as_their_para
     question = {"question": questions[2].question}
     app.reference_chain.invoke(question)
     assert fast.invoke(question) == app.reference_chain.invoke(question)
+
+
+@pytest.mark.answers
+def test_on_another_openai_compatible_server_prefill_splitting_is_left_out_with_one_log_line(
+        user_index, vllm_server, questions, caplog):
+    from faulty_proxy import FaultyProxy
+
+    with FaultyProxy(vllm_server.base_url.removesuffix("/v1")) as proxy:
+        proxy.faults.hide_vllm = True
+        query_engine = build_app(user_index, openai_like(proxy.base_url, max_tokens=32), "naive")
+        with caplog.at_level(logging.INFO):
+            fast = optimize(query_engine)
+        left_out = [r.getMessage() for r in caplog.records if "is left out" in r.getMessage()]
+        assert len(left_out) == 1 and "split_prefill" in left_out[0] and "prefix reuse" in left_out[0]
+        assert fast.fallbacks == [] and "synthesize.prefill_prefix" not in {node.name for node in fast.plan}
+        question = questions[3].question
+        _assert_same(_warm_native(query_engine, question), fast.query(question))
+
+
+def test_a_server_that_does_not_answer_at_optimize_is_a_clear_error(user_index):
+    from teola.runtime.errors import EngineUnavailableError
+
+    query_engine = build_app(user_index, openai_like("http://127.0.0.1:9/v1"), "naive")
+    with pytest.raises(EngineUnavailableError, match=r"the LLM server at http://127.0.0.1:9/v1 did not answer"):
+        optimize(query_engine)

@@ -87,7 +87,7 @@ def test_an_early_stop_closes_the_request_and_the_server_aborts_it(runtime, serv
 def test_an_unreachable_server_or_an_unserved_model_is_refused_saying_which(vllm_server):
     with pytest.raises(EngineUnavailableError, match=r"127.0.0.1:9/v1 did not answer .*start it"):
         OpenAIServerEngine(ServerEndpoint("http://127.0.0.1:9/v1", "m", timeout=2))
-    with pytest.raises(EngineUnavailableError, match=r"serves \['smollm2'\], not 'gpt-4o'"):
+    with pytest.raises(EngineUnavailableError, match=r"serves \['smollm2-135m-instruct'\], not 'gpt-4o'"):
         OpenAIServerEngine(ServerEndpoint(vllm_server.base_url, "gpt-4o"))
 
 
@@ -105,3 +105,68 @@ def test_a_clients_request_parameters_become_its_sampling():
                                  "stop": "END", "top_p": 0.9, "seed": None, "extra_body": {"top_k": 5}})
     assert sampling == Sampling(max_tokens=32, temperature=0.0, stop=("END",), extra=(("top_k", 5), ("top_p", 0.9)))
     assert request_sampling({"model": "m"}) == Sampling(max_tokens=None, temperature=None)
+
+
+@pytest.fixture
+def proxy(vllm_server):
+    from faulty_proxy import FaultyProxy
+
+    with FaultyProxy(vllm_server.base_url.removesuffix("/v1")) as proxy:
+        yield proxy
+
+
+def _engine_behind(proxy, **endpoint):
+    engine = OpenAIServerEngine(ServerEndpoint(proxy.base_url, SERVED_NAME, **endpoint))
+    proxy.completions = 0  # the engine's own probes are not what the tests count
+    return engine
+
+
+@pytest.mark.answers
+def test_another_openai_compatible_server_gets_prompts_as_the_client_sends_them(runtime, proxy, vllm_server):
+    proxy.faults.hide_vllm = True
+    engine = _engine_behind(proxy)
+    assert engine.features.vllm_version is None and not engine.features.tokenize
+    assert not engine.capabilities.prefix_reuse  # no prefill splitting there
+    assert engine.tokenize(QUESTION) is QUESTION
+    ours = runtime.run(engine.complete(engine.tokenize(QUESTION), Sampling(max_tokens=24, temperature=0.0)))
+    native = httpx.post(f"{vllm_server.base_url}/chat/completions", timeout=60, json={
+        "model": SERVED_NAME, "max_tokens": 24, "temperature": 0.0,
+        "messages": [{"role": m.role, "content": m.content} for m in QUESTION.messages]}).json()
+    assert ours == native["choices"][0]["message"]["content"]
+
+
+def test_a_status_the_openai_client_retries_is_retried_and_a_4xx_is_not(runtime, proxy):
+    engine = _engine_behind(proxy)
+    ids = engine.tokenize(QUESTION)
+    proxy.faults.status_once = 503
+    assert runtime.run(engine.complete(ids, Sampling(max_tokens=4)))
+    assert proxy.completions == 2
+    proxy.faults.status_once = 400
+    with pytest.raises(ServerError, match="answered 400: injected by the test proxy"):
+        runtime.run(engine.complete(ids, Sampling(max_tokens=4)))
+    assert proxy.completions == 3
+
+
+def test_a_cut_answer_is_retried_whole_but_a_stream_already_read_fails(runtime, proxy):
+    engine = _engine_behind(proxy, max_retries=1)
+    ids = engine.tokenize(QUESTION)
+    proxy.faults.cut_after_chunks = 2
+    with pytest.raises(EngineUnavailableError, match=r"ended before its \[DONE\]"):
+        runtime.run(engine.complete(ids, Sampling(max_tokens=32)))
+    assert proxy.completions == 2  # the whole text was asked for again once, and cut again
+
+    async def read_stream():
+        return [delta async for delta, _ in engine.generate(ids, Sampling(max_tokens=32))]
+
+    proxy.completions = 0
+    with pytest.raises(EngineUnavailableError, match=r"ended before its \[DONE\]"):
+        runtime.run(read_stream())
+    assert proxy.completions == 1  # its reader had seen text: not repeated
+
+
+def test_a_slow_server_times_out_with_a_clear_error_and_nothing_hangs(runtime, proxy):
+    engine = _engine_behind(proxy, timeout=1.0, max_retries=0)
+    ids = engine.tokenize(QUESTION)
+    proxy.faults.delay_s = 3.0
+    with pytest.raises(EngineUnavailableError, match="ReadTimeout"):
+        runtime.run(asyncio.wait_for(engine.complete(ids, Sampling(max_tokens=4)), 20))
