@@ -1,22 +1,32 @@
-"""The chain's own chat models and LLMs as Teola engines.
+"""The chain's own chat models, LLMs, embeddings and vector stores as Teola engines.
 
-Teola's own classes carry their engine (``teola_engine``, ``teola_sampling``). The standard
-OpenAI clients (langchain-openai's ``ChatOpenAI`` and ``OpenAI``) pointed at an OpenAI-compatible
-server (vLLM's, usually) are read off their configuration and become an engine on that server,
-sending what the client itself would send. Reading a client never logs its API key.
+Teola's own classes carry their engine (``teola_engine``, ``teola_sampling``, ``index_engine``).
+The standard OpenAI clients (langchain-openai's ``ChatOpenAI`` and ``OpenAI``) pointed at an
+OpenAI-compatible server (vLLM's, usually) are read off their configuration and become an engine
+on that server, sending what the client itself would send; reading a client never logs its API
+key. The user's own ``Embeddings`` and ``InMemoryVectorStore`` become engines around the objects
+themselves (query embeddings and search by vector, as the store's own similarity search does).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from dataclasses import dataclass
 from typing import Any
 
+from langchain_core.embeddings import Embeddings
 from langchain_core.language_models import BaseLanguageModel
+from langchain_core.vectorstores import InMemoryVectorStore
+from pydantic import SecretStr
 
+from teola.adapters.keys import object_key
 from teola.adapters.langchain.compat import request_params
-from teola.optimizer.ops import EngineId
+from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.values import Sampling
+from teola.runtime.engines.embedding import FunctionEmbeddingEngine
 from teola.runtime.engines.openai_server import Secret, ServerEndpoint, request_sampling
+from teola.runtime.engines.vector_index import FunctionSearchEngine
 from teola.runtime.registry import EngineSpec
 
 try:
@@ -55,12 +65,14 @@ def model_why_not(model: Any) -> str | None:
 
 
 def server_endpoint(model: Any) -> ServerEndpoint:
-    """Where a langchain-openai client sends its requests (its OpenAI client's base URL and key)."""
-    client = model.root_client
+    """Where a langchain-openai client sends its requests: its base URL (else ``$OPENAI_BASE_URL``, else
+    OpenAI's), its key, headers, timeout and retries."""
+    base_url = model.openai_api_base or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
+    key = model.openai_api_key.get_secret_value() if isinstance(model.openai_api_key, SecretStr) else None
     headers = tuple((name, Secret(str(value))) for name, value in (model.default_headers or {}).items())
     timeout = model.request_timeout
-    return ServerEndpoint(str(client.base_url), model.model_name, Secret(client.api_key) if client.api_key else None,
-                          headers, float(timeout) if isinstance(timeout, (int, float)) else 60.0,
+    return ServerEndpoint(base_url, model.model_name, Secret(key) if key else None, headers,
+                          float(timeout) if isinstance(timeout, (int, float)) else 60.0,
                           2 if model.max_retries is None else int(model.max_retries))
 
 
@@ -70,3 +82,53 @@ def bind_model(model: Any) -> ModelBinding:
         return ModelBinding(model.teola_engine, model.teola_sampling)
     spec = server_endpoint(model).spec()
     return ModelBinding(spec.id, request_sampling(request_params(model)), spec)
+
+
+@dataclass(frozen=True)
+class EngineBinding:
+    """The engine a component's work runs on; ``spec``: the engine the chain must start (None: a
+    Teola class, on its engine already)."""
+
+    engine: EngineId
+    spec: EngineSpec | None = None
+
+
+def _query_embeddings(embeddings: Embeddings, queries: list[str]) -> list[list[float]]:
+    return [embeddings.embed_query(query) for query in queries]
+
+
+def bind_embeddings(embeddings: Any) -> EngineBinding:
+    """The engine of an ``Embeddings``: a Teola class's own, or one around the object that embeds
+    each query as the store's similarity search does (``embed_query``)."""
+    if hasattr(embeddings, "teola_engine"):
+        return EngineBinding(embeddings.teola_engine)
+    build = functools.partial(FunctionEmbeddingEngine, functools.partial(_query_embeddings, embeddings),
+                              "How does the with statement call a context manager's methods?")
+    spec = EngineSpec(EngineKind.EMBEDDING, f"langchain:{type(embeddings).__name__}:{object_key(embeddings)}",
+                      build=build, in_process=True)
+    return EngineBinding(spec.id, spec)
+
+
+def store_why_not(store: Any) -> str | None:
+    """Why a vector store's similarity search cannot run on Teola's engines (None: it can)."""
+    if hasattr(store, "to_documents") and hasattr(store, "index_engine") and hasattr(store.embeddings, "teola_engine"):
+        return None
+    if type(store) is InMemoryVectorStore and isinstance(store.embeddings, Embeddings):
+        return None
+    return (f"its store {type(store).__name__} is not one Teola searches (a TeolaVectorStore, or LangChain's "
+            "InMemoryVectorStore)")
+
+
+def bind_store_search(store: Any) -> EngineBinding:
+    """The search engine of a store ``store_why_not`` accepts: a TeolaVectorStore's own, or one around
+    the store's own search by vector (its hits are its documents)."""
+    if hasattr(store, "index_engine"):
+        return EngineBinding(store.index_engine)
+    spec = EngineSpec(EngineKind.VECTOR_INDEX, f"langchain:{type(store).__name__}:{object_key(store)}",
+                      build=functools.partial(FunctionSearchEngine, store.similarity_search_by_vector), in_process=True)
+    return EngineBinding(spec.id, spec)
+
+
+def store_documents(store: Any, hits: list) -> list:
+    """The documents of a search's hits: a TeolaVectorStore maps (id, score) hits; other stores' hits are documents."""
+    return store.to_documents(hits) if hasattr(store, "to_documents") else list(hits)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.vectorstores import VectorStoreRetriever
 
 from teola.adapters.langchain.compat import RunnableEach
+from teola.adapters.langchain.models import bind_embeddings, bind_store_search, store_documents, store_why_not
 from teola.adapters.langchain.steps import StepRecogniser, Traced, Value
 from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import RetrieveArgs
@@ -17,8 +18,8 @@ if TYPE_CHECKING:
 
 
 class RetrieverRecogniser(StepRecogniser):
-    """``store.as_retriever()`` (or its ``.map()``) over a store Teola's engines serve: the store
-    carries ``index_engine`` and ``to_documents``, its embeddings ``teola_engine``."""
+    """``store.as_retriever()`` (or its ``.map()``) over a store Teola's engines serve: a
+    TeolaVectorStore, or LangChain's InMemoryVectorStore with any embeddings (``models``)."""
 
     family = "a vector store retriever"
 
@@ -29,11 +30,7 @@ class RetrieverRecogniser(StepRecogniser):
         retriever = _retriever(step)
         if retriever.search_type != "similarity" or not set(retriever.search_kwargs) <= {"k"}:
             return f"search type {retriever.search_type!r} with {sorted(retriever.search_kwargs)} (Teola runs similarity top k)"
-        store = retriever.vectorstore
-        if not (hasattr(store, "to_documents") and hasattr(store, "index_engine")
-                and hasattr(store.embeddings, "teola_engine")):
-            return f"its store {type(store).__name__} is not served by Teola's engines (use a TeolaVectorStore)"
-        return None
+        return store_why_not(retriever.vectorstore)
 
     def takes(self, value: Traced) -> bool:
         return isinstance(value, Value)  # a dict flowing into a retriever fails natively, so it runs natively
@@ -42,9 +39,12 @@ class RetrieverRecogniser(StepRecogniser):
         retriever = _retriever(step)
         name = tracer.name("retrieve")
         store = retriever.vectorstore
+        embed, search = bind_embeddings(store.embeddings), bind_store_search(store)
+        tracer.needs(embed.spec)
+        tracer.needs(search.spec)
         tracer.graph.add(Node(name, ModuleKind.RETRIEVE, {"query": tracer.materialize(value).source}, ("output",),
-                              RetrieveArgs(store.embeddings.teola_engine, store.index_engine,
-                                           retriever.search_kwargs.get("k", 4), lambda hits, query: store.to_documents(hits),
+                              RetrieveArgs(embed.engine, search.engine, retriever.search_kwargs.get("k", 4),
+                                           lambda hits, query: store_documents(store, hits),
                                            batch=isinstance(step, RunnableEach))))
         tracer.lowered.append(f"{name}: {type(retriever).__name__} over {type(store).__name__}")
         return Value(Ref(name, "output"))

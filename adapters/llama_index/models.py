@@ -17,7 +17,8 @@ from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from teola.adapters.llama_index import compat as li
-from teola.adapters.llama_index.reading import AppReading, object_key, to_prompt
+from teola.adapters.keys import object_key
+from teola.adapters.llama_index.reading import AppReading, to_prompt
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.values import Prompt, Sampling
 from teola.runtime.engines.embedding import FunctionEmbeddingEngine

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import abc
 import logging
-import uuid
-import weakref
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -22,21 +20,6 @@ from teola.runtime.registry import EngineSpec
 log = logging.getLogger("teola.adapters.llama_index")
 
 _ROLES = {MessageRole.SYSTEM: "system", MessageRole.USER: "user", MessageRole.ASSISTANT: "assistant"}
-
-
-_object_keys: dict[int, tuple[weakref.ref, str]] = {}
-
-
-def object_key(component: Any) -> str:
-    """A key of ``component`` (a store, a model) no other object gets, while it lives or after (``id()``
-    is reused once an object is gone, so a new one there would be served the old one's engine)."""
-    known = _object_keys.get(id(component))
-    if known is None or known[0]() is not component:
-        for gone in [key for key, (ref, _) in _object_keys.items() if ref() is None]:
-            del _object_keys[gone]  # objects that died: their keys are never asked for again
-        known = (weakref.ref(component), uuid.uuid4().hex[:12])
-        _object_keys[id(component)] = known
-    return known[1]
 
 
 class UnsupportedPipelineError(TypeError):

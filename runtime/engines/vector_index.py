@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -109,3 +109,18 @@ def _restore(index_bytes: np.ndarray, ids: list[str] | None, normalize_queries: 
     engine = FaissIndexEngine(_faiss().deserialize_index(index_bytes), ids)
     engine._normalize_queries = normalize_queries
     return engine
+
+
+class FunctionSearchEngine(BatchEngine):
+    """A search engine around the user's own vector store: ``search(vector, top_k) -> hits`` (the
+    store's own search by vector), each request of a batch in turn on a worker thread."""
+
+    capabilities = EngineCapabilities(max_batch=64)
+
+    def __init__(self, search: Callable[[Sequence[float], int], list]) -> None:
+        super().__init__()
+        self._search = search
+
+    async def run_batch(self, requests: Sequence[tuple[Sequence[float], int]]) -> list[list]:
+        """The store's hits for each (vector, top_k)."""
+        return await self._on_worker(lambda: [self._search(list(vector), k) for vector, k in requests])

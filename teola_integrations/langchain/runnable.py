@@ -71,8 +71,9 @@ class TeolaRunnable(Runnable):
         self.module_graph, self.primitive_graph, self.plan, self.lowered = (build.module_graph, build.primitive_graph,
                                                                             build.plan, build.lowered)
         if not self.lowered:
-            log.warning("teola: nothing in %s runs on Teola's engines (use TeolaChatModel, TeolaLLM and a "
-                        "TeolaVectorStore retriever); its steps run as-is", self.name)
+            log.warning("teola: nothing in %s runs on Teola's engines (it lowers TeolaChatModel, TeolaLLM, "
+                        "langchain-openai clients, and retrievers over a TeolaVectorStore or an InMemoryVectorStore); "
+                        "its steps run as-is", self.name)
         self._chain = ChainPlan(self.plan, runtime)
         self._final = build.final
         self._streaming = ChainPlan(stream_output(self.plan, build.final.decode, "output"), runtime) if build.final else None

@@ -75,10 +75,11 @@ def test_advanced_rag_on_the_users_clients_runs_its_llm_calls_together_and_answe
 
 
 @pytest.mark.answers
-def test_a_langchain_chain_on_chat_openai_is_lowered_and_answers_as_native(vllm_server, questions):
+def test_a_langchain_rag_chain_on_chat_openai_and_an_in_memory_store_is_lowered_and_answers_as_native(vllm_server, questions):
     chain = build_chain("rag", build_user_store(), chat_openai(vllm_server.base_url, max_tokens=32)).native
     fast = optimize_chain(chain)
-    assert fast.lowered == ["generate5: ChatPromptTemplate | ChatOpenAI | StrOutputParser"]
+    assert fast.lowered == ["retrieve2: VectorStoreRetriever over InMemoryVectorStore",
+                            "generate5: ChatPromptTemplate | ChatOpenAI | StrOutputParser"]
     question = {"question": questions[0].question}
     chain.invoke(question)
     assert fast.invoke(question) == chain.invoke(question)
