@@ -86,9 +86,11 @@ class WarmPrefixRequest(EngineRequest):
 
 @dataclass(frozen=True)
 class GenerateRequest(EngineRequest):
-    """The text generated from each of ``token_ids`` under ``sampling`` (streamed: exactly one)."""
+    """The text generated from each of ``token_ids`` under ``sampling`` (streamed: exactly one): what
+    the engine's ``TokenizeRequest`` gave, token IDs (or, on a server that does not tokenize, the
+    ``Prompt`` itself)."""
 
-    token_ids: tuple[list[int], ...]
+    token_ids: tuple[list[int] | Prompt, ...]
     sampling: Sampling
 
 

@@ -81,12 +81,13 @@ class LLMReplica:
         os.environ.update(env)
         self._engine = None
 
-    async def start(self, model: str, settings: Mapping[str, Any]) -> tuple[str, None]:
-        """Start the engine (checked against its model's known answers); return the node it runs on."""
+    async def start(self, model: str, settings: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+        """Start the engine (checked against its model's known answers); return the node it runs on and
+        the settings it started with (its dtype resolved there, where it computes)."""
         from teola.runtime.engines.llm import VLLMEngine
 
         self._engine = await VLLMEngine.started(model, **settings)
-        return _ray().get_runtime_context().get_node_id(), None
+        return _ray().get_runtime_context().get_node_id(), dict(self._engine.settings)
 
     async def generate(self, token_ids: list[int], sampling: Sampling, priority: int,
                        request_id: str | None) -> AsyncIterator[tuple[str, int | None]]:
@@ -228,8 +229,9 @@ class RayLLMEngine(_OnReplicas, ChatTokenizer, LLMEngine):
         self._dead: set[int] = set()
 
     async def start_replicas(self) -> "RayLLMEngine":
-        """Start every replica (at once); return the engine once all serve."""
-        await self._actors.start_all()
+        """Start every replica (at once); return the engine once all serve, with the settings they
+        started with (the first replica's: every replica starts with the same ones)."""
+        self.settings = (await self._actors.start_all())[0]
         return self
 
     @property
