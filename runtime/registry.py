@@ -84,7 +84,7 @@ def batching(accepts: type[BatchRequest]) -> Callable[[EngineId, Any], EngineSch
     return lambda id, engine: BatchingScheduler(id, engine, accepts)
 
 
-async def _start_llm(spec: EngineSpec) -> Any:
+async def _start_vllm(spec: EngineSpec) -> Any:
     from teola.runtime.engines.llm import VLLMEngine
 
     return await VLLMEngine.started(spec.model, **spec.settings)
@@ -121,6 +121,6 @@ def _decode(node: Node, args: Mapping[str, Any], **envelope: Any) -> EngineReque
 
 
 register(EngineKind.LLM, EngineKindEntry(LLMScheduler, {Op.PREFILL: OpRule(_prefill, lambda node: not node.meta.warm),
-                                                        Op.DECODE: OpRule(_decode)}, start=_start_llm))
+                                                        Op.DECODE: OpRule(_decode)}, start=_start_vllm))
 register(EngineKind.EMBEDDING, EngineKindEntry(batching(EmbedRequest), {Op.EMBED: OpRule(_embed)}, _sentence_transformer))
 register(EngineKind.VECTOR_INDEX, EngineKindEntry(batching(SearchRequest), {Op.SEARCH: OpRule(_search)}, _built))

@@ -12,6 +12,7 @@ from teola_integrations.llama_index import optimize
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.tools.langchain_apps import build_app as build_chain
 from teola_integrations.tools.user_apps import build_user_store, chat_openai, hf_embedding, openai_like
+from teola_integrations.tools.faulty_proxy import FaultyProxy
 from teola_integrations.tools.vllm_server import SERVED_NAME
 
 pytestmark = pytest.mark.engines
@@ -98,8 +99,6 @@ def test_langchain_branches_on_chat_openai_run_together_and_answer_as_their_para
 @pytest.mark.answers
 def test_on_another_openai_compatible_server_prefill_splitting_is_left_out_with_one_log_line(
         user_index, vllm_server, questions, caplog):
-    from faulty_proxy import FaultyProxy
-
     with FaultyProxy(vllm_server.base_url.removesuffix("/v1")) as proxy:
         proxy.faults.hide_vllm = True
         query_engine = build_app(user_index, openai_like(proxy.base_url, max_tokens=32), "naive")

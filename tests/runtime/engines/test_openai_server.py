@@ -11,6 +11,7 @@ from teola.runtime.clients import LLMClient
 from teola.runtime.engines.openai_server import (OpenAIServerEngine, Secret, ServerEndpoint, ServerError,
                                                  request_sampling)
 from teola.runtime.errors import EngineUnavailableError
+from teola_integrations.tools.faulty_proxy import FaultyProxy
 from teola_integrations.tools.vllm_server import SERVED_NAME
 
 QUESTION = Prompt(messages=(ChatMessage("system", "Answer in one sentence."),
@@ -109,8 +110,6 @@ def test_a_clients_request_parameters_become_its_sampling():
 
 @pytest.fixture
 def proxy(vllm_server):
-    from faulty_proxy import FaultyProxy
-
     with FaultyProxy(vllm_server.base_url.removesuffix("/v1")) as proxy:
         yield proxy
 

@@ -1,5 +1,7 @@
-"""A loopback proxy in front of the real vLLM server that injects the faults users meet: a server that
-is not vLLM (no /version, no /tokenize), an error status, a connection cut mid-stream, a slow answer."""
+"""A loopback proxy in front of a real OpenAI-compatible server that injects the faults users meet: a
+server that is not vLLM (no /version, no /tokenize), an error status, a connection cut mid-stream, a
+slow answer. The tests check Teola's fault handling through it; point an app's client at it to check
+your own."""
 
 from __future__ import annotations
 
