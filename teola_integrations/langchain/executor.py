@@ -3,8 +3,10 @@
 While it is on, ``invoke``/``ainvoke`` of every ``RunnableSequence`` and ``RunnableParallel`` go to
 Teola's graph scheduler:
 
-- a chain with parts on Teola's engines (a ``TeolaChatModel``/``TeolaLLM`` after a prompt, a
-  ``TeolaVectorStore`` retriever) runs as its optimized plan, built once per chain object;
+- a chain with parts on Teola's engines (a ``TeolaChatModel``/``TeolaLLM`` or a langchain-openai
+  client after a prompt, a retriever over a ``TeolaVectorStore`` or an ``InMemoryVectorStore``) runs
+  as its optimized plan, built once per chain object (if an engine it needs cannot start, e.g. its
+  model's server is down, it runs level by level that time, with one log line, and fails as natively);
 - any other chain runs level by level, each child a call with the very child config LangChain gives
   it, so callbacks, run trees, tags and errors are LangChain's own.
 
@@ -30,6 +32,7 @@ from langchain_core.runnables import Runnable, RunnableParallel, RunnableSequenc
 
 from teola.adapters.langchain import level_graph, read_runnable
 from teola.optimizer.lowering import lower
+from teola.runtime.errors import EngineUnavailableError
 from teola.runtime.runtime import get_runtime
 from teola_integrations.langchain.execution import ChainPlan
 from teola_integrations.langchain.runnable import build_plan
@@ -52,7 +55,11 @@ def _plan_for(runnable: RunnableSequence | RunnableParallel) -> ChainPlan:
         plan = None
         if _has_engine_parts(runnable):
             runtime = get_runtime()
-            plan = ChainPlan(build_plan(runnable, runtime).plan, runtime)
+            try:
+                plan = ChainPlan(build_plan(runnable, runtime).plan, runtime)
+            except EngineUnavailableError as exc:  # e.g. its model's server is down: the chain fails as it would natively
+                log.warning("teola: %s runs level by level, as LangChain runs it: %s", runnable.get_name(), exc)
+                return ChainPlan(lower(level_graph(runnable)), None)  # not remembered: tried again on the next call
         _optimized[key] = (weakref.ref(runnable, lambda _: _optimized.pop(key, None)), plan)
         cached = _optimized[key]
     return cached[1] or ChainPlan(lower(level_graph(runnable)), None)

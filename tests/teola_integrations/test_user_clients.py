@@ -117,3 +117,19 @@ def test_a_server_that_does_not_answer_at_optimize_is_a_clear_error(user_index):
     query_engine = build_app(user_index, openai_like("http://127.0.0.1:9/v1"), "naive")
     with pytest.raises(EngineUnavailableError, match=r"the LLM server at http://127.0.0.1:9/v1 did not answer"):
         optimize(query_engine)
+
+
+def test_under_the_executor_switch_a_chain_whose_server_is_down_fails_as_it_does_natively(caplog):
+    import openai
+    from langchain_core.output_parsers import StrOutputParser
+    from langchain_core.prompts import ChatPromptTemplate
+
+    from teola_integrations.langchain.executor import teola_executor
+
+    model = chat_openai("http://127.0.0.1:9/v1").model_copy(update={"max_retries": 0})
+    chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | model | StrOutputParser()
+    with teola_executor(), caplog.at_level(logging.WARNING, logger="teola_integrations"):
+        with pytest.raises(openai.APIConnectionError):
+            chain.invoke({"question": "hi"})
+    assert any("runs level by level" in r.getMessage() and "127.0.0.1:9/v1 did not answer" in r.getMessage()
+               for r in caplog.records)
