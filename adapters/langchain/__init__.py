@@ -19,8 +19,10 @@ model | parser runs, and a model alone), ``retrievers``; each lowered step famil
 ``StepRecogniser`` with ``accepts``, ``why_not`` and ``read``. Every private or internal
 langchain-core name is in ``compat``.
 
-Engines are recognised by what they carry: a model has ``teola_engine`` (an ``EngineId``) and
-``teola_sampling``, a vector store ``index_engine`` and ``to_documents``.
+The chain's models, embeddings and stores become engines in ``models``: Teola's classes carry their
+own (``teola_engine``, ``teola_sampling``, ``index_engine``); a langchain-openai client becomes an
+engine on its server, an ``InMemoryVectorStore`` and its ``Embeddings`` engines around the objects;
+the reading lists the engines the chain must start (``ChainReading.engines``).
 """
 
 from teola.adapters.langchain.llm_calls import FinalGeneration, to_prompt

@@ -8,8 +8,10 @@ line saying why). The callables modules carry reuse LlamaIndex's own code (promp
 templates, node mapping, response building), so the optimized run computes the very prompt and
 response the native run does; every private LlamaIndex name they touch is in ``compat``.
 
-Engines are recognised by duck typing: an LLM or embedding model backed by a Teola engine carries
-``teola_engine`` (the engine's ``EngineId``) and, for LLMs, ``teola_sampling``.
+The app's LLM and embedding model become engines in ``models``: a Teola class carries its own
+(``teola_engine``, ``teola_sampling``); an OpenAI/OpenAILike client becomes an engine on its server,
+any other ``BaseEmbedding`` an engine around the model object; the reading lists the engines the app
+must start (``AppReading.engines``).
 """
 
 from teola.adapters.llama_index.query_engine import read_query_engine
