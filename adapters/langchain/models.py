@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -20,10 +19,9 @@ from langchain_core.language_models import BaseLanguageModel
 from langchain_core.vectorstores import InMemoryVectorStore
 from pydantic import SecretStr
 
-from teola.adapters.keys import object_key
+from teola.adapters.bindings import EngineBinding, LLMBinding, object_key
 from teola.adapters.langchain.compat import request_params
-from teola.optimizer.ops import EngineId, EngineKind
-from teola.optimizer.values import Sampling
+from teola.optimizer.ops import EngineKind
 from teola.runtime.engines.embedding import FunctionEmbeddingEngine
 from teola.runtime.engines.openai_server import Secret, ServerEndpoint, request_sampling
 from teola.runtime.engines.vector_index import FunctionSearchEngine
@@ -36,16 +34,6 @@ try:
     OPENAI_CLIENTS: tuple[type, ...] = (BaseChatOpenAI, BaseOpenAI)
 except ImportError:  # langchain-openai is optional: without it no chain can use its clients
     OPENAI_CLIENTS = ()
-
-
-@dataclass(frozen=True)
-class ModelBinding:
-    """The engine a model's calls run on, and the sampling it asks for. ``spec``: the engine the
-    chain must start (None: a Teola class, on its engine already)."""
-
-    engine: EngineId
-    sampling: Sampling
-    spec: EngineSpec | None = None
 
 
 def model_why_not(model: Any) -> str | None:
@@ -76,21 +64,12 @@ def server_endpoint(model: Any) -> ServerEndpoint:
                           2 if model.max_retries is None else int(model.max_retries))
 
 
-def bind_model(model: Any) -> ModelBinding:
+def bind_model(model: Any) -> LLMBinding:
     """The engine and sampling of a model ``model_why_not`` accepts."""
     if hasattr(model, "teola_engine"):
-        return ModelBinding(model.teola_engine, model.teola_sampling)
+        return LLMBinding(model.teola_engine, sampling=model.teola_sampling)
     spec = server_endpoint(model).spec()
-    return ModelBinding(spec.id, request_sampling(request_params(model)), spec)
-
-
-@dataclass(frozen=True)
-class EngineBinding:
-    """The engine a component's work runs on; ``spec``: the engine the chain must start (None: a
-    Teola class, on its engine already)."""
-
-    engine: EngineId
-    spec: EngineSpec | None = None
+    return LLMBinding(spec.id, spec, request_sampling(request_params(model)))
 
 
 def _query_embeddings(embeddings: Embeddings, queries: list[str]) -> list[list[float]]:

@@ -10,6 +10,7 @@ from typing import Any
 from langchain_core.runnables import (Runnable, RunnableAssign, RunnableLambda, RunnableParallel, RunnablePassthrough,
                                       RunnableSequence)
 
+from teola.adapters.bindings import record_spec
 from teola.adapters.langchain import compat
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import RETRIEVER
@@ -70,8 +71,7 @@ class Tracer:
 
     def needs(self, spec: EngineSpec | None) -> None:
         """Record that the chain's steps run on the engine ``spec`` (None: one that runs already)."""
-        if spec is not None and spec.id not in {known.id for known in self.engines}:
-            self.engines.append(spec)
+        record_spec(self.engines, spec)
 
     def trace(self, step: Runnable, value: Traced, tag: str) -> Traced:
         """``step`` applied to ``value``; ``tag`` is the child tag LangChain gives the step."""

@@ -10,17 +10,16 @@ object itself. Reading a client never logs its API key.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 
 from teola.adapters.llama_index import compat as li
-from teola.adapters.keys import object_key
+from teola.adapters.bindings import EngineBinding, LLMBinding, object_key
 from teola.adapters.llama_index.reading import AppReading, to_prompt
-from teola.optimizer.ops import EngineId, EngineKind
-from teola.optimizer.values import Prompt, Sampling
+from teola.optimizer.ops import EngineKind
+from teola.optimizer.values import Prompt
 from teola.runtime.engines.embedding import FunctionEmbeddingEngine
 from teola.runtime.engines.openai_server import Secret, ServerEndpoint, request_sampling
 from teola.runtime.registry import EngineSpec
@@ -33,24 +32,6 @@ try:
     from llama_index.llms.openai_like import OpenAILike
 except ImportError:
     OpenAILike = None
-
-
-@dataclass(frozen=True)
-class LLMBinding:
-    """The engine an LLM's calls run on, and the sampling it asks for. ``spec``: the engine the app
-    must start (None: the LLM is a Teola class, on its engine already)."""
-
-    engine: EngineId
-    sampling: Sampling
-    spec: EngineSpec | None = None
-
-
-@dataclass(frozen=True)
-class EmbeddingBinding:
-    """The engine an embedding model's query embeddings run on; ``spec`` as for ``LLMBinding``."""
-
-    engine: EngineId
-    spec: EngineSpec | None = None
 
 
 def _is_openai_client(llm: Any) -> bool:
@@ -91,9 +72,9 @@ def completion_prompt(llm: Any, text: str) -> Prompt:
 def bind_llm(llm: Any) -> LLMBinding:
     """The engine and sampling of an LLM ``llm_why_not`` accepts."""
     if hasattr(llm, "teola_engine"):
-        return LLMBinding(llm.teola_engine, llm.teola_sampling)
+        return LLMBinding(llm.teola_engine, sampling=llm.teola_sampling)
     spec = server_endpoint(llm).spec()
-    return LLMBinding(spec.id, request_sampling(li.request_params(llm)), spec)
+    return LLMBinding(spec.id, spec, request_sampling(li.request_params(llm)))
 
 
 def embedding_why_not(model: Any) -> str | None:
@@ -103,17 +84,17 @@ def embedding_why_not(model: Any) -> str | None:
     return f"its embedding model {type(model).__name__} is not a LlamaIndex BaseEmbedding (nor a TeolaEmbedding)"
 
 
-def bind_embedding(model: Any) -> EmbeddingBinding:
+def bind_embedding(model: Any) -> EngineBinding:
     """The engine of an embedding model ``embedding_why_not`` accepts: a Teola class's own, or one
     around the model object that computes query embeddings as the model itself does, batched
     across the queries in flight where the model has a batch encode (``compat.query_embeddings``)."""
     if hasattr(model, "teola_engine"):
-        return EmbeddingBinding(model.teola_engine)
+        return EngineBinding(model.teola_engine)
     build = functools.partial(FunctionEmbeddingEngine, functools.partial(li.query_embeddings, model),
                               "How does the with statement call a context manager's methods?", model.embed_batch_size)
     spec = EngineSpec(EngineKind.EMBEDDING, f"llama_index:{type(model).__name__}:{object_key(model)}",
                       build=build, in_process=True)
-    return EmbeddingBinding(spec.id, spec)
+    return EngineBinding(spec.id, spec)
 
 
 def llm_for(reading: AppReading, llm: Any) -> LLMBinding:
@@ -123,7 +104,7 @@ def llm_for(reading: AppReading, llm: Any) -> LLMBinding:
     return binding
 
 
-def embedding_for(reading: AppReading, model: Any) -> EmbeddingBinding:
+def embedding_for(reading: AppReading, model: Any) -> EngineBinding:
     """``bind_embedding(model)``, its engine recorded as one ``reading``'s app needs."""
     binding = bind_embedding(model)
     reading.needs(binding.spec)

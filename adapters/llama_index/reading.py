@@ -11,6 +11,7 @@ from typing import Any, Sequence
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import MessageRole
 
+from teola.adapters.bindings import record_spec
 from teola.adapters.llama_index import compat as li
 from teola.optimizer.ir import Graph
 from teola.optimizer.ops import EngineId, EngineKind
@@ -75,8 +76,7 @@ class AppReading:
 
     def needs(self, spec: EngineSpec | None) -> None:
         """Record that the app's modules run on the engine ``spec`` (None: one that runs already)."""
-        if spec is not None and spec.id not in {known.id for known in self.engines}:
-            self.engines.append(spec)
+        record_spec(self.engines, spec)
 
     def fallback(self, component: Any, why: str) -> None:
         """Record (and log, once) that ``component`` runs unoptimized, as one call, and why."""

@@ -14,7 +14,7 @@ from llama_index.core.vector_stores.types import VectorStoreQueryMode
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import completion_prompt, embedding_for, embedding_why_not, llm_for, llm_why_not
-from teola.adapters.keys import object_key
+from teola.adapters.bindings import object_key
 from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs

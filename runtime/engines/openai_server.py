@@ -188,9 +188,10 @@ class OpenAIServerEngine(LLMEngine):
 
     # -- what the server offers ------------------------------------------------------------------
 
-    def _get(self, url: str) -> httpx.Response:
+    def _send(self, method: str, url: str, body: dict[str, Any] | None = None) -> httpx.Response:
+        """One blocking request (probing, tokenizing); a server that does not answer is an ``EngineUnavailableError``."""
         try:
-            return self._sync.get(url)
+            return self._sync.request(method, url, json=body)
         except httpx.HTTPError as exc:
             raise EngineUnavailableError(
                 f"the LLM server at {self.endpoint.base_url} did not answer ({type(exc).__name__}: {exc}): "
@@ -198,7 +199,7 @@ class OpenAIServerEngine(LLMEngine):
 
     def _probe(self) -> ServerFeatures:
         base, model = self.endpoint.base_url, self.endpoint.model
-        listed = self._get(f"{base}/models")
+        listed = self._send("GET", f"{base}/models")
         if listed.status_code >= 400:
             raise EngineUnavailableError(f"the LLM server at {base} refused to list its models "
                                          f"({listed.status_code}: {_error_message(listed)})")
@@ -206,7 +207,7 @@ class OpenAIServerEngine(LLMEngine):
         if model not in models:
             raise EngineUnavailableError(f"the LLM server at {base} serves {sorted(models)}, not {model!r}: "
                                          "give the client one of those model names")
-        version = self._get(f"{self.endpoint.root}/version")
+        version = self._send("GET", f"{self.endpoint.root}/version")
         vllm_version = version.json().get("version") if version.status_code == 200 else None
         if vllm_version is None:
             return ServerFeatures(max_model_len=models[model].get("max_model_len"),
@@ -224,10 +225,10 @@ class OpenAIServerEngine(LLMEngine):
     def _probe_completion(self, token_ids: list[int], priority: int) -> tuple[bool, int | None]:
         """Whether the server took ``priority``, and the cached tokens it reported (None: it reports none)."""
         body = {"model": self.endpoint.model, "prompt": token_ids, "max_tokens": 1, "temperature": 0.0}
-        response = self._sync.post(f"{self.endpoint.base_url}/completions", json={**body, "priority": priority})
+        response = self._send("POST", f"{self.endpoint.base_url}/completions", {**body, "priority": priority})
         took_priority = response.status_code < 400
         if not took_priority:
-            response = self._sync.post(f"{self.endpoint.base_url}/completions", json=body)
+            response = self._send("POST", f"{self.endpoint.base_url}/completions", body)
             if response.status_code >= 400:
                 raise EngineUnavailableError(f"the LLM server at {self.endpoint.base_url} refused a one-token completion "
                                              f"({response.status_code}: {_error_message(response)})")
@@ -238,11 +239,7 @@ class OpenAIServerEngine(LLMEngine):
 
     def _tokenize(self, body: dict[str, Any]) -> list[int]:
         url = f"{self.endpoint.root}/tokenize"
-        try:
-            response = self._sync.post(url, json={"model": self.endpoint.model, **body})
-        except httpx.HTTPError as exc:
-            raise EngineUnavailableError(f"the LLM server at {self.endpoint.root} did not answer a tokenize request "
-                                         f"({type(exc).__name__}: {exc})") from exc
+        response = self._send("POST", url, {"model": self.endpoint.model, **body})
         if response.status_code >= 400:
             raise ServerError(response.status_code, _error_message(response), url)
         return list(response.json()["tokens"])
