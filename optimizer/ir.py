@@ -13,14 +13,15 @@ the runtime, like torch.fx targets.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping
 
 import networkx as nx
 
 from teola.optimizer.ops import NO_META, EngineId, EngineKind, Meta, ModuleKind, Op, OpArgs, schema_of
+from teola.optimizer.regions import Region
 
 __all__ = ["EngineId", "EngineKind", "Graph", "GraphError", "Meta", "ModuleKind", "Node", "Op", "QueryInput", "Ref",
-           "Source"]
+           "Region", "Source"]
 
 
 class GraphError(ValueError):
@@ -98,11 +99,13 @@ class Node:
 
 
 class Graph:
-    """A dataflow graph of nodes with named query inputs and named graph outputs."""
+    """A dataflow graph of nodes with named query inputs and named graph outputs, and the regions
+    (``teola.optimizer.regions``) its framework's tracing reports."""
 
     def __init__(self, inputs: tuple[str, ...] = ("query_str",)) -> None:
         self.inputs: tuple[str, ...] = tuple(inputs)
         self.outputs: dict[str, Ref] = {}
+        self.regions: dict[str, Region] = {}
         self._nodes: dict[str, Node] = {}
 
     def add(self, node: Node) -> Node:
@@ -112,6 +115,15 @@ class Graph:
         self._nodes[node.name] = node
         return node
 
+    def add_region(self, region: Region) -> Region:
+        """Declare a region; its name must be new and its parent declared before it."""
+        if region.name in self.regions:
+            raise GraphError(f"region {region.name!r} already exists; give each region a unique name")
+        if region.parent is not None and region.parent not in self.regions:
+            raise GraphError(f"region {region.name!r} is under {region.parent!r}, which is not declared (yet)")
+        self.regions[region.name] = region
+        return region
+
     def replace(self, node: Node) -> None:
         """Replace the node of the same name (its readers then read the new node's outputs, which
         must include every output they read)."""
@@ -119,6 +131,7 @@ class Graph:
             raise GraphError(f"no node {node.name!r} to replace")
         read = {s.output for n in self for s in n.inputs.values() if isinstance(s, Ref) and s.node == node.name}
         read |= {s.output for s in self.outputs.values() if s.node == node.name}
+        read |= {s.output for s in self._region_sources() if s.node == node.name}
         if read - set(node.outputs):
             raise GraphError(f"node {node.name!r} is read for outputs {sorted(read - set(node.outputs))} "
                              f"that its replacement does not have {node.outputs}")
@@ -127,9 +140,22 @@ class Graph:
     def erase(self, name: str) -> None:
         """Remove a node nothing uses any more (re-point its readers first: ``replace_all_uses``)."""
         users = sorted({n.name for n in self.consumers(name)} | {n.name for n in self if name in n.after})
+        users += sorted({f"region {r.name}" for r in self.regions.values()
+                         if any(isinstance(s, Ref) and s.node == name for s in r.sources())})
         if users or any(s.node == name for s in self.outputs.values()):
             raise GraphError(f"cannot erase {name!r}: {users or 'a graph output'} still use it")
         del self._nodes[name]
+
+    def keep_regions(self, keep: Callable[[Region], bool]) -> None:
+        """Keep only the regions ``keep`` accepts whose ancestors it accepts too."""
+        kept: dict[str, Region] = {}
+        for region in self.regions.values():  # parents are declared before their children
+            if keep(region) and (region.parent is None or region.parent in kept):
+                kept[region.name] = region
+        self.regions = kept
+
+    def _region_sources(self) -> list[Ref]:
+        return [s for r in self.regions.values() for s in r.sources() if isinstance(s, Ref)]
 
     def replace_all_uses(self, old: Ref, new: Source) -> None:
         """Make every reader of ``old`` (nodes and graph outputs) read ``new`` instead."""
@@ -170,6 +196,7 @@ class Graph:
         """A shallow copy (nodes are immutable, so this is all a pass needs)."""
         other = Graph(self.inputs)
         other.outputs = dict(self.outputs)
+        other.regions = dict(self.regions)
         other._nodes = dict(self._nodes)
         return other
 
@@ -211,17 +238,27 @@ class Graph:
             raise GraphError("the graph has no outputs; call set_output() for what a query returns")
         for name, source in self.outputs.items():
             self._check_source(source, f"graph output {name!r}")
+        streamed = {s.node for s in self.outputs.values() if s.node in self._nodes and self._nodes[s.node].meta.stream}
+        for region in self.regions.values():
+            if region.parent is not None and region.parent not in self.regions:
+                raise GraphError(f"region {region.name!r} is under {region.parent!r}, which is not declared")
+            for key, source in [*region.inputs.items(), *region.outputs.items()]:
+                # a module graph's region may read any output of its module's chain: only the module is checked
+                self._check_source(source, f"{key!r} of region {region.name!r}", outputs=level is not ModuleKind)
+                if isinstance(source, Ref) and source.node in streamed:
+                    raise GraphError(f"region {region.name!r} reads {source}, a streamed answer: the query returns "
+                                     f"before it ends, so the region could not end with it; drop the region")
         if not nx.is_directed_acyclic_graph(self.to_networkx()):
             cycle = nx.find_cycle(self.to_networkx())
             raise GraphError(f"the graph has a cycle: {cycle}")
 
-    def _check_source(self, source: Source, where: str) -> None:
+    def _check_source(self, source: Source, where: str, outputs: bool = True) -> None:
         if isinstance(source, QueryInput):
             if source.name not in self.inputs:
                 raise GraphError(f"{where} reads query input {source.name!r}; the graph's inputs are {self.inputs}")
         elif source.node not in self._nodes:
             raise GraphError(f"{where} reads {source}, but there is no node {source.node!r}")
-        elif source.output not in self._nodes[source.node].outputs:
+        elif outputs and source.output not in self._nodes[source.node].outputs:
             raise GraphError(f"{where} reads {source}; node {source.node!r} outputs {self._nodes[source.node].outputs}")
 
     def __str__(self) -> str:

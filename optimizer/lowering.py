@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Mapping
 
-from teola.optimizer.ir import Graph, ModuleKind, Node, Op, Ref, Source
+from teola.optimizer.ir import Graph, GraphError, ModuleKind, Node, Op, QueryInput, Ref, Source
 from teola.optimizer.ops import (CALLABLE, DecodeArgs, EmbedArgs, FnArgs, GenerateArgs, LLMCallArgs, ParseArgs,
                                  PrefillArgs, PromptArgs, RetrieveArgs, SearchArgs, SynthesizeArgs)
 
@@ -104,13 +104,32 @@ LOWERING_RULES: dict[ModuleKind, Callable[[Node], list[Node]]] = {
 
 
 def lower(modules: Graph) -> Graph:
-    """Lower every module of ``modules`` into primitives; the result passes ``lint(Op)``."""
+    """Lower every module of ``modules`` into primitives; the result passes ``lint(Op)``.
+
+    Regions come along; one that reads an output of a module's chain other than the module's own
+    (a generate's raw ``text`` behind its parse) reads it where the chain produces it.
+    """
     modules.lint(ModuleKind)
     primitives = Graph(modules.inputs)
+    chain_outputs: dict[tuple[str, str], Ref] = {}
     for module in modules.topological_order():
         for node in LOWERING_RULES[ModuleKind(module.op)](module):
             primitives.add(replace(node, after=module.after) if module.after else node)
+            for output in node.outputs:
+                chain_outputs.setdefault((module.name, output), Ref(node.name, output))
+        chain_outputs.update({(module.name, output): Ref(module.name, output) for output in module.outputs})
     for name, source in modules.outputs.items():
         primitives.set_output(name, source)
+
+    def lowered(source: Source) -> Source:
+        if isinstance(source, QueryInput):
+            return source
+        if (source.node, source.output) not in chain_outputs:
+            raise GraphError(f"a region reads {source}, which no primitive of module {source.node!r} produces")
+        return chain_outputs[(source.node, source.output)]
+
+    for region in modules.regions.values():
+        primitives.add_region(replace(region, inputs={k: lowered(s) for k, s in region.inputs.items()},
+                                      outputs={k: lowered(s) for k, s in region.outputs.items()}))
     primitives.lint(Op)
     return primitives

@@ -11,7 +11,8 @@ def stream_output(plan: Graph, decode: str, output: str) -> Graph:
     """A copy of ``plan`` whose output ``output`` is the text stream of the decode ``decode``.
 
     The decode streams; the primitives nothing reads any more (those that turned its text into the
-    former output) are dropped. Everything upstream, early prefills included, stays as planned.
+    former output) are dropped, and with them the regions that read them or the streamed text (and
+    those regions' children): the caller reports the streamed answer's runs as it reads it. Everything upstream, early prefills included, stays as planned.
     """
     if decode not in plan or plan[decode].op is not Op.DECODE:
         raise GraphError(f"{decode!r} is not a decode of this plan; only an LLM's decode can stream an answer")
@@ -23,6 +24,8 @@ def stream_output(plan: Graph, decode: str, output: str) -> Graph:
     result.set_output(output, Ref(decode, node.outputs[0]))
     dag = result.to_networkx()
     needed = set().union(*({ref.node} | nx.ancestors(dag, ref.node) for ref in result.outputs.values()))
+    result.keep_regions(lambda region: all(not isinstance(s, Ref) or (s.node in needed and s.node != decode)
+                                           for s in region.sources()))
     for name in [n.name for n in reversed(result.topological_order()) if n.name not in needed]:
         result.erase(name)
     result.lint(Op)

@@ -9,6 +9,9 @@ batching). A node that fails fails the query with a ``PrimitiveError`` naming it
 remaining primitives are cancelled; other queries are untouched. The scheduler records when each
 primitive started and ended (``QueryTrace``), which benchmarks and timelines read.
 
+The plan's regions (what the app's framework reports to its tracing) are reported as the query
+runs (``teola.runtime.region_watch``); the query returns once they have ended.
+
 A node with ``meta.stream`` (a streaming decode) publishes a ``TextStream`` as its output as soon
 as it starts and fills it while it runs, so its consumers start on the first items; with
 ``meta.stop_after`` it stops once the parse finds that many final items, as nothing downstream
@@ -31,6 +34,7 @@ from teola.runtime.dispatch import rule_for
 from teola.runtime.engine_scheduler import EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
 from teola.runtime.policy import CriticalPathFirst, SchedulingPolicy
+from teola.runtime.region_watch import RegionWatch
 from teola.runtime.streams import TextStream, complete_items
 
 
@@ -93,12 +97,17 @@ class GraphScheduler:
         query = f"q{next(_query_ids)}"
         tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query))
                  for node in self._order]
+        regions = RegionWatch(self.plan.regions, inputs, lambda source: _resolve(source, inputs, results))
+        regions.start()
         streaming: set[str] = set()
+        settled = False
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
                 outputs[name] = (await results[ref.node])[ref.output]
             streaming = {ref.node for name, ref in self.plan.outputs.items() if isinstance(outputs[name], TextStream)}
+            await regions.settle()  # the regions end before the query does (none reads a streamed answer: lint)
+            settled = True
         finally:
             for node, task in zip(self._order, tasks):
                 if node.name not in streaming:  # a streamed output's decode keeps filling it
@@ -106,6 +115,8 @@ class GraphScheduler:
             for future in results.values():  # a failed branch nobody awaited must not warn
                 if future.done() and not future.cancelled():
                     future.exception()
+            if not settled:
+                await regions.settle()
         trace.total = time.perf_counter() - t0
         return outputs, trace
 

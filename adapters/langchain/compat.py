@@ -20,6 +20,7 @@ import langchain_core
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.prompt_values import PromptValue
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.base import RunnableEach
 from langchain_core.runnables.config import (get_async_callback_manager_for_config, get_callback_manager_for_config,
                                              get_executor_for_config, set_config_context)
@@ -31,9 +32,10 @@ TESTED = "1.8"
 
 # Private methods, by the class that has them.
 PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
-    BaseChatModel: ("_convert_input",),
-    BaseLLM: ("_convert_input",),
-    BasePromptTemplate: ("_validate_input",),
+    BaseChatModel: ("_convert_input", "_serialized", "_get_invocation_params", "_get_ls_params_with_defaults"),
+    BaseLLM: ("_convert_input", "_serialized", "_dict_for_compat", "_get_ls_params_with_defaults"),
+    BasePromptTemplate: ("_validate_input", "_serialized"),
+    BaseRetriever: ("_get_ls_params",),
 }
 # Private names of the OpenAI clients (langchain-openai, optional), by module and class.
 CLIENT_PRIVATE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -48,7 +50,7 @@ INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
     "langchain_core.runnables.utils": ("coro_with_context",),
 }
 
-__all__ = ["RunnableEach", "convert_input", "coro_with_context", "get_async_callback_manager_for_config",
+__all__ = ["RunnableEach", "convert_input", "model_run_params", "prompt_serialized", "retriever_ls_params", "coro_with_context", "get_async_callback_manager_for_config",
            "get_callback_manager_for_config", "get_executor_for_config", "moved_names", "set_config_context",
            "validate_input"]
 
@@ -100,3 +102,21 @@ def request_params(model: Any) -> dict[str, Any]:
 def validate_input(prompt: BasePromptTemplate, values: Any) -> dict[str, Any]:
     """``values`` as ``prompt.invoke`` checks and completes them before formatting."""
     return prompt._validate_input(values)
+
+
+def prompt_serialized(prompt: BasePromptTemplate) -> dict[str, Any]:
+    """What ``prompt.invoke`` reports of the prompt when its run starts."""
+    return prompt._serialized
+
+
+def retriever_ls_params(retriever: BaseRetriever) -> dict[str, Any]:
+    """The tracing metadata ``retriever.invoke`` adds to its run."""
+    return retriever._get_ls_params()
+
+
+def model_run_params(model: BaseLanguageModel) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """What ``model.invoke`` (no stop sequences, no call arguments) reports when its run starts:
+    the model serialized, its invocation parameters, its tracing metadata."""
+    params = ({**model._dict_for_compat(), "stop": None} if isinstance(model, BaseLLM)
+              else model._get_invocation_params(stop=None))
+    return model._serialized, params, model._get_ls_params_with_defaults(stop=None)

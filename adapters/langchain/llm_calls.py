@@ -16,10 +16,11 @@ from langchain_core.output_parsers import BaseOutputParser, MarkdownListOutputPa
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.runnables import Runnable, RunnableLambda
 
-from teola.adapters.langchain.compat import convert_input, validate_input
+from teola.adapters.langchain.compat import convert_input
 from teola.adapters.langchain.models import bind_model, model_why_not
+from teola.adapters.langchain.runs import ModelRun, ParserRun, PromptRun, StepRun, prompt_value, region_values
 from teola.adapters.langchain.steps import StepRecogniser, Traced, Value, DictValue
-from teola.optimizer.ir import ModuleKind, Node, Ref
+from teola.optimizer.ir import ModuleKind, Node, Ref, Region
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
 from teola.optimizer.values import CONTEXT_MARK, ChatMessage, Prompt, PromptPrefix
 
@@ -70,18 +71,19 @@ class EngineModelRecogniser(StepRecogniser):
     def why_not(self, step: Any) -> str | None:
         return model_why_not(step)
 
-    def read(self, tracer: "Tracer", step: Any, value: Traced) -> Value:
-        return read_llm_call(tracer, None, step, value, None, None)
+    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: str | None) -> Value:
+        return read_llm_call(tracer, LLMCall(None, step, None, None, 1), value, [tag])
 
 
 ENGINE_MODEL = EngineModelRecogniser()
 
 
-def read_llm_call(tracer: "Tracer", prompt: BasePromptTemplate | None, model: BaseLanguageModel, value: Traced,
-                  parser: BaseOutputParser | None, cap: int | None) -> Value:
+def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: list[str | None]) -> Value:
     """[prompt |] model [| parser [| first cap items]] as one LLM call; the model's own input
     conversion and the parser's own ``parse_result`` keep the native values. A capped list
-    is a bounded parse of the decode: what the passes pipeline into its readers."""
+    is a bounded parse of the decode: what the passes pipeline into its readers. Each step of the
+    call keeps its own run (``tags``: the child tag of each, in order)."""
+    prompt, model, parser, cap = llm_call.prompt, llm_call.model, llm_call.parser, llm_call.cap
     name = tracer.name("generate")
     chat = isinstance(model, BaseChatModel)
     prefix = None
@@ -109,13 +111,40 @@ def read_llm_call(tracer: "Tracer", prompt: BasePromptTemplate | None, model: Ba
         call = replace(call, parse=_first_items_fn(_finish_fn(chat, parser), cap), max_items=cap)
         tracer.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("items",), call))
         tracer.lowered.append(f"{name}.llm: {steps} | first {cap} items")
+        _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(f"{name}.llm", "items"), tags)
         return Value(Ref(f"{name}.llm", "items"))
     tracer.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("text",), call))
     tracer.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",),
                         FnArgs(_finish_fn(chat, parser), f"{type(model).__name__} output", pure=True)))
     tracer.lowered.append(f"{name}: {steps}")
     tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser)
+    _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"), tags)
     return Value(Ref(name, "output"))
+
+
+def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, output: Ref,
+              tags: list[str | None]) -> None:
+    """The runs of the call's steps, as regions: the prompt's on the call's input, the model's on
+    the prompt's value until its text, the parser's on that text until its output, the cap's on
+    the items (the parser's output is then the items kept: decoding stops once they are in)."""
+    prompt, model, parser = llm_call.prompt, llm_call.model, llm_call.parser
+    chat = isinstance(model, BaseChatModel)
+    inputs, assemble = region_values(value)
+    tags = list(tags)
+
+    def region(observer_of: Callable[[str, str | None], StepRun], reads: dict, gives: dict) -> str:
+        name = tracer.name("run")
+        tracer.add_region(Region(name, reads, gives, observer_of(name, tags.pop(0)), tracer.region))
+        return name
+
+    to_model = assemble if prompt is None else (lambda values: prompt_value(prompt, assemble(values)))
+    if prompt is not None:
+        region(lambda name, tag: PromptRun(prompt, tag, name, assemble), inputs, {})
+    model_region = region(lambda name, tag: ModelRun(model, tag, name, to_model), inputs, {"text": text})
+    if parser is not None:
+        region(lambda name, tag: ParserRun(parser, tag, name, model_region, chat), {"value": text}, {"value": output})
+    if llm_call.cap is not None:
+        region(lambda name, tag: StepRun(llm_call.steps[-1], tag, name), {"value": output}, {"value": output})
 
 
 @dataclass(frozen=True)
@@ -127,6 +156,7 @@ class LLMCall:
     parser: BaseOutputParser | None
     cap: int | None
     length: int
+    steps: tuple[Runnable, ...] = ()
 
 
 def llm_call_at(steps: list[Runnable], i: int) -> LLMCall | None:
@@ -140,7 +170,8 @@ def llm_call_at(steps: list[Runnable], i: int) -> LLMCall | None:
     if prompt is None and parser is None:
         return None  # a model alone is traced on its own
     cap = first_items(parser, steps[at + 2]) if parser is not None and at + 2 < len(steps) else None
-    return LLMCall(prompt, steps[at], parser, cap, at - i + 1 + (parser is not None) + (cap is not None))
+    length = at - i + 1 + (parser is not None) + (cap is not None)
+    return LLMCall(prompt, steps[at], parser, cap, length, tuple(steps[i:i + length]))
 
 
 def first_items(parser: BaseOutputParser, step: Runnable) -> int | None:
@@ -175,7 +206,7 @@ def _prompt_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list
 
     def build_prompt(**variables: Any) -> Prompt:
         values = {n: variables[f"var{i}"] for i, n in enumerate(names)} if names is not None else variables["var0"]
-        return _model_prompt(model, prompt.format_prompt(**validate_input(prompt, values)))
+        return _model_prompt(model, prompt_value(prompt, values))
 
     return build_prompt
 

@@ -9,8 +9,9 @@ from langchain_core.vectorstores import VectorStoreRetriever
 
 from teola.adapters.langchain.compat import RunnableEach
 from teola.adapters.langchain.models import bind_embeddings, bind_store_search, store_documents, store_why_not
+from teola.adapters.langchain.runs import EachRun, RetrieverRun, region_values
 from teola.adapters.langchain.steps import StepRecogniser, Traced, Value
-from teola.optimizer.ir import ModuleKind, Node, Ref
+from teola.optimizer.ir import ModuleKind, Node, Ref, Region
 from teola.optimizer.ops import RetrieveArgs
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class RetrieverRecogniser(StepRecogniser):
     def takes(self, value: Traced) -> bool:
         return isinstance(value, Value)  # a dict flowing into a retriever fails natively, so it runs natively
 
-    def read(self, tracer: "Tracer", step: Any, value: Traced) -> Value:
+    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: str | None) -> Value:
         retriever = _retriever(step)
         name = tracer.name("retrieve")
         store = retriever.vectorstore
@@ -47,6 +48,10 @@ class RetrieverRecogniser(StepRecogniser):
                                            lambda hits, query: store_documents(store, hits),
                                            batch=isinstance(step, RunnableEach))))
         tracer.lowered.append(f"{name}: {type(retriever).__name__} over {type(store).__name__}")
+        run = tracer.name("run")
+        observer = (EachRun(step, tag, run, RetrieverRun(retriever, None, run)) if isinstance(step, RunnableEach)
+                    else RetrieverRun(retriever, tag, run))
+        tracer.add_region(Region(run, region_values(value)[0], {"value": Ref(name, "output")}, observer, tracer.region))
         return Value(Ref(name, "output"))
 
 

@@ -21,13 +21,26 @@ if TYPE_CHECKING:
     from teola.adapters.langchain.tracer import Tracer
 
 
+@dataclass(frozen=True)
+class RunHandle:
+    """An open run: the config its step was called with, its run manager, the step's input, and
+    the runs it opened per item (a ``.map()``)."""
+
+    config: RunnableConfig
+    run: Any
+    input: Any = None
+    items: tuple[Any, ...] = ()
+
+
 @dataclass
 class StepFrame:
     """One invocation's LangChain context, handed to every step Teola runs as-is.
 
     ``run_manager`` is the invocation's chain run (sync or async); a step gets a child config of it
     tagged as LangChain tags it. Sync steps run in ``executor`` (LangChain's executor for the
-    config, so ``max_concurrency`` holds) inside a copy of the caller's ``context``.
+    config, so ``max_concurrency`` holds) inside a copy of the caller's ``context``. When callbacks
+    listen (``traced``), the runs of the traced steps (``teola.adapters.langchain.runs``) open as
+    the plan runs, and a step run as-is goes under its enclosing step's run (``parent_run``).
     """
 
     config: RunnableConfig
@@ -36,14 +49,42 @@ class StepFrame:
     context: contextvars.Context
     executor: Executor | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    _runs: dict[str, asyncio.Future] = field(default_factory=dict, repr=False)
+
+    @property
+    def traced(self) -> bool:
+        """Whether any callback handler listens to this invocation."""
+        return bool(self.run_manager.handlers)
+
+    @property
+    def root(self) -> RunHandle:
+        """The invocation's own run."""
+        return RunHandle(self.config, self.run_manager)
+
+    def _run_future(self, region: str) -> asyncio.Future:
+        if region not in self._runs:
+            self._runs[region] = asyncio.get_running_loop().create_future()
+        return self._runs[region]
+
+    def started(self, region: str, handle: RunHandle) -> None:
+        """The run of ``region`` is open (called by its observer, on the runtime's loop)."""
+        self._run_future(region).set_result(handle)
+
+    async def parent_run(self, region: str | None) -> RunHandle:
+        """The run a step inside ``region`` (None: the chain itself) goes under."""
+        if region is None or not self.traced:
+            return self.root
+        return await asyncio.shield(self._run_future(region))
 
 
-def step_call(step: Runnable, tag: str, first: bool = False) -> Callable[..., Any]:
+def step_call(step: Runnable, tag: str | None, first: bool = False, region: str | None = None) -> Callable[..., Any]:
     """A coroutine function running ``step`` exactly as a LangChain composite runs its child:
-    with a child config tagged ``tag``, in its config context; ``first`` steps get the call's kwargs."""
+    with a child config tagged ``tag`` of the run of ``region`` (None: the chain's own run), in its
+    config context; ``first`` steps get the call's kwargs."""
 
     async def call(input: Any, frame: StepFrame) -> Any:
-        config = patch_config(frame.config, callbacks=frame.run_manager.get_child(tag))
+        parent = await frame.parent_run(region)
+        config = patch_config(parent.config, callbacks=parent.run.get_child(tag))
         kwargs = frame.kwargs if first else {}
         if frame.is_async:
             with set_config_context(config) as context:
@@ -103,13 +144,6 @@ def level_graph(runnable: RunnableSequence | RunnableParallel) -> Graph:
     return graph
 
 
-def _keyed_dict(keys: list[str]) -> Callable[..., dict]:
-    def merge(**values: Any) -> dict:
-        return {key: values[f"key{i}"] for i, key in enumerate(keys)}
-
-    return merge
-
-
 def keyed_dict(keys: list[str]) -> Callable[..., dict]:
     def merge(**values: Any) -> dict:
         return {key: values[f"key{i}"] for i, key in enumerate(keys)}
@@ -137,5 +171,6 @@ class StepRecogniser(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def read(self, tracer: "Tracer", step: Any, value: "Traced") -> "Value":
-        """``step`` applied to ``value``, as modules of ``tracer``'s graph."""
+    def read(self, tracer: "Tracer", step: Any, value: "Traced", tag: str | None) -> "Value":
+        """``step`` applied to ``value``, as modules of ``tracer``'s graph, and its run as a region
+        (``tag``: the child tag LangChain gives the step)."""

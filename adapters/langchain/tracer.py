@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import operator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from langchain_core.runnables import (Runnable, RunnableAssign, RunnableLambda, RunnableParallel, RunnablePassthrough,
                                       RunnableSequence)
@@ -14,9 +14,10 @@ from teola.adapters.bindings import record_spec
 from teola.adapters.langchain import compat
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import RETRIEVER
+from teola.adapters.langchain.runs import StepRun, region_values
 from teola.adapters.langchain.steps import (FRAME, INPUT, DictValue, StepRecogniser, Traced, Value, keyed_dict,
                                             step_call)
-from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Source
+from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Region, Source
 from teola.optimizer.ops import FnArgs
 from teola.runtime.registry import EngineSpec
 
@@ -49,21 +50,56 @@ def read_runnable(runnable: Any) -> ChainReading:
             f"optimize() takes a LangChain runnable (an LCEL chain such as prompt | model | parser), "
             f"got {type(runnable).__module__}.{type(runnable).__name__}")
     tracer = Tracer()
-    out = tracer.materialize(tracer.trace(runnable, Value(INPUT, early=True), "teola:chain"))
+    out = tracer.materialize(tracer.trace_root(runnable, Value(INPUT, early=True)))
     tracer.graph.set_output("output", out.source)
+    tracer.declare_regions()
     return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source), tracer.engines)
 
 
 class Tracer:
     """Traces one runnable into a module graph: the structure (sequences, parallels, passthrough,
-    assign, itemgetter) here, the families Teola lowers by their recognisers, the rest as calls."""
+    assign, itemgetter) here, the families Teola lowers by their recognisers, the rest as calls.
+    Every step but the chain itself is also a region, the run LangChain would report for it
+    (``teola.adapters.langchain.runs``), under the region of the step that encloses it."""
 
     def __init__(self) -> None:
         self.graph = Graph(inputs=("input", "frame"))
         self.lowered: list[str] = []
         self.generations: dict[Source, FinalGeneration] = {}
         self.engines: list[EngineSpec] = []
+        self.region: str | None = None  # the enclosing step's region while its children are traced
+        self._regions: list[Region | None] = []  # parents before children: a slot is taken before it is known
         self._ids = itertools.count(1)
+
+    def run_region(self, make: Callable[[str, str | None], tuple[Region, Traced]]) -> Traced:
+        """A step traced as a region: ``make(name, parent)`` traces it with ``self.region`` set to
+        ``name`` and returns its region and its value."""
+        name, parent, slot = self.name("run"), self.region, len(self._regions)
+        self._regions.append(None)
+        self.region = name
+        try:
+            region, value = make(name, parent)
+        finally:
+            self.region = parent
+        self._regions[slot] = region
+        return value
+
+    def add_region(self, region: Region) -> None:
+        """A region of a step whose children are not traced (a retriever, a prompt, a model, a parser)."""
+        self._regions.append(region)
+
+    def declare_regions(self) -> None:
+        """Declare the traced regions in the graph, parents first."""
+        for region in self._regions:
+            self.graph.add_region(region)
+
+    def trace_root(self, runnable: Runnable, value: Traced) -> Traced:
+        """The chain itself: its run is the invocation's own, so only its steps are regions."""
+        if isinstance(runnable, RunnableSequence):
+            return self._sequence(runnable.steps, value)
+        if isinstance(runnable, RunnableParallel):
+            return self._parallel(runnable, value)
+        return self.trace(runnable, value, None)
 
     def name(self, base: str) -> str:
         """A fresh node name."""
@@ -73,32 +109,49 @@ class Tracer:
         """Record that the chain's steps run on the engine ``spec`` (None: one that runs already)."""
         record_spec(self.engines, spec)
 
-    def trace(self, step: Runnable, value: Traced, tag: str) -> Traced:
+    def trace(self, step: Runnable, value: Traced, tag: str | None) -> Traced:
         """``step`` applied to ``value``; ``tag`` is the child tag LangChain gives the step."""
         if isinstance(step, RunnableSequence):
-            return self._sequence(step.steps, value)
+            return self.step_region(step, tag, value, lambda: self._sequence(step.steps, value))
         if isinstance(step, RunnableParallel):
-            return DictValue({key: self.materialize(self.trace(branch, value, f"map:key:{key}"))
-                              for key, branch in step.steps__.items()})
+            return self.step_region(step, tag, value, lambda: self._parallel(step, value))
         if type(step) is RunnablePassthrough and step.func is None and step.afunc is None:
-            return value
+            return self.step_region(step, tag, value, lambda: value)
         if isinstance(step, RunnableAssign):
-            value = value if isinstance(value, DictValue) else DictValue({}, base=value)
-            added = self.trace(step.mapper, value, "assign")
-            return DictValue({**value.items, **added.items}, value.base)
+            def assign() -> Traced:
+                base = value if isinstance(value, DictValue) else DictValue({}, base=value)
+                added = self.trace(step.mapper, base, None)
+                return DictValue({**base.items, **added.items}, base.base)
+
+            return self.step_region(step, tag, value, assign)
         if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
-            return self.key(value, single_key(step.func)[0])
+            return self.step_region(step, tag, value, lambda: self.key(value, single_key(step.func)[0]))
         for recogniser in STEP_RECOGNISERS:
             if recogniser.accepts(step) and recogniser.takes(value) and not recogniser.why_not(step):
-                return recogniser.read(self, step, value)
+                return recogniser.read(self, step, value, tag)
         return self._call(step, value, tag)
+
+    def step_region(self, step: Runnable, tag: str | None, value: Traced, trace: Callable[[], Traced]) -> Traced:
+        """``step`` on ``value`` as its own chain run, its children traced by ``trace`` inside it."""
+
+        def make(name: str, parent: str | None) -> tuple[Region, Traced]:
+            out = trace()
+            inputs, assemble_in = region_values(value)
+            outputs, assemble_out = region_values(out)
+            return Region(name, inputs, outputs, StepRun(step, tag, name, assemble_in, assemble_out), parent), out
+
+        return self.run_region(make)
+
+    def _parallel(self, step: RunnableParallel, value: Traced) -> DictValue:
+        return DictValue({key: self.materialize(self.trace(branch, value, f"map:key:{key}"))
+                          for key, branch in step.steps__.items()})
 
     def _sequence(self, steps: list[Runnable], value: Traced) -> Traced:
         i = 0
         while i < len(steps):
             call = llm_call_at(steps, i)
             if call is not None:
-                value = read_llm_call(self, call.prompt, call.model, value, call.parser, call.cap)
+                value = read_llm_call(self, call, value, [f"seq:step:{i + 1 + k}" for k in range(call.length)])
                 i += call.length
             else:
                 value = self.trace(steps[i], value, f"seq:step:{i + 1}")
@@ -133,10 +186,10 @@ class Tracer:
         return Value(Ref(name, "output"), early=all(v.early for v in value.items.values()) and
                      (value.base is None or value.base.early))
 
-    def _call(self, step: Runnable, value: Traced, tag: str) -> Value:
-        """The step run as-is, as LangChain runs it."""
+    def _call(self, step: Runnable, value: Traced, tag: str | None) -> Value:
+        """The step run as-is, as LangChain runs it (its run under its enclosing step's)."""
         name = self.name("call")
         self.graph.add(Node(name, ModuleKind.CALL, {"input": self.materialize(value).source, "frame": FRAME}, ("output",),
-                            FnArgs(step_call(step, tag), step.get_name())))
+                            FnArgs(step_call(step, tag, region=self.region), step.get_name())))
         return Value(Ref(name, "output"))
 

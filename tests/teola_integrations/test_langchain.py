@@ -15,6 +15,7 @@ from teola.runtime.engines.llm import PromptTooLongError
 from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
 from teola_integrations.tools.langchain_apps import APPS, build_app
+from teola_integrations.tools.run_trees import langchain_run_tree
 from teola_integrations.tools.search_service import SearchService
 
 pytestmark = pytest.mark.engines
@@ -101,12 +102,33 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
     [root] = collector.traced_runs
     assert root.name == "rag" and "mine" in root.tags and root.extra["metadata"]["user"] == "u1"
     assert root.outputs == {"output": answer}
-    assert "format_docs" in {child.name for child in root.child_runs}  # a step run as-is has its own run
     with collect_runs() as collector:
         assert "".join(fast.stream(value, {"run_name": "rag"})) == answer
     [root] = collector.traced_runs
     assert root.name == "rag" and root.outputs == {"output": answer}
-    assert {"format_docs", "StrOutputParser"} <= {child.name for child in root.child_runs}  # as in a native stream
+    names = {row[1] for row in langchain_run_tree(root)}
+    assert {"format_docs", "VectorStoreRetriever", "StrOutputParser"} <= names  # the parser's as in a native stream
+
+
+@pytest.mark.answers
+@pytest.mark.parametrize("name", APPS)
+def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questions, search_url):
+    """Every step's run (sequences, parallels, lambdas, retrievers, prompts, models, parsers), nested,
+    named, typed and tagged as natively, with the same inputs and outputs, sync and async."""
+    app = build_app(name, store, chat, search_url=search_url)
+    fast = optimize(app.native)
+    value = {"question": questions[1].question}
+    _warm(app.native, value)
+    trees = {}
+    for mode, invoke in (("native", app.native.invoke), ("teola", fast.invoke),
+                         ("teola async", lambda v: asyncio.run(fast.ainvoke(v)))):
+        with collect_runs() as collector:
+            invoke(value)
+        [root] = collector.traced_runs
+        trees[mode] = langchain_run_tree(root)
+    assert len(trees["native"]) > 5
+    assert trees["teola"] == trees["native"]
+    assert trees["teola async"] == trees["native"]
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):

@@ -2,7 +2,6 @@
 observable behaviour (results, run trees, errors, concurrency limits) stays (graph logic: fakes)."""
 
 import asyncio
-import re
 import threading
 import time
 
@@ -15,6 +14,7 @@ from langchain_core.tracers.context import collect_runs
 
 from teola_integrations.langchain import executor
 from teola_integrations.langchain.executor import is_teola_executor_enabled, teola_executor
+from teola_integrations.tools.run_trees import langchain_run_tree
 
 
 def _chain():
@@ -24,19 +24,10 @@ def _chain():
         lambda d: f"{d['first']}|{d['second']['n']}")
 
 
-def _tree(run, depth=0):
-    """The run tree as comparable rows (message ids, which name the run, left out)."""
-    outputs = re.sub(r"'id': 'lc_run-[^']*'", "", str(run.outputs))
-    rows = [(depth, run.name, run.run_type, tuple(sorted(run.tags or [])), outputs, run.error is not None)]
-    for child in sorted(run.child_runs, key=lambda c: (c.name, tuple(c.tags or []))):
-        rows += _tree(child, depth + 1)
-    return rows
-
-
 def _traced(chain, value, config=None):
     with collect_runs() as collector:
         output = chain.invoke(value, config)
-    return output, _tree(collector.traced_runs[0])
+    return output, langchain_run_tree(collector.traced_runs[0])
 
 
 def test_same_output_and_run_tree_as_langchain():

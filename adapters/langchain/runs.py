@@ -1,0 +1,228 @@
+"""The LangChain runs of a lowered chain: what its steps would report to callbacks natively.
+
+Each traced step is a region (``teola.optimizer.regions``) whose observer opens the run the step's
+own ``invoke`` opens (same callback manager set-up, name, run type, tags, metadata, inputs) under
+its parent's run with the child tag its composite gives it, and closes it with the value Teola
+computed. So LangSmith, Langfuse or any callback handler sees the native run tree: sequences,
+parallels, passthroughs, lambdas, retrievers, prompts, models and parsers, nested as natively.
+Steps Teola runs as-is open their own runs, under their parent region's run (``StepFrame.parent_run``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
+from langchain_core.language_models import BaseChatModel, BaseLanguageModel
+from langchain_core.messages import AIMessage
+from langchain_core.output_parsers import BaseOutputParser
+from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+from langchain_core.prompts import BasePromptTemplate
+from langchain_core.retrievers import BaseRetriever
+from langchain_core.runnables import Runnable, RunnableConfig, patch_config
+from langchain_core.utils.utils import LC_ID_PREFIX
+
+from teola.adapters.langchain import compat
+from teola.adapters.langchain.steps import DictValue, RunHandle, StepFrame, Traced, Value
+from teola.optimizer.ir import Source
+from teola.optimizer.regions import RegionObserver
+
+Assemble = Callable[[Mapping[str, Any]], Any]
+
+
+def value_of(values: Mapping[str, Any]) -> Any:
+    """The one value of a region that reads one (``{"value": ...}``)."""
+    return values["value"]
+
+
+def region_values(value: Traced) -> tuple[dict[str, Source], Assemble]:
+    """The sources a region reads for a traced value, and how to make the value of them again
+    (a dict kept key by key is rebuilt in its keys' order, over its base)."""
+    if isinstance(value, Value):
+        return {"value": value.source}, value_of
+    keys = list(value.items)
+    sources = {f"key{i}": value.items[key].source for i, key in enumerate(keys)}
+    if value.base is not None:
+        sources["base"] = value.base.source
+
+    def assemble(values: Mapping[str, Any]) -> dict:
+        return {**values.get("base", {}), **{key: values[f"key{i}"] for i, key in enumerate(keys)}}
+
+    return sources, assemble
+
+
+async def _done(result: Any) -> Any:
+    return await result if hasattr(result, "__await__") else result
+
+
+def _manager(frame: StepFrame, config: RunnableConfig, step: Any = None,
+             metadata: Mapping[str, Any] | None = None) -> CallbackManager | AsyncCallbackManager:
+    """The callback manager ``step.invoke(input, config)`` sets up: the config's callbacks, tags and
+    metadata (plus ``metadata``), and the step's own callbacks, tags and metadata."""
+    manager = AsyncCallbackManager if frame.is_async else CallbackManager
+    return manager.configure(config.get("callbacks"), getattr(step, "callbacks", None), getattr(step, "verbose", False),
+                             config.get("tags"), getattr(step, "tags", None),
+                             {**(config.get("metadata") or {}), **(metadata or {})}, getattr(step, "metadata", None))
+
+
+class StepRun(RegionObserver):
+    """One step's run, opened under its parent region's run (or the chain's own) with ``tag``.
+
+    ``region`` is the region's name (steps run as-is inside it wait for its run); ``assemble_in``
+    and ``assemble_out`` make the step's input and output of the region's values.
+    """
+
+    def __init__(self, step: Runnable, tag: str | None, region: str, assemble_in: Assemble = value_of,
+                 assemble_out: Assemble = value_of) -> None:
+        self.step, self.tag, self.region = step, tag, region
+        self.assemble_in, self.assemble_out = assemble_in, assemble_out
+
+    def active(self, query: Mapping[str, Any]) -> bool:
+        return query["frame"].traced
+
+    async def start(self, parent: RunHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> RunHandle:
+        frame: StepFrame = query["frame"]
+        base = parent or frame.root
+        handle = base
+        try:
+            config = patch_config(base.config, callbacks=base.run.get_child(self.tag))
+            input = self.assemble_in(inputs)
+            handle = RunHandle(config, await self.open(frame, config, input), input)
+        finally:  # steps run as-is inside the region go on under the closest run there is
+            frame.started(self.region, handle)
+        return handle
+
+    async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
+        await _done(self.close(handle.run, self.assemble_out(outputs)))
+
+    async def fail(self, handle: RunHandle, error: BaseException) -> None:
+        await _done(self.error(handle.run, error))
+
+    async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
+        """Open the step's run on ``input``; return its run manager."""
+        run_type = "parser" if isinstance(self.step, BaseOutputParser) else None  # as the parser's invoke says
+        return await _done(_manager(frame, config).on_chain_start(None, input, run_type=run_type,
+                                                                  name=self.step.get_name()))
+
+    def close(self, run: Any, output: Any) -> Any:
+        """Close ``run`` with ``output``."""
+        return run.on_chain_end(output)
+
+    def error(self, run: Any, error: BaseException) -> Any:
+        """Close ``run`` with ``error``."""
+        return run.on_chain_error(error)
+
+
+class PromptRun(StepRun):
+    """A prompt template's run (run type ``prompt``): its output, the prompt value, is built here
+    from its input, as the prompt itself builds it."""
+
+    step: BasePromptTemplate
+
+    async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
+        return await _done(_manager(frame, config).on_chain_start(
+            compat.prompt_serialized(self.step), input, run_type="prompt", name=self.step.get_name()))
+
+    async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
+        await _done(handle.run.on_chain_end(prompt_value(self.step, handle.input)))
+
+
+def prompt_value(prompt: BasePromptTemplate, input: Any) -> Any:
+    """What ``prompt.invoke(input)`` returns, built without a run of its own."""
+    return prompt.format_prompt(**compat.validate_input(prompt, input))
+
+
+class RetrieverRun(StepRun):
+    """A retriever's run, with the metadata the retriever adds to it."""
+
+    step: BaseRetriever
+
+    async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
+        manager = _manager(frame, config, self.step, compat.retriever_ls_params(self.step))
+        return await _done(manager.on_retriever_start(None, input, name=self.step.get_name()))
+
+    def close(self, run: Any, output: Any) -> Any:
+        return run.on_retriever_end(output)
+
+    def error(self, run: Any, error: BaseException) -> Any:
+        return run.on_retriever_error(error)
+
+
+class ModelRun(StepRun):
+    """A chat model's or LLM's run: started on the messages (or text) it is sent, ended with the
+    generated text as the model's own result. ``to_model_input`` turns the region's input into
+    what the model receives (the prompt's value, where a prompt comes first)."""
+
+    step: BaseLanguageModel
+
+    def __init__(self, step: BaseLanguageModel, tag: str | None, region: str, to_model_input: Assemble) -> None:
+        super().__init__(step, tag, region, to_model_input, lambda outputs: outputs["text"])
+
+    async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
+        serialized, params, ls_params = compat.model_run_params(self.step)
+        manager = _manager(frame, config, self.step, ls_params)
+        prompt = compat.convert_input(self.step, input)
+        if isinstance(self.step, BaseChatModel):
+            runs = manager.on_chat_model_start(serialized, [prompt.to_messages()], invocation_params=params,
+                                               options={"stop": None}, batch_size=1)
+        else:
+            runs = manager.on_llm_start(serialized, [prompt.to_string()], invocation_params=params,
+                                        options={"stop": None}, batch_size=1)
+        [run] = await _done(runs)
+        return run
+
+    def close(self, run: Any, output: Any) -> Any:
+        generation = (ChatGeneration(message=model_message(output, run)) if isinstance(self.step, BaseChatModel)
+                      else Generation(text=output))
+        return run.on_llm_end(LLMResult(generations=[[generation]]))
+
+
+def model_message(text: str, run: Any) -> AIMessage:
+    """The message a chat model's ``invoke`` returns for ``text`` in ``run`` (its id names the run)."""
+    return AIMessage(content=text, id=f"{LC_ID_PREFIX}-{run.run_id}-0")
+
+
+class ParserRun(StepRun):
+    """An output parser's run on the model's answer: the message the model returned in its run
+    (the region ``model_region``), or the text an LLM returned."""
+
+    def __init__(self, step: Runnable, tag: str | None, region: str, model_region: str, chat: bool) -> None:
+        super().__init__(step, tag, region)
+        self.model_region, self.chat = model_region, chat
+
+    async def start(self, parent: RunHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> RunHandle:
+        if self.chat:
+            model = await query["frame"].parent_run(self.model_region)
+            inputs = {"value": model_message(inputs["value"], model.run)}
+        return await super().start(parent, inputs, query)
+
+    def error(self, run: Any, error: BaseException) -> Any:
+        return run.on_llm_error(error)
+
+
+class EachRun(StepRun):
+    """``step.map()`` over a list: its own run, then one run of the mapped step per item, as
+    ``RunnableEach`` batches them (``item_run`` opens and closes each)."""
+
+    def __init__(self, step: Runnable, tag: str | None, region: str, item_run: StepRun) -> None:
+        super().__init__(step, tag, region)
+        self.item_run = item_run
+
+    async def start(self, parent: RunHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> RunHandle:
+        handle = await super().start(parent, inputs, query)
+        frame: StepFrame = query["frame"]
+        items = []
+        for item in inputs["value"]:
+            config = patch_config(handle.config, callbacks=handle.run.get_child())
+            items.append(await self.item_run.open(frame, config, item))
+        return RunHandle(handle.config, handle.run, handle.input, tuple(items))
+
+    async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
+        for run, output in zip(handle.items, outputs["value"]):
+            await _done(self.item_run.close(run, output))
+        await super().end(handle, outputs)
+
+    async def fail(self, handle: RunHandle, error: BaseException) -> None:
+        for run in handle.items:
+            await _done(self.item_run.error(run, error))
+        await super().fail(handle, error)

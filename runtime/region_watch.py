@@ -1,0 +1,88 @@
+"""Reporting a query's regions to its framework's tracing while the query runs.
+
+Each region of the plan (``teola.optimizer.regions``) whose observer listens in this query gets
+one task: it waits for the region's parent to start and for its inputs, starts it, waits for its
+outputs (a streamed text whole) and for its children to end, then ends it, or fails it with the
+error that came instead (the component's own, unwrapped). A region whose inputs never come (a
+failed or skipped branch) never starts, as the framework would never have run it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any, Awaitable, Callable, Mapping
+
+from teola.optimizer.ir import Region, Source
+from teola.optimizer.values import SKIPPED
+from teola.runtime.errors import original_error
+from teola.runtime.streams import TextStream
+
+Resolve = Callable[[Source], Awaitable[Any]]
+
+
+async def _maybe(result: Any) -> Any:
+    return await result if inspect.isawaitable(result) else result
+
+
+async def _whole(source: Source, resolve: Resolve) -> Any:
+    value = await resolve(source)
+    if isinstance(value, TextStream):
+        return await value.wait_until(lambda text: False)
+    return value
+
+
+class RegionWatch:
+    """The regions of one query: ``start`` their tasks, ``settle`` waits until all have reported."""
+
+    def __init__(self, regions: Mapping[str, Region], query: Mapping[str, Any], resolve: Resolve) -> None:
+        self._regions = {name: r for name, r in regions.items() if r.observer.active(query)}
+        self._query = query
+        self._resolve = resolve
+        self._children: dict[str, list[str]] = {name: [] for name in self._regions}
+        for region in self._regions.values():
+            if region.parent is not None:
+                self._children[region.parent].append(region.name)
+        self._tasks: list[asyncio.Task] = []
+
+    def start(self) -> None:
+        """One task per listened-to region, on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._handles = {name: loop.create_future() for name in self._regions}
+        self._ended = {name: loop.create_future() for name in self._regions}
+        self._tasks = [loop.create_task(self._watch(region)) for region in self._regions.values()]
+
+    async def settle(self) -> None:
+        """Wait until every region has ended, failed or given up (never raises)."""
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _watch(self, region: Region) -> None:
+        try:
+            await self._observe(region)
+        finally:
+            if not self._handles[region.name].done():
+                self._handles[region.name].cancel()  # its children never start either
+            self._ended[region.name].set_result(None)
+
+    async def _observe(self, region: Region) -> None:
+        try:
+            parent = await asyncio.shield(self._handles[region.parent]) if region.parent else None
+            inputs = {key: await _whole(source, self._resolve) for key, source in region.inputs.items()}
+        except (Exception, asyncio.CancelledError):
+            return  # its inputs never came (or its parent never started): the framework never runs it
+        if any(value is SKIPPED for value in inputs.values()):
+            return
+        handle = await _maybe(region.observer.start(parent, inputs, self._query))
+        self._handles[region.name].set_result(handle)
+        error: BaseException | None = None
+        try:
+            outputs = {key: await _whole(source, self._resolve) for key, source in region.outputs.items()}
+        except (Exception, asyncio.CancelledError) as exc:
+            error = original_error(exc)
+        for child in self._children[region.name]:  # a run ends after its children, as natively
+            await asyncio.shield(self._ended[child])
+        if error is not None:
+            await _maybe(region.observer.fail(handle, error))
+        else:
+            await _maybe(region.observer.end(handle, outputs))

@@ -1,0 +1,93 @@
+"""Regions in the IR: declared, checked by lint, kept by edits and lowering (pure graph logic)."""
+
+import pytest
+
+from teola.optimizer.ir import Graph, GraphError, ModuleKind, Node, Op, QueryInput, Ref, Region
+from teola.optimizer.lowering import lower
+from teola.optimizer.ops import CALLABLE, EngineId, EngineKind, FnArgs, GenerateArgs
+from teola.optimizer.regions import RegionObserver
+from teola.optimizer.stream_output import stream_output
+from teola.optimizer.values import Prompt, Sampling
+
+LLM = EngineId(EngineKind.LLM, "llm")
+
+
+class Silent(RegionObserver):
+    def start(self, parent, inputs, query):
+        return None
+
+    def end(self, handle, outputs):
+        return None
+
+    def fail(self, handle, error):
+        return None
+
+
+def _module_graph() -> Graph:
+    """query -> generate (a list, parsed) -> call; a region over the call's run, the model's inside it."""
+    g = Graph()
+    g.add(Node("gen", ModuleKind.GENERATE, {"q": QueryInput("query_str")}, ("items",),
+               GenerateArgs(LLM, Sampling(), lambda q: Prompt(text=q), parse=str.splitlines, max_items=2)))
+    g.add(Node("use", ModuleKind.CALL, {"items": Ref("gen", "items")}, ("out",), FnArgs(len, "count")))
+    g.set_output("out", Ref("use", "out"))
+    g.add_region(Region("chain", {"value": QueryInput("query_str")}, {"value": Ref("use", "out")}, Silent()))
+    g.add_region(Region("model", {"value": QueryInput("query_str")}, {"text": Ref("gen", "text")}, Silent(), "chain"))
+    return g
+
+
+def test_a_region_reads_its_modules_raw_text_where_lowering_produces_it():
+    primitives = lower(_module_graph())
+    assert primitives.regions["model"].outputs["text"] == Ref("gen.decode", "text")
+    assert primitives.regions["chain"].outputs["value"] == Ref("use", "out")
+    assert primitives.copy().regions == primitives.regions
+
+
+def test_lint_names_a_region_that_reads_nothing_real_or_hangs_under_nobody():
+    g = _module_graph()
+    g.add_region(Region("bad", {"value": Ref("nope", "x")}, {}, Silent()))
+    with pytest.raises(GraphError, match="no node 'nope'"):
+        g.lint(ModuleKind)
+    g = lower(_module_graph())
+    g.regions["bad"] = Region("bad", {}, {"value": Ref("use", "nothing")}, Silent())
+    with pytest.raises(GraphError, match="region 'bad'"):
+        g.lint(Op)
+    with pytest.raises(GraphError, match="not declared"):
+        Graph().add_region(Region("child", {}, {}, Silent(), parent="missing"))
+    g = _module_graph()
+    g.add_region(Region("odd", {}, {"text": Ref("use", "text")}, Silent()))
+    with pytest.raises(GraphError, match="no primitive of module 'use' produces"):
+        lower(g)
+
+
+def test_a_node_a_region_reads_is_not_erased_or_replaced_without_its_output():
+    g = lower(_module_graph())
+    g.set_output("out", Ref("gen", "items"))  # nothing but the region reads "use" now
+    with pytest.raises(GraphError, match="region chain"):
+        g.erase("use")
+    with pytest.raises(GraphError, match="'out'"):
+        g.replace(Node("use", Op.CALL, {"items": Ref("gen", "items")}, ("other",), FnArgs(len, "count"), CALLABLE))
+
+
+def test_streaming_an_answer_drops_the_regions_that_read_it_and_their_children():
+    plan = lower(_answer_graph())
+    plan.add_region(Region("prompt", {"value": QueryInput("query_str")}, {"p": Ref("gen.prompt", "prompt")}, Silent()))
+    streamed = stream_output(plan, "gen", "out")
+    assert set(streamed.regions) == {"prompt"}  # the model's run reads the streamed text: it and its child go
+    streamed.lint(Op)
+
+
+def _answer_graph() -> Graph:
+    g = Graph()
+    g.add(Node("gen", ModuleKind.GENERATE, {"q": QueryInput("query_str")}, ("text",),
+               GenerateArgs(LLM, Sampling(), lambda q: Prompt(text=q))))
+    g.set_output("out", Ref("gen", "text"))
+    g.add_region(Region("model", {"value": QueryInput("query_str")}, {"text": Ref("gen", "text")}, Silent()))
+    g.add_region(Region("inner", {"value": QueryInput("query_str")}, {}, Silent(), "model"))
+    return g
+
+
+def test_lint_refuses_a_region_on_a_streamed_answer():
+    g = lower(_answer_graph())
+    g.replace(g["gen"].with_meta(stream=True))
+    with pytest.raises(GraphError, match="streamed answer"):
+        g.lint(Op)
