@@ -52,6 +52,12 @@ def onednn_isa_cap() -> str | None:
     return None if cap in ("", "ALL", "DEFAULT") else cap
 
 
+def has_paths_above_avx2() -> bool:
+    """Whether the CPU has AVX512 or AMX, so that capping oneDNN and torch at AVX2 takes another
+    numeric path than the CPU's own (on an AVX2-only CPU it is the same path)."""
+    return any(flag.startswith(("avx512", "amx")) for flag in cpu_flags())
+
+
 def describe_cpu() -> str:
     """One line naming the CPU, the flags that decide vLLM-CPU's numeric paths, and oneDNN's cap."""
     shown = [flag for flag in _SHOWN_FLAGS if flag in cpu_flags()]

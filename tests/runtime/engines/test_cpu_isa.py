@@ -45,3 +45,9 @@ def test_the_cpu_description_names_the_flags_that_pick_the_numeric_path(amx_cpu,
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     line = cpu_isa.describe_cpu()
     assert "avx512_bf16 amx_tile amx_bf16" in line and "ONEDNN_MAX_CPU_ISA=AVX2" in line
+
+
+def test_only_a_cpu_with_avx512_or_amx_has_a_path_above_avx2(amx_cpu, monkeypatch):
+    assert cpu_isa.has_paths_above_avx2()
+    monkeypatch.setattr(cpu_isa, "cpu_flags", lambda: frozenset({"sse4_2", "avx", "avx2", "fma"}))
+    assert not cpu_isa.has_paths_above_avx2()
