@@ -99,6 +99,8 @@ class Tracer:
             return self._sequence(runnable.steps, value)
         if isinstance(runnable, RunnableParallel):
             return self._parallel(runnable, value)
+        if isinstance(runnable, RunnableAssign):
+            return self._assign(runnable, value)
         return self.trace(runnable, value, None)
 
     def name(self, base: str) -> str:
@@ -118,12 +120,7 @@ class Tracer:
         if type(step) is RunnablePassthrough and step.func is None and step.afunc is None:
             return self.step_region(step, tag, value, lambda: value)
         if isinstance(step, RunnableAssign):
-            def assign() -> Traced:
-                base = value if isinstance(value, DictValue) else DictValue({}, base=value)
-                added = self.trace(step.mapper, base, None)
-                return DictValue({**base.items, **added.items}, base.base)
-
-            return self.step_region(step, tag, value, assign)
+            return self.step_region(step, tag, value, lambda: self._assign(step, value))
         if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
             return self.step_region(step, tag, value, lambda: self.key(value, single_key(step.func)[0]))
         for recogniser in STEP_RECOGNISERS:
@@ -141,6 +138,11 @@ class Tracer:
             return Region(name, inputs, outputs, StepRun(step, tag, name, assemble_in, assemble_out), parent), out
 
         return self.run_region(make)
+
+    def _assign(self, step: RunnableAssign, value: Traced) -> DictValue:
+        base = value if isinstance(value, DictValue) else DictValue({}, base=value)
+        added = self.trace(step.mapper, base, None)
+        return DictValue({**base.items, **added.items}, base.base)
 
     def _parallel(self, step: RunnableParallel, value: Traced) -> DictValue:
         return DictValue({key: self.materialize(self.trace(branch, value, f"map:key:{key}"))

@@ -12,6 +12,7 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.hyde import HYDE
 from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
 from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
+from teola.adapters.llama_index.spans import query_engine_span
 from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
 from teola.adapters.llama_index.synthesizers import SYNTHESIZERS
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
@@ -45,12 +46,15 @@ def read_query_engine(query_engine: Any) -> AppReading:
         _call(reading, "synthesize", {"query": QUERY}, "response", query_engine, lambda query: query_engine.query(query))
         reading.graph.set_output("response", Ref("synthesize", "response"))
         return reading
-    nodes = _read_retriever(reading, query_engine.retriever, embedding_texts)
-    bound = most_nodes(query_engine.retriever)
-    for i, postprocessor in enumerate(li.postprocessors(query_engine)):
-        nodes = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound)
-        bound = None  # a postprocessor may return any number of nodes
-    _read_synthesizer(reading, li.synthesizer(query_engine), nodes)
+    with reading.inside(query_engine_span(reading, query_engine, Ref("synthesize", "response"))):
+        nodes = _read_retriever(reading, query_engine.retriever, embedding_texts)
+        bound = most_nodes(query_engine.retriever)
+        for i, postprocessor in enumerate(li.postprocessors(query_engine)):
+            nodes = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound)
+            bound = None  # a postprocessor may return any number of nodes
+        _read_synthesizer(reading, li.synthesizer(query_engine), nodes)
+    if embedding_texts is not None:  # HyDE's transform and inner engine report spans of their own: not declared yet
+        reading.graph.keep_regions(lambda region: False)
     reading.graph.set_output("response", Ref("synthesize", "response"))
     return reading
 

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import abc
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import MessageRole
 
 from teola.adapters.bindings import record_spec
 from teola.adapters.llama_index import compat as li
-from teola.optimizer.ir import Graph
+from teola.optimizer.ir import Graph, Region, Source
 from teola.optimizer.ops import EngineId, EngineKind
+from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import ChatMessage, Prompt
 from teola.runtime.registry import EngineSpec
 
@@ -73,6 +75,22 @@ class AppReading:
     indexes: list[IndexSource] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     engines: list[EngineSpec] = field(default_factory=list)
+    region: str | None = None  # the span the components being read report under (None: the query's)
+
+    def span(self, observer: RegionObserver, inputs: Mapping[str, Source], outputs: Mapping[str, Source]) -> str:
+        """Declare the span ``observer`` reports, under the current one; return its region's name."""
+        name = f"span{len(self.graph.regions) + 1}"
+        self.graph.add_region(Region(name, inputs, outputs, observer, self.region))
+        return name
+
+    @contextmanager
+    def inside(self, region: str) -> Iterator[None]:
+        """Read the components of the span ``region`` under it."""
+        outer, self.region = self.region, region
+        try:
+            yield
+        finally:
+            self.region = outer
 
     def needs(self, spec: EngineSpec | None) -> None:
         """Record that the app's modules run on the engine ``spec`` (None: one that runs already)."""

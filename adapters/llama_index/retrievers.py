@@ -16,6 +16,7 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import completion_prompt, embedding_for, embedding_why_not, llm_for, llm_why_not
 from teola.adapters.bindings import object_key
 from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser
+from teola.adapters.llama_index.spans import retriever_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
 from teola.optimizer.values import Prompt
@@ -82,6 +83,8 @@ class VectorRetrieverRecogniser(Recogniser):
                             _to_nodes_fn(retriever, parts.store, snapshot),
                             mean_agg if embedding_texts is not None else None, batch=batch)
         reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
+        if not batch and embedding_texts is None:
+            retriever_spans(reading, retriever, parts.embed_model, name, query)
         return Ref(name, "nodes")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import logging
+from collections import OrderedDict
 from typing import Any, Callable
 
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
@@ -19,6 +20,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
+from teola.adapters.llama_index.spans import synthesis_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
@@ -46,7 +48,11 @@ class _SynthesizerRecogniser(Recogniser):
                                    bound.engine, bound.sampling, self.prompts(synth),
                                    PrefixSpec(_template_prefix_fn(llm, self.template(synth)), ("query",)),
                                    finish=self.finish(synth), batch=self.batch)))
+        self.spans(reading, synth, nodes)
         return Ref("synthesize", "response")
+
+    def spans(self, reading: AppReading, synth: Any, nodes: Ref) -> None:
+        """Declare the spans the synthesizer reports natively (none by default: its own call reports them)."""
 
     @abc.abstractmethod
     def template(self, synth: Any) -> Any:
@@ -90,17 +96,29 @@ class CompactRecogniser(_SynthesizerRecogniser):
         def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
             if not nodes:
                 return SKIPPED
-            texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-            compact = li.compact_chunks(synth, query, texts)
-            max_prompt = get_biggest_prompt([parts.text_qa_template, parts.refine_template])
-            chunks = [piece for chunk in compact for piece in parts.prompt_helper.repack(
-                max_prompt, [chunk], llm=parts.llm, padding=parts.padding)]
+            _, chunks = _compact_chunks(synth, query, nodes)
             if len(chunks) != 1:
                 log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
                 return SKIPPED
             return render(parts.llm, parts.text_qa_template.partial_format(query_str=query), context_str=chunks[0])
 
         return build_prompt
+
+    def spans(self, reading: AppReading, synth: CompactAndRefine, nodes: Ref) -> None:
+        parts = li.synthesizer_parts(synth)
+        remembered: OrderedDict[tuple, tuple[list[str], list[str]]] = OrderedDict()
+
+        def chunks(query: str, nodes: list[NodeWithScore]) -> tuple[list[str], list[str]]:
+            """``_compact_chunks``, once per query for all the spans that report them (the last 64 kept)."""
+            key = (query, tuple(n.node.node_id for n in nodes))
+            if key not in remembered:
+                remembered[key] = _compact_chunks(synth, query, nodes)
+                if len(remembered) > 64:
+                    remembered.popitem(last=False)
+            return remembered[key]
+
+        synthesis_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes, chunks,
+                        lambda query: parts.text_qa_template.partial_format(query_str=query))
 
     def finish(self, synth: CompactAndRefine) -> Callable[..., Any]:
         parts = li.synthesizer_parts(synth)
@@ -112,6 +130,16 @@ class CompactRecogniser(_SynthesizerRecogniser):
             return li.response(synth, text, list(nodes))
 
         return finish
+
+
+def _compact_chunks(synth: CompactAndRefine, query: str, nodes: list[NodeWithScore]) -> tuple[list[str], list[str]]:
+    """The chunks compact mode packs the nodes' texts into, and the pieces each LLM call gets of them."""
+    parts = li.synthesizer_parts(synth)
+    texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+    compact = li.compact_chunks(synth, query, texts)
+    max_prompt = get_biggest_prompt([parts.text_qa_template, parts.refine_template])
+    return compact, [piece for chunk in compact for piece in parts.prompt_helper.repack(
+        max_prompt, [chunk], llm=parts.llm, padding=parts.padding)]
 
 
 class TreeSummarizeRecogniser(_SynthesizerRecogniser):

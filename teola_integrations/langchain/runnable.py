@@ -53,9 +53,12 @@ class TeolaRunnable(Runnable):
 
     It behaves as the wrapped chain does: ``invoke``/``ainvoke``/``batch``/``abatch``/``stream``/
     ``astream``/``astream_events``, with callbacks, tags, metadata, run names and
-    ``max_concurrency`` honoured. One chain run covers the invocation; steps Teola runs as-is are
-    its children with their own runs, while lowered steps (prompt, model, parser, retriever) run as
-    primitives and report no runs of their own. Where the chain's answer is an LLM call's (parsed)
+    ``max_concurrency`` honoured. One chain run covers the invocation, and callback handlers see
+    under it the run tree LangChain reports (every step's run, nested, named, typed and tagged as
+    natively, with the same inputs and outputs): lowered steps' runs are reported as the plan runs
+    (``teola.adapters.langchain.runs``), steps run as-is open theirs under their enclosing step's.
+    When the answer streams, its parser's run is the native stream's and its model's run is not
+    reported (yet). Where the chain's answer is an LLM call's (parsed)
     text, streaming yields it token by token as the native chain does, from a plan whose final
     decode streams (the parser then streams as in a native stream, with its own child run);
     otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``

@@ -9,9 +9,10 @@ from typing import Any, Iterable
 import numpy as np
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import RESPONSE_TYPE
-from llama_index.core.schema import QueryBundle
+from llama_index.core.schema import QueryBundle, QueryType
 
 from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
+from teola.adapters.llama_index.spans import QuerySpans, query_span, reports_its_own_span
 from teola.optimizer.ir import Graph
 from teola.optimizer.ops import EngineKind
 from teola.optimizer.passes import PASSES
@@ -59,26 +60,51 @@ class TeolaQueryEngine(BaseQueryEngine):
     def _get_prompt_modules(self) -> dict[str, Any]:
         return self.native._get_prompt_modules()
 
+    @reports_its_own_span
+    def query(self, str_or_query_bundle: QueryType) -> RESPONSE_TYPE:
+        """Answer as the wrapped engine's ``query`` does, reporting its span (named after it), its
+        query events and its components' spans and events to LlamaIndex's instrumentation."""
+        with query_span(self.native, str_or_query_bundle) as span, self.callback_manager.as_trace("query"):
+            span.result = self._execute(_bundle(str_or_query_bundle), span.context)
+        return span.result
+
+    @reports_its_own_span
+    async def aquery(self, str_or_query_bundle: QueryType) -> RESPONSE_TYPE:
+        """``query``, awaited."""
+        with query_span(self.native, str_or_query_bundle, "aquery") as span, self.callback_manager.as_trace("query"):
+            span.result = await self._aexecute(_bundle(str_or_query_bundle), span.context)
+        return span.result
+
     def _query(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        return self._execute(query_bundle, None)
+
+    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+        return await self._aexecute(query_bundle, None)
+
+    def _execute(self, query_bundle: QueryBundle, spans: QuerySpans | None) -> RESPONSE_TYPE:
         try:
-            return self._runtime.execute(self._scheduler, _inputs(query_bundle))["response"]
+            return self._runtime.execute(self._scheduler, _inputs(query_bundle, spans))["response"]
         except PrimitiveError as exc:
             error = original_error(exc)
         raise error  # outside the handler: the component's own exception, as the native engine raises it
 
-    async def _aquery(self, query_bundle: QueryBundle) -> RESPONSE_TYPE:
+    async def _aexecute(self, query_bundle: QueryBundle, spans: QuerySpans | None) -> RESPONSE_TYPE:
         try:
-            return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle)))["response"]
+            return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle, spans)))["response"]
         except PrimitiveError as exc:
             error = original_error(exc)
         raise error
 
 
-def _inputs(query_bundle: QueryBundle) -> dict[str, str]:
+def _bundle(str_or_query_bundle: QueryType) -> QueryBundle:
+    return QueryBundle(str_or_query_bundle) if isinstance(str_or_query_bundle, str) else str_or_query_bundle
+
+
+def _inputs(query_bundle: QueryBundle, spans: QuerySpans | None) -> dict[str, Any]:
     if query_bundle.custom_embedding_strs or query_bundle.embedding is not None:
         raise ValueError("Teola takes plain text queries; custom embedding strings or precomputed embeddings "
                          "are not supported yet: query the native engine for those")
-    return {"query_str": query_bundle.query_str}
+    return {"query_str": query_bundle.query_str, "spans": spans}
 
 
 def optimize(query_engine: Any, runtime: Runtime | None = None, passes: Iterable[str] = PASSES) -> TeolaQueryEngine:

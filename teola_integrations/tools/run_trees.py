@@ -1,5 +1,7 @@
 """What a tracing tool would show of an app, as rows to compare native and Teola runs by.
 
+``LlamaIndexRecorder`` records LlamaIndex's spans and instrumentation events and flattens them
+into rows: depth, ``Class.method`` and the events inside, children in a fixed order.
 ``langchain_run_tree`` flattens a LangChain run (as ``collect_runs`` or LangSmith keep it) into
 rows: depth, name, run type, tags, inputs, outputs and whether it failed, children in a fixed
 order (LangChain runs parallel steps in any order). Message and run ids, which are fresh on every
@@ -10,6 +12,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.span.simple import SimpleSpan
+from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
+from pydantic import Field
 
 _IDS = re.compile(r"(id=|'id': )'(lc_run-|run-)[^']*'")
 
@@ -25,3 +33,74 @@ def langchain_run_tree(run: Any, depth: int = 0) -> list[tuple]:
     for child in sorted(run.child_runs, key=lambda c: (c.name, tuple(sorted(c.tags or [])))):
         rows += langchain_run_tree(child, depth + 1)
     return rows
+
+
+# LlamaIndex helper spans Teola does not report (see teola.adapters.llama_index.spans): left out of both trees.
+LLAMA_INDEX_HELPER_SPANS = ("TokenTextSplitter.split_text", "DefaultRefineProgram.__call__", "DefaultRefineProgram.acall")
+
+
+class LlamaIndexRecorder(BaseSpanHandler[SimpleSpan], BaseEventHandler):
+    """Records the spans (name, parent) and events LlamaIndex's instrumentation reports while it is
+    attached to the root dispatcher (``with LlamaIndexRecorder() as recorder:``)."""
+
+    spans: dict = Field(default_factory=dict)
+    events: list = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "LlamaIndexRecorder"
+
+    def __enter__(self) -> "LlamaIndexRecorder":
+        root = get_dispatcher()
+        root.add_span_handler(self)
+        root.add_event_handler(self)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        root = get_dispatcher()
+        root.span_handlers.remove(self)
+        root.event_handlers.remove(self)
+
+    def new_span(self, id_: str, bound_args: Any, instance: Any = None, parent_span_id: str | None = None,
+                 tags: Any = None, **kwargs: Any) -> SimpleSpan:
+        self.spans[id_] = parent_span_id
+        return SimpleSpan(id_=id_, parent_id=parent_span_id)
+
+    def prepare_to_exit_span(self, id_: str, bound_args: Any, instance: Any = None, result: Any = None,
+                             **kwargs: Any) -> None:
+        return None
+
+    def prepare_to_drop_span(self, id_: str, bound_args: Any, instance: Any = None, err: BaseException | None = None,
+                             **kwargs: Any) -> None:
+        return None
+
+    def handle(self, event: Any, **kwargs: Any) -> None:
+        self.events.append((event.class_name(), event.span_id))
+
+    def tree(self, leave_out: tuple[str, ...] = LLAMA_INDEX_HELPER_SPANS) -> list[tuple]:
+        """The recorded spans as rows (depth, name, the events in it in order), from each root span,
+        children by name; spans named in ``leave_out`` are dropped, their children moved up."""
+        kept = {span: parent for span, parent in self.spans.items() if _span_name(span) not in leave_out}
+
+        def kept_parent(span: str | None) -> str | None:
+            while span is not None and span not in kept:
+                span = self.spans.get(span)
+            return span
+
+        children: dict[str | None, list[str]] = {}
+        for span, parent in kept.items():
+            children.setdefault(kept_parent(parent), []).append(span)
+
+        def rows(span: str, depth: int) -> list[tuple]:
+            events = tuple(name for name, owner in self.events if owner == span)
+            out = [(depth, _span_name(span), events)]
+            for child in sorted(children.get(span, []), key=lambda c: (_span_name(c), str(rows(c, 0)))):
+                out += rows(child, depth + 1)
+            return out
+
+        return [row for root in sorted(children.get(None, []), key=_span_name) for row in rows(root, 0)]
+
+
+def _span_name(span: str) -> str:
+    """``Class.method`` of a span id ``Class.method-<uuid>``."""
+    return span.split("-", 1)[0]

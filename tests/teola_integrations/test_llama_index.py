@@ -16,6 +16,7 @@ from llama_index.core.query_engine import CustomQueryEngine, TransformQueryEngin
 from teola.runtime.traces import record_traces
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
+from teola_integrations.tools.run_trees import LlamaIndexRecorder
 from teola_integrations.tools.search_service import SearchService
 
 pytestmark = pytest.mark.engines
@@ -56,6 +57,27 @@ def test_same_answers_and_sources_as_native(index, llm, questions):
         assert native.response.strip() and native.response != "Empty Response"
         spans = {s.node for s in traces[0].spans}
         assert {"retrieve.embed", "retrieve.search", "synthesize.decode"} <= spans
+
+
+@pytest.mark.answers
+def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions):
+    """The query, retrieval, embedding, synthesis and LLM spans, nested and named as natively, with
+    the same events in each (sync and async); LlamaIndex's helper spans aside (see spans.py)."""
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=3)
+    fast = optimize(query_engine)
+    question = questions[5].question
+    _warm_native(query_engine, question)
+    trees = {}
+    for mode, engine in (("native", query_engine), ("teola", fast)):
+        for variant, ask in (("", engine.query), (" async", lambda q: asyncio.run(engine.aquery(q)))):
+            with LlamaIndexRecorder() as recorder:
+                ask(question)
+            trees[mode + variant] = recorder.tree()
+    assert [row[1] for row in trees["native"][:3]] == ["RetrieverQueryEngine.query", "RetrieverQueryEngine._query",
+                                                       "CompactAndRefine.synthesize"]
+    assert "VectorIndexRetriever.aretrieve" in {row[1] for row in trees["native async"]}
+    assert trees["teola"] == trees["native"]
+    assert trees["teola async"] == trees["native async"]
 
 
 def test_aquery_matches_query(index, llm, questions):

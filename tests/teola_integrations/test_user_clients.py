@@ -11,6 +11,7 @@ from teola_integrations.langchain import optimize as optimize_chain
 from teola_integrations.llama_index import optimize
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.tools.langchain_apps import build_app as build_chain
+from teola_integrations.tools.run_trees import LlamaIndexRecorder
 from teola_integrations.tools.user_apps import build_user_store, chat_openai, hf_embedding, openai_like
 from teola_integrations.tools.faulty_proxy import FaultyProxy
 from teola_integrations.tools.vllm_server import SERVED_NAME
@@ -48,6 +49,12 @@ def test_naive_rag_on_the_users_clients_is_lowered_and_answers_as_native(user_in
         native = _warm_native(query_engine, question.question)
         assert native.response.strip() and len(native.source_nodes) == 3
         _assert_same(native, fast.query(question.question))
+    trees = []
+    for engine in (query_engine, fast):  # the chat client's and the HF embedding's spans and events too
+        with LlamaIndexRecorder() as recorder:
+            engine.query(questions[1].question)
+        trees.append(recorder.tree())
+    assert "OpenAILike.chat" in {row[1] for row in trees[0]} and trees[1] == trees[0]
 
 
 @pytest.mark.answers
