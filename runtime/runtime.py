@@ -162,8 +162,21 @@ class Runtime:
         return ENGINE_KINDS[spec.kind].scheduler(spec.id, await self.backend.start(spec))
 
     def _release(self, name: str, key: object) -> None:
-        """Drop one holder of engine ``name``; close the engine when none is left."""
-        with self._lock:
+        """Drop one holder of engine ``name``; close the engine when none is left.
+
+        It runs as a finalizer, in whatever thread the garbage collector runs in: possibly one an
+        engine start works in while another thread holds the lock waiting for that start. So when
+        the lock is taken it releases from a thread of its own, which waits for the lock."""
+        if not self._lock.acquire(blocking=False):
+            threading.Thread(target=self._release_locked, args=(name, key, True), name="teola-release",
+                             daemon=True).start()
+            return
+        self._release_locked(name, key, False)
+
+    def _release_locked(self, name: str, key: object, acquire: bool) -> None:
+        if acquire:
+            self._lock.acquire()
+        try:
             holders = self._holders.get(name)
             if holders is None or key not in holders:
                 return
@@ -173,6 +186,8 @@ class Runtime:
             del self._holders[name]
             engine = self.engines.pop(name)
             self._profiles.pop(name, None)
+        finally:
+            self._lock.release()
         log.info("releasing engine %s: no app holds it", name)
         self.submit(_call_on_loop(engine.close))
 

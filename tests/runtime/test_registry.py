@@ -2,6 +2,7 @@
 (a zero-model engine kind registered here)."""
 
 import gc
+import threading
 import time
 
 import pytest
@@ -71,6 +72,30 @@ def test_an_engine_held_by_apps_is_released_when_the_last_one_is_gone(shouting):
         time.sleep(0.01)
     assert engine.closed and spec.id.name not in shouting.engines
     assert shouting.engine(spec).engine is not engine  # asked for again: a new one starts
+
+
+def test_an_app_collected_in_another_thread_while_an_engine_starts_does_not_deadlock(shouting):
+    """The garbage collector may run a holder's finalizer in a thread an engine start works in,
+    while the thread that asked for the engine holds the runtime's lock waiting for that start."""
+    spec = EngineSpec(EngineKind.EMBEDDING, "collected")
+    app = App()
+    engine = shouting.engine(spec, holder=app).engine
+    finalized = threading.Event()
+
+    def collect_elsewhere():
+        nonlocal app
+        del app  # the last reference: its finalizer runs here, in this thread
+        gc.collect()
+        finalized.set()
+
+    with shouting._lock:  # as engine() holds it while a start runs
+        collector = threading.Thread(target=collect_elsewhere)
+        collector.start()
+        assert finalized.wait(5), "the finalizer blocked on the runtime's lock"
+    deadline = time.monotonic() + 5
+    while not engine.closed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert engine.closed and spec.id.name not in shouting.engines
 
 
 def test_an_engine_asked_for_without_a_holder_stays(shouting):

@@ -110,25 +110,27 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
     assert {"format_docs", "VectorStoreRetriever", "StrOutputParser"} <= names  # the parser's as in a native stream
 
 
-@pytest.mark.answers
 @pytest.mark.parametrize("name", APPS)
 def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questions, search_url):
     """Every step's run (sequences, parallels, lambdas, retrievers, prompts, models, parsers), nested,
-    named, typed and tagged as natively, with the same inputs and outputs, sync and async."""
+    named, typed and tagged as natively, with the same inputs and outputs, sync (and async where
+    steps run side by side). Not marked ``answers``: the answers' equality on other CPU paths is
+    test_apps_answer_as_langchain_does's."""
     app = build_app(name, store, chat, search_url=search_url)
     fast = optimize(app.native)
     value = {"question": questions[1].question}
-    _warm(app.native, value)
+    app.native.invoke(value)  # the native run recorded is the second, as _warm's
+    invocations = [("native", app.native.invoke), ("teola", fast.invoke)]
+    if name in ("rag", "branches"):
+        invocations.append(("teola async", lambda v: asyncio.run(fast.ainvoke(v))))
     trees = {}
-    for mode, invoke in (("native", app.native.invoke), ("teola", fast.invoke),
-                         ("teola async", lambda v: asyncio.run(fast.ainvoke(v)))):
+    for mode, invoke in invocations:
         with collect_runs() as collector:
             invoke(value)
         [root] = collector.traced_runs
         trees[mode] = langchain_run_tree(root)
     assert len(trees["native"]) > 5
-    assert trees["teola"] == trees["native"]
-    assert trees["teola async"] == trees["native"]
+    assert all(tree == trees["native"] for tree in trees.values())
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):

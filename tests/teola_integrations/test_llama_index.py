@@ -59,14 +59,12 @@ def test_same_answers_and_sources_as_native(index, llm, questions):
         assert {"retrieve.embed", "retrieve.search", "synthesize.decode"} <= spans
 
 
-@pytest.mark.answers
 def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions):
     """The query, retrieval, embedding, synthesis and LLM spans, nested and named as natively, with
     the same events in each (sync and async); LlamaIndex's helper spans aside (see spans.py)."""
     query_engine = index.as_query_engine(llm=llm, similarity_top_k=3)
     fast = optimize(query_engine)
     question = questions[5].question
-    _warm_native(query_engine, question)
     trees = {}
     for mode, engine in (("native", query_engine), ("teola", fast)):
         for variant, ask in (("", engine.query), (" async", lambda q: asyncio.run(engine.aquery(q)))):
