@@ -133,7 +133,7 @@ def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, o
     tags = list(tags)
 
     def region(observer_of: Callable[[str, str | None], StepRun], reads: dict, gives: dict) -> str:
-        name = tracer.name("run")
+        name = tracer.region_name()
         tracer.add_region(Region(name, reads, gives, observer_of(name, tags.pop(0)), tracer.region))
         return name
 

@@ -48,7 +48,7 @@ class RetrieverRecogniser(StepRecogniser):
                                            lambda hits, query: store_documents(store, hits),
                                            batch=isinstance(step, RunnableEach))))
         tracer.lowered.append(f"{name}: {type(retriever).__name__} over {type(store).__name__}")
-        run = tracer.name("run")
+        run = tracer.region_name()
         observer = (EachRun(step, tag, run, RetrieverRun(retriever, None, run)) if isinstance(step, RunnableEach)
                     else RetrieverRun(retriever, tag, run))
         tracer.add_region(Region(run, region_values(value)[0], {"value": Ref(name, "output")}, observer, tracer.region))

@@ -70,11 +70,12 @@ class Tracer:
         self.region: str | None = None  # the enclosing step's region while its children are traced
         self._regions: list[Region | None] = []  # parents before children: a slot is taken before it is known
         self._ids = itertools.count(1)
+        self._region_ids = itertools.count(1)
 
     def run_region(self, make: Callable[[str, str | None], tuple[Region, Traced]]) -> Traced:
         """A step traced as a region: ``make(name, parent)`` traces it with ``self.region`` set to
         ``name`` and returns its region and its value."""
-        name, parent, slot = self.name("run"), self.region, len(self._regions)
+        name, parent, slot = self.region_name(), self.region, len(self._regions)
         self._regions.append(None)
         self.region = name
         try:
@@ -106,6 +107,10 @@ class Tracer:
     def name(self, base: str) -> str:
         """A fresh node name."""
         return f"{base}{next(self._ids)}"
+
+    def region_name(self) -> str:
+        """A fresh region name (numbered apart from nodes, whose names the plan shows)."""
+        return f"run{next(self._region_ids)}"
 
     def needs(self, spec: EngineSpec | None) -> None:
         """Record that the chain's steps run on the engine ``spec`` (None: one that runs already)."""
