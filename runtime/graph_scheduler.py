@@ -97,17 +97,20 @@ class GraphScheduler:
         query = f"q{next(_query_ids)}"
         tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query))
                  for node in self._order]
-        regions = RegionWatch(self.plan.regions, inputs, lambda source: _resolve(source, inputs, results))
-        regions.start()
+        regions = RegionWatch(self.plan.regions, inputs, lambda source: _resolve(source, inputs, results)) \
+            if self.plan.regions else None
+        if regions is not None:
+            regions.start()
         streaming: set[str] = set()
-        settled = False
+        settled = regions is None
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
                 outputs[name] = (await results[ref.node])[ref.output]
             streaming = {ref.node for name, ref in self.plan.outputs.items() if isinstance(outputs[name], TextStream)}
-            await regions.settle()  # the regions end before the query does (none reads a streamed answer: lint)
-            settled = True
+            if regions is not None:  # the regions end before the query does (none reads a streamed answer: lint)
+                await regions.settle()
+                settled = True
         finally:
             for node, task in zip(self._order, tasks):
                 if node.name not in streaming:  # a streamed output's decode keeps filling it
