@@ -102,15 +102,13 @@ class GraphScheduler:
         if regions is not None:
             regions.start()
         streaming: set[str] = set()
-        settled = regions is None
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
                 outputs[name] = (await results[ref.node])[ref.output]
             streaming = {ref.node for name, ref in self.plan.outputs.items() if isinstance(outputs[name], TextStream)}
-            if regions is not None:  # the regions end before the query does (none reads a streamed answer: lint)
-                await regions.settle()
-                settled = True
+            if regions is not None:  # they end before the query does (none reads a streamed answer: lint), and
+                await regions.settle()  # before the nodes left running, which some may still read, are cancelled
         finally:
             for node, task in zip(self._order, tasks):
                 if node.name not in streaming:  # a streamed output's decode keeps filling it
@@ -118,7 +116,7 @@ class GraphScheduler:
             for future in results.values():  # a failed branch nobody awaited must not warn
                 if future.done() and not future.cancelled():
                     future.exception()
-            if not settled:
+            if regions is not None:  # after a failure: the regions fail once the nodes they wait for are cancelled
                 await regions.settle()
         trace.total = time.perf_counter() - t0
         return outputs, trace

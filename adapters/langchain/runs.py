@@ -23,7 +23,7 @@ from langchain_core.runnables import Runnable, RunnableConfig, patch_config
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from teola.adapters.langchain import compat
-from teola.adapters.langchain.steps import DictValue, RunHandle, StepFrame, Traced, Value
+from teola.adapters.langchain.steps import RunHandle, StepFrame, Traced, Value, dict_parts
 from teola.optimizer.ir import Source
 from teola.optimizer.regions import RegionObserver
 
@@ -40,15 +40,8 @@ def region_values(value: Traced) -> tuple[dict[str, Source], Assemble]:
     (a dict kept key by key is rebuilt in its keys' order, over its base)."""
     if isinstance(value, Value):
         return {"value": value.source}, value_of
-    keys = list(value.items)
-    sources = {f"key{i}": value.items[key].source for i, key in enumerate(keys)}
-    if value.base is not None:
-        sources["base"] = value.base.source
-
-    def assemble(values: Mapping[str, Any]) -> dict:
-        return {**values.get("base", {}), **{key: values[f"key{i}"] for i, key in enumerate(keys)}}
-
-    return sources, assemble
+    sources, rebuild = dict_parts(value)
+    return sources, lambda values: rebuild(**values)
 
 
 async def _done(result: Any) -> Any:
@@ -176,6 +169,9 @@ class ModelRun(StepRun):
                       else Generation(text=output))
         return run.on_llm_end(LLMResult(generations=[[generation]]))
 
+    def error(self, run: Any, error: BaseException) -> Any:
+        return run.on_llm_error(error)
+
 
 def model_message(text: str, run: Any) -> AIMessage:
     """The message a chat model's ``invoke`` returns for ``text`` in ``run`` (its id names the run)."""
@@ -195,9 +191,6 @@ class ParserRun(StepRun):
             model = await query["frame"].parent_run(self.model_region)
             inputs = {"value": model_message(inputs["value"], model.run)}
         return await super().start(parent, inputs, query)
-
-    def error(self, run: Any, error: BaseException) -> Any:
-        return run.on_llm_error(error)
 
 
 class EachRun(StepRun):

@@ -144,6 +144,19 @@ def level_graph(runnable: RunnableSequence | RunnableParallel) -> Graph:
     return graph
 
 
+def dict_parts(value: "DictValue") -> tuple[dict[str, Source], Callable[..., dict]]:
+    """A dict kept key by key as sources (``key0``, ``key1`` ... and its ``base``) and the function of
+    them that rebuilds it: keys in LangChain's order, over the base (``.assign`` keeps the input's
+    keys first: ``{**input, **added}``)."""
+    keys = list(value.items)
+    sources: dict[str, Source] = {f"key{i}": value.items[key].source for i, key in enumerate(keys)}
+    merge = keyed_dict(keys)
+    if value.base is None:
+        return sources, merge
+    sources["base"] = value.base.source
+    return sources, lambda base, **items: {**base, **merge(**items)}
+
+
 def keyed_dict(keys: list[str]) -> Callable[..., dict]:
     def merge(**values: Any) -> dict:
         return {key: values[f"key{i}"] for i, key in enumerate(keys)}

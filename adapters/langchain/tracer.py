@@ -15,7 +15,7 @@ from teola.adapters.langchain import compat
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import RETRIEVER
 from teola.adapters.langchain.runs import StepRun, region_values
-from teola.adapters.langchain.steps import (FRAME, INPUT, DictValue, StepRecogniser, Traced, Value, keyed_dict,
+from teola.adapters.langchain.steps import (FRAME, INPUT, DictValue, StepRecogniser, Traced, Value, dict_parts,
                                             step_call)
 from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Region, Source
 from teola.optimizer.ops import FnArgs
@@ -181,14 +181,7 @@ class Tracer:
         if isinstance(value, Value):
             return value
         name = self.name("dict")
-        keys = list(value.items)
-        inputs: dict[str, Source] = {f"key{i}": value.items[k].source for i, k in enumerate(keys)}
-        merge = keyed_dict(keys)
-        if value.base is not None:
-            inputs["base"] = value.base.source
-            fn = lambda base, **items: {**base, **merge(**items)}  # noqa: E731
-        else:
-            fn = merge
+        inputs, fn = dict_parts(value)
         self.graph.add(Node(name, ModuleKind.CALL, inputs, ("output",), FnArgs(fn, "dict", pure=True)))
         return Value(Ref(name, "output"), early=all(v.early for v in value.items.values()) and
                      (value.base is None or value.base.early))

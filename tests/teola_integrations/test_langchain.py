@@ -175,13 +175,20 @@ def test_a_failing_step_raises_its_own_error(store, chat, questions):
 
 
 def test_a_question_too_long_for_the_model_fails_with_the_native_error(store, chat, questions):
+    """The native error, and the native run tree of a failure: the model's run fails as an LLM run,
+    its chain runs fail with it, the parser's never starts."""
     chain = build_app("rag", store, chat).native
     huge = {"question": "Explain the pass statement. " * 2000}
-    with pytest.raises(PromptTooLongError, match="retrieve fewer or shorter chunks") as native:
-        chain.invoke(huge)
-    with pytest.raises(PromptTooLongError) as teola:
-        optimize(chain).invoke(huge)
-    assert str(teola.value) == str(native.value)
+    trees = []
+    for app in (chain, optimize(chain)):
+        with pytest.raises(PromptTooLongError, match="retrieve fewer or shorter chunks") as failed, \
+                collect_runs() as collector:
+            app.invoke(huge)
+        trees.append((str(failed.value), [(row[:4], row[-1]) for row in langchain_run_tree(collector.traced_runs[0])]))
+    native, teola = trees
+    assert ((0, "RunnableSequence", "chain", ()), True) in native[1]
+    assert (("TeolaChatModel", "llm"), True) in {(row[1:3], failed) for row, failed in native[1]}
+    assert teola == native
 
 
 def test_a_chain_without_engine_parts_runs_as_is_with_one_log_line(caplog):
