@@ -28,25 +28,35 @@ def _offline_defaults() -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(cache) / "vllm"))
 
 
+_DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LLM rerank)",
+              "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis"}
+
+
 def _demo(args: argparse.Namespace) -> int:
-    from teola_integrations.tools.compare import as_json, compare, format_table
+    from teola_integrations.tools.compare import as_json, compare, format_table, summary_line
     from teola_integrations.tools.data import load_questions
     from teola_integrations.tools.demo_app import build_rag_app
     from teola_integrations.llama_index import optimize
 
-    print("starting the engines (vLLM on CPU takes 10-50 s the first time) and indexing the corpus ...", flush=True)
-    native = build_rag_app(top_k=args.top_k, max_tokens=args.max_tokens, store=args.store, kind=args.app)
-    teola = optimize(native)
-    _print_llm_numerics()
-    print(f"Teola plan:\n{teola.plan}\n", flush=True)
     questions = [q.question for q in load_questions()][: args.questions]
-    results = compare(native.query, teola.query, questions, repeats=args.repeats)
-    print(format_table(results))
-    for r in results[: args.show_answers]:
-        print(f"\nQ: {r.question}\nA: {r.answer.strip()}")
+    print("starting the engines (vLLM on CPU takes 10-50 s the first time) and indexing the corpus ...", flush=True)
+    results = {}
+    for kind in args.apps:
+        native = build_rag_app(top_k=args.top_k, max_tokens=args.max_tokens, store=args.store, kind=kind)
+        teola = optimize(native)
+        if not results:
+            _print_llm_numerics()
+        print(f"\n== {_DEMO_APPS[kind]} ==\nTeola plan:\n{teola.plan}\n", flush=True)
+        results[kind] = compare(native.query, teola.query, questions, repeats=args.repeats)
+        print(format_table(results[kind]))
+        for r in results[kind][: args.show_answers]:
+            print(f"\nQ: {r.question}\nA: {r.answer.strip()}")
+    print("\nsummary (native latency / Teola latency, above 1: Teola is faster):")
+    for kind, rows in results.items():
+        print(f"  {_DEMO_APPS[kind]:<42} {summary_line(rows)}")
     if args.json:
-        _save_json(args.json, {**_report_header(args), "results": as_json(results)})
-    return 0 if all(r.same_text and r.same_sources for r in results) else 1
+        _save_json(args.json, {**_report_header(args), "results": {k: as_json(rows) for k, rows in results.items()}})
+    return 0 if all(r.same_text and r.same_sources for rows in results.values() for r in rows) else 1
 
 
 def _print_llm_numerics() -> None:
@@ -211,13 +221,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teola", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="a LlamaIndex RAG app over a real corpus, native vs Teola, on CPU engines")
-    demo.add_argument("--questions", type=int, default=12, help="how many of the demo questions to ask")
-    demo.add_argument("--repeats", type=int, default=3, help="interleaved runs per question and mode")
+    demo.add_argument("--questions", type=int, default=6, help="how many of the demo questions to ask")
+    demo.add_argument("--repeats", type=int, default=2, help="interleaved runs per question and mode")
     demo.add_argument("--top-k", type=int, default=3)
     demo.add_argument("--max-tokens", type=int, default=64)
     demo.add_argument("--store", choices=["simple", "faiss"], default="simple", help="LlamaIndex vector store")
-    demo.add_argument("--app", choices=["naive", "advanced", "refine", "tree"], default="naive",
-                      help="naive RAG, or advanced RAG (query fusion + LLM rerank; where the passes pay), refine, tree_summarize")
+    demo.add_argument("--apps", "--app", nargs="+", choices=list(_DEMO_APPS), default=["naive", "advanced"],
+                      help="the apps to compare, one after the other: naive RAG, advanced RAG (query fusion + LLM "
+                      "rerank; where the passes pay), refine, tree_summarize")
     demo.add_argument("--show-answers", type=int, default=3, help="print this many answers")
     demo.add_argument("--json", help="also write the results to this JSON file")
     demo.set_defaults(run=_demo)

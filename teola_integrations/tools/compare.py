@@ -94,11 +94,18 @@ def format_table(results: list[QuestionResult]) -> str:
     for r in results:
         lines.append(f"{r.question[:52]:<52} {statistics.median(r.native) * 1e3:>10.0f} "
                      f"{statistics.median(r.teola) * 1e3:>10.0f} {r.ratio:>6.2f}  {r.same_text!s:<5} / {r.same_sources}")
-    ratio, low, high = spread([r.ratio for r in results])
-    lines.append(f"median ratio native/teola {ratio:.3f} (IQR {low:.3f}-{high:.3f}) over {len(results)} questions; "
-                 f"answers equal {sum(r.same_text for r in results)}/{len(results)}, "
-                 f"sources equal {sum(r.same_sources for r in results)}/{len(results)}")
+    lines.append(summary_line(results))
     return "\n".join(lines)
+
+
+def summary_line(results: list[QuestionResult]) -> str:
+    """One line: the median native/Teola ratio with its IQR, and how many answers and sources were equal."""
+    ratio, low, high = spread([r.ratio for r in results])
+    native = statistics.median(statistics.median(r.native) for r in results)
+    teola = statistics.median(statistics.median(r.teola) for r in results)
+    return (f"median ratio native/teola {ratio:.3f} (IQR {low:.3f}-{high:.3f}; {native * 1e3:.0f} vs {teola * 1e3:.0f} ms) "
+            f"over {len(results)} questions; answers equal {sum(r.same_text for r in results)}/{len(results)}, "
+            f"sources equal {sum(r.same_sources for r in results)}/{len(results)}")
 
 
 def as_json(results: list[QuestionResult]) -> list[dict[str, Any]]:
