@@ -24,6 +24,7 @@ from teola.adapters.langchain.compat import request_params
 from teola.optimizer.ops import EngineKind
 from teola.runtime.engines.embedding import FunctionEmbeddingEngine
 from teola.runtime.engines.openai_server import Secret, ServerEndpoint, request_sampling
+from teola.runtime.engines.server_pool import endpoint_spec
 from teola.runtime.engines.vector_index import FunctionSearchEngine
 from teola.runtime.registry import EngineSpec
 
@@ -68,7 +69,7 @@ def bind_model(model: Any) -> LLMBinding:
     """The engine and sampling of a model ``model_why_not`` accepts."""
     if hasattr(model, "teola_engine"):
         return LLMBinding(model.teola_engine, sampling=model.teola_sampling)
-    spec = server_endpoint(model).spec()
+    spec = endpoint_spec(server_endpoint(model))
     return LLMBinding(spec.id, spec, request_sampling(request_params(model)))
 
 

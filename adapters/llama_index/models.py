@@ -22,6 +22,7 @@ from teola.optimizer.ops import EngineKind
 from teola.optimizer.values import Prompt
 from teola.runtime.engines.embedding import FunctionEmbeddingEngine
 from teola.runtime.engines.openai_server import Secret, ServerEndpoint, request_sampling
+from teola.runtime.engines.server_pool import endpoint_spec
 from teola.runtime.registry import EngineSpec
 
 try:
@@ -73,7 +74,7 @@ def bind_llm(llm: Any) -> LLMBinding:
     """The engine and sampling of an LLM ``llm_why_not`` accepts."""
     if hasattr(llm, "teola_engine"):
         return LLMBinding(llm.teola_engine, sampling=llm.teola_sampling)
-    spec = server_endpoint(llm).spec()
+    spec = endpoint_spec(server_endpoint(llm))
     return LLMBinding(spec.id, spec, request_sampling(li.request_params(llm)))
 
 

@@ -1,12 +1,14 @@
 """Apps built on the user's own classes (OpenAILike, ChatOpenAI, HuggingFaceEmbedding, the default
 stores) against a real vLLM server on loopback: optimize() lowers them as they are, same answers."""
 
+import asyncio
 import logging
 
 import pytest
 from llama_index.core.query_engine import RetrieverQueryEngine
 
 from teola.runtime.traces import record_traces
+from teola_integrations import add_server_replicas
 from teola_integrations.langchain import optimize as optimize_chain
 from teola_integrations.llama_index import optimize
 from teola_integrations.tools.demo_app import build_app, build_index
@@ -30,9 +32,13 @@ def _warm_native(query_engine, question):
     return query_engine.query(question)
 
 
+def _ids(response) -> list[str]:
+    return [n.node.node_id for n in response.source_nodes]
+
+
 def _assert_same(native, fast):
     assert str(fast) == str(native)
-    assert [n.node.node_id for n in fast.source_nodes] == [n.node.node_id for n in native.source_nodes]
+    assert _ids(fast) == _ids(native)
     assert fast.metadata == native.metadata
 
 
@@ -140,3 +146,29 @@ def test_under_the_executor_switch_a_chain_whose_server_is_down_fails_as_it_does
             chain.invoke({"question": "hi"})
     assert any("runs level by level" in r.getMessage() and "127.0.0.1:9/v1 did not answer" in r.getMessage()
                for r in caplog.records)
+
+
+@pytest.mark.answers
+def test_an_app_whose_server_has_replicas_spreads_its_queries_over_them_and_answers_as_native(
+        user_index, vllm_server, questions):
+    root = vllm_server.base_url.removesuffix("/v1")
+    with FaultyProxy(root) as server, FaultyProxy(root) as replica:  # two servers of the model, as the app sees them
+        query_engine = build_app(user_index, openai_like(server.base_url, max_tokens=32), "naive")
+        add_server_replicas(server.base_url, [replica.base_url])
+        try:
+            fast = optimize(query_engine)
+        finally:
+            add_server_replicas(server.base_url, [])
+        assert any(replica.base_url in node.engine.name for node in fast.plan if node.engine)
+        asked = [q.question for q in questions[:4]]
+        natives = [_warm_native(query_engine, question) for question in asked]
+        server.completions = replica.completions = 0
+
+        async def all_at_once():
+            return await asyncio.gather(*(fast.aquery(question) for question in asked))
+
+        for native, response in zip(natives, asyncio.run(all_at_once())):
+            assert response.response.strip() and _ids(response) == _ids(native)
+        assert server.completions >= 1 and replica.completions >= 1
+        for question, native in zip(asked[:2], natives):  # one at a time: the text too is the native one
+            _assert_same(native, fast.query(question))
