@@ -140,8 +140,7 @@ class Graph:
     def erase(self, name: str) -> None:
         """Remove a node nothing uses any more (re-point its readers first: ``replace_all_uses``)."""
         users = sorted({n.name for n in self.consumers(name)} | {n.name for n in self if name in n.after})
-        users += sorted({f"region {r.name}" for r in self.regions.values()
-                         if any(isinstance(s, Ref) and s.node == name for s in r.sources())})
+        users += [f"region {r}" for r in self.region_readers(name)]
         if users or any(s.node == name for s in self.outputs.values()):
             raise GraphError(f"cannot erase {name!r}: {users or 'a graph output'} still use it")
         del self._nodes[name]
@@ -156,6 +155,17 @@ class Graph:
 
     def _region_sources(self) -> list[Ref]:
         return [s for r in self.regions.values() for s in r.sources() if isinstance(s, Ref)]
+
+    def region_readers(self, name: str) -> list[str]:
+        """The regions that read an output of node ``name``, by name."""
+        return sorted(r.name for r in self.regions.values() if any(isinstance(s, Ref) and s.node == name for s in r.sources()))
+
+    def map_region_sources(self, move: Callable[[Source], Source]) -> None:
+        """Make every region read ``move(source)`` for each source it reads (a pass that splits a node
+        points the regions that read one of its items at the part that computes it)."""
+        for name, region in list(self.regions.items()):
+            self.regions[name] = replace(region, inputs={k: move(s) for k, s in region.inputs.items()},
+                                         outputs={k: move(s) for k, s in region.outputs.items()})
 
     def replace_all_uses(self, old: Ref, new: Source) -> None:
         """Make every reader of ``old`` (nodes and graph outputs) read ``new`` instead."""

@@ -126,7 +126,7 @@ def lower(modules: Graph) -> Graph:
             return source
         if (source.node, source.output) not in chain_outputs:
             raise GraphError(f"a region reads {source}, which no primitive of module {source.node!r} produces")
-        return chain_outputs[(source.node, source.output)]
+        return replace(chain_outputs[(source.node, source.output)], items=source.items)
 
     for region in modules.regions.values():
         primitives.add_region(replace(region, inputs={k: lowered(s) for k, s in region.inputs.items()},

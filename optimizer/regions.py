@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 class RegionObserver(abc.ABC):
     """Reports one region to the framework's tracing. Each method may return an awaitable.
 
-    ``active`` says whether anybody listens in this query (no handler: the runtime skips the
-    region); ``start`` opens the region under ``parent`` (the parent region's handle, or None for a
+    ``active`` says whether anybody listens in this query (no handler, or a region the framework
+    reports in other queries only: the runtime skips the region, and its children go under its parent); ``applies`` whether the framework would run it on the input values it got; ``start`` opens the region under ``parent`` (the parent region's handle, or None for a
     top-level region, which finds the query's own run in ``query``, the query's inputs) and returns
     this region's handle; ``end`` closes it with its output values; ``fail`` with the error that
     kept it from finishing.
@@ -35,6 +35,11 @@ class RegionObserver(abc.ABC):
 
     def active(self, query: Mapping[str, Any]) -> bool:
         """Whether the query's tracing listens (default: always)."""
+        return True
+
+    def applies(self, inputs: Mapping[str, Any]) -> bool:
+        """Whether the framework would run the region on these input values (default: always; a
+        region on one item of a batch does not when fewer items came)."""
         return True
 
     @abc.abstractmethod

@@ -1,10 +1,11 @@
 """Reporting a query's regions to its framework's tracing while the query runs.
 
 Each region of the plan (``teola.optimizer.regions``) whose observer listens in this query gets
-one task: it waits for the region's parent to start and for its inputs, starts it, waits for its
+one task (a region nobody listens to in this query passes its children to its own parent): it waits for the region's parent to start and for its inputs, starts it, waits for its
 outputs (a streamed text whole) and for its children to end, then ends it, or fails it with the
 error that came instead (the component's own, unwrapped). A region whose inputs never come (a
-failed or skipped branch) never starts, as the framework would never have run it.
+failed or skipped branch), or whose observer says it does not apply to the values that came, never
+starts, as the framework would never have run it.
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ class RegionWatch:
         self._regions = {name: r for name, r in regions.items() if r.observer.active(query)}
         self._query = query
         self._resolve = resolve
+        self._parents: dict[str, str | None] = {}
         self._children: dict[str, list[str]] = {name: [] for name in self._regions}
         for region in self._regions.values():
-            if region.parent is not None:
-                self._children[region.parent].append(region.name)
+            parent = region.parent
+            while parent is not None and parent not in self._regions:  # not reported here: its children move up
+                parent = regions[parent].parent
+            self._parents[region.name] = parent
+            if parent is not None:
+                self._children[parent].append(region.name)
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
@@ -67,11 +73,12 @@ class RegionWatch:
 
     async def _observe(self, region: Region) -> None:
         try:
-            parent = await asyncio.shield(self._handles[region.parent]) if region.parent else None
+            parent_name = self._parents[region.name]
+            parent = await asyncio.shield(self._handles[parent_name]) if parent_name else None
             inputs = {key: await _whole(source, self._resolve) for key, source in region.inputs.items()}
         except (Exception, asyncio.CancelledError):
             return  # its inputs never came (or its parent never started): the framework never runs it
-        if any(value is SKIPPED for value in inputs.values()):
+        if any(value is SKIPPED for value in inputs.values()) or not region.observer.applies(inputs):
             return
         handle = await _maybe(region.observer.start(parent, inputs, self._query))
         self._handles[region.name].set_result(handle)

@@ -11,11 +11,14 @@ warning the first time an app is read.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import types
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 import llama_index.core
+from llama_index.core.async_utils import run_jobs
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.vector_stores.types import VectorStoreQueryResult
 
@@ -185,6 +188,17 @@ def rerank_batches(rerank: Any, nodes: list[NodeWithScore]) -> list[list[NodeWit
 def rerank_choices(rerank: Any, raw: str, batch: list[NodeWithScore]) -> list[NodeWithScore]:
     """LLMRerank's reading of one answer against its batch of candidates."""
     return rerank._parse_raw_response(raw, batch)
+
+
+def run_jobs_worker() -> tuple[str, tuple[str, ...]]:
+    """The qualified name and parameters of the span ``run_jobs`` opens around each job: a function
+    local to it, read off its code (LLMRerank's async batches run through it)."""
+    code = inspect.unwrap(run_jobs).__code__
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType) and const.co_name == "worker":
+            return f"{run_jobs.__qualname__}.<locals>.worker", const.co_varnames[:const.co_argcount]
+    raise LookupError("llama_index.core.async_utils.run_jobs has no local worker any more: Teola's LlamaIndex "
+                      f"adapter was checked against {TESTED}.x; pin llama-index-core~={TESTED}.0")
 
 
 def parse_output(llm: Any, text: str) -> str:

@@ -84,7 +84,7 @@ class AppReading:
         return name
 
     @contextmanager
-    def inside(self, region: str) -> Iterator[None]:
+    def inside(self, region: str | None) -> Iterator[None]:
         """Read the components of the span ``region`` under it."""
         outer, self.region = self.region, region
         try:

@@ -10,6 +10,7 @@ from llama_index.core.schema import NodeWithScore, TextNode
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
+from teola.adapters.llama_index.spans import rerank_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
@@ -35,15 +36,17 @@ class LLMRerankRecogniser(Recogniser):
         query = QueryInput("query_str")
         join_inputs: dict[str, Source] = {"query": query, "nodes": nodes}
         last = (nodes.node,)
-        for b, start in enumerate(range(0, most_nodes, size)):
-            reading.graph.add(Node(f"{name}.batch{b}", ModuleKind.GENERATE,
-                                   {"query": query, "nodes": Ref(nodes.node, nodes.output, (start, start + size))},
+        batches = [(f"{name}.batch{b}", Ref(nodes.node, nodes.output, (start, start + size)))
+                   for b, start in enumerate(range(0, most_nodes, size))]
+        for b, (batch, candidates) in enumerate(batches):
+            reading.graph.add(Node(batch, ModuleKind.GENERATE, {"query": query, "nodes": candidates},
                                    ("text",), GenerateArgs(bound.engine, bound.sampling, _prompt_fn(rerank),
                                                            PrefixSpec(_prefix_fn(rerank), ("query",))), after=last))
-            join_inputs[f"answer{b}"] = Ref(f"{name}.batch{b}", "text")
-            last = (f"{name}.batch{b}",)
+            join_inputs[f"answer{b}"] = Ref(batch, "text")
+            last = (batch,)
         reading.graph.add(Node(name, ModuleKind.POSTPROCESS, join_inputs, ("nodes",),
                                FnArgs(_join_fn(rerank), "LLMRerank join", pure=True, runs_on_skipped=True), after=last))
+        rerank_spans(reading, rerank, name, nodes, batches)
         return Ref(name, "nodes")
 
 

@@ -16,7 +16,7 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import completion_prompt, embedding_for, embedding_why_not, llm_for, llm_why_not
 from teola.adapters.bindings import object_key
 from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser
-from teola.adapters.llama_index.spans import retriever_spans
+from teola.adapters.llama_index.spans import completion_spans, fusion_spans, retriever_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
 from teola.optimizer.values import Prompt
@@ -68,9 +68,10 @@ class VectorRetrieverRecogniser(Recogniser):
 
     def read(self, reading: AppReading, retriever: VectorIndexRetriever, name: str = "retrieve",
              query: Source = QueryInput("query_str"), batch: bool = False, after: tuple[str, ...] = (),
-             embedding_texts: Ref | None = None) -> Ref:
-        """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts;
-        with ``embedding_texts`` it searches by the mean embedding of those texts (HyDE's bundle)."""
+             embedding_texts: Ref | None = None, spans_async: bool = False) -> Ref:
+        """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts (the
+        caller declares the items' spans); with ``embedding_texts`` it searches by the mean embedding of
+        those texts (HyDE's bundle). ``spans_async``: its caller runs it asynchronously even in a ``query``."""
         parts = li.vector_retriever(retriever)
         index = _index_source(parts.store, parts.node_ids)
         if index.key not in {i.key for i in reading.indexes}:
@@ -84,7 +85,7 @@ class VectorRetrieverRecogniser(Recogniser):
                             mean_agg if embedding_texts is not None else None, batch=batch)
         reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
         if not batch and embedding_texts is None:
-            retriever_spans(reading, retriever, parts.embed_model, name, query)
+            retriever_spans(reading, retriever, parts.embed_model, name, query, always_async=spans_async)
         return Ref(name, "nodes")
 
 
@@ -119,23 +120,34 @@ class FusionRecogniser(Recogniser):
 
     def read(self, reading: AppReading, retriever: QueryFusionRetriever) -> Ref:
         """expand (the generated queries) -> retrieve each query with each retriever -> fuse."""
+        with reading.inside(fusion_spans(reading, retriever, "retrieve")):
+            return self._read(reading, retriever)
+
+    def _read(self, reading: AppReading, retriever: QueryFusionRetriever) -> Ref:
         generated = retriever.num_queries - 1
         query = QueryInput("query_str")
         if generated > 0:
-            bound = llm_for(reading, li.fusion_llm(retriever))
+            llm = li.fusion_llm(retriever)
+            bound = llm_for(reading, llm)
             reading.graph.add(Node("expand", ModuleKind.GENERATE, {"query": query}, ("queries",), GenerateArgs(
                 bound.engine, bound.sampling, _query_gen_prompt_fn(retriever, generated),
                 parse=_generated_queries_fn(generated), max_items=generated)))
+            completion_spans(reading, llm, lambda v: retriever.query_gen_prompt.format(num_queries=generated, query=v["query"]),
+                             {"query": query}, Ref("expand", "text"))
         fuse_inputs: dict[str, Source] = {"query": query}
         last = ("expand",) if generated > 0 else ()
         subs = li.fusion_retrievers(retriever)
         for i, sub in enumerate(subs):
-            fuse_inputs[f"original{i}"] = VECTOR.read(reading, sub, f"retrieve{i}", query, after=last)
+            fuse_inputs[f"original{i}"] = VECTOR.read(reading, sub, f"retrieve{i}", query, after=last,
+                                                      spans_async=retriever.use_async)
             last = (f"retrieve{i}",)
         for i, sub in enumerate(subs if generated > 0 else ()):
-            fuse_inputs[f"generated{i}"] = VECTOR.read(reading, sub, f"retrieve{i}_generated", Ref("expand", "queries"),
-                                                       batch=True, after=last)
-            last = (f"retrieve{i}_generated",)
+            module = f"retrieve{i}_generated"
+            fuse_inputs[f"generated{i}"] = VECTOR.read(reading, sub, module, Ref("expand", "queries"), batch=True, after=last)
+            last = (module,)
+            for k in range(generated):
+                retriever_spans(reading, sub, li.vector_retriever(sub).embed_model, module, Ref("expand", "queries"),
+                                item=k, always_async=retriever.use_async)
         if generated > 0:
             fuse_inputs["queries"] = Ref("expand", "queries")
         reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",),

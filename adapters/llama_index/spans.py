@@ -18,6 +18,7 @@ straight under ``get_response``.
 
 from __future__ import annotations
 
+import abc
 import inspect
 import sys
 import uuid
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse, MessageRole
+from llama_index.core.async_utils import run_jobs
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.dispatcher import DISPATCHER_SPAN_DECORATED_ATTR
 from llama_index.core.instrumentation.events import BaseEvent
@@ -46,6 +48,7 @@ from llama_index.core.schema import MetadataMode, QueryBundle
 from teola.adapters.llama_index import compat as li
 from teola.optimizer.ir import QueryInput, Ref, Source
 from teola.optimizer.regions import RegionObserver
+from teola.optimizer.values import SKIPPED
 
 if TYPE_CHECKING:
     from teola.adapters.llama_index.reading import AppReading
@@ -84,71 +87,147 @@ def async_name(method: str) -> str:
 
 
 @dataclass(frozen=True)
+class SpanSite:
+    """Where a span is reported from: its ``name`` (``Class.method``, or a function's qualified name),
+    the ``signature`` its arguments bind to, the ``dispatcher`` of the module that defines it, and the
+    ``instance`` (None: a function)."""
+
+    name: str
+    signature: inspect.Signature
+    dispatcher: Any
+    instance: Any = None
+
+
+def method_site(instance: Any, method: str) -> SpanSite:
+    """The site of ``instance.method``: its dispatcher is its defining module's, as its ``@dispatcher.span`` uses."""
+    module = getattr(getattr(type(instance), method), "__module__", None) or "root"
+    return SpanSite(f"{type(instance).__name__}.{method}", inspect.signature(getattr(instance, method)),
+                    get_dispatcher(module), instance)
+
+
+@dataclass(frozen=True)
 class SpanHandle:
-    """An open span: its id, the arguments it was opened with, the region's input values."""
+    """An open span: its id and site, the arguments it was opened with, the region's input values."""
 
     id: str
+    site: SpanSite
     bound: inspect.BoundArguments
     inputs: Mapping[str, Any]
-    method: str
 
 
-def _open(instance: Any, method: str, args: tuple, kwargs: dict, parent: str | None) -> SpanHandle:
-    bound = inspect.signature(getattr(instance, method)).bind(*args, **kwargs)
-    span = f"{type(instance).__name__}.{method}-{uuid.uuid4()}"
-    _dispatcher(instance, method).span_enter(id_=span, bound_args=bound, instance=instance, parent_id=parent, tags={})
-    return SpanHandle(span, bound, {}, method)
+def _open(site: SpanSite, args: tuple, kwargs: dict, parent: str | None, inputs: Mapping[str, Any]) -> SpanHandle:
+    bound = site.signature.bind(*args, **kwargs)
+    span = f"{site.name}-{uuid.uuid4()}"
+    site.dispatcher.span_enter(id_=span, bound_args=bound, instance=site.instance, parent_id=parent, tags={})
+    return SpanHandle(span, site, bound, inputs)
 
 
-def _dispatcher(instance: Any, method: str) -> Any:
-    """The dispatcher of the module that defines the method, as its ``@dispatcher.span`` uses."""
-    return get_dispatcher(getattr(getattr(type(instance), method), "__module__", None) or "root")
-
-
-def _emit(instance: Any, method: str, span: str, events: Sequence[BaseEvent]) -> None:
-    dispatcher = _dispatcher(instance, method)
+def _emit(handle: SpanHandle, events: Sequence[BaseEvent]) -> None:
     for event in events:
-        event.span_id = span
-        dispatcher.event(event)
+        event.span_id = handle.id
+        handle.site.dispatcher.event(event)
 
 
-def _drop(instance: Any, method: str, handle: SpanHandle, error: BaseException) -> None:
-    dispatcher = _dispatcher(instance, method)
-    dispatcher.event(SpanDropEvent(span_id=handle.id, err_str=str(error)))
-    dispatcher.span_drop(id_=handle.id, bound_args=handle.bound, instance=instance, err=error)
+def _exit(handle: SpanHandle, result: Any) -> None:
+    handle.site.dispatcher.span_exit(id_=handle.id, bound_args=handle.bound, instance=handle.site.instance,
+                                     result=result)
 
 
-class MethodSpan(RegionObserver):
-    """The span of ``instance.method`` called as ``call(inputs)`` says, with the events
-    ``start_events(inputs, {})`` right after it opens and ``end_events(inputs, outputs)`` before it
-    closes with ``result(outputs)``."""
+def _drop(handle: SpanHandle, error: BaseException) -> None:
+    handle.site.dispatcher.event(SpanDropEvent(span_id=handle.id, err_str=str(error)))
+    handle.site.dispatcher.span_drop(id_=handle.id, bound_args=handle.bound, instance=handle.site.instance, err=error)
 
-    def __init__(self, instance: Any, method: str, call: Call, start_events: Events | None = None,
-                 end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None) -> None:
-        self.instance, self.method, self.call = instance, method, call
-        self.start_events, self.end_events, self.result = start_events, end_events, result
+
+class Span(RegionObserver, abc.ABC):
+    """A span reported through LlamaIndex's dispatcher, with the events ``start_events(inputs, {})``
+    right after it opens and ``end_events(inputs, outputs)`` before it closes with ``result(outputs)``;
+    ``call(inputs)`` gives the arguments it binds. ``mode``: reported only in a ``query`` ("sync") or
+    an ``aquery`` ("async") where the framework's sync and async paths differ (None: in both); a span
+    not reported passes its children to its own parent. ``when(inputs)``: whether the framework
+    opens it for these values (None: always)."""
+
+    def __init__(self, call: Call, start_events: Events | None = None, end_events: Events | None = None,
+                 result: Callable[[Mapping[str, Any]], Any] | None = None, mode: str | None = None,
+                 when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+        self.call, self.start_events, self.end_events, self.result = call, start_events, end_events, result
+        self.mode, self.when = mode, when
 
     def active(self, query: Mapping[str, Any]) -> bool:
-        return isinstance(query.get("spans"), QuerySpans)
+        spans = query.get("spans")
+        return isinstance(spans, QuerySpans) and (self.mode is None or spans.is_async == (self.mode == "async"))
+
+    def applies(self, inputs: Mapping[str, Any]) -> bool:
+        return self.when is None or self.when(inputs)
+
+    @abc.abstractmethod
+    def site(self, spans: QuerySpans) -> SpanSite:
+        """Where this query's span is reported from."""
 
     def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
         spans: QuerySpans = query["spans"]
-        method = async_name(self.method) if spans.is_async else self.method
         args, kwargs = self.call(inputs)
-        handle = _open(self.instance, method, args, kwargs, parent.id if parent else spans.parent)
+        handle = _open(self.site(spans), args, kwargs, parent.id if parent else spans.parent, inputs)
         if self.start_events:
-            _emit(self.instance, method, handle.id, self.start_events(inputs, {}))
-        return SpanHandle(handle.id, handle.bound, inputs, method)
+            _emit(handle, self.start_events(inputs, {}))
+        return handle
 
     def end(self, handle: SpanHandle, outputs: Mapping[str, Any]) -> None:
         if self.end_events:
-            _emit(self.instance, handle.method, handle.id, self.end_events(handle.inputs, outputs))
-        result = self.result(outputs) if self.result else None
-        _dispatcher(self.instance, handle.method).span_exit(id_=handle.id, bound_args=handle.bound,
-                                                            instance=self.instance, result=result)
+            _emit(handle, self.end_events(handle.inputs, outputs))
+        _exit(handle, self.result(outputs) if self.result else None)
 
     def fail(self, handle: SpanHandle, error: BaseException) -> None:
-        _drop(self.instance, handle.method, handle, error)
+        _drop(handle, error)
+
+
+class MethodSpan(Span):
+    """The span of ``instance.method`` (its async twin in an ``aquery``, or always with
+    ``always_async``: a component that runs its parts asynchronously inside a sync call); see ``Span``."""
+
+    def __init__(self, instance: Any, method: str, call: Call, start_events: Events | None = None,
+                 end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
+                 mode: str | None = None, always_async: bool = False) -> None:
+        super().__init__(call, start_events, end_events, result, mode)
+        self.instance, self.method, self.always_async = instance, method, always_async
+
+    def site(self, spans: QuerySpans) -> SpanSite:
+        return method_site(self.instance, async_name(self.method) if spans.is_async or self.always_async else self.method)
+
+
+class FunctionSpan(Span):
+    """The span of a function at ``site`` (LlamaIndex's ``run_jobs`` and its workers); see ``Span``."""
+
+    def __init__(self, site: SpanSite, call: Call, result: Callable[[Mapping[str, Any]], Any] | None = None,
+                 mode: str | None = None, when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+        super().__init__(call, result=result, mode=mode, when=when)
+        self._site = site
+
+    def site(self, spans: QuerySpans) -> SpanSite:
+        return self._site
+
+
+class ItemSpan(RegionObserver):
+    """``span`` on one item of a batched module: its inputs and outputs are one-item slices of the
+    batch's lists (the k-th generated query, its nodes); nothing is reported when that item did not
+    come (the LLM wrote fewer queries)."""
+
+    def __init__(self, span: RegionObserver) -> None:
+        self.span = span
+
+    def active(self, query: Mapping[str, Any]) -> bool:
+        return self.span.active(query)
+
+    def applies(self, inputs: Mapping[str, Any]) -> bool:
+        return all(len(value) == 1 for value in inputs.values())
+
+    def start(self, parent: Any, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> Any:
+        return self.span.start(parent, {key: value[0] for key, value in inputs.items()}, query)
+
+    def end(self, handle: Any, outputs: Mapping[str, Any]) -> None:
+        self.span.end(handle, {key: value[0] for key, value in outputs.items()})
+
+    def fail(self, handle: Any, error: BaseException) -> None:
+        self.span.fail(handle, error)
 
 
 @dataclass
@@ -167,20 +246,19 @@ def query_span(engine: Any, str_or_query_bundle: Any, method: str = "query") -> 
     if not listening():
         yield QuerySpan(None)
         return
-    handle = _open(engine, method, (str_or_query_bundle,), {}, active_span_id.get())
+    handle = _open(method_site(engine, method), (str_or_query_bundle,), {}, active_span_id.get(), {})
     token = active_span_id.set(handle.id)
     query = QuerySpan(QuerySpans(handle.id, is_async=method == "aquery"))
     try:
-        _emit(engine, method, handle.id, [QueryStartEvent(query=str_or_query_bundle)])
+        _emit(handle, [QueryStartEvent(query=str_or_query_bundle)])
         yield query
     except BaseException as error:
-        _drop(engine, method, handle, error)
+        _drop(handle, error)
         raise
     else:
         bundle = QueryBundle(str_or_query_bundle) if isinstance(str_or_query_bundle, str) else str_or_query_bundle
-        _emit(engine, method, handle.id, [QueryEndEvent(query=bundle, response=query.result)])
-        _dispatcher(engine, method).span_exit(id_=handle.id, bound_args=handle.bound, instance=engine,
-                                              result=query.result)
+        _emit(handle, [QueryEndEvent(query=bundle, response=query.result)])
+        _exit(handle, query.result)
     finally:
         active_span_id.reset(token)
 
@@ -196,28 +274,40 @@ def _payload(component: Any) -> dict[str, Any]:
     return payload
 
 
-def retriever_spans(reading: "AppReading", retriever: Any, embed_model: Any, module: str, query: Source) -> None:
+def retriever_spans(reading: "AppReading", retriever: Any, embed_model: Any, module: str, query: Source,
+                    item: int | None = None, always_async: bool = False) -> None:
     """``retriever.retrieve`` > ``_retrieve`` > ``embed_model.get_query_embedding`` > its
-    ``_get_query_embedding``, with the retrieval and embedding events, for the retrieve module ``module``."""
-    nodes, vector = Ref(module, "nodes"), Ref(module, "vector")
-    inputs = {"query": query}
-    retrieve = reading.span(MethodSpan(
+    ``_get_query_embedding``, with the retrieval and embedding events, for the retrieve module ``module``
+    (with ``item``: for the item-th query of a batched one, whose ``query`` is a list); their async
+    twins in an ``aquery``, or always with ``always_async``."""
+
+    def one(source: Source) -> Source:
+        return source if item is None else Ref(source.node, source.output, (item, item + 1))
+
+    def span(instance: Any, method: str, call: Call, start: Events | None = None, end: Events | None = None,
+             result: Callable[[Mapping[str, Any]], Any] | None = None) -> RegionObserver:
+        observer = MethodSpan(instance, method, call, start, end, result, always_async=always_async)
+        return observer if item is None else ItemSpan(observer)
+
+    nodes, vector = one(Ref(module, "nodes")), one(Ref(module, "vector"))
+    inputs = {"query": one(query)}
+    retrieve = reading.span(span(
         retriever, "retrieve", lambda v: ((_bundle(v),), {}),
         lambda v, o: [RetrievalStartEvent(str_or_query_bundle=_bundle(v))],
         lambda v, o: [RetrievalEndEvent(str_or_query_bundle=_bundle(v), nodes=o["nodes"])],
         lambda o: o["nodes"]), inputs, {"nodes": nodes})
     with reading.inside(retrieve):
-        inner = reading.span(MethodSpan(retriever, "_retrieve", lambda v: ((_bundle(v),), {}), result=lambda o: o["nodes"]),
+        inner = reading.span(span(retriever, "_retrieve", lambda v: ((_bundle(v),), {}), result=lambda o: o["nodes"]),
                              inputs, {"nodes": nodes})
     with reading.inside(inner):
-        embedding = reading.span(MethodSpan(
+        embedding = reading.span(span(
             embed_model, "get_query_embedding", lambda v: ((v["query"],), {}),
             lambda v, o: [EmbeddingStartEvent(model_dict=_payload(embed_model))],
             lambda v, o: [EmbeddingEndEvent(chunks=[v["query"]], embeddings=[_floats(o["vector"])])],
             lambda o: _floats(o["vector"])), inputs, {"vector": vector})
     with reading.inside(embedding):
-        reading.span(MethodSpan(embed_model, "_get_query_embedding", lambda v: ((v["query"],), {}),
-                                result=lambda o: _floats(o["vector"])), inputs, {"vector": vector})
+        reading.span(span(embed_model, "_get_query_embedding", lambda v: ((v["query"],), {}),
+                          result=lambda o: _floats(o["vector"])), inputs, {"vector": vector})
 
 
 def _floats(vector: Any) -> list[float]:
@@ -241,23 +331,45 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
         template, args = predict(v)
         return li.render(llm, template, **args)
 
-    if llm.metadata.is_chat_model:
-        method, call = "chat", lambda v: ((rendered(v)[0],), {})
-        start = lambda v, o: [LLMChatStartEvent(model_dict=_payload(llm), messages=rendered(v)[0],  # noqa: E731
-                                                additional_kwargs={})]
-        end = lambda v, o: [LLMChatEndEvent(messages=rendered(v)[0], response=_chat_response(o["text"]))]  # noqa: E731
-        result = lambda o: _chat_response(o["text"])  # noqa: E731
-    else:
-        method, call = "complete", lambda v: ((rendered(v)[1],), {"formatted": True})
-        start = lambda v, o: [LLMCompletionStartEvent(model_dict=_payload(llm), prompt=rendered(v)[1],  # noqa: E731
-                                                      additional_kwargs={"formatted": True})]
-        end = lambda v, o: [LLMCompletionEndEvent(prompt=rendered(v)[1],  # noqa: E731
-                                                  response=CompletionResponse(text=o["text"]))]
-        result = lambda o: CompletionResponse(text=o["text"])  # noqa: E731
-    for _ in range(_delegations(llm, method)):  # an override's own span around the method it delegates to
-        with reading.inside(span):
-            span = reading.span(MethodSpan(llm, method, call, result=result), inputs, {"text": text})
     with reading.inside(span):
+        if llm.metadata.is_chat_model:
+            _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, text)
+        else:
+            _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, text)
+
+
+def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str],
+                     inputs: Mapping[str, Source], text: Ref) -> None:
+    """``llm.complete(prompt(inputs))`` with its events (a chat model's too: its ``complete`` reports
+    completion events); ``text`` is the raw answer."""
+    _complete_spans(reading, llm, prompt, {}, inputs, text)
+
+
+def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
+                inputs: Mapping[str, Source], text: Ref) -> None:
+    result = lambda o: _chat_response(o["text"])  # noqa: E731
+    _method_spans(reading, llm, "chat", lambda v: ((messages(v),), {}),
+                  lambda v, o: [LLMChatStartEvent(model_dict=_payload(llm), messages=messages(v), additional_kwargs={})],
+                  lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, text)
+
+
+def _complete_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str], kwargs: dict,
+                    inputs: Mapping[str, Source], text: Ref) -> None:
+    result = lambda o: CompletionResponse(text=o["text"])  # noqa: E731
+    _method_spans(reading, llm, "complete", lambda v: ((prompt(v),), kwargs),
+                  lambda v, o: [LLMCompletionStartEvent(model_dict=_payload(llm), prompt=prompt(v),
+                                                        additional_kwargs=kwargs)],
+                  lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, text)
+
+
+def _method_spans(reading: "AppReading", llm: Any, method: str, call: Call, start: Events, end: Events,
+                  result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], text: Ref) -> None:
+    """``llm.method``'s span with its events, inside the spans of the overrides a call passes through first."""
+    outer = reading.region
+    for _ in range(_delegations(llm, method)):  # an override's own span around the method it delegates to
+        with reading.inside(outer):
+            outer = reading.span(MethodSpan(llm, method, call, result=result), inputs, {"text": text})
+    with reading.inside(outer):
         reading.span(MethodSpan(llm, method, call, start, end, result), inputs, {"text": text})
 
 
@@ -306,6 +418,62 @@ def synthesis_spans(reading: "AppReading", synth: Any, module: str, query: Sourc
         llm_call_spans(reading, li.synthesizer_parts(synth).llm,
                        lambda v: (template(v["query"]), {"context_str": chunks(v["query"], v["nodes"])[1][0]}),
                        inputs, Ref(module, "text"))
+
+
+def fusion_spans(reading: "AppReading", retriever: Any, module: str) -> str:
+    """``retriever.retrieve`` > ``_retrieve`` of the fusion module ``module`` (``aretrieve`` alone in
+    an ``aquery``: LlamaIndex reports no ``_aretrieve`` there); returns the span its query generation
+    and sub-retrievals go under."""
+    inputs, outputs = {"query": QueryInput("query_str")}, {"nodes": Ref(module, "nodes")}
+    retrieve = reading.span(MethodSpan(
+        retriever, "retrieve", lambda v: ((_bundle(v),), {}),
+        lambda v, o: [RetrievalStartEvent(str_or_query_bundle=_bundle(v))],
+        lambda v, o: [RetrievalEndEvent(str_or_query_bundle=_bundle(v), nodes=o["nodes"])],
+        lambda o: o["nodes"]), inputs, outputs)
+    with reading.inside(retrieve):
+        return reading.span(MethodSpan(retriever, "_retrieve", lambda v: ((_bundle(v),), {}),
+                                       result=lambda o: o["nodes"], mode="sync"), inputs, outputs)
+
+
+def rerank_spans(reading: "AppReading", rerank: Any, module: str, nodes: Ref, batches: Sequence[tuple[str, Ref]]) -> None:
+    """LLMRerank's spans for the postprocess module ``module``: in a ``query``, ``_postprocess_nodes``
+    > one LLM ``predict`` per batch of candidates; in an ``aquery``, ``run_jobs`` > a worker per batch
+    > ``apredict``. ``batches``: each batch's generate module and its slice of ``nodes``."""
+    query = QueryInput("query_str")
+    llm = rerank.llm
+    post = reading.span(MethodSpan(rerank, "_postprocess_nodes",
+                                   lambda v: ((), {"nodes": v["nodes"], "query_bundle": _bundle(v)}),
+                                   result=lambda o: o["nodes"], mode="sync"),
+                        {"query": query, "nodes": nodes}, {"nodes": Ref(module, "nodes")})
+    answers = {f"answer{b}": Ref(batch, "text") for b, (batch, _) in enumerate(batches)}
+
+    def parsed_answers(o: Mapping[str, Any]) -> list[str]:
+        return [li.parse_output(llm, text) for text in o.values() if text is not SKIPPED]
+
+    worker, parameters = li.run_jobs_worker()
+    worker_site = SpanSite(worker, inspect.Signature([inspect.Parameter(p, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+                                                      for p in parameters]), _function_dispatcher(run_jobs))
+    with reading.inside(post):
+        jobs = reading.span(FunctionSpan(SpanSite(run_jobs.__qualname__, inspect.signature(run_jobs),
+                                                  _function_dispatcher(run_jobs)),
+                                         lambda v: ((), {"jobs": [f"{type(llm).__name__}.apredict"
+                                                                  for _ in li.rerank_batches(rerank, v["nodes"])]}),
+                                         parsed_answers, mode="async", when=lambda v: bool(v["nodes"])),
+                            {"query": query, "nodes": nodes}, answers)
+    for batch, candidates in batches:
+        inputs = {"query": query, "nodes": candidates, "prompt": Ref(batch, "prompt")}  # no prompt: no call
+        with reading.inside(jobs):
+            job = reading.span(FunctionSpan(worker_site, lambda v: ((f"{type(llm).__name__}.apredict",), {}),
+                                            lambda o: li.parse_output(llm, o["text"]), mode="async"),
+                               inputs, {"text": Ref(batch, "text")})
+        with reading.inside(job):
+            llm_call_spans(reading, llm, lambda v: (rerank.choice_select_prompt,
+                                                    li.rerank_kwargs(rerank, [n.node for n in v["nodes"]], v["query"])),
+                           inputs, Ref(batch, "text"))
+
+
+def _function_dispatcher(function: Callable) -> Any:
+    return get_dispatcher(function.__module__)
 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:

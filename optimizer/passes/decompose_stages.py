@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from teola.optimizer.cost_model import CostProfile, LinearCost, best_split_size
-from teola.optimizer.ir import Graph, Node, Op, Ref
+from teola.optimizer.ir import Graph, Node, Op, Ref, Source
 from teola.optimizer.ops import CALLABLE, FnArgs, ParseArgs
 
 FREE = LinearCost(0.0, 0.0)
@@ -60,7 +60,10 @@ def find_batch_chains(graph: Graph) -> list[BatchChain]:
 
 
 def split_chain(graph: Graph, chain: BatchChain, size: int) -> Graph:
-    """A copy of ``graph`` with ``chain`` run in sub-batches of ``size`` items, joined at its end."""
+    """A copy of ``graph`` with ``chain`` run in sub-batches of ``size`` items, joined at its end.
+
+    A region that reads one item of a member reads it from that item's sub-batch; a member a region
+    reads whole (or across sub-batches) is joined too, like the last."""
     split = graph.copy()
     slices = [(start, min(start + size, chain.max_items)) for start in range(0, chain.max_items, size)]
     parts: dict[str, list[Node]] = {name: [] for name in chain.members}
@@ -70,14 +73,32 @@ def split_chain(graph: Graph, chain: BatchChain, size: int) -> Graph:
             inputs = {arg: Ref(s.node, s.output, items) if s == chain.source else Ref(parts[s.node][j].name, s.output)
                       for arg, s in node.inputs.items()}
             parts[name].append(split.add(replace(node, name=split.fresh_name(f"{name}@{j}"), inputs=inputs)))
-    last = graph[chain.members[-1]]
-    joined = {f"part{j}": Ref(part.name, last.outputs[0]) for j, part in enumerate(parts[last.name])}
-    split.replace(Node(last.name, Op.FUSE, joined, last.outputs, FnArgs(concat_parts, "join sub-batches", pure=True),
-                       CALLABLE, last.after))
+
+    def in_its_part(source: Source) -> Source:
+        if not isinstance(source, Ref) or source.node not in chain.members[:-1] or source.items is None:
+            return source
+        start, stop = source.items
+        for part, (first, end) in zip(parts[source.node], slices):
+            if first <= start and stop <= end:
+                return Ref(part.name, source.output, (start - first, stop - first))
+        return source
+
+    split.map_region_sources(in_its_part)
+    split.replace(_joined(graph[chain.members[-1]], parts[chain.members[-1]]))
     for name in reversed(chain.members[:-1]):  # only the chain's next member read these; the last is now the join
-        split.erase(name)
+        if split.region_readers(name):
+            split.replace(_joined(graph[name], parts[name]))
+        else:
+            split.erase(name)
     split.lint(Op)
     return split
+
+
+def _joined(node: Node, parts: list[Node]) -> Node:
+    """A node named as ``node`` that joins its sub-batches' results into one list."""
+    joined = {f"part{j}": Ref(part.name, node.outputs[0]) for j, part in enumerate(parts)}
+    return Node(node.name, Op.FUSE, joined, node.outputs, FnArgs(concat_parts, "join sub-batches", pure=True),
+                CALLABLE, node.after)
 
 
 def decompose_stages(graph: Graph, profile: CostProfile) -> Graph:

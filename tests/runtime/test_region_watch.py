@@ -85,3 +85,37 @@ def test_nobody_listening_reports_nothing_and_skipped_inputs_start_nothing():
                    FnArgs(lambda x: "fallback", runs_on_skipped=True), CALLABLE))
     assert _run(g)[0] == {"answer": "fallback"}
     assert [entry[:2] for entry in log] == [("start", "outer"), ("end", "outer")]
+
+
+class OnlyShortValues(Recorder):
+    """Applies only to inputs shorter than two characters (as a span on a batch item that may not exist)."""
+
+    def applies(self, inputs):
+        return all(len(value) < 2 for value in inputs.values())
+
+
+def test_a_region_that_does_not_apply_to_its_values_reports_nothing_nor_do_its_children():
+    log: list = []
+    g = _graph(log)
+    g.regions["inner"] = Region("inner", {"value": Ref("a", "out")}, {"value": Ref("b", "out")},
+                                OnlyShortValues("inner", log), parent="outer")
+    g.add_region(Region("innermost", {"value": Ref("a", "out")}, {"value": Ref("b", "out")},
+                        Recorder("innermost", log), parent="inner"))
+    assert _run(g, "qq")[0] == {"answer": "QQ!"}
+    assert [entry[:2] for entry in log] == [("start", "outer"), ("end", "outer")]
+    log.clear()
+    assert _run(g, "q")[0] == {"answer": "Q!"}
+    assert [entry[:2] for entry in log] == [("start", "outer"), ("start", "inner"), ("start", "innermost"),
+                                            ("end", "innermost"), ("end", "inner"), ("end", "outer")]
+
+
+def test_a_region_not_listened_to_passes_its_children_to_its_own_parent():
+    log: list = []
+    g = _graph(log)
+    g.regions["inner"] = Region("inner", {"value": Ref("a", "out")}, {"value": Ref("b", "out")},
+                                Recorder("inner", log, listening=False), parent="outer")
+    g.add_region(Region("innermost", {"value": Ref("a", "out")}, {"value": Ref("b", "out")},
+                        Recorder("innermost", log), parent="inner"))
+    assert _run(g)[0] == {"answer": "Q!"}
+    assert log == [("start", "outer", None, {"value": "q"}), ("start", "innermost", "outer", {"value": "Q"}),
+                   ("end", "innermost", {"value": "Q!"}), ("end", "outer", {"value": "Q!"})]

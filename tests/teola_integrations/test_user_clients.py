@@ -86,6 +86,13 @@ def test_advanced_rag_on_the_users_clients_runs_its_llm_calls_together_and_answe
     spans = {s.node: s for s in traces[0].spans}
     assert spans["retrieve0.search"].end < spans["expand.decode"].end
     assert spans["postprocess0.batch1"].start < spans["postprocess0.batch0"].end
+    trees = []
+    for engine in (query_engine, fast):  # the client's own complete and chat spans, its overrides' too
+        with LlamaIndexRecorder() as recorder:
+            engine.query(question)
+        trees.append(recorder.tree())
+    assert {"OpenAILike.complete", "QueryFusionRetriever._retrieve", "LLMRerank._postprocess_nodes"} <= {row[1] for row in trees[0]}
+    assert trees[1] == trees[0]
 
 
 @pytest.mark.answers

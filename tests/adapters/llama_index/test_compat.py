@@ -42,3 +42,8 @@ def test_no_private_name_the_adapter_reads_has_moved():
 def test_a_moved_name_is_named_with_its_class():
     renamed = type("LLMRerank", (), {"_get_predict_kwargs": None, "_get_node_batches": None})()
     assert li.moved_names([renamed]) == ["LLMRerank._parse_raw_response"]
+
+
+def test_run_jobs_still_opens_a_worker_span_per_job():
+    name, parameters = li.run_jobs_worker()
+    assert name == "run_jobs.<locals>.worker" and parameters == ("job",)
