@@ -12,6 +12,7 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, recognise, render
 from teola.adapters.llama_index.retrievers import VECTOR
+from teola.adapters.llama_index.spans import hyde_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs
 
@@ -34,13 +35,15 @@ class HyDERecogniser(Recogniser):
             return f"it wraps a {type(inner).__name__}, not a RetrieverQueryEngine"
         return recognise((VECTOR,), inner.retriever)[1] or None
 
-    def read(self, reading: AppReading, engine: TransformQueryEngine) -> tuple[Ref, Any]:
-        """The hypothetical document's LLM call and embedding texts; returns them and the inner engine."""
+    def read(self, reading: AppReading, engine: TransformQueryEngine) -> tuple[tuple[Ref, int], Any]:
+        """The hypothetical document's LLM call and embedding texts (with its spans: the transform's
+        ``_run`` > the LLM's ``predict``); returns the texts, how many there may be, and the inner engine."""
         transform, inner = li.transform_parts(engine)
         parts = li.hyde_parts(transform)
         llm = parts.llm
         bound = llm_for(reading, llm)
-        reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
+        query = QueryInput("query_str")
+        reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": query}, ("text",),
                                GenerateArgs(bound.engine, bound.sampling,
                                             lambda query: render(llm, parts.prompt, context_str=query))))
 
@@ -48,9 +51,10 @@ class HyDERecogniser(Recogniser):
             document = li.parse_output(llm, text)
             return [document, *QueryBundle(query).embedding_strs] if parts.include_original else [document]
 
-        reading.graph.add(Node("hyde", ModuleKind.CALL, {"query": QueryInput("query_str"), "text": Ref("hyde.generate", "text")},
+        reading.graph.add(Node("hyde", ModuleKind.CALL, {"query": query, "text": Ref("hyde.generate", "text")},
                                ("texts",), FnArgs(embedding_texts, "HyDE embedding texts", pure=True)))
-        return Ref("hyde", "texts"), inner
+        hyde_spans(reading, transform, llm, parts.prompt, Ref("hyde", "texts"), Ref("hyde.generate", "text"))
+        return (Ref("hyde", "texts"), 2 if parts.include_original else 1), inner  # the document (and the query)
 
 
 HYDE = HyDERecogniser()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from typing import Any, Callable
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
@@ -12,13 +13,14 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.hyde import HYDE
 from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
 from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
-from teola.adapters.llama_index.spans import query_engine_span
+from teola.adapters.llama_index.spans import inner_engine_span, query_engine_span
 from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
 from teola.adapters.llama_index.synthesizers import SYNTHESIZERS
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import FnArgs
 
 QUERY = QueryInput("query_str")
+RESPONSE = Ref("synthesize", "response")
 
 
 def read_query_engine(query_engine: Any) -> AppReading:
@@ -36,26 +38,27 @@ def read_query_engine(query_engine: Any) -> AppReading:
             f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
         )
     reading = AppReading(Graph(inputs=("query_str",)))
-    embedding_texts = None
-    if HYDE.accepts(query_engine) and not HYDE.why_not(query_engine):
-        embedding_texts, query_engine = HYDE.read(reading, query_engine)
-    if not isinstance(query_engine, RetrieverQueryEngine):
-        why = HYDE.why_not(query_engine) if HYDE.accepts(query_engine) else \
-            "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
-        reading.fallback(query_engine, why)
-        _call(reading, "synthesize", {"query": QUERY}, "response", query_engine, lambda query: query_engine.query(query))
-        reading.graph.set_output("response", Ref("synthesize", "response"))
-        return reading
-    with reading.inside(query_engine_span(reading, query_engine, Ref("synthesize", "response"))):
+    with ExitStack() as spans:
+        embedding_texts = None
+        if HYDE.accepts(query_engine) and not HYDE.why_not(query_engine):
+            spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
+            embedding_texts, query_engine = HYDE.read(reading, query_engine)
+            spans.enter_context(reading.inside(inner_engine_span(reading, query_engine, RESPONSE, embedding_texts[0])))
+        if not isinstance(query_engine, RetrieverQueryEngine):
+            why = HYDE.why_not(query_engine) if HYDE.accepts(query_engine) else \
+                "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
+            reading.fallback(query_engine, why)
+            _call(reading, "synthesize", {"query": QUERY}, "response", query_engine, lambda query: query_engine.query(query))
+            reading.graph.set_output("response", RESPONSE)
+            return reading
+        spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
         nodes = _read_retriever(reading, query_engine.retriever, embedding_texts)
         bound = most_nodes(query_engine.retriever)
         for i, postprocessor in enumerate(li.postprocessors(query_engine)):
             nodes = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound)
             bound = None  # a postprocessor may return any number of nodes
         _read_synthesizer(reading, li.synthesizer(query_engine), nodes)
-    if embedding_texts is not None:  # HyDE's transform and inner engine report spans of their own: not declared yet
-        reading.graph.keep_regions(lambda region: False)
-    reading.graph.set_output("response", Ref("synthesize", "response"))
+    reading.graph.set_output("response", RESPONSE)
     return reading
 
 
@@ -66,7 +69,7 @@ def _call(reading: AppReading, name: str, inputs: dict, output: str, component: 
     return Ref(name, output)
 
 
-def _read_retriever(reading: AppReading, retriever: Any, embedding_texts: Ref | None) -> Ref:
+def _read_retriever(reading: AppReading, retriever: Any, embedding_texts: tuple[Ref, int] | None) -> Ref:
     if embedding_texts is not None:  # HyDE checked its inner retriever is a readable vector retriever
         return VECTOR.read(reading, retriever, embedding_texts=embedding_texts, after=("hyde",))
     recogniser, why = recognise(RETRIEVERS, retriever)

@@ -68,24 +68,25 @@ class VectorRetrieverRecogniser(Recogniser):
 
     def read(self, reading: AppReading, retriever: VectorIndexRetriever, name: str = "retrieve",
              query: Source = QueryInput("query_str"), batch: bool = False, after: tuple[str, ...] = (),
-             embedding_texts: Ref | None = None, spans_async: bool = False) -> Ref:
+             embedding_texts: tuple[Ref, int] | None = None, spans_async: bool = False) -> Ref:
         """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts (the
-        caller declares the items' spans); with ``embedding_texts`` it searches by the mean embedding of
-        those texts (HyDE's bundle). ``spans_async``: its caller runs it asynchronously even in a ``query``."""
+        caller declares the items' spans); with ``embedding_texts`` (a list of texts, and how many it may
+        hold) it searches by the mean embedding of those texts (HyDE's bundle). ``spans_async``: its caller runs it asynchronously even in a ``query``."""
         parts = li.vector_retriever(retriever)
         index = _index_source(parts.store, parts.node_ids)
         if index.key not in {i.key for i in reading.indexes}:
             reading.indexes.append(index)
         inputs: dict[str, Source] = {"query": query}
         if embedding_texts is not None:
-            inputs["embedding_texts"] = embedding_texts
+            inputs["embedding_texts"] = embedding_texts[0]
         snapshot = None if index.faiss_index is not None else len(parts.store.data.embedding_dict)
         args = RetrieveArgs(embedding_for(reading, parts.embed_model).engine, index.engine, parts.top_k,
                             _to_nodes_fn(retriever, parts.store, snapshot),
                             mean_agg if embedding_texts is not None else None, batch=batch)
         reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
-        if not batch and embedding_texts is None:
-            retriever_spans(reading, retriever, parts.embed_model, name, query, always_async=spans_async)
+        if not batch:
+            retriever_spans(reading, retriever, parts.embed_model, name, query, asynchronous=spans_async or None,
+                            embedding_texts=embedding_texts)
         return Ref(name, "nodes")
 
 
@@ -147,7 +148,7 @@ class FusionRecogniser(Recogniser):
             last = (module,)
             for k in range(generated):
                 retriever_spans(reading, sub, li.vector_retriever(sub).embed_model, module, Ref("expand", "queries"),
-                                item=k, always_async=retriever.use_async)
+                                item=k, asynchronous=retriever.use_async or None)
         if generated > 0:
             fuse_inputs["queries"] = Ref("expand", "queries")
         reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",),

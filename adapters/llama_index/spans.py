@@ -23,14 +23,14 @@ import inspect
 import sys
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse, MessageRole
 from llama_index.core.async_utils import run_jobs
 from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.dispatcher import DISPATCHER_SPAN_DECORATED_ATTR
+from llama_index.core.instrumentation.dispatcher import DISPATCHER_SPAN_DECORATED_ATTR, active_instrument_tags
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent, EmbeddingStartEvent
 from llama_index.core.instrumentation.events.llm import (LLMChatEndEvent, LLMChatStartEvent, LLMCompletionEndEvent,
@@ -74,11 +74,13 @@ def listening() -> bool:
 
 @dataclass(frozen=True)
 class QuerySpans:
-    """One query's place in the span tree: the span its top-level spans go under, and whether it
-    was asked with ``aquery`` (its components then report their async methods' spans)."""
+    """One query's place in the span tree: the span its top-level spans go under, whether it was
+    asked with ``aquery`` (its components then report their async methods' spans), and the
+    instrument tags active where it was asked (``instrument_tags``: every span of it carries them)."""
 
     parent: str
     is_async: bool = False
+    tags: Mapping[str, Any] = field(default_factory=dict)
 
 
 def async_name(method: str) -> str:
@@ -115,10 +117,11 @@ class SpanHandle:
     inputs: Mapping[str, Any]
 
 
-def _open(site: SpanSite, args: tuple, kwargs: dict, parent: str | None, inputs: Mapping[str, Any]) -> SpanHandle:
+def _open(site: SpanSite, args: tuple, kwargs: dict, parent: str | None, inputs: Mapping[str, Any],
+          tags: Mapping[str, Any]) -> SpanHandle:
     bound = site.signature.bind(*args, **kwargs)
     span = f"{site.name}-{uuid.uuid4()}"
-    site.dispatcher.span_enter(id_=span, bound_args=bound, instance=site.instance, parent_id=parent, tags={})
+    site.dispatcher.span_enter(id_=span, bound_args=bound, instance=site.instance, parent_id=parent, tags=dict(tags))
     return SpanHandle(span, site, bound, inputs)
 
 
@@ -166,7 +169,7 @@ class Span(RegionObserver, abc.ABC):
     def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
         spans: QuerySpans = query["spans"]
         args, kwargs = self.call(inputs)
-        handle = _open(self.site(spans), args, kwargs, parent.id if parent else spans.parent, inputs)
+        handle = _open(self.site(spans), args, kwargs, parent.id if parent else spans.parent, inputs, spans.tags)
         if self.start_events:
             _emit(handle, self.start_events(inputs, {}))
         return handle
@@ -181,17 +184,19 @@ class Span(RegionObserver, abc.ABC):
 
 
 class MethodSpan(Span):
-    """The span of ``instance.method`` (its async twin in an ``aquery``, or always with
-    ``always_async``: a component that runs its parts asynchronously inside a sync call); see ``Span``."""
+    """The span of ``instance.method``, or of its async twin: in an ``aquery`` (``asynchronous`` None),
+    always (True: a component that runs its parts asynchronously inside a sync call) or never (False:
+    one that calls them synchronously inside an async one); see ``Span``."""
 
     def __init__(self, instance: Any, method: str, call: Call, start_events: Events | None = None,
                  end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
-                 mode: str | None = None, always_async: bool = False) -> None:
+                 mode: str | None = None, asynchronous: bool | None = None) -> None:
         super().__init__(call, start_events, end_events, result, mode)
-        self.instance, self.method, self.always_async = instance, method, always_async
+        self.instance, self.method, self.asynchronous = instance, method, asynchronous
 
     def site(self, spans: QuerySpans) -> SpanSite:
-        return method_site(self.instance, async_name(self.method) if spans.is_async or self.always_async else self.method)
+        is_async = spans.is_async if self.asynchronous is None else self.asynchronous
+        return method_site(self.instance, async_name(self.method) if is_async else self.method)
 
 
 class FunctionSpan(Span):
@@ -246,9 +251,10 @@ def query_span(engine: Any, str_or_query_bundle: Any, method: str = "query") -> 
     if not listening():
         yield QuerySpan(None)
         return
-    handle = _open(method_site(engine, method), (str_or_query_bundle,), {}, active_span_id.get(), {})
+    tags = active_instrument_tags.get()
+    handle = _open(method_site(engine, method), (str_or_query_bundle,), {}, active_span_id.get(), {}, tags)
     token = active_span_id.set(handle.id)
-    query = QuerySpan(QuerySpans(handle.id, is_async=method == "aquery"))
+    query = QuerySpan(QuerySpans(handle.id, is_async=method == "aquery", tags=tags))
     try:
         _emit(handle, [QueryStartEvent(query=str_or_query_bundle)])
         yield query
@@ -275,39 +281,50 @@ def _payload(component: Any) -> dict[str, Any]:
 
 
 def retriever_spans(reading: "AppReading", retriever: Any, embed_model: Any, module: str, query: Source,
-                    item: int | None = None, always_async: bool = False) -> None:
+                    item: int | None = None, asynchronous: bool | None = None,
+                    embedding_texts: tuple[Ref, int] | None = None) -> None:
     """``retriever.retrieve`` > ``_retrieve`` > ``embed_model.get_query_embedding`` > its
     ``_get_query_embedding``, with the retrieval and embedding events, for the retrieve module ``module``
     (with ``item``: for the item-th query of a batched one, whose ``query`` is a list); their async
-    twins in an ``aquery``, or always with ``always_async``."""
+    twins as ``MethodSpan``'s ``asynchronous`` says. With ``embedding_texts`` (a list of texts and how
+    many it may hold), the query bundle embeds those texts, one embedding span each (HyDE's)."""
 
     def one(source: Source) -> Source:
         return source if item is None else Ref(source.node, source.output, (item, item + 1))
 
     def span(instance: Any, method: str, call: Call, start: Events | None = None, end: Events | None = None,
-             result: Callable[[Mapping[str, Any]], Any] | None = None) -> RegionObserver:
-        observer = MethodSpan(instance, method, call, start, end, result, always_async=always_async)
-        return observer if item is None else ItemSpan(observer)
+             result: Callable[[Mapping[str, Any]], Any] | None = None, each: bool = item is not None) -> RegionObserver:
+        observer = MethodSpan(instance, method, call, start, end, result, asynchronous=asynchronous)
+        return ItemSpan(observer) if each else observer
 
-    nodes, vector = one(Ref(module, "nodes")), one(Ref(module, "vector"))
-    inputs = {"query": one(query)}
+    def bundle(v: Mapping[str, Any]) -> QueryBundle:
+        return QueryBundle(v["query"], custom_embedding_strs=v.get("texts"))
+
+    nodes = one(Ref(module, "nodes"))
+    inputs: dict[str, Source] = {"query": one(query)}
+    if embedding_texts is not None:
+        inputs["texts"] = embedding_texts[0]
     retrieve = reading.span(span(
-        retriever, "retrieve", lambda v: ((_bundle(v),), {}),
-        lambda v, o: [RetrievalStartEvent(str_or_query_bundle=_bundle(v))],
-        lambda v, o: [RetrievalEndEvent(str_or_query_bundle=_bundle(v), nodes=o["nodes"])],
+        retriever, "retrieve", lambda v: ((bundle(v),), {}),
+        lambda v, o: [RetrievalStartEvent(str_or_query_bundle=bundle(v))],
+        lambda v, o: [RetrievalEndEvent(str_or_query_bundle=bundle(v), nodes=o["nodes"])],
         lambda o: o["nodes"]), inputs, {"nodes": nodes})
     with reading.inside(retrieve):
-        inner = reading.span(span(retriever, "_retrieve", lambda v: ((_bundle(v),), {}), result=lambda o: o["nodes"]),
+        inner = reading.span(span(retriever, "_retrieve", lambda v: ((bundle(v),), {}), result=lambda o: o["nodes"]),
                              inputs, {"nodes": nodes})
-    with reading.inside(inner):
-        embedding = reading.span(span(
-            embed_model, "get_query_embedding", lambda v: ((v["query"],), {}),
-            lambda v, o: [EmbeddingStartEvent(model_dict=_payload(embed_model))],
-            lambda v, o: [EmbeddingEndEvent(chunks=[v["query"]], embeddings=[_floats(o["vector"])])],
-            lambda o: _floats(o["vector"])), inputs, {"vector": vector})
-    with reading.inside(embedding):
-        reading.span(span(embed_model, "_get_query_embedding", lambda v: ((v["query"],), {}),
-                          result=lambda o: _floats(o["vector"])), inputs, {"vector": vector})
+    embedded = [({"query": one(query)}, one(Ref(module, "vector")), item is not None)] if embedding_texts is None else [
+        ({"query": Ref(embedding_texts[0].node, embedding_texts[0].output, (k, k + 1))}, Ref(module, "vector", (k, k + 1)),
+         True) for k in range(embedding_texts[1])]
+    for texts, vector, each in embedded:
+        with reading.inside(inner):
+            embedding = reading.span(span(
+                embed_model, "get_query_embedding", lambda v: ((v["query"],), {}),
+                lambda v, o: [EmbeddingStartEvent(model_dict=_payload(embed_model))],
+                lambda v, o: [EmbeddingEndEvent(chunks=[v["query"]], embeddings=[_floats(o["vector"])])],
+                lambda o: _floats(o["vector"]), each=each), texts, {"vector": vector})
+        with reading.inside(embedding):
+            reading.span(span(embed_model, "_get_query_embedding", lambda v: ((v["query"],), {}),
+                              result=lambda o: _floats(o["vector"]), each=each), texts, {"vector": vector})
 
 
 def _floats(vector: Any) -> list[float]:
@@ -315,9 +332,10 @@ def _floats(vector: Any) -> list[float]:
 
 
 def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[str, Any]], tuple[Any, dict]],
-                   inputs: Mapping[str, Source], text: Ref) -> None:
+                   inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None) -> None:
     """``llm.predict(template, **args)`` > ``chat(messages)`` or ``complete(prompt, formatted=True)``
-    with their events; ``predict(inputs)`` gives the template and its arguments, ``text`` is the raw answer."""
+    with their events; ``predict(inputs)`` gives the template and its arguments, ``text`` is the raw
+    answer; ``asynchronous`` as ``MethodSpan``'s."""
 
     def parsed(o: Mapping[str, Any]) -> str:
         return li.parse_output(llm, o["text"])
@@ -325,7 +343,7 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
     span = reading.span(MethodSpan(
         llm, "predict", lambda v: ((predict(v)[0],), predict(v)[1]),
         lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
-        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed), inputs, {"text": text})
+        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous), inputs, {"text": text})
 
     def rendered(v: Mapping[str, Any]) -> tuple[list[Any] | None, str | None]:
         template, args = predict(v)
@@ -333,9 +351,9 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
 
     with reading.inside(span):
         if llm.metadata.is_chat_model:
-            _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, text)
+            _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, text, asynchronous)
         else:
-            _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, text)
+            _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, text, asynchronous)
 
 
 def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str],
@@ -346,31 +364,35 @@ def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[
 
 
 def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
-                inputs: Mapping[str, Source], text: Ref) -> None:
+                inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None) -> None:
     result = lambda o: _chat_response(o["text"])  # noqa: E731
     _method_spans(reading, llm, "chat", lambda v: ((messages(v),), {}),
                   lambda v, o: [LLMChatStartEvent(model_dict=_payload(llm), messages=messages(v), additional_kwargs={})],
-                  lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, text)
+                  lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, text,
+                  asynchronous)
 
 
 def _complete_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str], kwargs: dict,
-                    inputs: Mapping[str, Source], text: Ref) -> None:
+                    inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None) -> None:
     result = lambda o: CompletionResponse(text=o["text"])  # noqa: E731
     _method_spans(reading, llm, "complete", lambda v: ((prompt(v),), kwargs),
                   lambda v, o: [LLMCompletionStartEvent(model_dict=_payload(llm), prompt=prompt(v),
                                                         additional_kwargs=kwargs)],
-                  lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, text)
+                  lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, text,
+                  asynchronous)
 
 
 def _method_spans(reading: "AppReading", llm: Any, method: str, call: Call, start: Events, end: Events,
-                  result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], text: Ref) -> None:
+                  result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], text: Ref,
+                  asynchronous: bool | None) -> None:
     """``llm.method``'s span with its events, inside the spans of the overrides a call passes through first."""
     outer = reading.region
     for _ in range(_delegations(llm, method)):  # an override's own span around the method it delegates to
         with reading.inside(outer):
-            outer = reading.span(MethodSpan(llm, method, call, result=result), inputs, {"text": text})
+            outer = reading.span(MethodSpan(llm, method, call, result=result, asynchronous=asynchronous),
+                                 inputs, {"text": text})
     with reading.inside(outer):
-        reading.span(MethodSpan(llm, method, call, start, end, result), inputs, {"text": text})
+        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous), inputs, {"text": text})
 
 
 def _delegations(llm: Any, method: str) -> int:
@@ -474,6 +496,32 @@ def rerank_spans(reading: "AppReading", rerank: Any, module: str, nodes: Ref, ba
 
 def _function_dispatcher(function: Callable) -> Any:
     return get_dispatcher(function.__module__)
+
+
+def hyde_spans(reading: "AppReading", transform: Any, llm: Any, prompt: Any, texts: Ref, text: Ref) -> None:
+    """``transform._run`` > the LLM's ``predict`` of the hypothetical document (``text``, raw), both
+    synchronous in an ``aquery`` too, as TransformQueryEngine runs its transform; ``texts``: the
+    embedding texts of the query bundle ``_run`` returns."""
+    inputs: dict[str, Source] = {"query": QueryInput("query_str")}
+    run = reading.span(MethodSpan(transform, "_run", lambda v: ((_bundle(v),), {"metadata": {}}),
+                                  result=lambda o: QueryBundle(o["query"], custom_embedding_strs=o["texts"]),
+                                  asynchronous=False), inputs, {"query": QueryInput("query_str"), "texts": texts})
+    with reading.inside(run):
+        llm_call_spans(reading, llm, lambda v: (prompt, {"context_str": v["query"]}), inputs, text, asynchronous=False)
+
+
+def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: Ref) -> str:
+    """``engine.query`` on the query bundle a transform made (``texts``: its embedding texts), with its
+    query events: the span of a query engine inside another."""
+
+    def bundle(v: Mapping[str, Any]) -> QueryBundle:
+        return QueryBundle(v["query"], custom_embedding_strs=v["texts"])
+
+    return reading.span(MethodSpan(engine, "query", lambda v: ((bundle(v),), {}),
+                                   lambda v, o: [QueryStartEvent(query=bundle(v))],
+                                   lambda v, o: [QueryEndEvent(query=bundle(v), response=o["response"])],
+                                   lambda o: o["response"]),
+                        {"query": QueryInput("query_str"), "texts": texts}, {"response": response})
 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:

@@ -77,12 +77,7 @@ def _bench(args: argparse.Namespace) -> int:
     chosen = {f: [a for a in (args.apps or DEFAULT_APPS[f]) if a in APPS[f]] for f in args.frameworks}
     _configure_backend(args)
     with ExitStack() as stack:
-        server_url = args.server
-        if server_url == "start":
-            from teola_integrations.tools.vllm_server import VLLMServer
-
-            print("starting a vLLM OpenAI-compatible server on loopback ...", flush=True)
-            server_url = stack.enter_context(VLLMServer()).base_url
+        server_url = _server_url(stack, args.server)
         print("starting the engines and indexing the corpus ...", flush=True)
         apps = stack.enter_context(suite_apps(chosen, args.top_k, args.max_tokens, args.search_latency_ms / 1e3,
                                               args.search_jitter_ms / 1e3, server_url))
@@ -91,6 +86,17 @@ def _bench(args: argparse.Namespace) -> int:
             apps, questions, args.parts, args.repeats, args.floor_questions, args.ablation_apps, args.load_queries,
             args.rate_factors, args.rates or (), args.p99_target)}
     return _write_report(args, report, benchmark.format_report(report))
+
+
+def _server_url(stack: ExitStack, server: str | None) -> str | None:
+    """``--server``: None (Teola's own classes), a server's URL, or "start": a vLLM server on loopback
+    that ``stack`` stops."""
+    if server != "start":
+        return server
+    from teola_integrations.tools.vllm_server import VLLMServer
+
+    print("starting a vLLM OpenAI-compatible server on loopback ...", flush=True)
+    return stack.enter_context(VLLMServer()).base_url
 
 
 def _configure_backend(args: argparse.Namespace) -> None:
@@ -188,9 +194,12 @@ def _show(args: argparse.Namespace) -> int:
     from teola_integrations.tools.suite_apps import suite_apps
     from teola_integrations.tools.views import stages_figure, timeline_figure
 
-    print("starting the engines and indexing the corpus ...", flush=True)
     question = load_questions()[args.question].question
-    with suite_apps({args.framework: [args.app]}, max_tokens=args.max_tokens) as (app,):
+    with ExitStack() as stack:
+        server_url = _server_url(stack, args.server)
+        print("starting the engines and indexing the corpus ...", flush=True)
+        app, = stack.enter_context(suite_apps({args.framework: [args.app]}, max_tokens=args.max_tokens,
+                                              server_url=server_url))
         in_order, fast = app.optimize(app.native, passes=()), app.optimize(app.native)
         traces = {}
         for name, pipeline in (("framework order (no passes)", in_order), ("teola (all passes)", fast)):
@@ -204,7 +213,12 @@ def _show(args: argparse.Namespace) -> int:
     paths = (out / f"{args.framework}-{args.app}-passes.png", out / f"{args.framework}-{args.app}-timeline.png")
     stages_figure(stages).savefig(paths[0], dpi=150)
     timeline_figure(traces).savefig(paths[1], dpi=150)
-    print(f"question: {question}\nplan:\n{fast.plan}\n\nwritten: {paths[0]}\n         {paths[1]}")
+    print(f"question: {question}\nplan:\n{fast.plan}\n")
+    for name, trace in traces.items():
+        llm = sorted((s for s in trace.spans if s.engine.startswith("llm")), key=lambda s: s.start)
+        print(f"{name}: {trace.total * 1e3:.0f} ms; LLM primitives (start-end ms): "
+              + ", ".join(f"{s.node} {s.start * 1e3:.0f}-{s.end * 1e3:.0f}" for s in llm))
+    print(f"\nwritten: {paths[0]}\n         {paths[1]}")
     return 0
 
 
@@ -301,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     show.add_argument("--question", type=int, default=0, help="which demo question the timeline runs")
     show.add_argument("--max-tokens", type=int, default=64)
     show.add_argument("--out", default="teola-show", help="folder for the PNG files")
+    show.add_argument("--server", nargs="?", const="start", metavar="URL",
+                      help="the app on the user's own classes against the OpenAI-compatible server at URL (as "
+                      "teola bench --server; without URL, a vLLM server started on loopback)")
     show.set_defaults(run=_show)
 
     overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")

@@ -40,10 +40,11 @@ LLAMA_INDEX_HELPER_SPANS = ("TokenTextSplitter.split_text", "DefaultRefineProgra
 
 
 class LlamaIndexRecorder(BaseSpanHandler[SimpleSpan], BaseEventHandler):
-    """Records the spans (name, parent) and events LlamaIndex's instrumentation reports while it is
-    attached to the root dispatcher (``with LlamaIndexRecorder() as recorder:``)."""
+    """Records the spans (name, parent, instrument tags) and events LlamaIndex's instrumentation
+    reports while it is attached to the root dispatcher (``with LlamaIndexRecorder() as recorder:``)."""
 
     spans: dict = Field(default_factory=dict)
+    tags: dict = Field(default_factory=dict)
     events: list = Field(default_factory=list)
 
     @classmethod
@@ -64,6 +65,7 @@ class LlamaIndexRecorder(BaseSpanHandler[SimpleSpan], BaseEventHandler):
     def new_span(self, id_: str, bound_args: Any, instance: Any = None, parent_span_id: str | None = None,
                  tags: Any = None, **kwargs: Any) -> SimpleSpan:
         self.spans[id_] = parent_span_id
+        self.tags[id_] = dict(tags or {})
         return SimpleSpan(id_=id_, parent_id=parent_span_id)
 
     def prepare_to_exit_span(self, id_: str, bound_args: Any, instance: Any = None, result: Any = None,
@@ -76,6 +78,10 @@ class LlamaIndexRecorder(BaseSpanHandler[SimpleSpan], BaseEventHandler):
 
     def handle(self, event: Any, **kwargs: Any) -> None:
         self.events.append((event.class_name(), event.span_id))
+
+    def tag_sets(self, leave_out: tuple[str, ...] = LLAMA_INDEX_HELPER_SPANS) -> set[tuple]:
+        """The distinct instrument tags the recorded spans carried (as sorted items), ``leave_out`` left out."""
+        return {tuple(sorted(tags.items())) for span, tags in self.tags.items() if _span_name(span) not in leave_out}
 
     def tree(self, leave_out: tuple[str, ...] = LLAMA_INDEX_HELPER_SPANS) -> list[tuple]:
         """The recorded spans as rows (depth, name, the events in it in order), from each root span,

@@ -6,6 +6,7 @@ import logging
 import pytest
 from llama_index.core import get_response_synthesizer
 from llama_index.core.indices.prompt_helper import PromptHelper
+from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
@@ -62,26 +63,36 @@ def test_same_answers_and_sources_as_native(index, llm, questions):
 # What each app's native trees hold that the comparison must cover (sync, async).
 _SPANS_OF = {"naive": ({"VectorIndexRetriever.retrieve"}, {"VectorIndexRetriever.aretrieve"}),
              "advanced": ({"QueryFusionRetriever._retrieve", "LLMRerank._postprocess_nodes", "TeolaLLM.complete"},
-                          {"QueryFusionRetriever.aretrieve", "run_jobs.<locals>.worker", "TeolaLLM.acomplete"})}
+                          {"QueryFusionRetriever.aretrieve", "run_jobs.<locals>.worker", "TeolaLLM.acomplete"}),
+             "hyde": ({"TransformQueryEngine._query", "HyDEQueryTransform._run", "RetrieverQueryEngine.query"},
+                      {"TransformQueryEngine._aquery", "HyDEQueryTransform._run", "RetrieverQueryEngine.aquery"})}
+
+
+def _app(index, llm, kind: str):
+    if kind == "hyde":
+        return TransformQueryEngine(build_app(index, llm), query_transform=HyDEQueryTransform(llm=llm))
+    return build_app(index, llm, kind)
 
 
 @pytest.mark.parametrize("index", ["simple"], indirect=True)  # the spans do not depend on the store
-@pytest.mark.parametrize("kind", ["naive", "advanced"])
+@pytest.mark.parametrize("kind", ["naive", "advanced", "hyde"])
 def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions, kind):
-    """The query, retrieval (query fusion: the generated queries and each one's retrieval), embedding,
-    rerank, synthesis and LLM spans, nested and named as natively, with the same events in each (sync
-    and async); LlamaIndex's helper spans aside (see spans.py)."""
-    query_engine = build_app(index, llm, kind)
+    """The query, retrieval (query fusion: the generated queries and each one's retrieval; HyDE: its
+    transform, then the inner engine's query), embedding, rerank, synthesis and LLM spans, nested and named as natively, with the same events in each and
+    the instrument tags the query was asked under (sync and async); LlamaIndex's helper spans aside
+    (see spans.py)."""
+    query_engine = _app(index, llm, kind)
     fast = optimize(query_engine)
     question = questions[5].question
     trees = {}
     for mode, engine in (("native", query_engine), ("teola", fast)):
         for variant, ask in (("", engine.query), (" async", lambda q: asyncio.run(engine.aquery(q)))):
-            with LlamaIndexRecorder() as recorder:
+            with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
                 ask(question)
             trees[mode + variant] = recorder.tree()
-    assert [row[1] for row in trees["native"][:3]] == ["RetrieverQueryEngine.query", "RetrieverQueryEngine._query",
-                                                       "CompactAndRefine.synthesize"]
+            assert recorder.tag_sets() == {(("session", "s-1"),)}, mode + variant  # every span carries the tags
+    engine = type(query_engine).__name__
+    assert [row[1] for row in trees["native"][:2]] == [f"{engine}.query", f"{engine}._query"]
     sync_spans, async_spans = _SPANS_OF[kind]
     assert sync_spans <= {row[1] for row in trees["native"]}
     assert async_spans <= {row[1] for row in trees["native async"]}
