@@ -151,7 +151,19 @@ def _common_prefix(a: list[int], b: list[int]) -> list[int]:
     return a[:n]
 
 
-class OpenAIServerEngine(LLMEngine):
+class ServerLLMEngine(LLMEngine):
+    """An LLM engine on servers that run on their own: not this process's to restart."""
+
+    @property
+    def dead(self) -> bool:
+        """Never: requests to a server that is down fail, each with its error."""
+        return False
+
+    async def restart(self) -> None:
+        """Nothing to restart."""
+
+
+class OpenAIServerEngine(ServerLLMEngine):
     """An LLM engine on an OpenAI-compatible server (see the module's docstring).
 
     Made off the event loop (it asks the server what it offers, blocking): an unreachable server,
@@ -283,14 +295,6 @@ class OpenAIServerEngine(LLMEngine):
             self._async = httpx.AsyncClient(headers=self.endpoint.http_headers(), timeout=self.endpoint.timeout,
                                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64))
         return self._async
-
-    @property
-    def dead(self) -> bool:
-        """A server is not this process's to restart: requests to one that is down fail, each with its error."""
-        return False
-
-    async def restart(self) -> None:
-        """Nothing to restart: the server runs on its own."""
 
     async def generate(self, token_ids: list[int] | Prompt, sampling: Sampling, priority: int = 0,
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:

@@ -24,8 +24,7 @@ from teola.optimizer.ops import EngineKind
 from teola.optimizer.values import ChatMessage, Prompt, PromptPrefix, Sampling
 from teola.runtime.backends.routing import TokenRouter
 from teola.runtime.engines.base import EngineCapabilities
-from teola.runtime.engines.llm import LLMEngine
-from teola.runtime.engines.openai_server import OpenAIServerEngine, ServerEndpoint
+from teola.runtime.engines.openai_server import OpenAIServerEngine, ServerEndpoint, ServerLLMEngine
 from teola.runtime.errors import EngineUnavailableError
 from teola.runtime.registry import EngineSpec
 
@@ -77,7 +76,7 @@ def endpoint_spec(endpoint: ServerEndpoint) -> EngineSpec:
                    build=functools.partial(ServerPoolEngine, endpoints))
 
 
-class ServerPoolEngine(LLMEngine):
+class ServerPoolEngine(ServerLLMEngine):
     """An LLM engine over several servers of one model (see the module's docstring).
 
     ``members`` are the servers' engines (those that answered when it started), ``router`` the routing
@@ -175,14 +174,6 @@ class ServerPoolEngine(LLMEngine):
         return self._on_any(lambda member: member.tokenize_prefix(prefix)) if self._tokenize_ids else []
 
     # -- generating (on the runtime's loop) ------------------------------------------------------
-
-    @property
-    def dead(self) -> bool:
-        """Servers are not this process's to restart (see ``OpenAIServerEngine.dead``)."""
-        return False
-
-    async def restart(self) -> None:
-        """Nothing to restart: the servers run on their own."""
 
     async def generate(self, token_ids: list[int] | Prompt, sampling: Sampling, priority: int = 0,
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:

@@ -2,12 +2,16 @@
 
 import pytest
 
+from teola.optimizer.cost_model import LinearCost
 from teola.optimizer.ir import Graph, GraphError, ModuleKind, Node, Op, QueryInput, Ref, Region
 from teola.optimizer.lowering import lower
+from teola.optimizer.passes.decompose_stages import decompose_stages
 from teola.optimizer.ops import CALLABLE, EngineId, EngineKind, FnArgs, GenerateArgs
 from teola.optimizer.regions import RegionObserver
 from teola.optimizer.stream_output import stream_output
 from teola.optimizer.values import Prompt, Sampling
+
+from .passes.conftest import advanced_rag_modules
 
 LLM = EngineId(EngineKind.LLM, "llm")
 
@@ -91,3 +95,20 @@ def test_lint_refuses_a_region_on_a_streamed_answer():
     g.replace(g["gen"].with_meta(stream=True))
     with pytest.raises(GraphError, match="streamed answer"):
         g.lint(Op)
+
+
+def test_a_region_on_one_item_reads_it_from_its_sub_batch_and_a_member_read_whole_is_joined():
+    modules = advanced_rag_modules()
+    for k in range(2):  # the k-th generated query's embedding span, as the LlamaIndex adapter declares it
+        modules.add_region(Region(f"item{k}", {"query": Ref("expand", "queries", (k, k + 1))},
+                                  {"vector": Ref("retrieve_gen", "vector", (k, k + 1))}, Silent()))
+    modules.add_region(Region("whole", {}, {"hits": Ref("retrieve_gen", "hits")}, Silent()))
+    primitives = lower(modules)
+    assert primitives.regions["item1"].outputs["vector"] == Ref("retrieve_gen.embed", "vector", (1, 2))
+    split = decompose_stages(primitives, {"emb": LinearCost(0.001, 0.05), "idx": LinearCost(0.001, 0.05)})
+    assert split.regions["item0"].outputs["vector"] == Ref("retrieve_gen.embed@0", "vector", (0, 1))
+    assert split.regions["item1"].outputs["vector"] == Ref("retrieve_gen.embed@1", "vector", (0, 1))
+    assert split.regions["item1"].inputs["query"] == Ref("expand", "queries", (1, 2))
+    assert "retrieve_gen.embed" not in split  # no region reads it whole: gone, as without regions
+    assert split["retrieve_gen.search"].op is Op.FUSE  # read whole by a region: joined like the chain's end
+    assert split.regions["whole"].outputs["hits"] == Ref("retrieve_gen.search", "hits")
