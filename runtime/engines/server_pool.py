@@ -102,7 +102,11 @@ class ServerPoolEngine(ServerLLMEngine):
         self.model_name = endpoints[0].model
         self._tokenize_ids = all(member.features.tokenize for member in self.members)
         if self._tokenize_ids:
-            self._check_same_tokens()
+            try:
+                self._check_same_tokens()
+            except BaseException:
+                self.close()
+                raise
         self.max_model_len = min(member.max_model_len for member in self.members)
         self.capabilities = EngineCapabilities(
             max_batch=256, batches_itself=True, streaming=True,
