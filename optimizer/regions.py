@@ -27,8 +27,9 @@ class RegionObserver(abc.ABC):
     """Reports one region to the framework's tracing. Each method may return an awaitable.
 
     ``active`` says whether anybody listens in this query (no handler, or a region the framework
-    reports in other queries only: the runtime skips the region, and its children go under its parent); ``applies`` whether the framework would run it on the input values it got; ``start`` opens the region under ``parent`` (the parent region's handle, or None for a
-    top-level region, which finds the query's own run in ``query``, the query's inputs) and returns
+    reports in other queries only: the runtime skips the region, and its children go under its
+    parent); ``applies`` whether the framework would run it on the input values it got; ``start``
+    opens the region under ``parent`` (the parent region's handle, or None for a top-level region, which finds the query's own run in ``query``, the query's inputs) and returns
     this region's handle; ``end`` closes it with its output values; ``fail`` with the error that
     kept it from finishing.
     """

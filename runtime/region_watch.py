@@ -1,8 +1,8 @@
 """Reporting a query's regions to its framework's tracing while the query runs.
 
 Each region of the plan (``teola.optimizer.regions``) whose observer listens in this query gets
-one task (a region nobody listens to in this query passes its children to its own parent): it waits for the region's parent to start and for its inputs, starts it, waits for its
-outputs (a streamed text whole) and for its children to end, then ends it, or fails it with the
+one task (a region nobody listens to in this query passes its children to its own parent): it
+waits for the region's parent to start and for its inputs, starts it, waits for its outputs (a streamed text whole) and for its children to end, then ends it, or fails it with the
 error that came instead (the component's own, unwrapped). A region whose inputs never come (a
 failed or skipped branch), or whose observer says it does not apply to the values that came, never
 starts, as the framework would never have run it.

@@ -68,10 +68,11 @@ class VectorRetrieverRecogniser(Recogniser):
 
     def read(self, reading: AppReading, retriever: VectorIndexRetriever, name: str = "retrieve",
              query: Source = QueryInput("query_str"), batch: bool = False, after: tuple[str, ...] = (),
-             embedding_texts: tuple[Ref, int] | None = None, spans_async: bool = False) -> Ref:
+             embedding_texts: tuple[Ref, int] | None = None, spans_async: bool | None = None) -> Ref:
         """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts (the
         caller declares the items' spans); with ``embedding_texts`` (a list of texts, and how many it may
-        hold) it searches by the mean embedding of those texts (HyDE's bundle). ``spans_async``: its caller runs it asynchronously even in a ``query``."""
+        hold) it searches by the mean embedding of those texts (HyDE's bundle). ``spans_async``: its spans'
+        ``MethodSpan.asynchronous`` (True: its caller runs it asynchronously even in a ``query``)."""
         parts = li.vector_retriever(retriever)
         index = _index_source(parts.store, parts.node_ids)
         if index.key not in {i.key for i in reading.indexes}:
@@ -85,7 +86,7 @@ class VectorRetrieverRecogniser(Recogniser):
                             mean_agg if embedding_texts is not None else None, batch=batch)
         reading.graph.add(Node(name, ModuleKind.RETRIEVE, inputs, ("nodes",), args, after=after))
         if not batch:
-            retriever_spans(reading, retriever, parts.embed_model, name, query, asynchronous=spans_async or None,
+            retriever_spans(reading, retriever, parts.embed_model, name, query, asynchronous=spans_async,
                             embedding_texts=embedding_texts)
         return Ref(name, "nodes")
 
@@ -138,9 +139,10 @@ class FusionRecogniser(Recogniser):
         fuse_inputs: dict[str, Source] = {"query": query}
         last = ("expand",) if generated > 0 else ()
         subs = li.fusion_retrievers(retriever)
+        sub_spans_async = True if retriever.use_async else None  # use_async: its retrievals run async in query too
         for i, sub in enumerate(subs):
             fuse_inputs[f"original{i}"] = VECTOR.read(reading, sub, f"retrieve{i}", query, after=last,
-                                                      spans_async=retriever.use_async)
+                                                      spans_async=sub_spans_async)
             last = (f"retrieve{i}",)
         for i, sub in enumerate(subs if generated > 0 else ()):
             module = f"retrieve{i}_generated"
@@ -148,7 +150,7 @@ class FusionRecogniser(Recogniser):
             last = (module,)
             for k in range(generated):
                 retriever_spans(reading, sub, li.vector_retriever(sub).embed_model, module, Ref("expand", "queries"),
-                                item=k, asynchronous=retriever.use_async or None)
+                                item=k, asynchronous=sub_spans_async)
         if generated > 0:
             fuse_inputs["queries"] = Ref("expand", "queries")
         reading.graph.add(Node("retrieve", ModuleKind.FUSE, fuse_inputs, ("nodes",),

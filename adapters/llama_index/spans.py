@@ -193,10 +193,13 @@ class MethodSpan(Span):
                  mode: str | None = None, asynchronous: bool | None = None) -> None:
         super().__init__(call, start_events, end_events, result, mode)
         self.instance, self.method, self.asynchronous = instance, method, asynchronous
+        self._sites: dict[bool, SpanSite] = {}
 
     def site(self, spans: QuerySpans) -> SpanSite:
         is_async = spans.is_async if self.asynchronous is None else self.asynchronous
-        return method_site(self.instance, async_name(self.method) if is_async else self.method)
+        if is_async not in self._sites:  # read once: a signature per span per query would be work on every query
+            self._sites[is_async] = method_site(self.instance, async_name(self.method) if is_async else self.method)
+        return self._sites[is_async]
 
 
 class FunctionSpan(Span):
@@ -270,7 +273,9 @@ def query_span(engine: Any, str_or_query_bundle: Any, method: str = "query") -> 
 
 
 def _bundle(values: Mapping[str, Any]) -> QueryBundle:
-    return QueryBundle(values["query"])
+    """The query bundle of a region's values: the query, with ``texts`` as its embedding strings where
+    the values have them (a transform's bundle)."""
+    return QueryBundle(values["query"], custom_embedding_strs=values.get("texts"))
 
 
 def _payload(component: Any) -> dict[str, Any]:
@@ -293,25 +298,15 @@ def retriever_spans(reading: "AppReading", retriever: Any, embed_model: Any, mod
         return source if item is None else Ref(source.node, source.output, (item, item + 1))
 
     def span(instance: Any, method: str, call: Call, start: Events | None = None, end: Events | None = None,
-             result: Callable[[Mapping[str, Any]], Any] | None = None, each: bool = item is not None) -> RegionObserver:
-        observer = MethodSpan(instance, method, call, start, end, result, asynchronous=asynchronous)
+             result: Callable[[Mapping[str, Any]], Any] | None = None, each: bool = item is not None,
+             mode: str | None = None) -> RegionObserver:
+        observer = MethodSpan(instance, method, call, start, end, result, mode, asynchronous)
         return ItemSpan(observer) if each else observer
 
-    def bundle(v: Mapping[str, Any]) -> QueryBundle:
-        return QueryBundle(v["query"], custom_embedding_strs=v.get("texts"))
-
-    nodes = one(Ref(module, "nodes"))
     inputs: dict[str, Source] = {"query": one(query)}
     if embedding_texts is not None:
         inputs["texts"] = embedding_texts[0]
-    retrieve = reading.span(span(
-        retriever, "retrieve", lambda v: ((bundle(v),), {}),
-        lambda v, o: [RetrievalStartEvent(str_or_query_bundle=bundle(v))],
-        lambda v, o: [RetrievalEndEvent(str_or_query_bundle=bundle(v), nodes=o["nodes"])],
-        lambda o: o["nodes"]), inputs, {"nodes": nodes})
-    with reading.inside(retrieve):
-        inner = reading.span(span(retriever, "_retrieve", lambda v: ((bundle(v),), {}), result=lambda o: o["nodes"]),
-                             inputs, {"nodes": nodes})
+    inner = _retrieve_spans(reading, retriever, inputs, one(Ref(module, "nodes")), span)
     embedded = [({"query": one(query)}, one(Ref(module, "vector")), item is not None)] if embedding_texts is None else [
         ({"query": Ref(embedding_texts[0].node, embedding_texts[0].output, (k, k + 1))}, Ref(module, "vector", (k, k + 1)),
          True) for k in range(embedding_texts[1])]
@@ -442,19 +437,27 @@ def synthesis_spans(reading: "AppReading", synth: Any, module: str, query: Sourc
                        inputs, Ref(module, "text"))
 
 
+def _retrieve_spans(reading: "AppReading", retriever: Any, inputs: Mapping[str, Source], nodes: Source,
+                    span: Callable[..., RegionObserver], inner_mode: str | None = None) -> str:
+    """``retriever.retrieve`` (with the retrieval events) > ``_retrieve``, each made by ``span`` (the
+    arguments of ``MethodSpan``), ``_retrieve`` reported in ``inner_mode`` queries only; returns its region."""
+
+    retrieve = reading.span(span(
+        retriever, "retrieve", lambda v: ((_bundle(v),), {}),
+        lambda v, o: [RetrievalStartEvent(str_or_query_bundle=_bundle(v))],
+        lambda v, o: [RetrievalEndEvent(str_or_query_bundle=_bundle(v), nodes=o["nodes"])],
+        lambda o: o["nodes"]), inputs, {"nodes": nodes})
+    with reading.inside(retrieve):
+        return reading.span(span(retriever, "_retrieve", lambda v: ((_bundle(v),), {}), result=lambda o: o["nodes"],
+                                 mode=inner_mode), inputs, {"nodes": nodes})
+
+
 def fusion_spans(reading: "AppReading", retriever: Any, module: str) -> str:
     """``retriever.retrieve`` > ``_retrieve`` of the fusion module ``module`` (``aretrieve`` alone in
     an ``aquery``: LlamaIndex reports no ``_aretrieve`` there); returns the span its query generation
     and sub-retrievals go under."""
-    inputs, outputs = {"query": QueryInput("query_str")}, {"nodes": Ref(module, "nodes")}
-    retrieve = reading.span(MethodSpan(
-        retriever, "retrieve", lambda v: ((_bundle(v),), {}),
-        lambda v, o: [RetrievalStartEvent(str_or_query_bundle=_bundle(v))],
-        lambda v, o: [RetrievalEndEvent(str_or_query_bundle=_bundle(v), nodes=o["nodes"])],
-        lambda o: o["nodes"]), inputs, outputs)
-    with reading.inside(retrieve):
-        return reading.span(MethodSpan(retriever, "_retrieve", lambda v: ((_bundle(v),), {}),
-                                       result=lambda o: o["nodes"], mode="sync"), inputs, outputs)
+    return _retrieve_spans(reading, retriever, {"query": QueryInput("query_str")}, Ref(module, "nodes"), MethodSpan,
+                           inner_mode="sync")
 
 
 def rerank_spans(reading: "AppReading", rerank: Any, module: str, nodes: Ref, batches: Sequence[tuple[str, Ref]]) -> None:
@@ -504,7 +507,7 @@ def hyde_spans(reading: "AppReading", transform: Any, llm: Any, prompt: Any, tex
     embedding texts of the query bundle ``_run`` returns."""
     inputs: dict[str, Source] = {"query": QueryInput("query_str")}
     run = reading.span(MethodSpan(transform, "_run", lambda v: ((_bundle(v),), {"metadata": {}}),
-                                  result=lambda o: QueryBundle(o["query"], custom_embedding_strs=o["texts"]),
+                                  result=_bundle,
                                   asynchronous=False), inputs, {"query": QueryInput("query_str"), "texts": texts})
     with reading.inside(run):
         llm_call_spans(reading, llm, lambda v: (prompt, {"context_str": v["query"]}), inputs, text, asynchronous=False)
@@ -514,12 +517,9 @@ def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: 
     """``engine.query`` on the query bundle a transform made (``texts``: its embedding texts), with its
     query events: the span of a query engine inside another."""
 
-    def bundle(v: Mapping[str, Any]) -> QueryBundle:
-        return QueryBundle(v["query"], custom_embedding_strs=v["texts"])
-
-    return reading.span(MethodSpan(engine, "query", lambda v: ((bundle(v),), {}),
-                                   lambda v, o: [QueryStartEvent(query=bundle(v))],
-                                   lambda v, o: [QueryEndEvent(query=bundle(v), response=o["response"])],
+    return reading.span(MethodSpan(engine, "query", lambda v: ((_bundle(v),), {}),
+                                   lambda v, o: [QueryStartEvent(query=_bundle(v))],
+                                   lambda v, o: [QueryEndEvent(query=_bundle(v), response=o["response"])],
                                    lambda o: o["response"]),
                         {"query": QueryInput("query_str"), "texts": texts}, {"response": response})
 

@@ -157,15 +157,15 @@ class ServerPoolEngine(ServerLLMEngine):
     def _on_any(self, work: Callable[[OpenAIServerEngine], T]) -> T:
         """``work`` on the first member that answers, those down last (blocking: tokenizing)."""
         down = self._down()
-        order = sorted(range(len(self.members)), key=lambda i: i in down)
+        order = iter(sorted(range(len(self.members)), key=lambda i: i in down))
         tried: set[int] = set()
-        for replica in order:
+        while True:  # the last member's failure is raised by _fail_over's False
+            replica = next(order)
             try:
                 return work(self.members[replica])
             except EngineUnavailableError as exc:
                 if not self._fail_over(replica, tried, exc):
                     raise
-        raise AssertionError("unreachable: the last member's failure is raised")
 
     # -- tokenizing (on the scheduler's tokenizer threads) ---------------------------------------
 
