@@ -65,7 +65,9 @@ class Node:
     ``args`` is the op's argument dataclass (``SCHEMAS[op].args``); ``engine`` the engine instance
     a primitive runs on (None for a module, whose arguments name its engines); ``meta`` what passes
     decided. ``after`` names nodes this one waits for without reading them: the order the framework
-    runs its modules in, which dependency pruning drops wherever no data flows.
+    runs its modules in, which dependency pruning drops wherever no data flows. ``region``: the
+    region (``teola.optimizer.regions``) the framework code this node runs as-is belongs in; what
+    that code reports of itself goes under the region, or the closest one reported above it.
     """
 
     name: str
@@ -76,6 +78,7 @@ class Node:
     engine: EngineId | None = None
     after: tuple[str, ...] = ()
     meta: Meta = NO_META
+    region: str | None = None
 
     def with_inputs(self, **inputs: Source) -> "Node":
         """A copy of this node with some inputs replaced."""
@@ -261,6 +264,27 @@ class Graph:
         if not nx.is_directed_acyclic_graph(self.to_networkx()):
             cycle = nx.find_cycle(self.to_networkx())
             raise GraphError(f"the graph has a cycle: {cycle}")
+        self._check_placements(modules=level is ModuleKind)
+
+    def _check_placements(self, modules: bool) -> None:
+        """A node runs inside a declared region that starts without it: no input of the region or of
+        a region above it comes from the node (its code would wait for a region that waits for it).
+        In a module graph a region may start on an earlier step of the module's own chain (a prompt
+        before its answer): that is checked once lowered."""
+        dag = None
+        for node in self:
+            region = node.region
+            if region is not None and region not in self.regions:
+                raise GraphError(f"node {node.name!r} runs inside region {region!r}, which is not declared")
+            while region is not None:
+                dag = dag if dag is not None else self.to_networkx()
+                for source in self.regions[region].inputs.values():
+                    if isinstance(source, Ref) and not (modules and source.node == node.name) and \
+                            nx.has_path(dag, node.name, source.node):
+                        raise GraphError(f"node {node.name!r} runs inside region {node.region!r}, but region "
+                                         f"{region!r} starts on {source}, which needs the node: place the node "
+                                         f"in a region that starts before it")
+                region = self.regions[region].parent
 
     def _check_source(self, source: Source, where: str, outputs: bool = True) -> None:
         if isinstance(source, QueryInput):

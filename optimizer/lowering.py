@@ -3,7 +3,8 @@
 Each rule replaces one module by a chain of primitives with the same inputs and outputs, so
 module-level references keep working: the module's name becomes the name of the primitive that
 produces its outputs, and the other primitives get ``<module>.<step>`` names. A module's ``after``
-(the framework's order) carries over to every primitive of its chain. What a rule reads of a
+(the framework's order) carries over to every primitive of its chain, its ``region`` to that last
+primitive, the one that runs the module's framework code (engine primitives run none). What a rule reads of a
 module is its typed arguments (``teola.optimizer.ops``): ``RetrieveArgs``, ``SynthesizeArgs``,
 ``GenerateArgs``, and ``FnArgs`` for fuse, postprocess and call.
 """
@@ -114,7 +115,7 @@ def lower(modules: Graph) -> Graph:
     chain_outputs: dict[tuple[str, str], Ref] = {}
     for module in modules.topological_order():
         for node in LOWERING_RULES[ModuleKind(module.op)](module):
-            primitives.add(replace(node, after=module.after) if module.after else node)
+            primitives.add(replace(node, after=module.after, region=module.region if node.name == module.name else None))
             for output in node.outputs:
                 chain_outputs.setdefault((module.name, output), Ref(node.name, output))
         chain_outputs.update({(module.name, output): Ref(module.name, output) for output in module.outputs})

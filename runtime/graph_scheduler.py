@@ -95,12 +95,12 @@ class GraphScheduler:
         t0 = time.perf_counter()
         results: dict[str, asyncio.Future] = {node.name: loop.create_future() for node in self._order}
         query = f"q{next(_query_ids)}"
-        tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query))
-                 for node in self._order]
         regions = RegionWatch(self.plan.regions, inputs, lambda source: _resolve(source, inputs, results)) \
             if self.plan.regions else None
         if regions is not None:
             regions.start()
+        tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query, regions))
+                 for node in self._order]
         streaming: set[str] = set()
         try:
             outputs = {}
@@ -122,7 +122,7 @@ class GraphScheduler:
         return outputs, trace
 
     async def _run_node(self, node: Node, inputs: Mapping[str, Any], results: dict[str, asyncio.Future],
-                        trace: QueryTrace, t0: float, priority: int, query: str) -> None:
+                        trace: QueryTrace, t0: float, priority: int, query: str, regions: RegionWatch | None) -> None:
         future = results[node.name]
         try:
             for before in node.after:
@@ -131,6 +131,9 @@ class GraphScheduler:
             if any(v is SKIPPED for v in args.values()) and not _runs_on_skipped(node):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
+            placed = await regions.placement(node.region) if regions is not None else None
+            if placed is not None:  # the framework code it runs reports under the region (this task's context only)
+                placed[0].enter(placed[1])
             start = time.perf_counter() - t0
             trace.running.add(node.name)
             try:

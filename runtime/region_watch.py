@@ -5,7 +5,9 @@ one task (a region nobody listens to in this query passes its children to its ow
 waits for the region's parent to start and for its inputs, starts it, waits for its outputs (a streamed text whole) and for its children to end, then ends it, or fails it with the
 error that came instead (the component's own, unwrapped). A region whose inputs never come (a
 failed or skipped branch), or whose observer says it does not apply to the values that came, never
-starts, as the framework would never have run it.
+starts, as the framework would never have run it. A node placed in a region (``Node.region``)
+runs its framework code under the region once it has started (``placement``), or under the closest
+region above it that is reported, where it is not.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import inspect
 from typing import Any, Awaitable, Callable, Mapping
 
 from teola.optimizer.ir import Region, Source
+from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import SKIPPED
 from teola.runtime.errors import original_error
 from teola.runtime.streams import TextStream
@@ -37,6 +40,7 @@ class RegionWatch:
     """The regions of one query: ``start`` their tasks, ``settle`` waits until all have reported."""
 
     def __init__(self, regions: Mapping[str, Region], query: Mapping[str, Any], resolve: Resolve) -> None:
+        self._declared = regions
         self._regions = {name: r for name, r in regions.items() if r.observer.active(query)}
         self._query = query
         self._resolve = resolve
@@ -57,6 +61,21 @@ class RegionWatch:
         self._handles = {name: loop.create_future() for name in self._regions}
         self._ended = {name: loop.create_future() for name in self._regions}
         self._tasks = [loop.create_task(self._watch(region)) for region in self._regions.values()]
+
+    async def placement(self, region: str | None) -> tuple[RegionObserver, Any] | None:
+        """Where code run inside ``region`` reports: the observer and handle of the region once it
+        has started or, where it is not reported in this query (nobody listens to it, it did not
+        apply, its inputs never came), of the closest region above it that is; None: the query's own."""
+        while region is not None:
+            if region in self._regions:
+                handle = self._handles[region]
+                try:
+                    return self._regions[region].observer, await asyncio.shield(handle)
+                except asyncio.CancelledError:
+                    if not handle.cancelled():  # the waiting node itself is cancelled
+                        raise
+            region = self._declared[region].parent
+        return None
 
     async def settle(self) -> None:
         """Wait until every region has ended, failed or given up (never raises)."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
-from typing import Any, Callable
+from functools import partial
+from typing import Any, Awaitable, Callable
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.hyde import HYDE
 from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
 from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
@@ -48,7 +50,9 @@ def read_query_engine(query_engine: Any) -> AppReading:
             why = HYDE.why_not(query_engine) if HYDE.accepts(query_engine) else \
                 "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
             reading.fallback(query_engine, why)
-            _call(reading, "synthesize", {"query": QUERY}, "response", query_engine, lambda query: query_engine.query(query))
+            reading.whole = True
+            _call(reading, "synthesize", {"query": QUERY}, "response", query_engine,
+                  lambda query: query_engine.query(query), lambda query: query_engine.aquery(query))
             reading.graph.set_output("response", RESPONSE)
             return reading
         spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
@@ -63,9 +67,11 @@ def read_query_engine(query_engine: Any) -> AppReading:
 
 
 def _call(reading: AppReading, name: str, inputs: dict, output: str, component: Any, fn: Callable[..., Any],
-          after: tuple[str, ...] = ()) -> Ref:
-    """``component`` run as-is, as one call module."""
-    reading.graph.add(Node(name, ModuleKind.CALL, inputs, (output,), FnArgs(fn, type(component).__name__), after=after))
+          twin: Callable[..., Awaitable[Any]]) -> Ref:
+    """``component`` run as-is, as one call module: ``fn``, or in an ``aquery`` its async ``twin``
+    (``run_as_asked``), inside the span being read (its own spans go there)."""
+    reading.graph.add(Node(name, ModuleKind.CALL, inputs, (output,),
+                           FnArgs(partial(run_as_asked, fn, twin), type(component).__name__), region=reading.region))
     return Ref(name, output)
 
 
@@ -76,7 +82,8 @@ def _read_retriever(reading: AppReading, retriever: Any, embedding_texts: tuple[
     if recogniser is not None:
         return recogniser.read(reading, retriever)
     reading.fallback(retriever, why)
-    return _call(reading, "retrieve", {"query": QUERY}, "nodes", retriever, lambda query: retriever.retrieve(query))
+    return _call(reading, "retrieve", {"query": QUERY}, "nodes", retriever,
+                 lambda query: retriever.retrieve(query), lambda query: retriever.aretrieve(query))
 
 
 def _read_postprocessor(reading: AppReading, name: str, postprocessor: Any, nodes: Ref, bound: int | None) -> Ref:
@@ -86,7 +93,8 @@ def _read_postprocessor(reading: AppReading, name: str, postprocessor: Any, node
     if recogniser is LLM_RERANK and bound:
         return LLM_RERANK.read(reading, postprocessor, name, nodes, bound)
     reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes, "query": QUERY}, ("nodes",),
-                           FnArgs(_postprocess_fn(postprocessor), type(postprocessor).__name__), after=(nodes.node,)))
+                           FnArgs(_postprocess_fn(postprocessor), type(postprocessor).__name__), after=(nodes.node,),
+                           region=reading.region))
     return Ref(name, "nodes")
 
 
@@ -103,5 +111,5 @@ def _read_synthesizer(reading: AppReading, synth: Any, nodes: Ref) -> None:
         recogniser.read(reading, synth, nodes)
         return
     reading.fallback(synth, why)
-    _call(reading, "synthesize", {"query": QUERY, "nodes": nodes}, "response", synth,
-          lambda query, nodes: synth.synthesize(query=query, nodes=nodes))
+    _call(reading, "synthesize", {"query": QUERY, "nodes": nodes}, "response", synth, synth.synthesize,
+          synth.asynthesize)

@@ -68,14 +68,16 @@ class IndexSource:
 @dataclass
 class AppReading:
     """What the adapter read: the module graph, the vector indexes it needs as engines, the other
-    engines its modules run on that the app must start (the user's own clients' and models'), and
-    the components that run unoptimized (each with why)."""
+    engines its modules run on that the app must start (the user's own clients' and models'), the
+    components that run unoptimized (each with why), and whether that is the whole query engine
+    (``whole``: its own ``query`` then reports the query's span)."""
 
     graph: Graph
     indexes: list[IndexSource] = field(default_factory=list)
     fallbacks: list[str] = field(default_factory=list)
     engines: list[EngineSpec] = field(default_factory=list)
     region: str | None = None  # the span the components being read report under (None: the query's)
+    whole: bool = False
 
     def span(self, observer: RegionObserver, inputs: Mapping[str, Source], outputs: Mapping[str, Source]) -> str:
         """Declare the span ``observer`` reports, under the current one; return its region's name."""

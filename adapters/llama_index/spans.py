@@ -182,6 +182,9 @@ class Span(RegionObserver, abc.ABC):
     def fail(self, handle: SpanHandle, error: BaseException) -> None:
         _drop(handle, error)
 
+    def enter(self, handle: SpanHandle) -> None:
+        active_span_id.set(handle.id)  # what LlamaIndex's own spans take as their parent
+
 
 class MethodSpan(Span):
     """The span of ``instance.method``, or of its async twin: in an ``aquery`` (``asynchronous`` None),
@@ -190,8 +193,9 @@ class MethodSpan(Span):
 
     def __init__(self, instance: Any, method: str, call: Call, start_events: Events | None = None,
                  end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
-                 mode: str | None = None, asynchronous: bool | None = None) -> None:
-        super().__init__(call, start_events, end_events, result, mode)
+                 mode: str | None = None, asynchronous: bool | None = None,
+                 when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+        super().__init__(call, start_events, end_events, result, mode, when)
         self.instance, self.method, self.asynchronous = instance, method, asynchronous
         self._sites: dict[bool, SpanSite] = {}
 
@@ -236,6 +240,9 @@ class ItemSpan(RegionObserver):
 
     def fail(self, handle: Any, error: BaseException) -> None:
         self.span.fail(handle, error)
+
+    def enter(self, handle: Any) -> None:
+        self.span.enter(handle)
 
 
 @dataclass
@@ -326,19 +333,41 @@ def _floats(vector: Any) -> list[float]:
     return [float(x) for x in vector]
 
 
+@dataclass(frozen=True)
+class Answer:
+    """Where a region finds its LLM call's raw answer: the output ``text``, or with ``item`` the
+    item-th answer of that list (one call of a batch, made only when the inputs' ``prompt`` list
+    has that item)."""
+
+    text: Ref
+    item: int | None = None
+
+    def of(self, outputs: Mapping[str, Any]) -> str:
+        """The raw answer among a region's outputs."""
+        return outputs["text"] if self.item is None else outputs["text"][self.item]
+
+    def made(self) -> Callable[[Mapping[str, Any]], bool] | None:
+        """Whether the call was made, from the region's inputs (None: always)."""
+        item = self.item
+        return None if item is None else (lambda v: item < len(v["prompt"]))
+
+
 def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[str, Any]], tuple[Any, dict]],
-                   inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None) -> None:
+                   inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None,
+                   item: int | None = None) -> None:
     """``llm.predict(template, **args)`` > ``chat(messages)`` or ``complete(prompt, formatted=True)``
     with their events; ``predict(inputs)`` gives the template and its arguments, ``text`` is the raw
-    answer; ``asynchronous`` as ``MethodSpan``'s."""
+    answer (with ``item``: see ``Answer``); ``asynchronous`` as ``MethodSpan``'s."""
+    answer = Answer(text, item)
 
     def parsed(o: Mapping[str, Any]) -> str:
-        return li.parse_output(llm, o["text"])
+        return li.parse_output(llm, answer.of(o))
 
     span = reading.span(MethodSpan(
         llm, "predict", lambda v: ((predict(v)[0],), predict(v)[1]),
         lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
-        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous), inputs, {"text": text})
+        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous, when=answer.made()),
+        inputs, {"text": text})
 
     def rendered(v: Mapping[str, Any]) -> tuple[list[Any] | None, str | None]:
         template, args = predict(v)
@@ -346,48 +375,49 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
 
     with reading.inside(span):
         if llm.metadata.is_chat_model:
-            _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, text, asynchronous)
+            _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, answer, asynchronous)
         else:
-            _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, text, asynchronous)
+            _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, answer, asynchronous)
 
 
 def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str],
                      inputs: Mapping[str, Source], text: Ref) -> None:
     """``llm.complete(prompt(inputs))`` with its events (a chat model's too: its ``complete`` reports
     completion events); ``text`` is the raw answer."""
-    _complete_spans(reading, llm, prompt, {}, inputs, text)
+    _complete_spans(reading, llm, prompt, {}, inputs, Answer(text))
 
 
 def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
-                inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None) -> None:
-    result = lambda o: _chat_response(o["text"])  # noqa: E731
+                inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
+    result = lambda o: _chat_response(answer.of(o))  # noqa: E731
     _method_spans(reading, llm, "chat", lambda v: ((messages(v),), {}),
                   lambda v, o: [LLMChatStartEvent(model_dict=_payload(llm), messages=messages(v), additional_kwargs={})],
-                  lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, text,
+                  lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, answer,
                   asynchronous)
 
 
 def _complete_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str], kwargs: dict,
-                    inputs: Mapping[str, Source], text: Ref, asynchronous: bool | None = None) -> None:
-    result = lambda o: CompletionResponse(text=o["text"])  # noqa: E731
+                    inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
+    result = lambda o: CompletionResponse(text=answer.of(o))  # noqa: E731
     _method_spans(reading, llm, "complete", lambda v: ((prompt(v),), kwargs),
                   lambda v, o: [LLMCompletionStartEvent(model_dict=_payload(llm), prompt=prompt(v),
                                                         additional_kwargs=kwargs)],
-                  lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, text,
+                  lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, answer,
                   asynchronous)
 
 
 def _method_spans(reading: "AppReading", llm: Any, method: str, call: Call, start: Events, end: Events,
-                  result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], text: Ref,
+                  result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], answer: Answer,
                   asynchronous: bool | None) -> None:
     """``llm.method``'s span with its events, inside the spans of the overrides a call passes through first."""
     outer = reading.region
     for _ in range(_delegations(llm, method)):  # an override's own span around the method it delegates to
         with reading.inside(outer):
-            outer = reading.span(MethodSpan(llm, method, call, result=result, asynchronous=asynchronous),
-                                 inputs, {"text": text})
+            outer = reading.span(MethodSpan(llm, method, call, result=result, asynchronous=asynchronous,
+                                            when=answer.made()), inputs, {"text": answer.text})
     with reading.inside(outer):
-        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous), inputs, {"text": text})
+        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous, when=answer.made()),
+                     inputs, {"text": answer.text})
 
 
 def _delegations(llm: Any, method: str) -> int:
@@ -404,26 +434,36 @@ def _chat_response(text: str) -> ChatResponse:
     return ChatResponse(message=LIChatMessage(role=MessageRole.ASSISTANT, content=text))
 
 
-def synthesis_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
-                    chunks: Callable[[str, list], tuple[list[str], list[str]]], template: Callable[[str], Any]) -> None:
-    """``synth.synthesize`` > ``get_response`` > its refine ``get_response`` on the packed chunks
-    > the LLM's spans on ``template(query)`` with the one piece of them as ``context_str``, for the
-    synthesize module ``module`` answered in one LLM call (``chunks(query, nodes)``: the packed
-    chunks and the pieces the LLM calls get)."""
+def _synthesize_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
+                      outputs: Mapping[str, Source], result: Callable[[Mapping[str, Any]], Any]) -> str:
+    """``synth.synthesize`` > ``get_response`` over the nodes' texts (ending with ``outputs``, returning
+    ``result``), for the synthesize module ``module``, reported where it has a prompt (see
+    ``synthesis_spans``); returns the ``get_response`` region."""
     texts = lambda v: [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in v["nodes"]]  # noqa: E731
-    parsed = lambda o: li.parse_output(li.synthesizer_parts(synth).llm, o["text"])  # noqa: E731
+    inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
     synthesize = reading.span(MethodSpan(
         synth, "synthesize", lambda v: ((), {"query": _bundle(v), "nodes": v["nodes"]}),
         lambda v, o: [SynthesizeStartEvent(query=_bundle(v))],
         lambda v, o: [SynthesizeEndEvent(query=_bundle(v), response=o["response"])],
-        lambda o: o["response"]), {"query": query, "nodes": nodes}, {"response": Ref(module, "response")})
-    # one LLM call only: a query whose context needs refine steps (prompt SKIPPED) runs natively, with its own spans
+        lambda o: o["response"]), inputs, {"response": Ref(module, "response")})
+    with reading.inside(synthesize):
+        return reading.span(MethodSpan(synth, "get_response",
+                                       lambda v: ((), {"query_str": v["query"], "text_chunks": texts(v)}),
+                                       result=result), inputs, outputs)
+
+
+def synthesis_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
+                    chunks: Callable[[str, list], tuple[list[str], list[str]]], template: Callable[[str], Any]) -> str:
+    """``synth.synthesize`` > ``get_response`` > its refine ``get_response`` on the packed chunks
+    > the LLM's spans on ``template(query)`` with the one piece of them as ``context_str``, for the
+    compact synthesize module ``module`` answered in one LLM call (``chunks(query, nodes)``: the
+    packed chunks and the pieces the LLM calls get). None of them where the module has no prompt
+    (no nodes, or refine steps): the native synthesizer runs and reports itself under the parent
+    span, which is returned."""
+    parsed = lambda o: li.parse_output(li.synthesizer_parts(synth).llm, o["text"])  # noqa: E731
     inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
     text = {"text": Ref(module, "text")}
-    with reading.inside(synthesize):
-        outer = reading.span(MethodSpan(synth, "get_response", lambda v: ((), {"query_str": v["query"],
-                                                                               "text_chunks": texts(v)}),
-                                        result=parsed), inputs, text)
+    outer = _synthesize_spans(reading, synth, module, query, nodes, text, parsed)
     with reading.inside(outer):
         inner = reading.span(MethodSpan(
             synth, "get_response",
@@ -435,6 +475,29 @@ def synthesis_spans(reading: "AppReading", synth: Any, module: str, query: Sourc
         llm_call_spans(reading, li.synthesizer_parts(synth).llm,
                        lambda v: (template(v["query"]), {"context_str": chunks(v["query"], v["nodes"])[1][0]}),
                        inputs, Ref(module, "text"))
+    return reading.region
+
+
+# the first-level calls of a tree a trace shows (a query making more reports the first ones only)
+MOST_TREE_CALLS = 16
+
+
+def tree_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
+               chunks: Callable[[str, list], list[str]], template: Callable[[str], Any]) -> str:
+    """``synth.synthesize`` > ``get_response`` > the LLM's spans of each first-level call on
+    ``template(query)`` with its chunk (``chunks(query, nodes)``) as ``context_str``, for the
+    tree_summarize module ``module`` (whose ``text`` is the list of first-level answers); returns
+    the ``get_response`` span, which the native levels above go under (when nothing is reported,
+    the span above it)."""
+    inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
+    outer = _synthesize_spans(reading, synth, module, query, nodes, {"response": Ref(module, "response")},
+                              lambda o: o["response"].response)
+    for k in range(MOST_TREE_CALLS):
+        with reading.inside(outer):
+            llm_call_spans(reading, li.synthesizer_parts(synth).llm,
+                           lambda v, k=k: (template(v["query"]), {"context_str": chunks(v["query"], v["nodes"])[k]}),
+                           inputs, Ref(module, "text"), item=k)
+    return outer
 
 
 def _retrieve_spans(reading: "AppReading", retriever: Any, inputs: Mapping[str, Source], nodes: Source,

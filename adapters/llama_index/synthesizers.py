@@ -18,9 +18,10 @@ from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummari
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
-from teola.adapters.llama_index.spans import synthesis_spans
+from teola.adapters.llama_index.spans import MOST_TREE_CALLS, synthesis_spans, tree_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
@@ -43,16 +44,18 @@ class _SynthesizerRecogniser(Recogniser):
         """The synthesize module: (query, nodes) -> prompt(s) -> LLM -> the framework's Response."""
         llm = li.synthesizer_parts(synth).llm
         bound = llm_for(reading, llm)
+        native = self.spans(reading, synth, nodes)
         reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": QueryInput("query_str"), "nodes": nodes},
                                ("response",), SynthesizeArgs(
                                    bound.engine, bound.sampling, self.prompts(synth),
                                    PrefixSpec(_template_prefix_fn(llm, self.template(synth)), ("query",)),
-                                   finish=self.finish(synth), batch=self.batch)))
-        self.spans(reading, synth, nodes)
+                                   finish=self.finish(synth), batch=self.batch), region=native))
         return Ref("synthesize", "response")
 
-    def spans(self, reading: AppReading, synth: Any, nodes: Ref) -> None:
-        """Declare the spans the synthesizer reports natively (none by default: its own call reports them)."""
+    @abc.abstractmethod
+    def spans(self, reading: AppReading, synth: Any, nodes: Ref) -> str | None:
+        """Declare the spans the synthesizer reports natively for the module ``synthesize``; return the
+        one that what ``finish`` runs natively (refine steps, a tree's upper levels) goes under."""
 
     @abc.abstractmethod
     def template(self, synth: Any) -> Any:
@@ -104,32 +107,37 @@ class CompactRecogniser(_SynthesizerRecogniser):
 
         return build_prompt
 
-    def spans(self, reading: AppReading, synth: CompactAndRefine, nodes: Ref) -> None:
+    def spans(self, reading: AppReading, synth: CompactAndRefine, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
-        remembered: OrderedDict[tuple, tuple[list[str], list[str]]] = OrderedDict()
-
-        def chunks(query: str, nodes: list[NodeWithScore]) -> tuple[list[str], list[str]]:
-            """``_compact_chunks``, once per query for all the spans that report them (the last 64 kept)."""
-            key = (query, tuple(n.node.node_id for n in nodes))
-            if key not in remembered:
-                remembered[key] = _compact_chunks(synth, query, nodes)
-                if len(remembered) > 64:
-                    remembered.popitem(last=False)
-            return remembered[key]
-
-        synthesis_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes, chunks,
-                        lambda query: parts.text_qa_template.partial_format(query_str=query))
+        return synthesis_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+                               _per_query(lambda query, nodes: _compact_chunks(synth, query, nodes)),
+                               lambda query: parts.text_qa_template.partial_format(query_str=query))
 
     def finish(self, synth: CompactAndRefine) -> Callable[..., Any]:
         parts = li.synthesizer_parts(synth)
 
         def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
             if answer is SKIPPED:
-                return synth.synthesize(query=query, nodes=nodes)
+                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
             text = li.parse_output(parts.llm, answer) or "Empty Response"
             return li.response(synth, text, list(nodes))
 
         return finish
+
+
+def _per_query(chunks: Callable[[str, list[NodeWithScore]], Any]) -> Callable[[str, list[NodeWithScore]], Any]:
+    """``chunks`` computed once per query for all the spans that report them (the last 64 kept)."""
+    remembered: OrderedDict[tuple, Any] = OrderedDict()
+
+    def once(query: str, nodes: list[NodeWithScore]) -> Any:
+        key = (query, tuple(n.node.node_id for n in nodes))
+        if key not in remembered:
+            remembered[key] = chunks(query, nodes)
+            if len(remembered) > 64:
+                remembered.popitem(last=False)
+        return remembered[key]
+
+    return once
 
 
 def _compact_chunks(synth: CompactAndRefine, query: str, nodes: list[NodeWithScore]) -> tuple[list[str], list[str]]:
@@ -162,12 +170,20 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
         def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
             if not nodes:
                 return SKIPPED
+            chunks = _tree_chunks(synth, query, nodes)
+            if len(chunks) > MOST_TREE_CALLS:
+                log.info("teola: tree_summarize makes %d first-level calls; traces show the first %d",
+                         len(chunks), MOST_TREE_CALLS)
             template = parts.summary_template.partial_format(query_str=query)
-            texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-            chunks = parts.prompt_helper.repack(template, text_chunks=texts, llm=parts.llm)
             return [render(parts.llm, template, context_str=chunk) for chunk in chunks]
 
         return build_prompts
+
+    def spans(self, reading: AppReading, synth: TreeSummarize, nodes: Ref) -> str | None:
+        parts = li.synthesizer_parts(synth)
+        return tree_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+                          _per_query(lambda query, nodes: _tree_chunks(synth, query, nodes)),
+                          lambda query: parts.summary_template.partial_format(query_str=query))
 
     def finish(self, synth: TreeSummarize) -> Callable[..., Any]:
         """One first-level answer is the response; several are summarized further by the native
@@ -176,12 +192,21 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
 
         def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
             if answer is SKIPPED:
-                return synth.synthesize(query=query, nodes=nodes)
+                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
             summaries = [li.parse_output(parts.llm, text) for text in answer]
-            text = summaries[0] if len(summaries) == 1 else synth.get_response(query_str=query, text_chunks=summaries)
+            text = summaries[0] if len(summaries) == 1 else run_as_asked(
+                synth.get_response, synth.aget_response, query_str=query, text_chunks=summaries)
             return li.response(synth, text, list(nodes))
 
         return finish
+
+
+def _tree_chunks(synth: TreeSummarize, query: str, nodes: list[NodeWithScore]) -> list[str]:
+    """The chunks tree_summarize repacks the nodes' texts into, one first-level call each."""
+    parts = li.synthesizer_parts(synth)
+    texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+    return parts.prompt_helper.repack(parts.summary_template.partial_format(query_str=query), text_chunks=texts,
+                                      llm=parts.llm)
 
 
 SYNTHESIZERS: tuple[Recogniser, ...] = (CompactRecogniser(), TreeSummarizeRecogniser())

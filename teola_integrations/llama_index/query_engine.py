@@ -12,6 +12,7 @@ from llama_index.core.base.response.schema import RESPONSE_TYPE
 from llama_index.core.schema import QueryBundle, QueryType
 
 from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
+from teola.adapters.llama_index.as_asked import asked
 from teola.adapters.llama_index.spans import QuerySpans, query_span, reports_its_own_span
 from teola.optimizer.ir import Graph
 from teola.optimizer.ops import EngineKind
@@ -46,6 +47,7 @@ class TeolaQueryEngine(BaseQueryEngine):
         super().__init__(callback_manager=native.callback_manager)
         self.native = native
         self.fallbacks = list(reading.fallbacks)
+        self._reports_query = not reading.whole  # an engine run whole reports its own query span
         self._runtime = runtime
         specs = [EngineSpec(EngineKind.VECTOR_INDEX, source.key, build=partial(_index_engine, source))
                  for source in reading.indexes]
@@ -64,6 +66,8 @@ class TeolaQueryEngine(BaseQueryEngine):
     def query(self, str_or_query_bundle: QueryType) -> RESPONSE_TYPE:
         """Answer as the wrapped engine's ``query`` does, reporting its span (named after it), its
         query events and its components' spans and events to LlamaIndex's instrumentation."""
+        if not self._reports_query:
+            return self._execute(_bundle(str_or_query_bundle), None)
         with query_span(self.native, str_or_query_bundle) as span, self.callback_manager.as_trace("query"):
             span.result = self._execute(_bundle(str_or_query_bundle), span.context)
         return span.result
@@ -71,6 +75,8 @@ class TeolaQueryEngine(BaseQueryEngine):
     @reports_its_own_span
     async def aquery(self, str_or_query_bundle: QueryType) -> RESPONSE_TYPE:
         """``query``, awaited."""
+        if not self._reports_query:
+            return await self._aexecute(_bundle(str_or_query_bundle), None)
         with query_span(self.native, str_or_query_bundle, "aquery") as span, self.callback_manager.as_trace("query"):
             span.result = await self._aexecute(_bundle(str_or_query_bundle), span.context)
         return span.result
@@ -83,14 +89,16 @@ class TeolaQueryEngine(BaseQueryEngine):
 
     def _execute(self, query_bundle: QueryBundle, spans: QuerySpans | None) -> RESPONSE_TYPE:
         try:
-            return self._runtime.execute(self._scheduler, _inputs(query_bundle, spans))["response"]
+            with asked(asynchronously=False):
+                return self._runtime.execute(self._scheduler, _inputs(query_bundle, spans))["response"]
         except PrimitiveError as exc:
             error = original_error(exc)
         raise error  # outside the handler: the component's own exception, as the native engine raises it
 
     async def _aexecute(self, query_bundle: QueryBundle, spans: QuerySpans | None) -> RESPONSE_TYPE:
         try:
-            return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle, spans)))["response"]
+            with asked(asynchronously=True):  # what runs as-is runs its async twin on this loop, as natively
+                return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle, spans)))["response"]
         except PrimitiveError as exc:
             error = original_error(exc)
         raise error

@@ -27,12 +27,13 @@ class Silent(RegionObserver):
         return None
 
 
-def _module_graph() -> Graph:
-    """query -> generate (a list, parsed) -> call; a region over the call's run, the model's inside it."""
+def _module_graph(gen_in: str | None = None, use_in: str | None = None) -> Graph:
+    """query -> generate (a list, parsed) -> call; a region over the call's run, the model's inside it;
+    ``gen_in``, ``use_in``: the regions the modules' own code runs in."""
     g = Graph()
     g.add(Node("gen", ModuleKind.GENERATE, {"q": QueryInput("query_str")}, ("items",),
-               GenerateArgs(LLM, Sampling(), lambda q: Prompt(text=q), parse=str.splitlines, max_items=2)))
-    g.add(Node("use", ModuleKind.CALL, {"items": Ref("gen", "items")}, ("out",), FnArgs(len, "count")))
+               GenerateArgs(LLM, Sampling(), lambda q: Prompt(text=q), parse=str.splitlines, max_items=2), region=gen_in))
+    g.add(Node("use", ModuleKind.CALL, {"items": Ref("gen", "items")}, ("out",), FnArgs(len, "count"), region=use_in))
     g.set_output("out", Ref("use", "out"))
     g.add_region(Region("chain", {"value": QueryInput("query_str")}, {"value": Ref("use", "out")}, Silent()))
     g.add_region(Region("model", {"value": QueryInput("query_str")}, {"text": Ref("gen", "text")}, Silent(), "chain"))
@@ -112,3 +113,23 @@ def test_a_region_on_one_item_reads_it_from_its_sub_batch_and_a_member_read_whol
     assert "retrieve_gen.embed" not in split  # no region reads it whole: gone, as without regions
     assert split["retrieve_gen.search"].op is Op.FUSE  # read whole by a region: joined like the chain's end
     assert split.regions["whole"].outputs["hits"] == Ref("retrieve_gen.search", "hits")
+
+
+def test_work_placed_in_a_region_keeps_its_place_through_lowering_on_the_primitive_that_runs_it():
+    primitives = lower(_module_graph(gen_in="chain", use_in="model"))
+    assert primitives["use"].region == "model"
+    assert primitives["gen"].region == "chain"  # the parse: the framework's callable
+    assert {primitives[n].region for n in ("gen.prompt", "gen.prefill", "gen.decode")} == {None}  # engine work
+
+
+def test_lint_refuses_work_placed_in_a_region_that_waits_for_it_or_in_none():
+    g = _module_graph(gen_in="after-use")
+    g.add_region(Region("after-use", {"value": Ref("use", "out")}, {}, Silent()))  # starts on what gen feeds
+    with pytest.raises(GraphError, match="needs the node"):
+        g.lint(ModuleKind)
+    with pytest.raises(GraphError, match="not declared"):
+        _module_graph(gen_in="nowhere").lint(ModuleKind)
+    g = _module_graph(gen_in="model")
+    g.regions["model"] = Region("model", {"prompt": Ref("gen", "prompt")}, {}, Silent(), "chain")
+    g.lint(ModuleKind)  # a region on an earlier step of the module's own chain
+    lower(g).lint(Op)

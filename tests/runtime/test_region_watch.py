@@ -1,6 +1,8 @@
 """Regions reported while a query runs: order, values, errors, silence (pure graph logic, zero-cost engines)."""
 
 import asyncio
+import contextvars
+from dataclasses import replace
 
 import pytest
 
@@ -119,3 +121,41 @@ def test_a_region_not_listened_to_passes_its_children_to_its_own_parent():
     assert _run(g)[0] == {"answer": "Q!"}
     assert log == [("start", "outer", None, {"value": "q"}), ("start", "innermost", "outer", {"value": "Q"}),
                    ("end", "innermost", {"value": "Q!"}), ("end", "outer", {"value": "Q!"})]
+
+
+class Placing(Recorder):
+    """Records which region the work placed in it was entered under (as a span id is set for a framework's own code)."""
+
+    def enter(self, handle):
+        _placed.set(handle)
+
+
+_placed = contextvars.ContextVar("placed", default=None)
+
+
+def _where_placed(x):
+    return _placed.get()
+
+
+def _placing_graph(log: list, inner: RegionObserver | None = None) -> Graph:
+    """``a`` then ``b``, which runs as-is inside ``inner`` (under ``outer``) and says where it was placed."""
+    g = Graph()
+    g.add(Node("a", Op.CALL, {"q": QueryInput("query_str")}, ("out",), FnArgs(_slow_upper), CALLABLE))
+    g.add(Node("b", Op.CALL, {"x": Ref("a", "out")}, ("out",), FnArgs(_where_placed), CALLABLE, region="inner"))
+    g.set_output("answer", Ref("b", "out"))
+    g.add_region(Region("outer", {"value": QueryInput("query_str")}, {"value": Ref("b", "out")}, Placing("outer", log)))
+    g.add_region(Region("inner", {"value": Ref("a", "out")}, {"value": Ref("b", "out")},
+                        inner or Placing("inner", log), parent="outer"))
+    return g
+
+
+def test_work_placed_in_a_region_runs_under_it_or_under_the_closest_one_reported_above_it():
+    log: list = []
+    assert _run(_placing_graph(log))[0] == {"answer": "inner"}
+    assert _run(_placing_graph(log, Placing("inner", log, listening=False)))[0] == {"answer": "outer"}
+    assert _run(_placing_graph(log, type("Never", (OnlyShortValues, Placing), {})("inner", log)), "qq")[0] == \
+        {"answer": "outer"}  # it did not apply
+    g = _placing_graph(log)
+    for name in ("outer", "inner"):
+        g.regions[name] = replace(g.regions[name], observer=Placing(name, log, listening=False))
+    assert _run(g)[0] == {"answer": None}  # nobody listens: placed nowhere, and nothing waits
