@@ -13,6 +13,7 @@ warning when a chain is first read.
 from __future__ import annotations
 
 import importlib
+import sys
 import logging
 from typing import Any
 
@@ -37,10 +38,11 @@ PRIVATE_NAMES: dict[type, tuple[str, ...]] = {
     BasePromptTemplate: ("_validate_input", "_serialized"),
     BaseRetriever: ("_get_ls_params",),
 }
-# Private names of the OpenAI clients (langchain-openai, optional), by module and class.
+# Private names of the OpenAI clients (langchain-openai, langchain-community: optional), by module and class.
 CLIENT_PRIVATE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
     ("langchain_openai.chat_models.base", "BaseChatOpenAI"): ("_default_params",),
     ("langchain_openai.llms.base", "BaseOpenAI"): ("_default_params",),
+    ("langchain_community.llms.openai", "BaseOpenAI"): ("_invocation_params",),
 }
 # Names langchain-core's own modules define but its packages do not export.
 INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
@@ -91,9 +93,12 @@ def convert_input(model: BaseLanguageModel, value: Any) -> PromptValue:
 
 
 def request_params(model: Any) -> dict[str, Any]:
-    """The parameters a langchain-openai chat model or LLM puts in every request body besides the
-    prompt (its stop sequences included)."""
-    params = dict(model._default_params)
+    """The parameters an OpenAI chat model or LLM puts in every request body besides the prompt (its
+    stop sequences included): langchain-openai's default parameters, langchain-community's invocation
+    parameters (``VLLMOpenAI`` sends no ``logit_bias`` there)."""
+    community = sys.modules.get("langchain_community.llms.openai")  # loaded if the model is one of its clients
+    params = dict(model._invocation_params if community and isinstance(model, community.BaseOpenAI)
+                  else model._default_params)
     if getattr(model, "stop", None):
         params["stop"] = model.stop
     return params

@@ -1,7 +1,8 @@
 """The chain's own chat models, LLMs, embeddings and vector stores as Teola engines.
 
 Teola's own classes carry their engine (``teola_engine``, ``teola_sampling``, ``index_engine``).
-The standard OpenAI clients (langchain-openai's ``ChatOpenAI`` and ``OpenAI``) pointed at an
+The standard OpenAI clients (langchain-openai's ``ChatOpenAI`` and ``OpenAI``, langchain-community's
+``VLLMOpenAI``) pointed at an
 OpenAI-compatible server (vLLM's, usually) are read off their configuration and become an engine
 on that server, sending what the client itself would send; reading a client never logs its API
 key. The user's own ``Embeddings`` and ``InMemoryVectorStore`` become engines around the objects
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -37,27 +39,36 @@ except ImportError:  # langchain-openai is optional: without it no chain can use
     OPENAI_CLIENTS = ()
 
 
+def _openai_clients() -> tuple[type, ...]:
+    """The OpenAI client classes Teola reads: langchain-openai's, and langchain-community's
+    ``BaseOpenAI`` (``VLLMOpenAI``'s) where an app has loaded it (importing it here would cost every
+    app its import time and its deprecation warning)."""
+    community = sys.modules.get("langchain_community.llms.openai")
+    return OPENAI_CLIENTS + ((community.BaseOpenAI,) if community is not None else ())
+
+
 def model_why_not(model: Any) -> str | None:
     """Why ``model``'s calls cannot run on a Teola engine (None: they can)."""
     if not isinstance(model, BaseLanguageModel):
         return f"{type(model).__name__} is not a LangChain chat model or LLM"
     if hasattr(model, "teola_engine") and hasattr(model, "teola_sampling"):
         return None
-    if isinstance(model, OPENAI_CLIENTS):
+    if isinstance(model, _openai_clients()):
         if getattr(model, "use_responses_api", None):
             return "it uses the Responses API (Teola sends chat and completions requests)"
         if (request_params(model).get("n") or 1) != 1:
             return "it asks for several choices (n != 1)"
         return None
     return (f"{type(model).__name__} is not a model Teola serves (use teola_integrations.langchain.TeolaChatModel "
-            "or TeolaLLM, or a langchain-openai ChatOpenAI/OpenAI client of an OpenAI-compatible server)")
+            "or TeolaLLM, or a ChatOpenAI/OpenAI/VLLMOpenAI client of an OpenAI-compatible server)")
 
 
 def server_endpoint(model: Any) -> ServerEndpoint:
-    """Where a langchain-openai client sends its requests: its base URL (else ``$OPENAI_BASE_URL``, else
-    OpenAI's), its key, headers, timeout and retries."""
+    """Where an OpenAI client sends its requests: its base URL (else ``$OPENAI_BASE_URL``, else
+    OpenAI's), its key (langchain-community's holds it as plain text), headers, timeout and retries."""
     base_url = model.openai_api_base or os.environ.get("OPENAI_BASE_URL") or "https://api.openai.com/v1"
-    key = model.openai_api_key.get_secret_value() if isinstance(model.openai_api_key, SecretStr) else None
+    key = model.openai_api_key
+    key = key.get_secret_value() if isinstance(key, SecretStr) else key if isinstance(key, str) else None
     headers = tuple((name, Secret(str(value))) for name, value in (model.default_headers or {}).items())
     timeout = model.request_timeout
     return ServerEndpoint(base_url, model.model_name, Secret(key) if key else None, headers,

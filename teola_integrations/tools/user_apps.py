@@ -39,6 +39,14 @@ def chat_openai(base_url: str, max_tokens: int = 64) -> Any:
     return ChatOpenAI(model=SERVED_NAME, base_url=base_url, api_key=API_KEY, temperature=0.0, max_tokens=max_tokens)
 
 
+def vllm_openai(base_url: str, max_tokens: int = 64) -> Any:
+    """langchain-community's ``VLLMOpenAI``, the completion client LangChain's vLLM page shows, greedy."""
+    from langchain_community.llms import VLLMOpenAI
+
+    return VLLMOpenAI(model_name=SERVED_NAME, openai_api_base=base_url, openai_api_key=API_KEY, temperature=0.0,
+                      max_tokens=max_tokens)
+
+
 def build_user_rag_app(base_url: str, kind: AppKind = "naive", top_k: int = 3, max_tokens: int = 64,
                        corpus_limit: int | None = None) -> RetrieverQueryEngine:
     """A LlamaIndex RAG app of ``kind`` (see ``demo_app.build_app``) on the user's own classes."""

@@ -14,7 +14,7 @@ from teola_integrations.llama_index import optimize
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.tools.langchain_apps import build_app as build_chain
 from teola_integrations.tools.run_trees import LlamaIndexRecorder
-from teola_integrations.tools.user_apps import build_user_store, chat_openai, hf_embedding, openai_like
+from teola_integrations.tools.user_apps import build_user_store, chat_openai, hf_embedding, openai_like, vllm_openai
 from teola_integrations.tools.faulty_proxy import FaultyProxy
 from teola_integrations.tools.vllm_server import SERVED_NAME
 
@@ -101,6 +101,16 @@ def test_a_langchain_rag_chain_on_chat_openai_and_an_in_memory_store_is_lowered_
     fast = optimize_chain(chain)
     assert fast.lowered == ["retrieve2: VectorStoreRetriever over InMemoryVectorStore",
                             "generate5: ChatPromptTemplate | ChatOpenAI | StrOutputParser"]
+    question = {"question": questions[0].question}
+    chain.invoke(question)
+    assert fast.invoke(question) == chain.invoke(question)
+
+
+@pytest.mark.answers
+def test_a_langchain_rag_chain_on_vllm_openai_is_lowered_and_answers_as_native(vllm_server, questions):
+    chain = build_chain("rag", build_user_store(corpus_limit=20), vllm_openai(vllm_server.base_url, max_tokens=32)).native
+    fast = optimize_chain(chain)
+    assert fast.lowered[-1] == "generate5: ChatPromptTemplate | VLLMOpenAI | StrOutputParser"
     question = {"question": questions[0].question}
     chain.invoke(question)
     assert fast.invoke(question) == chain.invoke(question)
