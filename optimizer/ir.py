@@ -251,16 +251,12 @@ class Graph:
             raise GraphError("the graph has no outputs; call set_output() for what a query returns")
         for name, source in self.outputs.items():
             self._check_source(source, f"graph output {name!r}")
-        streamed = {s.node for s in self.outputs.values() if s.node in self._nodes and self._nodes[s.node].meta.stream}
         for region in self.regions.values():
             if region.parent is not None and region.parent not in self.regions:
                 raise GraphError(f"region {region.name!r} is under {region.parent!r}, which is not declared")
             for key, source in [*region.inputs.items(), *region.outputs.items()]:
                 # a module graph's region may read any output of its module's chain: only the module is checked
                 self._check_source(source, f"{key!r} of region {region.name!r}", outputs=level is not ModuleKind)
-                if isinstance(source, Ref) and source.node in streamed:
-                    raise GraphError(f"region {region.name!r} reads {source}, a streamed answer: the query returns "
-                                     f"before it ends, so the region could not end with it; drop the region")
         if not nx.is_directed_acyclic_graph(self.to_networkx()):
             cycle = nx.find_cycle(self.to_networkx())
             raise GraphError(f"the graph has a cycle: {cycle}")

@@ -55,6 +55,9 @@ class RegionObserver(abc.ABC):
     def fail(self, handle: Any, error: BaseException) -> None | Awaitable[None]:
         """Close the region with the error that kept its outputs from coming."""
 
+    def delta(self, handle: Any, key: str, piece: str) -> None | Awaitable[None]:
+        """The streamed output ``key`` grew by ``piece`` (default: nothing to report)."""
+
     def enter(self, handle: Any) -> None:
         """Make the framework code the calling task runs from now on report under the open region
         ``handle`` (a node placed in the region: ``Node.region``); default: nothing to do."""

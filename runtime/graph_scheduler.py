@@ -10,7 +10,8 @@ remaining primitives are cancelled; other queries are untouched. The scheduler r
 primitive started and ended (``QueryTrace``), which benchmarks and timelines read.
 
 The plan's regions (what the app's framework reports to its tracing) are reported as the query
-runs (``teola.runtime.region_watch``); the query returns once they have ended.
+runs (``teola.runtime.region_watch``); the query returns once they have ended, but for those on a
+streamed answer, which end with it.
 
 A node with ``meta.stream`` (a streaming decode) publishes a ``TextStream`` as its output as soon
 as it starts and fills it while it runs, so its consumers start on the first items; with
@@ -101,14 +102,15 @@ class GraphScheduler:
             regions.start()
         tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query, regions))
                  for node in self._order]
-        streaming: set[str] = set()
+        streaming: dict[str, TextStream] = {}
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
                 outputs[name] = (await results[ref.node])[ref.output]
-            streaming = {ref.node for name, ref in self.plan.outputs.items() if isinstance(outputs[name], TextStream)}
-            if regions is not None:  # they end before the query does (none reads a streamed answer: lint), and
-                await regions.settle()  # before the nodes left running, which some may still read, are cancelled
+            streaming = {ref.node: outputs[name] for name, ref in self.plan.outputs.items()
+                         if isinstance(outputs[name], TextStream)}
+            if regions is not None:  # they end before the query does (those on a streamed answer: as it is read),
+                await regions.settle(streaming)  # and before the nodes left running, which some may read, are cancelled
         finally:
             for node, task in zip(self._order, tasks):
                 if node.name not in streaming:  # a streamed output's decode keeps filling it
@@ -117,7 +119,7 @@ class GraphScheduler:
                 if future.done() and not future.cancelled():
                     future.exception()
             if regions is not None:  # after a failure: the regions fail once the nodes they wait for are cancelled
-                await regions.settle()
+                await regions.settle(streaming)
         trace.total = time.perf_counter() - t0
         return outputs, trace
 

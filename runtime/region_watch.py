@@ -16,7 +16,7 @@ import asyncio
 import inspect
 from typing import Any, Awaitable, Callable, Mapping
 
-from teola.optimizer.ir import Region, Source
+from teola.optimizer.ir import Ref, Region, Source
 from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import SKIPPED
 from teola.runtime.errors import original_error
@@ -36,8 +36,19 @@ async def _whole(source: Source, resolve: Resolve) -> Any:
     return value
 
 
+async def _output(region: Region, handle: Any, key: str, resolve: Resolve) -> Any:
+    """An output's value, whole; a stream's pieces are reported to the observer as they come."""
+    value = await resolve(region.outputs[key])
+    if not isinstance(value, TextStream):
+        return value
+    async for piece in value.follow():
+        await _maybe(region.observer.delta(handle, key, piece))
+    return value.text
+
+
 class RegionWatch:
-    """The regions of one query: ``start`` their tasks, ``settle`` waits until all have reported."""
+    """The regions of one query: ``start`` their tasks, ``settle`` waits until they have reported,
+    but for those on the query's streamed answers, which report as the answer is read."""
 
     def __init__(self, regions: Mapping[str, Region], query: Mapping[str, Any], resolve: Resolve) -> None:
         self._declared = regions
@@ -53,14 +64,15 @@ class RegionWatch:
             self._parents[region.name] = parent
             if parent is not None:
                 self._children[parent].append(region.name)
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._held = False
 
     def start(self) -> None:
         """One task per listened-to region, on the running loop."""
         loop = asyncio.get_running_loop()
         self._handles = {name: loop.create_future() for name in self._regions}
         self._ended = {name: loop.create_future() for name in self._regions}
-        self._tasks = [loop.create_task(self._watch(region)) for region in self._regions.values()]
+        self._tasks = {name: loop.create_task(self._watch(region)) for name, region in self._regions.items()}
 
     async def placement(self, region: str | None) -> tuple[RegionObserver, Any] | None:
         """Where code run inside ``region`` reports: the observer and handle of the region once it
@@ -77,10 +89,26 @@ class RegionWatch:
             region = self._declared[region].parent
         return None
 
-    async def settle(self) -> None:
-        """Wait until every region has ended, failed or given up (never raises)."""
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def settle(self, streamed: Mapping[str, TextStream] | None = None) -> None:
+        """Wait until every region has ended, failed or given up (never raises), but for the regions
+        that read a stream of ``streamed`` (the query's streamed answers, by node) and those above
+        them: they end with the stream, and its readers see its end only once they have."""
+        streamed = streamed or {}
+        later = {name for name, r in self._regions.items()
+                 if any(isinstance(s, Ref) and s.node in streamed for s in r.sources())}
+        for name in list(later):
+            parent = self._parents[name]
+            while parent is not None:
+                later.add(parent)
+                parent = self._parents[parent]
+        if later and not self._held:
+            self._held = True
+            reported = asyncio.gather(*(t for name, t in self._tasks.items() if name in later), return_exceptions=True)
+            for stream in streamed.values():
+                stream.hold_end(reported)
+        now = [t for name, t in self._tasks.items() if name not in later]
+        if now:
+            await asyncio.gather(*now, return_exceptions=True)
 
     async def _watch(self, region: Region) -> None:
         try:
@@ -103,7 +131,7 @@ class RegionWatch:
         self._handles[region.name].set_result(handle)
         error: BaseException | None = None
         try:
-            outputs = {key: await _whole(source, self._resolve) for key, source in region.outputs.items()}
+            outputs = {key: await _output(region, handle, key, self._resolve) for key in region.outputs}
         except (Exception, asyncio.CancelledError) as exc:
             error = original_error(exc)
         for child in self._children[region.name]:  # a run ends after its children, as natively

@@ -19,6 +19,8 @@ class TextStream:
 
     ``producer`` is the task filling it, if one is known: a reader of ``deltas`` that stops before
     the end abandons the stream, which cancels that task (and so aborts its engine request).
+    Watchers (``follow``) read it without owning it; ``hold_end`` makes ``deltas`` readers see the
+    end only once a watcher has reported it.
     """
 
     def __init__(self, producer: asyncio.Task | None = None) -> None:
@@ -27,6 +29,12 @@ class TextStream:
         self.error: BaseException | None = None
         self.producer = producer
         self._changed = asyncio.Condition()
+        self._holds: list[asyncio.Future] = []
+
+    def hold_end(self, reported: asyncio.Future) -> None:
+        """``deltas`` readers see the end only once ``reported`` is done (what watches the stream
+        has reported its end: the trace of the run that produced it is closed by then)."""
+        self._holds.append(reported)
 
     def abandon(self) -> None:
         """Nobody reads on: stop the producer (a no-op once the text is done)."""
@@ -54,18 +62,26 @@ class TextStream:
             raise self.error
         return self.text
 
-    async def deltas(self) -> AsyncIterator[str]:
-        """The text piece by piece as it grows, to its end; raises the producer's error. Closing
-        or cancelling the iteration before the end abandons the stream."""
+    async def follow(self) -> AsyncIterator[str]:
+        """The text piece by piece as it grows, to its end; raises the producer's error. A watcher's
+        read: stopping early leaves the stream to its readers."""
         seen = 0
+        while True:
+            text = await self.wait_until(lambda grown: len(grown) > seen)
+            if len(text) > seen:
+                yield text[seen:]
+                seen = len(text)
+            elif self.done:
+                return
+
+    async def deltas(self) -> AsyncIterator[str]:
+        """``follow``, for the stream's reader: its end comes once the watchers holding it
+        (``hold_end``) have reported it; closing or cancelling the iteration before the end
+        abandons the stream."""
         try:
-            while True:
-                text = await self.wait_until(lambda grown: len(grown) > seen)
-                if len(text) > seen:
-                    yield text[seen:]
-                    seen = len(text)
-                elif self.done:
-                    return
+            async for piece in self.follow():
+                yield piece
+            await asyncio.gather(*self._holds, return_exceptions=True)
         finally:
             self.abandon()
 

@@ -48,11 +48,15 @@ def to_prompt(messages: Sequence[BaseMessage]) -> Prompt:
 @dataclass(frozen=True)
 class FinalGeneration:
     """The chain's output is one LLM call's text, finished by ``parser`` (or none): what streaming
-    the answer needs. ``decode`` is the name of the call's decode primitive once lowered."""
+    the answer needs. ``decode`` is the name of the call's decode primitive once lowered;
+    ``parser_tag`` the tag of the parser's run under the chain's; ``model_region`` the region of
+    the model's run (whose id the streamed message chunks carry)."""
 
     decode: str
     chat: bool
     parser: BaseOutputParser | None
+    parser_tag: str | None = None
+    model_region: str | None = None
 
 
 def is_engine_model(step: Any) -> bool:
@@ -117,16 +121,18 @@ def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: li
     tracer.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",),
                         FnArgs(_finish_fn(chat, parser), f"{type(model).__name__} output", pure=True)))
     tracer.lowered.append(f"{name}: {steps}")
-    tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser)
-    _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"), tags)
+    parser_tag = tags[(prompt is not None) + 1] if parser is not None else None
+    model_region = _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"), tags)
+    tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser, parser_tag, model_region)
     return Value(Ref(name, "output"))
 
 
 def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, output: Ref,
-              tags: list[str | None]) -> None:
+              tags: list[str | None]) -> str:
     """The runs of the call's steps, as regions: the prompt's on the call's input, the model's on
     the prompt's value until its text, the parser's on that text until its output, the cap's on
-    the items (the parser's output is then the items kept: decoding stops once they are in)."""
+    the items (the parser's output is then the items kept: decoding stops once they are in).
+    Returns the model's region."""
     prompt, model, parser = llm_call.prompt, llm_call.model, llm_call.parser
     chat = isinstance(model, BaseChatModel)
     inputs, assemble = region_values(value)
@@ -145,6 +151,7 @@ def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, o
         region(lambda name, tag: ParserRun(parser, tag, name, model_region, chat), {"value": text}, {"value": output})
     if llm_call.cap is not None:
         region(lambda name, tag: StepRun(llm_call.steps[-1], tag, name), {"value": output}, {"value": output})
+    return model_region
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,9 @@ from typing import Any, Callable, Mapping
 
 from langchain_core.callbacks import AsyncCallbackManager, CallbackManager
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.output_parsers import BaseOutputParser
-from langchain_core.outputs import ChatGeneration, Generation, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk, LLMResult
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable, RunnableConfig, patch_config
@@ -144,12 +144,43 @@ class RetrieverRun(StepRun):
 class ModelRun(StepRun):
     """A chat model's or LLM's run: started on the messages (or text) it is sent, ended with the
     generated text as the model's own result. ``to_model_input`` turns the region's input into
-    what the model receives (the prompt's value, where a prompt comes first)."""
+    what the model receives (the prompt's value, where a prompt comes first). In a streamed
+    invocation the run streams, as LangChain streams every model of it: each piece of a streamed
+    answer is a new token (an answer Teola did not stream, one piece), and it ends with the
+    generation a stream makes."""
 
     step: BaseLanguageModel
 
     def __init__(self, step: BaseLanguageModel, tag: str | None, region: str, to_model_input: Assemble) -> None:
         super().__init__(step, tag, region, to_model_input, lambda outputs: outputs["text"])
+        self._pieces: dict[Any, int] = {}  # the streaming runs open, by run id: how many pieces told (one loop)
+
+    async def start(self, parent: RunHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> RunHandle:
+        handle = await super().start(parent, inputs, query)
+        if query["frame"].streamed:
+            self._pieces[handle.run.run_id] = 0
+        return handle
+
+    async def delta(self, handle: RunHandle, key: str, piece: str) -> None:
+        if handle.run.run_id not in self._pieces:  # Teola streams it (into its readers), the invocation does not
+            return
+        self._pieces[handle.run.run_id] += 1
+        await _done(handle.run.on_llm_new_token(piece, chunk=stream_chunk(self.step, piece, handle.run)))
+
+    async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
+        if handle.run.run_id not in self._pieces:
+            return await super().end(handle, outputs)
+        text = outputs["text"]
+        if not self._pieces.pop(handle.run.run_id):
+            await self.delta(handle, "text", text)
+            self._pieces.pop(handle.run.run_id)
+        if isinstance(self.step, BaseChatModel):  # a chat model's stream ends with an empty last chunk
+            await _done(handle.run.on_llm_new_token("", chunk=stream_chunk(self.step, "", handle.run, last=True)))
+        await _done(handle.run.on_llm_end(LLMResult(generations=[[stream_chunk(self.step, text, handle.run)]])))
+
+    async def fail(self, handle: RunHandle, error: BaseException) -> None:
+        self._pieces.pop(handle.run.run_id, None)
+        await super().fail(handle, error)
 
     async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
         serialized, params, ls_params = compat.model_run_params(self.step)
@@ -173,8 +204,24 @@ class ModelRun(StepRun):
         return run.on_llm_error(error)
 
 
-def model_message(text: str, run: Any) -> AIMessage:
-    """The message a chat model's ``invoke`` returns for ``text`` in ``run`` (its id names the run)."""
+def stream_chunk(model: BaseLanguageModel, text: str, run: Any, last: bool = False) -> GenerationChunk:
+    """A piece of ``model``'s stream in ``run``, as its ``stream`` reports it: a message chunk from a
+    chat model (``stream_message``), a text chunk from an LLM."""
+    if not isinstance(model, BaseChatModel):
+        return GenerationChunk(text=text)
+    return ChatGenerationChunk(message=stream_message(text, run, last))
+
+
+def stream_message(text: str, run: Any, last: bool = False) -> AIMessageChunk:
+    """A message chunk a chat model streams in ``run`` (its id names the run; the ``last`` one says so)."""
+    return AIMessageChunk(content=text, id=f"{LC_ID_PREFIX}-{run.run_id}", chunk_position="last" if last else None)
+
+
+def model_message(text: str, run: Any, streamed: bool = False) -> AIMessage | AIMessageChunk:
+    """The message a chat model returns for ``text`` in ``run`` (its id names the run): ``invoke``'s,
+    or, ``streamed``, what its stream adds up to."""
+    if streamed:
+        return stream_message(text, run, last=True)
     return AIMessage(content=text, id=f"{LC_ID_PREFIX}-{run.run_id}-0")
 
 
@@ -188,8 +235,9 @@ class ParserRun(StepRun):
 
     async def start(self, parent: RunHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> RunHandle:
         if self.chat:
-            model = await query["frame"].parent_run(self.model_region)
-            inputs = {"value": model_message(inputs["value"], model.run)}
+            frame: StepFrame = query["frame"]
+            model = await frame.parent_run(self.model_region)
+            inputs = {"value": model_message(inputs["value"], model.run, frame.streamed)}
         return await super().start(parent, inputs, query)
 
 

@@ -41,6 +41,8 @@ class StepFrame:
     config, so ``max_concurrency`` holds) inside a copy of the caller's ``context``. When callbacks
     listen (``traced``), the runs of the traced steps (``teola.adapters.langchain.runs``) open as
     the plan runs, and a step run as-is goes under its enclosing step's run (``parent_run``).
+    ``streamed``: the invocation is a stream, whose steps LangChain runs as streams (a model's run
+    then ends with a streamed generation).
     """
 
     config: RunnableConfig
@@ -49,6 +51,7 @@ class StepFrame:
     context: contextvars.Context
     executor: Executor | None = None
     kwargs: dict[str, Any] = field(default_factory=dict)
+    streamed: bool = False
     _runs: dict[str, asyncio.Future] = field(default_factory=dict, repr=False)
 
     @property

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable, Iterator
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables import Runnable, RunnableConfig, patch_config
 from langchain_core.runnables.graph import Graph as RunnableGraph
+from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel
 
 from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
@@ -57,8 +58,8 @@ class TeolaRunnable(Runnable):
     under it the run tree LangChain reports (every step's run, nested, named, typed and tagged as
     natively, with the same inputs and outputs): lowered steps' runs are reported as the plan runs
     (``teola.adapters.langchain.runs``), steps run as-is open theirs under their enclosing step's.
-    When the answer streams, its parser's run is the native stream's and its model's run is not
-    reported (yet). Where the chain's answer is an LLM call's (parsed)
+    When the answer streams, its model's run reports each piece as it comes and its parser's run is
+    the native stream's. Where the chain's answer is an LLM call's (parsed)
     text, streaming yields it token by token as the native chain does, from a plan whose final
     decode streams (the parser then streams as in a native stream, with its own child run);
     otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``
@@ -80,6 +81,8 @@ class TeolaRunnable(Runnable):
         self._chain = ChainPlan(self.plan, runtime)
         self._final = build.final
         self._streaming = ChainPlan(stream_output(self.plan, build.final.decode, "output"), runtime) if build.final else None
+        self._model_region = build.final.model_region if self._streaming and \
+            build.final.model_region in self._streaming.plan.regions else None  # reported while streaming
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return self._chain.invoke(self.name, input, config, kwargs)
@@ -109,18 +112,32 @@ class TeolaRunnable(Runnable):
                        config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
         [input] = inputs
         with get_executor_for_config(config) as executor, _raising_original_errors():
-            frame = StepFrame(config, run_manager, False, self._streaming.step_context(), executor, kwargs)
+            frame = StepFrame(config, run_manager, False, self._streaming.step_context(), executor, kwargs, streamed=True)
             answer = self._streaming.run({"input": input, "frame": frame})["output"]
-            yield from answer_chunks(self._final, self._streaming.runtime.iterate(answer.deltas()), config)
+            message_id = self._streaming.runtime.run(self._message_id(frame))
+            yield from answer_chunks(self._final, self._streaming.runtime.iterate(answer.deltas()),
+                                     self._parser_config(config, run_manager), message_id)
 
     async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         input = await anext(inputs)
         with _raising_original_errors():
-            frame = StepFrame(config, run_manager, True, self._streaming.step_context(), None, kwargs)
+            frame = StepFrame(config, run_manager, True, self._streaming.step_context(), None, kwargs, streamed=True)
             answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
-            async for chunk in answer_achunks(self._final, self._streaming.runtime.aiterate(answer.deltas()), config):
+            message_id = await self._streaming.runtime.arun(self._message_id(frame))
+            async for chunk in answer_achunks(self._final, self._streaming.runtime.aiterate(answer.deltas()),
+                                              self._parser_config(config, run_manager), message_id):
                 yield chunk
+
+    async def _message_id(self, frame: StepFrame) -> str | None:
+        """The id of the streamed answer's message: its model run's, where the run is reported."""
+        if not frame.traced or self._model_region is None:
+            return None
+        return f"{LC_ID_PREFIX}-{(await frame.parent_run(self._model_region)).run.run_id}"
+
+    def _parser_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:
+        """The config the answer's parser streams with: a child of the chain's run, tagged as its step."""
+        return patch_config(config, callbacks=run_manager.get_child(self._final.parser_tag))
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.native.get_input_schema(config)

@@ -4,8 +4,8 @@
 into rows: depth, ``Class.method`` and the events inside, children in a fixed order.
 ``langchain_run_tree`` flattens a LangChain run (as ``collect_runs`` or LangSmith keep it) into
 rows: depth, name, run type, tags, inputs, outputs and whether it failed, children in a fixed
-order (LangChain runs parallel steps in any order). Message and run ids, which are fresh on every
-run, are left out.
+order (LangChain runs parallel steps in any order), dict keys in order. Message and run ids, which
+are fresh on every run, are left out.
 """
 
 from __future__ import annotations
@@ -23,7 +23,14 @@ _IDS = re.compile(r"(id=|'id': )'(lc_run-|run-)[^']*'")
 
 
 def _scrubbed(values: Any) -> str:
-    return _IDS.sub("", str(values))
+    return _IDS.sub("", str(_sorted_keys(values)))
+
+
+def _sorted_keys(values: Any) -> Any:
+    """Dicts with their keys in order: which key a stream's accumulated dict got first is timing."""
+    if isinstance(values, dict):
+        return {key: _sorted_keys(values[key]) for key in sorted(values, key=str)}
+    return values
 
 
 def langchain_run_tree(run: Any, depth: int = 0) -> list[tuple]:

@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref
+from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref, Region
 from teola.optimizer.ops import CALLABLE, DecodeArgs, EngineId, EngineKind, FnArgs, Meta, ParseArgs
+from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import SKIPPED, Sampling
 from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
@@ -230,3 +231,43 @@ def test_a_streamed_output_is_returned_at_once_and_goes_on_filling():
         assert [span.node for span in trace.spans] == ["decode"]
 
     asyncio.run(main())
+
+
+class StreamWatcher(RegionObserver):
+    """Logs a region on a streamed answer: its start, each piece it is told, its end."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def start(self, parent, inputs, query):
+        self.log.append("start")
+
+    async def delta(self, handle, key, piece):
+        self.log.append(piece)
+
+    async def end(self, handle, outputs):
+        await asyncio.sleep(0.01)  # a slow callback handler
+        self.log.append(("end", outputs["text"]))
+
+    def fail(self, handle, error):
+        self.log.append("fail")
+
+
+def test_a_region_on_a_streamed_answer_is_told_each_piece_and_its_reader_sees_the_end_after_it_ended():
+    log: list = []
+    g = Graph()
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.set_output("answer", Ref("decode", "text"))
+    g.add_region(Region("model", {"value": QueryInput("query_str")}, {"text": Ref("decode", "text")}, StreamWatcher(log)))
+    g.lint(Op)
+
+    async def main():
+        outputs, _ = await GraphScheduler(g, {"llm": SlowStream()}).run({"query_str": "q"})
+        pieces = [piece async for piece in outputs["answer"].deltas()]
+        log.append("reader saw the end")
+        return pieces
+
+    assert "".join(asyncio.run(main())) == "streamed word by word"
+    assert log[0] == "start" and "".join(log[1:-2]) == "streamed word by word"
+    assert log[-2:] == [("end", "streamed word by word"), "reader saw the end"]

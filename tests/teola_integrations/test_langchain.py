@@ -114,15 +114,23 @@ def test_the_runnable_protocol_is_kept(store, chat, questions):
 def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questions):
     """Every step's run (sequences, parallels, assign, lambdas, retrievers and their .map(), prompts,
     models, parsers, steps run as-is), nested, named, typed and tagged as natively, with the same
-    inputs and outputs, sync (and async where steps run side by side). Not marked ``answers``: the
-    answers' equality on other CPU paths is test_apps_answer_as_langchain_does's."""
+    inputs and outputs, sync (and async where steps run side by side); and in a streamed invocation
+    the runs of a native stream (every model's streamed generation, the answer's parser's run on the
+    streamed chunks). Not marked ``answers``: the answers' equality on other CPU paths is
+    test_apps_answer_as_langchain_does's."""
     app = build_app(name, store, chat)
     fast = optimize(app.native)
     value = {"question": questions[1].question}
     app.native.invoke(value)  # the native run recorded is the second, as _warm's
-    invocations = [("native", app.native.invoke), ("teola", fast.invoke)]
+
+    async def astream(chain, v):
+        return [chunk async for chunk in chain.astream(v)]
+
+    invocations = [("native", app.native.invoke), ("teola", fast.invoke),
+                   ("native stream", lambda v: list(app.native.stream(v))), ("teola stream", lambda v: list(fast.stream(v)))]
     if name in ("rag", "contextual"):
-        invocations.append(("teola async", lambda v: asyncio.run(fast.ainvoke(v))))
+        invocations += [("teola async", lambda v: asyncio.run(fast.ainvoke(v))),
+                        ("teola stream async", lambda v: asyncio.run(astream(fast, v)))]
     trees = {}
     for mode, invoke in invocations:
         with collect_runs() as collector:
@@ -130,7 +138,8 @@ def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questio
         [root] = collector.traced_runs
         trees[mode] = langchain_run_tree(root)
     assert len(trees["native"]) > 5
-    assert all(tree == trees["native"] for tree in trees.values())
+    assert all(tree == trees["native stream" if "stream" in mode else "native"] for mode, tree in trees.items())
+    assert trees["native stream"] != trees["native"]  # a stream's runs are not an invoke's (streamed generations)
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
