@@ -40,6 +40,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "CompactAndRefine": ("_llm", "_text_qa_template", "_refine_template", "_prompt_helper", "_response_padding_size",
                          "_streaming", "_output_cls", "_structured_answer_filtering", "_multimodal",
                          "_make_compact_text_chunks", "_prepare_response_output"),
+    "BaseSynthesizer": ("_callback_manager",),
     "TreeSummarize": ("_llm", "_summary_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
                       "_prepare_response_output"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
@@ -254,3 +255,23 @@ def faiss_index(store: Any) -> Any:
 def is_faiss_store(store: Any) -> bool:
     """Whether ``store`` is llama-index-vector-stores-faiss's FaissVectorStore."""
     return type(store).__name__ == "FaissVectorStore" and hasattr(store, "_faiss_index")
+
+
+def callback_parent() -> str:
+    """The legacy callback event that events started here go under (LlamaIndex's trace stack)."""
+    from llama_index.core.callbacks.base import BASE_TRACE_EVENT, global_stack_trace
+
+    stack = global_stack_trace.get()
+    return stack[-1] if stack else BASE_TRACE_EVENT
+
+
+def enter_callback_event(event_id: str) -> None:
+    """Make legacy callback events started from here on (this context) go under ``event_id``."""
+    from llama_index.core.callbacks.base import global_stack_trace
+
+    global_stack_trace.set([*global_stack_trace.get(), event_id])
+
+
+def synthesizer_callbacks(synth: Any) -> Any:
+    """The callback manager a synthesizer's events go through (it holds it privately)."""
+    return synth._callback_manager

@@ -9,11 +9,13 @@ handler turn into a trace. Lowered, those methods never run; the adapter declare
 regions (``teola.optimizer.regions``) whose observers (``MethodSpan``) report each span and its
 events through the dispatcher's public API (``span_enter``/``span_exit``/``span_drop``, ``event``),
 named, nested and filled as the native method would. The query's own span is opened by
-``query_span`` around the whole query, named after the wrapped engine.
+``query_span`` around the whole query, named after the wrapped engine. The same observers start the
+legacy callback events (``CallbackManager``) those methods start (``CallbackEvent``), through the
+components' own callback managers, nested by explicit parent ids.
 
 Internal helper spans (``TokenTextSplitter.split_text`` while packing the context,
-``DefaultRefineProgram.__call__`` around the LLM call) are not reproduced: the LLM call's spans go
-straight under ``get_response``.
+``DefaultRefineProgram.__call__`` around the LLM call) and ``CHUNKING`` callback events are not
+reproduced: the LLM call's spans go straight under ``get_response``.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ import inspect
 import sys
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from collections import ChainMap
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, Sequence
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import ChatResponse, CompletionResponse, MessageRole
 from llama_index.core.async_utils import run_jobs
+from llama_index.core.callbacks.base import BASE_TRACE_EVENT
+from llama_index.core.callbacks.schema import LEAF_EVENTS, CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.dispatcher import DISPATCHER_SPAN_DECORATED_ATTR, active_instrument_tags
 from llama_index.core.instrumentation.events import BaseEvent
@@ -43,6 +48,7 @@ from llama_index.core.instrumentation.events.synthesis import (GetResponseEndEve
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.instrumentation.span_handlers import NullSpanHandler
+from llama_index.core.query_engine import RetrieverQueryEngine
 from llama_index.core.schema import MetadataMode, QueryBundle
 
 from teola.adapters.llama_index import compat as li
@@ -64,23 +70,26 @@ def reports_its_own_span(method: Callable) -> Callable:
     return method
 
 
-def listening() -> bool:
-    """Whether any span or event handler other than LlamaIndex's null ones is attached anywhere."""
+def listening(engine: Any) -> bool:
+    """Whether any span or event handler other than LlamaIndex's null ones is attached anywhere, or
+    a legacy callback handler to ``engine``'s callback manager."""
     root = get_dispatcher()
     dispatchers = [root, *root.manager.dispatchers.values()] if root.manager else [root]
-    return any(d.event_handlers or any(not isinstance(h, NullSpanHandler) for h in d.span_handlers)
-               for d in dispatchers)
+    return bool(engine.callback_manager.handlers) or any(
+        d.event_handlers or any(not isinstance(h, NullSpanHandler) for h in d.span_handlers) for d in dispatchers)
 
 
 @dataclass(frozen=True)
 class QuerySpans:
     """One query's place in the span tree: the span its top-level spans go under, whether it was
-    asked with ``aquery`` (its components then report their async methods' spans), and the
-    instrument tags active where it was asked (``instrument_tags``: every span of it carries them)."""
+    asked with ``aquery`` (its components then report their async methods' spans), the
+    instrument tags active where it was asked (``instrument_tags``: every span of it carries them)
+    and the legacy callback event its callback events go under."""
 
     parent: str
     is_async: bool = False
     tags: Mapping[str, Any] = field(default_factory=dict)
+    callback_parent: str = BASE_TRACE_EVENT
 
 
 def async_name(method: str) -> str:
@@ -109,20 +118,51 @@ def method_site(instance: Any, method: str) -> SpanSite:
 
 @dataclass(frozen=True)
 class SpanHandle:
-    """An open span: its id and site, the arguments it was opened with, the region's input values."""
+    """An open span: its id and site, the arguments it was opened with, the region's input values,
+    the legacy callback event it started (if one) and the one the events inside it go under."""
 
     id: str
     site: SpanSite
     bound: inspect.BoundArguments
     inputs: Mapping[str, Any]
+    callback_id: str | None = None
+    callback_parent: str = BASE_TRACE_EVENT
+
+
+@dataclass(frozen=True)
+class CallbackEvent:
+    """The legacy callback event (``CallbackManager``, ``TokenCountingHandler`` ...) a span's method
+    starts through ``manager``: its type and payloads (``end`` None: started and ended at once, as
+    ``TEMPLATING``); a non-leaf one holds the events started inside the span."""
+
+    type: CBEventType
+    manager: Any
+    start: Callable[[Mapping[str, Any]], dict]
+    end: Callable[[Mapping[str, Any], Mapping[str, Any]], dict] | None = None
+
+    def open(self, parent: str, inputs: Mapping[str, Any]) -> str | None:
+        """Start the event under ``parent``; its id, while it is open."""
+        event = self.manager.on_event_start(self.type, self.start(inputs), parent_id=parent)
+        if self.end is not None:
+            return event
+        self.manager.on_event_end(self.type, None, event_id=event)
+        return None
+
+    def close(self, event: str, inputs: Mapping[str, Any], outputs: Mapping[str, Any]) -> None:
+        """End the event with its outputs."""
+        self.manager.on_event_end(self.type, self.end(inputs, outputs), event_id=event)
+
+    def fail(self, event: str, error: BaseException) -> None:
+        """End the event with the error, as ``CallbackManager.event`` does."""
+        self.manager.on_event_end(self.type, {EventPayload.EXCEPTION: error}, event_id=event)
 
 
 def _open(site: SpanSite, args: tuple, kwargs: dict, parent: str | None, inputs: Mapping[str, Any],
-          tags: Mapping[str, Any]) -> SpanHandle:
+          tags: Mapping[str, Any], callback_parent: str = BASE_TRACE_EVENT) -> SpanHandle:
     bound = site.signature.bind(*args, **kwargs)
     span = f"{site.name}-{uuid.uuid4()}"
     site.dispatcher.span_enter(id_=span, bound_args=bound, instance=site.instance, parent_id=parent, tags=dict(tags))
-    return SpanHandle(span, site, bound, inputs)
+    return SpanHandle(span, site, bound, inputs, callback_parent=callback_parent)
 
 
 def _emit(handle: SpanHandle, events: Sequence[BaseEvent]) -> None:
@@ -144,16 +184,17 @@ def _drop(handle: SpanHandle, error: BaseException) -> None:
 class Span(RegionObserver, abc.ABC):
     """A span reported through LlamaIndex's dispatcher, with the events ``start_events(inputs, {})``
     right after it opens and ``end_events(inputs, outputs)`` before it closes with ``result(outputs)``;
-    ``call(inputs)`` gives the arguments it binds. ``mode``: reported only in a ``query`` ("sync") or
+    ``call(inputs)`` gives the arguments it binds; ``callback`` the legacy callback event the method
+    starts (after its events). ``mode``: reported only in a ``query`` ("sync") or
     an ``aquery`` ("async") where the framework's sync and async paths differ (None: in both); a span
     not reported passes its children to its own parent. ``when(inputs)``: whether the framework
     opens it for these values (None: always)."""
 
     def __init__(self, call: Call, start_events: Events | None = None, end_events: Events | None = None,
                  result: Callable[[Mapping[str, Any]], Any] | None = None, mode: str | None = None,
-                 when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+                 when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None) -> None:
         self.call, self.start_events, self.end_events, self.result = call, start_events, end_events, result
-        self.mode, self.when = mode, when
+        self.mode, self.when, self.callback = mode, when, callback
 
     def active(self, query: Mapping[str, Any]) -> bool:
         spans = query.get("spans")
@@ -169,21 +210,33 @@ class Span(RegionObserver, abc.ABC):
     def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
         spans: QuerySpans = query["spans"]
         args, kwargs = self.call(inputs)
-        handle = _open(self.site(spans), args, kwargs, parent.id if parent else spans.parent, inputs, spans.tags)
+        callback_parent = parent.callback_parent if parent else spans.callback_parent
+        handle = _open(self.site(spans), args, kwargs, parent.id if parent else spans.parent, inputs, spans.tags,
+                       callback_parent)
         if self.start_events:
             _emit(handle, self.start_events(inputs, {}))
+        if self.callback is not None and self.callback.manager.handlers:
+            event = self.callback.open(callback_parent, inputs)
+            if event is not None:
+                leaf = self.callback.type in LEAF_EVENTS
+                handle = replace(handle, callback_id=event, callback_parent=callback_parent if leaf else event)
         return handle
 
     def end(self, handle: SpanHandle, outputs: Mapping[str, Any]) -> None:
         if self.end_events:
             _emit(handle, self.end_events(handle.inputs, outputs))
+        if handle.callback_id is not None:
+            self.callback.close(handle.callback_id, handle.inputs, outputs)
         _exit(handle, self.result(outputs) if self.result else None)
 
     def fail(self, handle: SpanHandle, error: BaseException) -> None:
+        if handle.callback_id is not None:
+            self.callback.fail(handle.callback_id, error)
         _drop(handle, error)
 
     def enter(self, handle: SpanHandle) -> None:
         active_span_id.set(handle.id)  # what LlamaIndex's own spans take as their parent
+        li.enter_callback_event(handle.callback_parent)  # and its callback events
 
 
 class MethodSpan(Span):
@@ -194,8 +247,8 @@ class MethodSpan(Span):
     def __init__(self, instance: Any, method: str, call: Call, start_events: Events | None = None,
                  end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
                  mode: str | None = None, asynchronous: bool | None = None,
-                 when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
-        super().__init__(call, start_events, end_events, result, mode, when)
+                 when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None) -> None:
+        super().__init__(call, start_events, end_events, result, mode, when, callback)
         self.instance, self.method, self.asynchronous = instance, method, asynchronous
         self._sites: dict[bool, SpanSite] = {}
 
@@ -258,13 +311,13 @@ class QuerySpan:
 def query_span(engine: Any, str_or_query_bundle: Any, method: str = "query") -> Iterator[QuerySpan]:
     """The span ``engine.query`` (or ``aquery``) opens, with its query events, around a query Teola
     runs for it; nothing when nobody listens."""
-    if not listening():
+    if not listening(engine):
         yield QuerySpan(None)
         return
     tags = active_instrument_tags.get()
     handle = _open(method_site(engine, method), (str_or_query_bundle,), {}, active_span_id.get(), {}, tags)
     token = active_span_id.set(handle.id)
-    query = QuerySpan(QuerySpans(handle.id, is_async=method == "aquery", tags=tags))
+    query = QuerySpan(QuerySpans(handle.id, is_async=method == "aquery", tags=tags, callback_parent=li.callback_parent()))
     try:
         _emit(handle, [QueryStartEvent(query=str_or_query_bundle)])
         yield query
@@ -306,8 +359,8 @@ def retriever_spans(reading: "AppReading", retriever: Any, embed_model: Any, mod
 
     def span(instance: Any, method: str, call: Call, start: Events | None = None, end: Events | None = None,
              result: Callable[[Mapping[str, Any]], Any] | None = None, each: bool = item is not None,
-             mode: str | None = None) -> RegionObserver:
-        observer = MethodSpan(instance, method, call, start, end, result, mode, asynchronous)
+             mode: str | None = None, callback: CallbackEvent | None = None) -> RegionObserver:
+        observer = MethodSpan(instance, method, call, start, end, result, mode, asynchronous, callback=callback)
         return ItemSpan(observer) if each else observer
 
     inputs: dict[str, Source] = {"query": one(query)}
@@ -323,7 +376,11 @@ def retriever_spans(reading: "AppReading", retriever: Any, embed_model: Any, mod
                 embed_model, "get_query_embedding", lambda v: ((v["query"],), {}),
                 lambda v, o: [EmbeddingStartEvent(model_dict=_payload(embed_model))],
                 lambda v, o: [EmbeddingEndEvent(chunks=[v["query"]], embeddings=[_floats(o["vector"])])],
-                lambda o: _floats(o["vector"]), each=each), texts, {"vector": vector})
+                lambda o: _floats(o["vector"]), each=each, callback=CallbackEvent(
+                    CBEventType.EMBEDDING, embed_model.callback_manager,
+                    lambda v: {EventPayload.SERIALIZED: _payload(embed_model)},
+                    lambda v, o: {EventPayload.CHUNKS: [v["query"]], EventPayload.EMBEDDINGS: [_floats(o["vector"])]})),
+                texts, {"vector": vector})
         with reading.inside(embedding):
             reading.span(span(embed_model, "_get_query_embedding", lambda v: ((v["query"],), {}),
                               result=lambda o: _floats(o["vector"]), each=each), texts, {"vector": vector})
@@ -363,11 +420,18 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
     def parsed(o: Mapping[str, Any]) -> str:
         return li.parse_output(llm, answer.of(o))
 
+    def templating(v: Mapping[str, Any]) -> dict:
+        template, args = predict(v)
+        return {EventPayload.TEMPLATE: template.get_template(llm=llm),
+                EventPayload.TEMPLATE_VARS: {k: x for k, x in ChainMap(template.kwargs, args).items()
+                                             if k in template.template_vars},
+                EventPayload.SYSTEM_PROMPT: llm.system_prompt, EventPayload.QUERY_WRAPPER_PROMPT: llm.query_wrapper_prompt}
+
     span = reading.span(MethodSpan(
         llm, "predict", lambda v: ((predict(v)[0],), predict(v)[1]),
         lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
-        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous, when=answer.made()),
-        inputs, {"text": text})
+        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous, when=answer.made(),
+        callback=CallbackEvent(CBEventType.TEMPLATING, llm.callback_manager, templating)), inputs, {"text": text})
 
     def rendered(v: Mapping[str, Any]) -> tuple[list[Any] | None, str | None]:
         template, args = predict(v)
@@ -390,25 +454,33 @@ def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[
 def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
                 inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
     result = lambda o: _chat_response(answer.of(o))  # noqa: E731
+    callback = CallbackEvent(CBEventType.LLM, llm.callback_manager,
+                             lambda v: {EventPayload.MESSAGES: messages(v), EventPayload.ADDITIONAL_KWARGS: {},
+                                        EventPayload.SERIALIZED: _payload(llm)},
+                             lambda v, o: {EventPayload.MESSAGES: messages(v), EventPayload.RESPONSE: result(o)})
     _method_spans(reading, llm, "chat", lambda v: ((messages(v),), {}),
                   lambda v, o: [LLMChatStartEvent(model_dict=_payload(llm), messages=messages(v), additional_kwargs={})],
                   lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, answer,
-                  asynchronous)
+                  asynchronous, callback)
 
 
 def _complete_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str], kwargs: dict,
                     inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
     result = lambda o: CompletionResponse(text=answer.of(o))  # noqa: E731
+    callback = CallbackEvent(CBEventType.LLM, llm.callback_manager,
+                             lambda v: {EventPayload.PROMPT: prompt(v), EventPayload.ADDITIONAL_KWARGS: kwargs,
+                                        EventPayload.SERIALIZED: _payload(llm)},
+                             lambda v, o: {EventPayload.PROMPT: prompt(v), EventPayload.COMPLETION: result(o)})
     _method_spans(reading, llm, "complete", lambda v: ((prompt(v),), kwargs),
                   lambda v, o: [LLMCompletionStartEvent(model_dict=_payload(llm), prompt=prompt(v),
                                                         additional_kwargs=kwargs)],
                   lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, answer,
-                  asynchronous)
+                  asynchronous, callback)
 
 
 def _method_spans(reading: "AppReading", llm: Any, method: str, call: Call, start: Events, end: Events,
                   result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], answer: Answer,
-                  asynchronous: bool | None) -> None:
+                  asynchronous: bool | None, callback: CallbackEvent) -> None:
     """``llm.method``'s span with its events, inside the spans of the overrides a call passes through first."""
     outer = reading.region
     for _ in range(_delegations(llm, method)):  # an override's own span around the method it delegates to
@@ -416,8 +488,8 @@ def _method_spans(reading: "AppReading", llm: Any, method: str, call: Call, star
             outer = reading.span(MethodSpan(llm, method, call, result=result, asynchronous=asynchronous,
                                             when=answer.made()), inputs, {"text": answer.text})
     with reading.inside(outer):
-        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous, when=answer.made()),
-                     inputs, {"text": answer.text})
+        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous, when=answer.made(),
+                                callback=callback), inputs, {"text": answer.text})
 
 
 def _delegations(llm: Any, method: str) -> int:
@@ -445,7 +517,10 @@ def _synthesize_spans(reading: "AppReading", synth: Any, module: str, query: Sou
         synth, "synthesize", lambda v: ((), {"query": _bundle(v), "nodes": v["nodes"]}),
         lambda v, o: [SynthesizeStartEvent(query=_bundle(v))],
         lambda v, o: [SynthesizeEndEvent(query=_bundle(v), response=o["response"])],
-        lambda o: o["response"]), inputs, {"response": Ref(module, "response")})
+        lambda o: o["response"], callback=CallbackEvent(CBEventType.SYNTHESIZE, li.synthesizer_callbacks(synth),
+                                                        lambda v: {EventPayload.QUERY_STR: v["query"]},
+                                                        lambda v, o: {EventPayload.RESPONSE: o["response"]})),
+        inputs, {"response": Ref(module, "response")})
     with reading.inside(synthesize):
         return reading.span(MethodSpan(synth, "get_response",
                                        lambda v: ((), {"query_str": v["query"], "text_chunks": texts(v)}),
@@ -509,7 +584,10 @@ def _retrieve_spans(reading: "AppReading", retriever: Any, inputs: Mapping[str, 
         retriever, "retrieve", lambda v: ((_bundle(v),), {}),
         lambda v, o: [RetrievalStartEvent(str_or_query_bundle=_bundle(v))],
         lambda v, o: [RetrievalEndEvent(str_or_query_bundle=_bundle(v), nodes=o["nodes"])],
-        lambda o: o["nodes"]), inputs, {"nodes": nodes})
+        lambda o: o["nodes"], callback=CallbackEvent(CBEventType.RETRIEVE, retriever.callback_manager,
+                                                     lambda v: {EventPayload.QUERY_STR: v["query"]},
+                                                     lambda v, o: {EventPayload.NODES: o["nodes"]})),
+        inputs, {"nodes": nodes})
     with reading.inside(retrieve):
         return reading.span(span(retriever, "_retrieve", lambda v: ((_bundle(v),), {}), result=lambda o: o["nodes"],
                                  mode=inner_mode), inputs, {"nodes": nodes})
@@ -588,6 +666,10 @@ def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: 
 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:
-    """``engine._query``, under the query's own span (``query_span``): the region its components' spans go under."""
-    return reading.span(MethodSpan(engine, "_query", lambda v: ((_bundle(v),), {}), result=lambda o: o["response"]),
-                        {"query": QueryInput("query_str")}, {"response": response})
+    """``engine._query``, under the query's own span (``query_span``): the region its components' spans
+    go under; a ``RetrieverQueryEngine``'s starts the ``QUERY`` callback event there."""
+    callback = CallbackEvent(CBEventType.QUERY, engine.callback_manager, lambda v: {EventPayload.QUERY_STR: v["query"]},
+                             lambda v, o: {EventPayload.RESPONSE: o["response"]}) \
+        if isinstance(engine, RetrieverQueryEngine) else None
+    return reading.span(MethodSpan(engine, "_query", lambda v: ((_bundle(v),), {}), result=lambda o: o["response"],
+                                   callback=callback), {"query": QueryInput("query_str")}, {"response": response})

@@ -2,6 +2,7 @@
 
 ``LlamaIndexRecorder`` records LlamaIndex's spans and instrumentation events and flattens them
 into rows: depth, ``Class.method`` and the events inside, children in a fixed order.
+``LlamaIndexCallbackRecorder`` does the same for LlamaIndex's legacy callback events.
 ``langchain_run_tree`` flattens a LangChain run (as ``collect_runs`` or LangSmith keep it) into
 rows: depth, name, run type, tags, inputs, outputs and whether it failed, children in a fixed
 order (LangChain runs parallel steps in any order), dict keys in order. Message and run ids, which
@@ -13,6 +14,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from llama_index.core.callbacks.base import CallbackManager
+from llama_index.core.callbacks.base_handler import BaseCallbackHandler
+from llama_index.core.callbacks.schema import CBEventType
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.span.simple import SimpleSpan
@@ -117,3 +121,85 @@ class LlamaIndexRecorder(BaseSpanHandler[SimpleSpan], BaseEventHandler):
 def _span_name(span: str) -> str:
     """``Class.method`` of a span id ``Class.method-<uuid>``."""
     return span.split("-", 1)[0]
+
+
+# LlamaIndex's helper events Teola does not report (see teola.adapters.llama_index.spans): left out of both trees.
+LLAMA_INDEX_HELPER_EVENTS = (CBEventType.CHUNKING,)
+
+
+class LlamaIndexCallbackRecorder(BaseCallbackHandler):
+    """Records the events LlamaIndex's legacy callback system (``CallbackManager``, which
+    ``TokenCountingHandler`` and ``LlamaDebugHandler`` hang on) reports: each event's type, parent and
+    payload keys at start and end. Add it to the callback managers of the components (for instance
+    through ``Settings.callback_manager`` before building them); ``stop()`` makes it ignore the rest."""
+
+    def __init__(self) -> None:
+        super().__init__(event_starts_to_ignore=[], event_ends_to_ignore=[])
+        self.events: dict[str, list] = {}
+        self.recording = True
+
+    def stop(self) -> None:
+        """Record nothing more (its managers may outlive the comparison)."""
+        self.recording = False
+
+    def on_event_start(self, event_type: CBEventType, payload: dict | None = None, event_id: str = "",
+                       parent_id: str = "", **kwargs: Any) -> str:
+        if self.recording:
+            self.events[event_id] = [event_type.value, parent_id, tuple(sorted(k.value for k in payload or {})), None]
+        return event_id
+
+    def on_event_end(self, event_type: CBEventType, payload: dict | None = None, event_id: str = "",
+                     **kwargs: Any) -> None:
+        if self.recording and event_id in self.events:
+            self.events[event_id][3] = tuple(sorted(k.value for k in payload or {}))
+
+    def start_trace(self, trace_id: str | None = None) -> None:
+        """Traces are the query's own (the wrapper opens it as the native engine does)."""
+
+    def end_trace(self, trace_id: str | None = None, trace_map: dict | None = None) -> None:
+        """See ``start_trace``."""
+
+    def tree(self, leave_out: tuple[CBEventType, ...] = LLAMA_INDEX_HELPER_EVENTS) -> list[tuple]:
+        """The recorded events as rows (depth, type, start payload keys, end payload keys), from the
+        events under no recorded event, children in a fixed order; ``leave_out`` types dropped."""
+        dropped = {e.value for e in leave_out}
+        children: dict[str | None, list[str]] = {}
+        for event, (kind, parent, _, _) in self.events.items():
+            if kind not in dropped:
+                children.setdefault(parent if parent in self.events else None, []).append(event)
+
+        def rows(event: str, depth: int) -> list[tuple]:
+            kind, _, start, end = self.events[event]
+            out = [(depth, kind, start, end)]
+            for child in sorted(children.get(event, []), key=lambda c: str(rows(c, 0))):
+                out += rows(child, depth + 1)
+            return out
+
+        return [row for root in sorted(children.get(None, []), key=lambda r: str(rows(r, 0))) for row in rows(root, 0)]
+
+
+def callback_managers(app: Any, depth: int = 6) -> list[CallbackManager]:
+    """Every distinct legacy callback manager reachable from ``app`` through its components' fields
+    (a query engine's, its retrievers', models', synthesizer's ...): where to add a recorder to hear
+    every event the app reports."""
+    found: dict[int, CallbackManager] = {}
+    seen: set[int] = set()
+
+    def walk(value: Any, left: int) -> None:
+        if left < 0 or id(value) in seen or isinstance(value, (str, bytes, int, float, type)):
+            return
+        seen.add(id(value))
+        if isinstance(value, CallbackManager):
+            found[id(value)] = value
+            return
+        if isinstance(value, dict):
+            children = list(value.values())
+        elif isinstance(value, (list, tuple, set)):
+            children = list(value)
+        else:
+            children = [*getattr(value, "__dict__", {}).values(), *(getattr(value, "__pydantic_private__", None) or {}).values()]
+        for child in children:
+            walk(child, left - 1)
+
+    walk(app, depth)
+    return list(found.values())

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 from llama_index.core import get_response_synthesizer
+from llama_index.core.callbacks import TokenCountingHandler
 from llama_index.core.indices.prompt_helper import PromptHelper
 from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.llms import MockLLM
@@ -18,7 +19,7 @@ from llama_index.core.retrievers import BaseRetriever
 from teola.runtime.traces import record_traces
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
-from teola_integrations.tools.run_trees import LlamaIndexRecorder
+from teola_integrations.tools.run_trees import LlamaIndexCallbackRecorder, LlamaIndexRecorder, callback_managers
 from teola_integrations.tools.search_service import SearchService
 
 pytestmark = pytest.mark.engines
@@ -115,12 +116,22 @@ def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, qu
     query_engine = _app(index, llm, kind)
     fast = optimize(query_engine)
     question = questions[5].question
-    trees = {}
+    trees, callback_trees = {}, {}
     for mode, engine in (("native", query_engine), ("teola", fast)):
         for variant, ask in (("", engine.query), (" async", lambda q: asyncio.run(engine.aquery(q)))):
-            with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
-                ask(question)
+            callbacks = LlamaIndexCallbackRecorder()  # on every component's callback manager
+            for manager in callback_managers(query_engine):
+                if callbacks not in manager.handlers:  # managers may share their handler list
+                    manager.add_handler(callbacks)
+            try:
+                with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
+                    ask(question)
+            finally:
+                for manager in callback_managers(query_engine):
+                    if callbacks in manager.handlers:
+                        manager.remove_handler(callbacks)
             trees[mode + variant] = recorder.tree()
+            callback_trees[mode + variant] = callbacks.tree()
             assert recorder.tag_sets() == {(("session", "s-1"),)}, mode + variant  # every span carries the tags
     engine = type(query_engine).__name__
     assert trees["native"][0][1] == f"{engine}.query"
@@ -129,6 +140,33 @@ def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, qu
     assert async_spans <= {row[1] for row in trees["native async"]}
     assert trees["teola"] == trees["native"]
     assert trees["teola async"] == trees["native async"]
+    assert {"query", "retrieve", "llm"} <= {row[1] for row in callback_trees["native"]}
+    assert callback_trees["teola"] == callback_trees["native"]
+    assert callback_trees["teola async"] == callback_trees["native async"]
+
+
+@pytest.mark.parametrize("index", ["simple"], indirect=True)
+def test_a_token_counting_handler_counts_what_it_counts_natively(index, llm, questions):
+    """LlamaIndex's TokenCountingHandler (a legacy callback handler) counts the same LLM and embedding
+    tokens of a query Teola runs as of the native one."""
+    query_engine = index.as_query_engine(llm=llm, similarity_top_k=2)
+    fast = optimize(query_engine)
+    counts = []
+    for engine in (query_engine, fast):
+        counter = TokenCountingHandler()
+        for manager in callback_managers(query_engine):
+            if counter not in manager.handlers:
+                manager.add_handler(counter)
+        try:
+            engine.query(questions[3].question)
+        finally:
+            for manager in callback_managers(query_engine):
+                if counter in manager.handlers:
+                    manager.remove_handler(counter)
+        counts.append((counter.prompt_llm_token_count, counter.completion_llm_token_count,
+                       counter.total_embedding_token_count, len(counter.llm_token_counts)))
+    assert counts[0][0] > 0 and counts[0][3] == 1
+    assert counts[1] == counts[0]
 
 
 def test_aquery_matches_query(index, llm, questions):
