@@ -168,12 +168,14 @@ class ModelRun(StepRun):
         await _done(handle.run.on_llm_new_token(piece, chunk=stream_chunk(self.step, piece, handle.run)))
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
-        if handle.run.run_id not in self._pieces:
-            return await super().end(handle, outputs)
+        run_id = handle.run.run_id
+        if run_id not in self._pieces:
+            await super().end(handle, outputs)
+            return
         text = outputs["text"]
-        if not self._pieces.pop(handle.run.run_id):
+        if not self._pieces[run_id]:  # Teola did not stream it: its whole text is its one piece
             await self.delta(handle, "text", text)
-            self._pieces.pop(handle.run.run_id)
+        del self._pieces[run_id]
         if isinstance(self.step, BaseChatModel):  # a chat model's stream ends with an empty last chunk
             await _done(handle.run.on_llm_new_token("", chunk=stream_chunk(self.step, "", handle.run, last=True)))
         await _done(handle.run.on_llm_end(LLMResult(generations=[[stream_chunk(self.step, text, handle.run)]])))
