@@ -29,9 +29,10 @@ class RegionObserver(abc.ABC):
     ``active`` says whether anybody listens in this query (no handler, or a region the framework
     reports in other queries only: the runtime skips the region, and its children go under its
     parent); ``applies`` whether the framework would run it on the input values it got; ``start``
-    opens the region under ``parent`` (the parent region's handle, or None for a top-level region, which finds the query's own run in ``query``, the query's inputs) and returns
-    this region's handle; ``end`` closes it with its output values; ``fail`` with the error that
-    kept it from finishing.
+    opens the region under ``parent`` (the parent region's handle, or None for a top-level region,
+    which finds the query's own run in ``query``, the query's inputs) and returns this region's
+    handle; ``end`` closes it with its output values; ``fail`` with the error that kept it from
+    finishing; ``delta`` hears a streamed output grow; ``enter`` places work run as-is in it.
     """
 
     def active(self, query: Mapping[str, Any]) -> bool:

@@ -109,8 +109,9 @@ class GraphScheduler:
                 outputs[name] = (await results[ref.node])[ref.output]
             streaming = {ref.node: outputs[name] for name, ref in self.plan.outputs.items()
                          if isinstance(outputs[name], TextStream)}
-            if regions is not None:  # they end before the query does (those on a streamed answer: as it is read),
-                await regions.settle(streaming)  # and before the nodes left running, which some may read, are cancelled
+            if regions is not None:  # they end before the query does (those on a streamed answer: with it), and
+                regions.leave_to_streams(streaming)  # before the nodes left running, which some may read, are cancelled
+                await regions.settle()
         finally:
             for node, task in zip(self._order, tasks):
                 if node.name not in streaming:  # a streamed output's decode keeps filling it
@@ -119,7 +120,7 @@ class GraphScheduler:
                 if future.done() and not future.cancelled():
                     future.exception()
             if regions is not None:  # after a failure: the regions fail once the nodes they wait for are cancelled
-                await regions.settle(streaming)
+                await regions.settle()
         trace.total = time.perf_counter() - t0
         return outputs, trace
 
@@ -133,7 +134,7 @@ class GraphScheduler:
             if any(v is SKIPPED for v in args.values()) and not _runs_on_skipped(node):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
-            placed = await regions.placement(node.region) if regions is not None else None
+            placed = await regions.placement(node.region) if regions is not None and node.region else None
             if placed is not None:  # the framework code it runs reports under the region (this task's context only)
                 placed[0].enter(placed[1])
             start = time.perf_counter() - t0

@@ -2,8 +2,9 @@
 
 Each region of the plan (``teola.optimizer.regions``) whose observer listens in this query gets
 one task (a region nobody listens to in this query passes its children to its own parent): it
-waits for the region's parent to start and for its inputs, starts it, waits for its outputs (a streamed text whole) and for its children to end, then ends it, or fails it with the
-error that came instead (the component's own, unwrapped). A region whose inputs never come (a
+waits for the region's parent to start and for its inputs, starts it, waits for its outputs (telling
+its observer each piece of a streamed one) and for its children to end, then ends it, or fails it
+with the error that came instead (the component's own, unwrapped). A region whose inputs never come (a
 failed or skipped branch), or whose observer says it does not apply to the values that came, never
 starts, as the framework would never have run it. A node placed in a region (``Node.region``)
 runs its framework code under the region once it has started (``placement``), or under the closest
@@ -48,7 +49,7 @@ async def _output(region: Region, handle: Any, key: str, resolve: Resolve) -> An
 
 class RegionWatch:
     """The regions of one query: ``start`` their tasks, ``settle`` waits until they have reported,
-    but for those on the query's streamed answers, which report as the answer is read."""
+    but for those left to the query's streamed answers (``leave_to_streams``)."""
 
     def __init__(self, regions: Mapping[str, Region], query: Mapping[str, Any], resolve: Resolve) -> None:
         self._declared = regions
@@ -65,7 +66,7 @@ class RegionWatch:
             if parent is not None:
                 self._children[parent].append(region.name)
         self._tasks: dict[str, asyncio.Task] = {}
-        self._held = False
+        self._streamed: set[str] = set()  # the regions left to streamed answers, with those above them
 
     def start(self) -> None:
         """One task per listened-to region, on the running loop."""
@@ -89,24 +90,23 @@ class RegionWatch:
             region = self._declared[region].parent
         return None
 
-    async def settle(self, streamed: Mapping[str, TextStream] | None = None) -> None:
-        """Wait until every region has ended, failed or given up (never raises), but for the regions
-        that read a stream of ``streamed`` (the query's streamed answers, by node) and those above
-        them: they end with the stream, and its readers see its end only once they have."""
-        streamed = streamed or {}
-        later = {name for name, r in self._regions.items()
-                 if any(isinstance(s, Ref) and s.node in streamed for s in r.sources())}
-        for name in list(later):
-            parent = self._parents[name]
-            while parent is not None:
-                later.add(parent)
-                parent = self._parents[parent]
-        if later and not self._held:
-            self._held = True
-            reported = asyncio.gather(*(t for name, t in self._tasks.items() if name in later), return_exceptions=True)
+    def leave_to_streams(self, streamed: Mapping[str, TextStream]) -> None:
+        """Leave the regions that read a stream of ``streamed`` (the query's streamed answers, by
+        node), and those above them, to end with the stream: its readers see its end only once they
+        have; ``settle`` no longer waits for them."""
+        for name, region in self._regions.items():
+            if any(isinstance(s, Ref) and s.node in streamed for s in region.sources()):
+                while name is not None and name not in self._streamed:
+                    self._streamed.add(name)
+                    name = self._parents[name]
+        if self._streamed:
+            reported = asyncio.gather(*(self._tasks[name] for name in self._streamed), return_exceptions=True)
             for stream in streamed.values():
                 stream.hold_end(reported)
-        now = [t for name, t in self._tasks.items() if name not in later]
+
+    async def settle(self) -> None:
+        """Wait until every region not left to a stream has ended, failed or given up (never raises)."""
+        now = [task for name, task in self._tasks.items() if name not in self._streamed]
         if now:
             await asyncio.gather(*now, return_exceptions=True)
 

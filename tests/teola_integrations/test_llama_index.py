@@ -145,6 +145,7 @@ def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, qu
     assert callback_trees["teola async"] == callback_trees["native async"]
 
 
+@pytest.mark.answers  # the completion's tokens are the answer's
 @pytest.mark.parametrize("index", ["simple"], indirect=True)
 def test_a_token_counting_handler_counts_what_it_counts_natively(index, llm, questions):
     """LlamaIndex's TokenCountingHandler (a legacy callback handler) counts the same LLM and embedding
