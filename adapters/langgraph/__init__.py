@@ -1,0 +1,1 @@
+"""LangGraph: early starts of pure nodes inside LangGraph's own Pregel loop."""

@@ -1,0 +1,332 @@
+"""Early starts: a LangGraph node of step N+1 runs while step N's slow siblings still run.
+
+LangGraph's loop stays in charge: it prepares each step's tasks, applies their writes in its order,
+checkpoints and streams. Teola only moves *when* a pure node's work happens (``purity.py`` says which
+nodes are pure). The rule:
+
+1. Whenever a task finishes (a real one, or an early one), Teola copies the loop's state as it stood
+   at the start of the current step, applies the writes of the tasks finished so far, step after
+   step as LangGraph would apply them, and asks LangGraph which tasks that state triggers in the
+   next step. Each such task of a pure node that is not running yet starts now, on that state.
+2. The early run's input notes what the node reads (``reads.py``), and its conditional edges' reads
+   of the state are noted too. Its writes, callbacks and custom-stream writes are kept aside.
+3. When LangGraph's loop reaches that task, the early run is adopted only if every task whose
+   writes the early state lacked, or had that the real state does not, wrote none of what the node
+   read. Then its writes become the real task's writes and its callbacks are replayed to the real
+   task's handlers; LangGraph commits them as its own. Otherwise the node runs again, as LangGraph
+   runs it (allowed: it is pure). An early run that raised or interrupted is never adopted.
+
+So the state after every step, every streamed chunk and every reducer's result are LangGraph's; the
+gain is that a node's work overlaps siblings it does not depend on. Tasks of ``Send``, functional
+``call``s, subgraphs and ``defer=True`` joins run only when LangGraph runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import threading
+import weakref
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from teola.adapters.langgraph import compat
+from teola.adapters.langgraph.callback_replay import (
+    STREAM_WRITE,
+    CallbackRecorder,
+    Rewrite,
+    areplay,
+    recorder_for,
+    replay,
+)
+from teola.adapters.langgraph.purity import EarlyStartPolicy
+from teola.adapters.langgraph.reads import ReadRecordingState, Reads
+
+log = logging.getLogger(__name__)
+# Early runs started, adopted by their real task, and run again because their input changed.
+EARLY: Counter[str] = Counter()
+_POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="teola-langgraph")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One task's writes applied in a step: ``token`` names those very writes."""
+
+    token: object
+    channels: frozenset[str]
+
+
+# step -> task path -> the writes of that task applied in that step
+History = dict[int, dict[tuple, Entry]]
+
+
+def _channels(writes: Sequence[tuple[str, Any]]) -> frozenset[str]:
+    return frozenset(chan for chan, _ in writes)
+
+
+def conflicting_channels(basis: History, history: History) -> set[str] | None:
+    """The channels written differently in ``history`` than in ``basis`` over ``basis``'s steps (a task
+    in one and not the other, or with other writes); None when ``history`` lacks one of those steps."""
+    conflicts: set[str] = set()
+    for step, entries in basis.items():
+        actual = history.get(step)
+        if actual is None:
+            return None
+        for path in entries.keys() | actual.keys():
+            early, real = entries.get(path), actual.get(path)
+            if early is None or real is None or early.token is not real.token:
+                for entry in (early, real):
+                    if entry is not None:
+                        conflicts |= entry.channels
+    return conflicts
+
+
+class EarlyRun:
+    """One node run started ahead of its step, on the state ``basis`` describes."""
+
+    def __init__(self, task: Any, step: int, basis: History, value: Any, reads: Reads, recorder: CallbackRecorder):
+        self.task, self.step, self.basis, self.value, self.reads, self.recorder = task, step, basis, value, reads, recorder
+        self.token = object()
+        self.finished = threading.Event()
+        self.ok = False
+        self.handle: asyncio.Task | None = None
+
+    def entry(self) -> Entry:
+        """This run's writes as a history entry."""
+        return Entry(self.token, _channels(self.task.writes))
+
+    def read_changed(self, history: History) -> bool:
+        """Whether what this run read so far is known to differ in ``history``."""
+        conflicts = conflicting_channels(self.basis, history)
+        return conflicts is None or self.reads.touches(conflicts)
+
+    def valid_on(self, history: History) -> bool:
+        """Whether this run finished, and its result is what it returns on ``history``'s state."""
+        return self.finished.is_set() and self.ok and not self.read_changed(history)
+
+
+class EarlyStarts:
+    """Early starts in one LangGraph run (one Pregel loop)."""
+
+    def __init__(self, loop: Any, policy: EarlyStartPolicy) -> None:
+        self.loop, self.policy = loop, policy
+        self.is_async = compat.is_async_loop(loop)
+        self.context = contextvars.copy_context()
+        self.lock = threading.RLock()
+        self.runs: dict[tuple[int, tuple], EarlyRun] = {}
+        self.finished_steps: History = {}
+        self.tokens: dict[str, object] = {}  # this step's committed tasks -> the token of their writes
+        self.adopted: dict[str, object] = {}  # real task id -> token of the early run it adopted
+        self.closed = False
+
+    # --- building the frontier ------------------------------------------------------------------------
+    def _history_now(self) -> tuple[History, list[Any], int]:
+        step = compat.current_step(self.loop)
+        done = [t for t in compat.loop_tasks(self.loop) if t.id in self.tokens]
+        history = dict(self.finished_steps)
+        history[step] = {t.path: Entry(self.tokens[t.id], _channels(t.writes)) for t in done}
+        return history, done, step
+
+    def refresh(self) -> None:
+        """Start every early run the tasks finished so far make possible (rule 1)."""
+        with self.lock:
+            if self.closed:
+                return
+            history, level, step = self._history_now()
+            if any(compat.stopped(t.writes) for t in level):
+                return
+            first = step
+            checkpoint, channels = compat.copy_state(self.loop)
+            while level and step < compat.last_step(self.loop):
+                updated = compat.apply(self.loop, checkpoint, channels, level)
+                step += 1
+                level, entries = [], {}
+                for task in compat.next_tasks(self.loop, checkpoint, channels, step, updated):
+                    if not (compat.is_pull(task) and task.name in self.policy.early):
+                        continue
+                    run = self.runs.get((step, task.path))
+                    if run is not None and run.valid_on(history):
+                        level.append(compat.writes_of(task.path, task.name, run.task.writes, task.triggers))
+                        entries[task.path] = run.entry()
+                    elif run is None or (run.finished.is_set() and run.ok):
+                        self._start(task, step, {s: history[s] for s in range(first, step)})
+                history[step] = entries
+
+    def _start(self, task: Any, step: int, basis: History) -> None:
+        reads = Reads()
+        plain_dict, channels = compat.input_channels(self.policy.nodes[task.name])
+        if plain_dict and type(task.input) is dict:
+            value: Any = ReadRecordingState(task.input, reads)
+        else:
+            value = task.input
+            reads.note_channels(channels)
+        callbacks = compat.step_callbacks(self.loop, step)
+        recorder = recorder_for(callbacks.handlers if callbacks is not None else [])
+        if callbacks is not None:
+            callbacks.set_handlers([recorder])
+        config = compat.early_config(
+            task, callbacks, lambda chunk: recorder.record(STREAM_WRITE, (chunk,), {}), reads.note_channels
+        )
+        run = EarlyRun(compat.with_input_and_config(task, value, config), step, basis, value, reads, recorder)
+        self.runs[(step, task.path)] = run
+        EARLY["started"] += 1
+        if self.is_async:
+            run.handle = asyncio.get_running_loop().create_task(self._arun(run), context=self.context.copy())
+        else:
+            _POOL.submit(self.context.copy().run, self._run, run)
+
+    def _run(self, run: EarlyRun) -> None:
+        try:
+            compat.run_task(run.task)
+            run.ok = not compat.stopped(run.task.writes)
+        except BaseException:  # an early run that fails is never adopted: the real task fails as LangGraph's
+            log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
+        finally:
+            run.finished.set()
+            self.refresh()
+
+    async def _arun(self, run: EarlyRun) -> None:
+        try:
+            await compat.arun_task(run.task)
+            run.ok = not compat.stopped(run.task.writes)
+        except BaseException:  # see _run; also cancelled when the graph run ends first
+            log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
+        finally:
+            run.finished.set()
+            self.refresh()
+
+    # --- LangGraph's loop -----------------------------------------------------------------------------
+    def committed(self, task_id: str) -> None:
+        """A real task of the current step committed its writes."""
+        with self.lock:
+            self.tokens.setdefault(task_id, self.adopted.pop(task_id, None) or object())
+        self.refresh()
+
+    def apply_step(self, apply: Callable[[], None]) -> None:
+        """LangGraph applies the current step's writes (under the lock: early runs copy the state)."""
+        with self.lock:
+            step = compat.current_step(self.loop)
+            self.finished_steps[step] = {
+                t.path: Entry(self.tokens.get(t.id) or object(), _channels(t.writes))
+                for t in compat.loop_tasks(self.loop)
+            }
+            self.tokens.clear()
+            for key in [k for k in self.runs if k[0] <= step]:
+                del self.runs[key]
+            apply()
+
+    def claim(self, task: Any) -> EarlyRun | None:
+        """The early run of a real task, unless what it read so far is known to have changed."""
+        with self.lock:
+            run = self.runs.get((compat.current_step(self.loop), task.path))
+            if run is None or run.read_changed(self.finished_steps):
+                return None
+            return run
+
+    def adoptable(self, run: EarlyRun) -> bool:
+        """Rule 3: whether the finished ``run`` returns what the real task would."""
+        with self.lock:
+            if run.valid_on(self.finished_steps):
+                return True
+        EARLY["rerun"] += 1
+        return False
+
+    def _take(self, run: EarlyRun, task: Any) -> Rewrite:
+        task.writes.extend(run.task.writes)
+        with self.lock:
+            self.adopted[task.id] = run.token
+        EARLY["adopted"] += 1
+        return Rewrite(run.value, task.input, run.task.id, task.id)
+
+    def adopt(self, run: EarlyRun, task: Any) -> None:
+        """The real ``task`` takes ``run``'s writes; its callbacks are replayed to the task's handlers."""
+        rewrite = self._take(run, task)
+        with compat.in_task_context(task):
+            replay(run.recorder.events, compat.task_handlers(task), rewrite, compat.task_stream_writer(task))
+
+    async def aadopt(self, run: EarlyRun, task: Any) -> None:
+        """``adopt`` in an async run."""
+        rewrite = self._take(run, task)
+        with compat.in_task_context(task):
+            await areplay(run.recorder.events, compat.task_handlers(task), rewrite, compat.task_stream_writer(task))
+
+    def close(self) -> None:
+        """The graph run ended: start nothing more, cancel what runs on its event loop."""
+        with self.lock:
+            self.closed = True
+            for run in self.runs.values():
+                if run.handle is not None and not run.handle.done():
+                    run.handle.cancel()
+            self.runs.clear()
+
+
+class EarlyStartHooks(compat.Hooks):
+    """LangGraph's hook points, for every loop whose graph ``policy_for`` gives early starts to."""
+
+    def __init__(self, policy_for: Callable[[Any], EarlyStartPolicy | None]) -> None:
+        self._policy_for = policy_for
+        self._starts: weakref.WeakKeyDictionary[Any, EarlyStarts | None] = weakref.WeakKeyDictionary()
+        self._by_task: weakref.WeakValueDictionary[str, EarlyStarts] = weakref.WeakValueDictionary()
+
+    def _for_loop(self, loop: Any) -> EarlyStarts | None:
+        if loop not in self._starts:
+            policy = self._policy_for(loop)
+            starts = EarlyStarts(loop, policy) if policy is not None and policy.early else None
+            self._starts[loop] = starts
+            if starts is not None:
+                compat.on_loop_exit(loop, starts.close)
+        return self._starts[loop]
+
+    def ticked(self, loop: Any, more: bool) -> None:
+        """Register the step's tasks, and start what their already-finished siblings allow."""
+        starts = self._for_loop(loop)
+        if starts is None:
+            return
+        if not more:
+            starts.close()
+            return
+        for task in compat.loop_tasks(loop):
+            self._by_task[task.id] = starts
+        starts.refresh()
+
+    def apply_step(self, loop: Any, apply: Callable[[], None]) -> None:
+        """Apply the step's writes under the early starts' lock."""
+        starts = self._starts.get(loop)
+        if starts is None:
+            apply()
+            return
+        for task in compat.loop_tasks(loop):
+            self._by_task.pop(task.id, None)
+        starts.apply_step(apply)
+
+    def committed(self, loop: Any, task_id: str, writes: Sequence[tuple[str, Any]]) -> None:
+        """A real task finished: maybe more can start now."""
+        starts = self._starts.get(loop)
+        if starts is not None:
+            starts.committed(task_id)
+
+    def run(self, task: Any, run_native: Callable[[], None]) -> None:
+        """Adopt the task's early run if it holds (waiting for it if it still runs), else run it."""
+        starts = self._by_task.get(task.id)
+        run = starts.claim(task) if starts is not None else None
+        if run is not None:
+            run.finished.wait()
+            if starts.adoptable(run):
+                starts.adopt(run, task)
+                return
+        run_native()
+
+    async def arun(self, task: Any, run_native: Callable[[], Any]) -> None:
+        """``run`` in an async run."""
+        starts = self._by_task.get(task.id)
+        run = starts.claim(task) if starts is not None else None
+        if run is not None:
+            if run.handle is not None:
+                await asyncio.shield(run.handle)
+            if starts.adoptable(run):
+                await starts.aadopt(run, task)
+                return
+        await run_native()

@@ -1,0 +1,111 @@
+"""Teola for LangGraph: a node starts when what it reads is final, not when its superstep ends.
+
+``optimize(compiled_graph)`` returns a compiled graph of the same class (``invoke``, ``ainvoke``,
+``batch``, ``abatch``, ``stream``/``astream`` with every stream mode, config, callbacks,
+checkpointers, ``get_graph()``...) whose pure nodes may start while the previous step's slow
+siblings still run; ``enable()`` (or ``with teola_langgraph():``) does the same for every compiled
+graph in the process. LangGraph's own loop still applies the writes, checkpoints and streams, so the
+final state and every streamed chunk are LangGraph's (see ``teola.adapters.langgraph.early_start``
+for the rule, and ``teola.adapters.langgraph.purity`` for which nodes are pure and how to mark them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import weakref
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+from langgraph.pregel import Pregel
+
+from teola.adapters.langgraph import compat
+from teola.adapters.langgraph.early_start import EARLY, EarlyStartHooks
+from teola.adapters.langgraph.purity import EarlyStartPolicy, early_start_policy, mark_pure
+
+__all__ = ["EARLY", "disable", "enable", "optimize", "pure", "teola_langgraph"]
+
+log = logging.getLogger(__name__)
+pure = mark_pure
+_lock = threading.Lock()
+_optimized: dict[int, tuple[weakref.ref, EarlyStartPolicy]] = {}
+_switch = {"on": False}
+_told: set[int] = set()
+
+
+def _tell_once(graph_name: str, policy: EarlyStartPolicy) -> None:
+    """One log line per graph: which nodes may start early, and why the others may not."""
+    key = id(policy.nodes)
+    if key in _told:
+        return
+    _told.add(key)
+    if policy.early:
+        log.info("teola: in %s, %s may start before their superstep", graph_name, sorted(policy.early))
+    else:
+        log.info(
+            "teola: no node of %s may start early; it runs as LangGraph runs it (%s)",
+            graph_name,
+            "; ".join(f"{n}: {r}" for n, r in sorted(policy.reasons.items())) or "no nodes",
+        )
+
+
+def _policy_for(loop: Any) -> EarlyStartPolicy | None:
+    nodes = compat.loop_nodes(loop)
+    entry = _optimized.get(id(nodes))
+    if entry is not None and entry[0]() is not None and entry[1].nodes is nodes:
+        return entry[1]
+    if _switch["on"]:
+        policy = early_start_policy(nodes, compat.loop_specs(loop))
+        _tell_once("a graph", policy)
+        return policy
+    return None
+
+
+def _install() -> None:
+    with _lock:
+        compat.install(EarlyStartHooks(_policy_for))
+
+
+def optimize(graph: Pregel, *, pure: Iterable[str] = (), side_effects: Iterable[str] = ()) -> Pregel:
+    """The compiled ``graph``, as a new compiled graph of the same class whose pure nodes start as
+    soon as what they read is final.
+
+    ``pure`` names nodes that only read their state and return their update (also marked with the
+    ``pure`` decorator on their function); ``side_effects`` names nodes that must run only when
+    LangGraph would run them, even an LCEL chain Teola takes as pure by default. The original
+    ``graph`` is left as it was."""
+    if not isinstance(graph, Pregel):
+        raise TypeError(
+            f"teola: optimize() takes a compiled LangGraph graph (StateGraph(...).compile(), a Pregel), "
+            f"not {type(graph).__name__}"
+        )
+    _install()
+    optimized = graph.copy({"nodes": dict(graph.nodes)})
+    policy = early_start_policy(optimized.nodes, optimized.channels, pure, side_effects)
+    key = id(optimized.nodes)
+    _optimized[key] = (weakref.ref(optimized, lambda _: _optimized.pop(key, None)), policy)
+    _tell_once(graph.get_name(), policy)
+    return optimized
+
+
+def enable() -> None:
+    """Switch early starts on for every compiled graph run in this process (its pure nodes: LCEL
+    chains of prompts, models, parsers and retrievers, and functions marked ``pure``)."""
+    _install()
+    _switch["on"] = True
+
+
+def disable() -> None:
+    """Switch ``enable()`` off (graphs returned by ``optimize`` stay optimized)."""
+    _switch["on"] = False
+
+
+@contextmanager
+def teola_langgraph() -> Iterator[None]:
+    """``enable()`` for the duration of a ``with`` block."""
+    was = _switch["on"]
+    enable()
+    try:
+        yield
+    finally:
+        _switch["on"] = was
