@@ -63,7 +63,7 @@ def _marked_pure(bound: Runnable) -> bool:
 
 
 def _reason_not_early(
-    name: str, node: Any, specs: Mapping[str, Any], pure: set[str], side_effects: set[str]
+    name: str, node: Any, specs: Mapping[str, Any], pure: set[str], side_effects: set[str], assume_pure: bool
 ) -> str | None:
     if name in side_effects:
         return "marked side_effects"
@@ -71,7 +71,7 @@ def _reason_not_early(
         return "holds a subgraph"
     if compat.is_deferred(node, specs):
         return "is a defer=True join"
-    if name in pure or _marked_pure(node.bound) or _is_pure_runnable(node.bound):
+    if assume_pure or name in pure or _marked_pure(node.bound) or _is_pure_runnable(node.bound):
         return None
     return "may have side effects (mark it pure if it only reads its state and returns its update)"
 
@@ -81,9 +81,11 @@ def early_start_policy(
     specs: Mapping[str, Any],
     pure: Iterable[str] = (),
     side_effects: Iterable[str] = (),
+    assume_pure: bool = False,
 ) -> EarlyStartPolicy:
     """The policy for a compiled graph's ``nodes`` and channel ``specs`` (``graph.nodes``,
-    ``graph.channels``) and the user's marks.
+    ``graph.channels``) and the user's marks; ``assume_pure`` takes every unmarked node as pure
+    (a stress mode for test suites: it runs the early-start machinery on every graph).
 
     Raises ``ValueError`` for a mark naming no node of the graph, or a node marked both ways."""
     pure, side_effects = set(pure), set(side_effects)
@@ -98,7 +100,7 @@ def early_start_policy(
     reasons = {
         name: reason
         for name, node in nodes.items()
-        if not compat.is_internal_node(name) and (reason := _reason_not_early(name, node, specs, pure, side_effects))
+        if not compat.is_internal_node(name) and (reason := _reason_not_early(name, node, specs, pure, side_effects, assume_pure))
     }
     early = frozenset(n for n in nodes if not compat.is_internal_node(n) and n not in reasons)
     return EarlyStartPolicy(nodes, early, reasons)

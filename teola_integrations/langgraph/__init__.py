@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 pure = mark_pure
 _lock = threading.Lock()
 _optimized: dict[int, tuple[weakref.ref, EarlyStartPolicy]] = {}
-_switch = {"on": False}
+_switch = {"on": False, "assume_pure": False}
 _told: set[int] = set()
 
 
@@ -55,7 +55,7 @@ def _policy_for(loop: Any) -> EarlyStartPolicy | None:
     if entry is not None and entry[0]() is not None and entry[1].nodes is nodes:
         return entry[1]
     if _switch["on"]:
-        policy = early_start_policy(nodes, compat.loop_specs(loop))
+        policy = early_start_policy(nodes, compat.loop_specs(loop), assume_pure=_switch["assume_pure"])
         _tell_once("a graph", policy)
         return policy
     return None
@@ -88,11 +88,15 @@ def optimize(graph: Pregel, *, pure: Iterable[str] = (), side_effects: Iterable[
     return optimized
 
 
-def enable() -> None:
+def enable(*, assume_pure: bool = False) -> None:
     """Switch early starts on for every compiled graph run in this process (its pure nodes: LCEL
-    chains of prompts, models, parsers and retrievers, and functions marked ``pure``)."""
+    chains of prompts, models, parsers and retrievers, and functions marked ``pure``).
+
+    ``assume_pure`` takes every node as pure unless it holds a subgraph or is a ``defer=True`` join:
+    a stress mode for running a test suite through the early-start machinery (nodes with side effects
+    may then run early or twice)."""
     _install()
-    _switch["on"] = True
+    _switch.update(on=True, assume_pure=assume_pure)
 
 
 def disable() -> None:
@@ -103,9 +107,9 @@ def disable() -> None:
 @contextmanager
 def teola_langgraph() -> Iterator[None]:
     """``enable()`` for the duration of a ``with`` block."""
-    was = _switch["on"]
+    was = dict(_switch)
     enable()
     try:
         yield
     finally:
-        _switch["on"] = was
+        _switch.update(was)
