@@ -152,6 +152,8 @@ class EarlyStarts:
                         level.append(compat.writes_of(task.path, task.name, run.task.writes, task.triggers))
                         entries[task.path] = run.entry()
                     elif run is None or (run.finished.is_set() and run.ok):
+                        if run is not None:  # it read what has changed since it started
+                            EARLY["rerun"] += 1
                         self._start(task, step, {s: history[s] for s in range(first, step)})
                 history[step] = entries
 
@@ -222,7 +224,8 @@ class EarlyStarts:
         """The early run of a real task, unless what it read so far is known to have changed."""
         with self.lock:
             run = self.runs.get((compat.current_step(self.loop), task.path))
-            if run is None or run.read_changed(self.finished_steps):
+            if run is not None and run.read_changed(self.finished_steps):
+                EARLY["rerun"] += 1
                 return None
             return run
 

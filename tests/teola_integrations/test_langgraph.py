@@ -1,0 +1,246 @@
+"""Real LangGraph graphs, natively and optimized by Teola: same final state, streamed chunks, run trees,
+checkpoints and exceptions; pure nodes start early (counted), nodes with side effects never do."""
+
+from __future__ import annotations
+
+import asyncio
+import operator
+import time
+from typing import Annotated, Any, TypedDict
+
+import pytest
+from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
+from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.config import get_stream_writer
+from langgraph.graph import END, START, StateGraph
+from langgraph.types import Command, Send
+
+from teola_integrations.langgraph import EARLY, optimize, pure, teola_langgraph
+from teola_integrations.tools.run_trees import langchain_run_tree
+
+SLOW_S = 0.4  # the slow branch: long enough that the fast chain finishes while it runs
+
+
+class State(TypedDict, total=False):
+    question: str
+    slow: str
+    trail: Annotated[list, operator.add]
+    answer: str
+
+
+def slow(state: State) -> dict:
+    time.sleep(SLOW_S)
+    return {"slow": state["question"].upper()}
+
+
+def fast(i: int, reads_slow: bool = False):
+    """A pure node of the fast chain; with ``reads_slow`` it reads what the slow branch writes."""
+
+    @pure
+    def node(state: State) -> dict:
+        get_stream_writer()({"fast": i})
+        seen = state.get("slow", "-") if reads_slow else ""
+        return {"trail": [f"f{i}:{len(state.get('trail', []))}{seen}"]}
+
+    return node
+
+
+def join(state: State) -> dict:
+    return {"answer": f"{state['slow']}|{','.join(state['trail'])}"}
+
+
+def barrier_graph(reads_slow: bool = False, middle: Any = None):
+    """The pattern users report: a slow branch beside a chain of fast nodes, joined at the end."""
+    builder = StateGraph(State)
+    builder.add_node("slow", slow)
+    builder.add_node("f1", fast(1))
+    builder.add_node("f2", middle or fast(2, reads_slow))
+    builder.add_node("f3", fast(3))
+    builder.add_node("join", join)
+    builder.add_edge(START, "slow")
+    builder.add_edge(START, "f1")
+    builder.add_edge("f1", "f2")
+    builder.add_edge("f2", "f3")
+    builder.add_edge(["slow", "f3"], "join")
+    builder.add_edge("join", END)
+    return builder.compile()
+
+
+MODES = ["updates", "values", "custom", "debug"]
+
+
+def _comparable(chunks: list) -> list:
+    """Stream chunks without what differs between any two runs (debug timestamps, task and checkpoint ids)."""
+    out = []
+    for mode, chunk in chunks:
+        if mode == "debug":
+            chunk = {"type": chunk["type"], "step": chunk["step"], "name": chunk["payload"].get("name"),
+                     "result": chunk["payload"].get("result"), "values": chunk["payload"].get("values")}
+        out.append((mode, chunk))
+    return out
+
+
+def test_optimize_returns_a_compiled_graph_of_the_same_class_and_leaves_the_original_alone():
+    graph = barrier_graph()
+    fast_graph = optimize(graph)
+    assert type(fast_graph) is type(graph)
+    assert fast_graph.get_graph().to_json() == graph.get_graph().to_json()
+    before = EARLY["started"]
+    graph.invoke({"question": "q"})
+    assert EARLY["started"] == before, "the original graph started nodes early"
+    with pytest.raises(TypeError, match="compiled LangGraph graph"):
+        optimize(object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="no node named"):
+        optimize(graph, pure=["nope"])
+
+
+def test_the_fast_chain_runs_beside_the_slow_branch_with_langgraphs_state_and_streams():
+    graph = barrier_graph()
+    fast_graph = optimize(graph)
+    native = graph.invoke({"question": "why"})
+    adopted = EARLY["adopted"]
+    assert fast_graph.invoke({"question": "why"}) == native
+    assert EARLY["adopted"] - adopted == 3, "f1, f2 and f3 were not all adopted from early runs"
+    assert native["answer"] == "WHY|f1:0,f2:1,f3:2"
+    assert _comparable(list(fast_graph.stream({"question": "why"}, stream_mode=MODES))) == _comparable(
+        list(graph.stream({"question": "why"}, stream_mode=MODES))
+    )
+    inputs = [{"question": "a"}, {"question": "b"}, {"question": "c"}]
+    assert fast_graph.batch(inputs) == graph.batch(inputs)
+
+
+def test_async_runs_stream_and_batch_as_langgraph_does():
+    graph = barrier_graph()
+    fast_graph = optimize(graph)
+
+    async def both(g):
+        state = await g.ainvoke({"question": "why"})
+        chunks = [c async for c in g.astream({"question": "why"}, stream_mode=MODES)]
+        batch = await g.abatch([{"question": "a"}, {"question": "b"}])
+        return state, _comparable(chunks), batch
+
+    adopted = EARLY["adopted"]
+    assert asyncio.run(both(fast_graph)) == asyncio.run(both(graph))
+    assert EARLY["adopted"] > adopted
+
+
+def test_a_node_that_read_what_a_sibling_then_wrote_runs_again_in_its_step():
+    graph = barrier_graph(reads_slow=True)
+    rerun = EARLY["rerun"]
+    native = graph.invoke({"question": "why"})
+    assert optimize(graph).invoke({"question": "why"}) == native
+    assert "f2:1WHY" in native["answer"]
+    assert EARLY["rerun"] > rerun
+
+
+def test_a_node_with_side_effects_runs_once_and_only_in_its_step():
+    events: list[str] = []
+
+    def audit(state: State) -> dict:  # not marked pure: it has a side effect
+        events.append("audit" if "slow" in state else "audit before slow")
+        return {"trail": ["audited"]}
+
+    graph = barrier_graph(middle=audit)
+    native = graph.invoke({"question": "why"})
+    assert events == ["audit"]
+    events.clear()
+    fast_graph = optimize(graph)
+    assert fast_graph.invoke({"question": "why"}) == native
+    assert events == ["audit"]
+    events.clear()
+    assert optimize(barrier_graph(), side_effects=["f2"]).invoke({"question": "q"})["answer"].startswith("Q|")
+
+
+def test_the_run_tree_is_langgraphs():
+    def tree(g) -> list:
+        collector = RunCollectorCallbackHandler()
+        g.invoke({"question": "why"}, {"callbacks": [collector], "tags": ["user"]})
+        (root,) = collector.traced_runs
+        return langchain_run_tree(root) + _node_metadata(root)
+
+    graph = barrier_graph()
+    assert tree(optimize(graph)) == tree(graph)
+
+
+def _node_metadata(run: Any) -> list:
+    rows = [(run.name, (run.extra or {}).get("metadata", {}).get("langgraph_step"),
+             (run.extra or {}).get("metadata", {}).get("langgraph_node"))]
+    for child in sorted(run.child_runs, key=lambda c: c.name):
+        rows += _node_metadata(child)
+    return rows
+
+
+def test_conditional_edges_sends_and_commands_give_langgraphs_state():
+    class Fan(TypedDict, total=False):
+        topics: list[str]
+        jokes: Annotated[list, operator.add]
+        route: str
+        done: str
+
+    @pure
+    def plan(state: Fan) -> dict:
+        return {"topics": ["cats", "dogs", "owls"], "route": "fan"}
+
+    @pure
+    def joke(arg: dict) -> dict:
+        return {"jokes": [f"joke about {arg['topic']}"]}
+
+    @pure
+    def decide(state: Fan) -> Command:
+        return Command(update={"done": f"{len(state['jokes'])} jokes"}, goto=END)
+
+    builder = StateGraph(Fan)
+    builder.add_node("plan", plan)
+    builder.add_node("joke", joke)
+    builder.add_node("slow_side", lambda s: time.sleep(SLOW_S) or {"jokes": ["slow joke"]})
+    builder.add_node("decide", decide)
+    builder.add_edge(START, "plan")
+    builder.add_edge(START, "slow_side")
+    builder.add_conditional_edges("plan", lambda s: [Send("joke", {"topic": t}) for t in s["topics"]])
+    builder.add_edge("joke", "decide")
+    graph = builder.compile()
+    native = graph.invoke({})
+    assert optimize(graph).invoke({}) == native
+    assert native["done"] == "4 jokes"
+
+
+def test_checkpoints_interrupts_and_resume_are_langgraphs():
+    def history(g) -> list:
+        config = {"configurable": {"thread_id": "t"}}
+        first = g.invoke({"question": "why"}, config)
+        resumed = g.invoke(None, config)
+        states = [(s.values, s.next) for s in g.get_state_history(config)]
+        return [first, resumed, states]
+
+    def compiled():
+        builder = barrier_graph().builder
+        return builder.compile(checkpointer=InMemorySaver(), interrupt_before=["join"])
+
+    native = history(compiled())
+    assert history(optimize(compiled())) == native
+    assert native[0].get("answer") is None and native[1]["answer"] == "WHY|f1:0,f2:1,f3:2"
+
+
+def test_a_failing_node_raises_what_it_raises_natively():
+    @pure
+    def broken(state: State) -> dict:
+        raise ValueError(f"bad trail {state.get('trail')}")
+
+    graph = barrier_graph(middle=broken)
+    with pytest.raises(ValueError) as native:
+        graph.invoke({"question": "why"})
+    with pytest.raises(ValueError) as teola:
+        optimize(graph).invoke({"question": "why"})
+    assert str(teola.value) == str(native.value)
+
+
+def test_the_switch_optimizes_every_graph_in_a_with_block():
+    graph = barrier_graph()
+    native = graph.invoke({"question": "q"})
+    started = EARLY["started"]
+    with teola_langgraph():
+        assert graph.invoke({"question": "q"}) == native
+    assert EARLY["started"] > started
+    started = EARLY["started"]
+    graph.invoke({"question": "q"})
+    assert EARLY["started"] == started
