@@ -230,6 +230,23 @@ def _overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _langgraph(args: argparse.Namespace) -> int:
+    from teola_integrations.tools.langgraph_bench import bench_barrier, format_barrier
+    from teola_integrations.tools.views import latency_bars_figure
+
+    report = bench_barrier(args.slow_ms, args.fast_ms, args.chains, args.questions, args.repeats)
+    print(format_barrier(report))
+    if args.plot:
+        fig = latency_bars_figure(report["results"])
+        fig.suptitle(f"LangGraph barrier: slow {args.slow_ms:.0f} ms beside fast nodes of {args.fast_ms:.0f} ms", fontsize=9)
+        fig.savefig(args.plot, dpi=120)
+        print(f"written: {args.plot}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written: {args.json}")
+    return 0 if all(r["same_state"] for r in report["results"].values()) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``teola`` command."""
     parser = argparse.ArgumentParser(prog="teola", description=__doc__)
@@ -319,6 +336,17 @@ def main(argv: list[str] | None = None) -> int:
                       help="the app on the user's own classes against the OpenAI-compatible server at URL (as "
                       "teola bench --server; without URL, a vLLM server started on loopback)")
     show.set_defaults(run=_show)
+
+    langgraph = sub.add_parser("langgraph", help="LangGraph's superstep barrier alone: a slow node beside a chain of "
+                               "fast pure-Python nodes, native vs Teola's early starts")
+    langgraph.add_argument("--slow-ms", type=float, default=600.0, help="the slow node's cost")
+    langgraph.add_argument("--fast-ms", type=float, default=150.0, help="each fast node's cost")
+    langgraph.add_argument("--chains", type=int, nargs="+", default=[1, 2, 4, 6], help="fast chain lengths")
+    langgraph.add_argument("--questions", type=int, default=4, help="distinct inputs")
+    langgraph.add_argument("--repeats", type=int, default=5, help="interleaved runs per input and mode")
+    langgraph.add_argument("--plot", help="write the latency bars to this PNG file")
+    langgraph.add_argument("--json", help="also write the results to this JSON file")
+    langgraph.set_defaults(run=_langgraph)
 
     overhead = sub.add_parser("overhead", help="the runtime's own cost per query, on zero-cost engines")
     overhead.add_argument("--queries", type=int, default=1000)
