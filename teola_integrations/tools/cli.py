@@ -231,14 +231,20 @@ def _overhead(args: argparse.Namespace) -> int:
 
 
 def _langgraph(args: argparse.Namespace) -> int:
-    from teola_integrations.tools.langgraph_bench import bench_barrier, format_barrier
+    from teola_integrations.tools.langgraph_bench import bench_barrier, bench_llm_barrier, format_barrier
     from teola_integrations.tools.views import latency_bars_figure
 
-    report = bench_barrier(args.slow_ms, args.fast_ms, args.chains, args.questions, args.repeats)
+    if args.llm:
+        from teola_integrations.tools.data import load_questions
+
+        questions = [q.question for q in load_questions()][: args.questions]
+        report = bench_llm_barrier(args.slow_tokens, args.fast_tokens, questions, args.repeats)
+    else:
+        report = bench_barrier(args.slow_ms, args.fast_ms, args.chains, args.questions, args.repeats)
     print(format_barrier(report))
     if args.plot:
         fig = latency_bars_figure(report["results"])
-        fig.suptitle(f"LangGraph barrier: slow {args.slow_ms:.0f} ms beside fast nodes of {args.fast_ms:.0f} ms", fontsize=9)
+        fig.suptitle(format_barrier(report).splitlines()[0], fontsize=7)
         fig.savefig(args.plot, dpi=120)
         print(f"written: {args.plot}")
     if args.json:
@@ -342,7 +348,10 @@ def main(argv: list[str] | None = None) -> int:
     langgraph.add_argument("--slow-ms", type=float, default=600.0, help="the slow node's cost")
     langgraph.add_argument("--fast-ms", type=float, default=150.0, help="each fast node's cost")
     langgraph.add_argument("--chains", type=int, nargs="+", default=[1, 2, 4, 6], help="fast chain lengths")
-    langgraph.add_argument("--questions", type=int, default=4, help="distinct inputs")
+    langgraph.add_argument("--llm", action="store_true", help="LLM nodes on Teola's CPU engine instead of sleeping ones")
+    langgraph.add_argument("--slow-tokens", type=int, default=96, help="with --llm: the long answer's max tokens")
+    langgraph.add_argument("--fast-tokens", type=int, default=16, help="with --llm: each chain step's max tokens")
+    langgraph.add_argument("--questions", type=int, default=4, help="distinct inputs (with --llm: demo questions)")
     langgraph.add_argument("--repeats", type=int, default=5, help="interleaved runs per input and mode")
     langgraph.add_argument("--plot", help="write the latency bars to this PNG file")
     langgraph.add_argument("--json", help="also write the results to this JSON file")

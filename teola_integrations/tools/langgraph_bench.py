@@ -15,6 +15,8 @@ import statistics
 import time
 from typing import Annotated, Any, TypedDict
 
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import END, START, StateGraph
 
 from teola_integrations.langgraph import optimize, pure
@@ -62,38 +64,113 @@ def barrier_graph(slow_s: float, fast_s: float, chain: int) -> Any:
     return builder.compile()
 
 
+def _compare(graph: Any, questions: list[str], repeats: int, desc: str) -> dict[str, Any]:
+    """``graph`` natively and optimized, interleaved on ``questions``: medians, ratio (IQR), equal states."""
+    optimized = optimize(graph)
+    modes = {
+        "native": lambda q: graph.invoke({"question": q}),
+        "teola": lambda q: optimized.invoke({"question": q}),
+    }
+    rows = interleave(modes, questions, repeats, desc=desc)
+    ratio, q1, q3 = spread(
+        [statistics.median(r["latency"]["native"]) / statistics.median(r["latency"]["teola"]) for r in rows]
+    )
+    return {
+        "rows": rows,
+        "ms": {m: 1e3 * statistics.median(statistics.median(r["latency"][m]) for r in rows) for m in modes},
+        "ratio": {"median": ratio, "q1": q1, "q3": q3},
+        "same_state": all(r["same_text"]["teola"] for r in rows),
+    }
+
+
 def bench_barrier(slow_ms: float, fast_ms: float, chains: list[int], questions: int, repeats: int) -> dict[str, Any]:
     """Native vs Teola on the barrier graph for each chain length, interleaved in one process."""
     results: dict[str, Any] = {}
     for chain in chains:
         graph = barrier_graph(slow_ms / 1e3, fast_ms / 1e3, chain)
-        optimized = optimize(graph)
-        modes = {
-            "native": lambda q, g=graph: g.invoke({"question": q}),
-            "teola": lambda q, g=optimized: g.invoke({"question": q}),
-        }
-        rows = interleave(modes, [f"question {i}" for i in range(questions)], repeats, desc=f"chain of {chain}")
-        ratios = [statistics.median(r["latency"]["native"]) / statistics.median(r["latency"]["teola"]) for r in rows]
-        ratio, q1, q3 = spread(ratios)
-        results[f"chain of {chain}"] = {
-            "chain": chain,
-            "rows": rows,
-            "ms": {m: 1e3 * statistics.median(statistics.median(r["latency"][m]) for r in rows) for m in modes},
-            "ratio": {"median": ratio, "q1": q1, "q3": q3},
-            "ideal_ms": {"native": max(slow_ms, fast_ms) + (chain - 1) * fast_ms, "teola": max(slow_ms, chain * fast_ms)},
-            "same_state": all(r["same_text"]["teola"] for r in rows),
-        }
+        result = _compare(graph, [f"question {i}" for i in range(questions)], repeats, f"chain of {chain}")
+        ideal = {"native": max(slow_ms, fast_ms) + (chain - 1) * fast_ms, "teola": max(slow_ms, chain * fast_ms)}
+        results[f"chain of {chain}"] = {"chain": chain, "ideal_ms": ideal, **result}
     return {"slow_ms": slow_ms, "fast_ms": fast_ms, "results": results}
 
 
+class LLMBarrierState(TypedDict, total=False):
+    """The LLM benchmark graph's state."""
+
+    question: str
+    answer: str
+    query: str
+    keywords: str
+    title: str
+    report: str
+
+
+def llm_barrier_graph(slow_model: Any, fast_model: Any) -> Any:
+    """The barrier with real LLM nodes: a long answer beside a chain of three short LLM steps (rewrite
+    the question, pick keywords, title them), joined into a report. Each LLM node is a function calling
+    an LCEL chain, as LangGraph's tutorials write them, marked pure."""
+    parser = StrOutputParser()
+
+    def chain(template: str, model: Any) -> Any:
+        return ChatPromptTemplate.from_messages([("system", "You are a concise assistant."), ("human", template)]) | model | parser
+
+    answer = chain("Answer in detail: {question}", slow_model)
+    rewrite = chain("Rewrite as a short search query: {question}", fast_model)
+    keywords = chain("List three keywords for: {query}", fast_model)
+    title = chain("Write a title from these keywords: {keywords}", fast_model)
+
+    @pure
+    def answer_node(state: LLMBarrierState) -> dict:
+        return {"answer": answer.invoke({"question": state["question"]})}
+
+    @pure
+    def rewrite_node(state: LLMBarrierState) -> dict:
+        return {"query": rewrite.invoke({"question": state["question"]})}
+
+    @pure
+    def keywords_node(state: LLMBarrierState) -> dict:
+        return {"keywords": keywords.invoke({"query": state["query"]})}
+
+    @pure
+    def title_node(state: LLMBarrierState) -> dict:
+        return {"title": title.invoke({"keywords": state["keywords"]})}
+
+    def report(state: LLMBarrierState) -> dict:
+        return {"report": f"{state['title']}\n{state['answer']}"}
+
+    builder = StateGraph(LLMBarrierState)
+    for name, node in (("answer", answer_node), ("rewrite", rewrite_node), ("keywords", keywords_node),
+                       ("title", title_node), ("report", report)):
+        builder.add_node(name, node)
+    builder.add_edge(START, "answer")
+    builder.add_edge(START, "rewrite")
+    builder.add_edge("rewrite", "keywords")
+    builder.add_edge("keywords", "title")
+    builder.add_edge(["answer", "title"], "report")
+    builder.add_edge("report", END)
+    return builder.compile()
+
+
+def bench_llm_barrier(slow_tokens: int, fast_tokens: int, questions: list[str], repeats: int) -> dict[str, Any]:
+    """Native vs Teola on ``llm_barrier_graph`` with Teola's CPU engine (greedy)."""
+    from teola_integrations.langchain import TeolaChatModel
+
+    graph = llm_barrier_graph(TeolaChatModel(max_tokens=slow_tokens), TeolaChatModel(max_tokens=fast_tokens))
+    result = _compare(graph, questions, repeats, "LLM nodes")
+    return {"slow_tokens": slow_tokens, "fast_tokens": fast_tokens, "results": {"LLM nodes": result}}
+
+
 def format_barrier(report: dict[str, Any]) -> str:
-    """One line per chain length: measured and ideal medians, the ratio with its IQR, state equality."""
-    lines = [
-        f"slow node {report['slow_ms']:.0f} ms beside a chain of fast nodes of {report['fast_ms']:.0f} ms each",
-        f"{'graph':<12} {'native ms':>10} {'teola ms':>9} {'ideal n/t':>12} {'ratio (IQR)':>20}  same state",
-    ]
+    """One line per graph: measured (and, for sleeping nodes, ideal) medians, the ratio with its IQR,
+    state equality."""
+    if "slow_ms" in report:
+        title = f"slow node {report['slow_ms']:.0f} ms beside a chain of fast nodes of {report['fast_ms']:.0f} ms each"
+    else:
+        title = (f"an LLM answer of up to {report['slow_tokens']} tokens beside a chain of 3 LLM steps of up to "
+                 f"{report['fast_tokens']} tokens (Teola's CPU engine, greedy)")
+    lines = [title, f"{'graph':<12} {'native ms':>10} {'teola ms':>9} {'ideal n/t':>12} {'ratio (IQR)':>20}  same state"]
     for name, r in report["results"].items():
-        ideal = f"{r['ideal_ms']['native']:.0f}/{r['ideal_ms']['teola']:.0f}"
+        ideal = f"{r['ideal_ms']['native']:.0f}/{r['ideal_ms']['teola']:.0f}" if "ideal_ms" in r else "-"
         ratio = f"{r['ratio']['median']:.2f} ({r['ratio']['q1']:.2f}-{r['ratio']['q3']:.2f})"
         lines.append(f"{name:<12} {r['ms']['native']:>10.0f} {r['ms']['teola']:>9.0f} {ideal:>12} {ratio:>20}  {r['same_state']}")
     return "\n".join(lines)
