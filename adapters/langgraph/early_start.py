@@ -48,6 +48,7 @@ from teola.adapters.langgraph.reads import ReadRecordingState, Reads
 log = logging.getLogger(__name__)
 # Early runs started, adopted by their real task, and run again because their input changed.
 EARLY: Counter[str] = Counter()
+_count_lock = threading.Lock()
 _POOL = ThreadPoolExecutor(max_workers=32, thread_name_prefix="teola-langgraph")
 
 
@@ -61,6 +62,11 @@ class Entry:
 
 # step -> task path -> the writes of that task applied in that step
 History = dict[int, dict[tuple, Entry]]
+
+
+def _count(what: str) -> None:
+    with _count_lock:
+        EARLY[what] += 1
 
 
 def _channels(writes: Sequence[tuple[str, Any]]) -> frozenset[str]:
@@ -93,6 +99,22 @@ class EarlyRun:
         self.finished = threading.Event()
         self.ok = False
         self.handle: asyncio.Task | None = None
+        self._state = "queued"  # -> "running", or -> "withdrawn" (its real task came first)
+        self._state_lock = threading.Lock()
+
+    def begin(self) -> bool:
+        """Called where the run starts: whether it may (it was not withdrawn while queued)."""
+        with self._state_lock:
+            if self._state == "queued":
+                self._state = "running"
+            return self._state == "running"
+
+    def withdraw_if_queued(self) -> bool:
+        """Withdraw the run if it has not started (its real task will run instead): whether it was."""
+        with self._state_lock:
+            if self._state == "queued":
+                self._state = "withdrawn"
+            return self._state == "withdrawn"
 
     def entry(self) -> Entry:
         """This run's writes as a history entry."""
@@ -153,7 +175,7 @@ class EarlyStarts:
                         entries[task.path] = run.entry()
                     elif run is None or (run.finished.is_set() and run.ok):
                         if run is not None:  # it read what has changed since it started
-                            EARLY["rerun"] += 1
+                            _count("rerun")
                         self._start(task, step, {s: history[s] for s in range(first, step)})
                 history[step] = entries
 
@@ -174,13 +196,16 @@ class EarlyStarts:
         )
         run = EarlyRun(compat.with_input_and_config(task, value, config), step, basis, value, reads, recorder)
         self.runs[(step, task.path)] = run
-        EARLY["started"] += 1
+        _count("started")
         if self.is_async:
             run.handle = asyncio.get_running_loop().create_task(self._arun(run), context=self.context.copy())
         else:
             _POOL.submit(self.context.copy().run, self._run, run)
 
     def _run(self, run: EarlyRun) -> None:
+        if not run.begin():
+            run.finished.set()
+            return
         try:
             compat.run_task(run.task)
             run.ok = not compat.stopped(run.task.writes)
@@ -191,6 +216,9 @@ class EarlyStarts:
             self.refresh()
 
     async def _arun(self, run: EarlyRun) -> None:
+        if not run.begin():
+            run.finished.set()
+            return
         try:
             await compat.arun_task(run.task)
             run.ok = not compat.stopped(run.task.writes)
@@ -224,8 +252,10 @@ class EarlyStarts:
         """The early run of a real task, unless what it read so far is known to have changed."""
         with self.lock:
             run = self.runs.get((compat.current_step(self.loop), task.path))
-            if run is not None and run.read_changed(self.finished_steps):
-                EARLY["rerun"] += 1
+            if run is None or run.withdraw_if_queued():  # still queued behind other early runs: run it now
+                return None
+            if run.read_changed(self.finished_steps):
+                _count("rerun")
                 return None
             return run
 
@@ -234,14 +264,14 @@ class EarlyStarts:
         with self.lock:
             if run.valid_on(self.finished_steps):
                 return True
-        EARLY["rerun"] += 1
+        _count("rerun")
         return False
 
     def _take(self, run: EarlyRun, task: Any) -> Rewrite:
         task.writes.extend(run.task.writes)
         with self.lock:
             self.adopted[task.id] = run.token
-        EARLY["adopted"] += 1
+        _count("adopted")
         return Rewrite(run.value, task.input, run.task.id, task.id)
 
     def adopt(self, run: EarlyRun, task: Any) -> None:

@@ -244,3 +244,45 @@ def test_the_switch_optimizes_every_graph_in_a_with_block():
     started = EARLY["started"]
     graph.invoke({"question": "q"})
     assert EARLY["started"] == started
+
+
+def _messages(chunks: Any) -> tuple[dict, list]:
+    """``messages`` stream chunks as each node's token contents, and the steps in stream order.
+
+    Natively, nodes of one step stream concurrently (their tokens interleave as timing has it), and a
+    step's tokens all come before the next step's: both are compared."""
+    per_node: dict = {}
+    steps = []
+    for message, metadata in chunks:
+        key = (metadata["langgraph_node"], metadata["langgraph_step"])
+        per_node.setdefault(key, []).append((type(message).__name__, message.content))
+        steps.append(metadata["langgraph_step"])
+    return per_node, steps
+
+
+@pytest.mark.answers
+def test_llm_nodes_give_langgraphs_state_messages_stream_and_run_tree(chat):
+    from teola_integrations.langchain import TeolaChatModel
+    from teola_integrations.tools.langgraph_bench import llm_barrier_graph
+
+    graph = llm_barrier_graph(chat, TeolaChatModel(max_tokens=8))
+    fast_graph = optimize(graph)
+    question = {"question": "What does the pass statement do?"}
+    graph.invoke(question)  # warm the engine's prefix cache for both (see compare.interleave)
+    adopted = EARLY["adopted"]
+    native = graph.invoke(question)
+    assert fast_graph.invoke(question) == native
+    assert EARLY["adopted"] > adopted
+    native_messages, native_steps = _messages(graph.stream(question, stream_mode="messages"))
+    assert len(native_messages) == 4 and all(len(tokens) > 2 for tokens in native_messages.values())
+    messages, steps = _messages(fast_graph.stream(question, stream_mode="messages"))
+    assert messages == native_messages
+    assert steps == sorted(steps) and native_steps == sorted(native_steps)
+
+    def tree(g) -> list:
+        collector = RunCollectorCallbackHandler()
+        g.invoke(question, {"callbacks": [collector]})
+        (root,) = collector.traced_runs
+        return langchain_run_tree(root) + _node_metadata(root)
+
+    assert tree(fast_graph) == tree(graph)
