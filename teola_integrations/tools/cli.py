@@ -231,17 +231,21 @@ def _overhead(args: argparse.Namespace) -> int:
 
 
 def _langgraph(args: argparse.Namespace) -> int:
-    from teola_integrations.tools.langgraph_bench import bench_barrier, bench_llm_barrier, format_barrier
+    from teola_integrations.tools.data import load_questions
+    from teola_integrations.tools.langgraph_bench import (bench_barrier, bench_llm_barrier, bench_rag, format_barrier,
+                                                           format_load)
     from teola_integrations.tools.views import latency_bars_figure
 
-    if args.llm:
-        from teola_integrations.tools.data import load_questions
-
-        questions = [q.question for q in load_questions()][: args.questions]
+    questions = [q.question for q in load_questions()][: args.questions]
+    if args.graph == "llm-barrier":
         report = bench_llm_barrier(args.slow_tokens, args.fast_tokens, questions, args.repeats)
+    elif args.graph == "rag":
+        report = bench_rag(questions, args.repeats, args.rates, args.load_queries, args.slow_tokens, args.fast_tokens)
     else:
         report = bench_barrier(args.slow_ms, args.fast_ms, args.chains, args.questions, args.repeats)
     print(format_barrier(report))
+    if "load" in report:
+        print(format_load(report["load"]))
     if args.plot:
         fig = latency_bars_figure(report["results"])
         fig.suptitle(format_barrier(report).splitlines()[0], fontsize=7)
@@ -250,7 +254,8 @@ def _langgraph(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"written: {args.json}")
-    return 0 if all(r["same_state"] for r in report["results"].values()) else 1
+    same_under_load = all(row["same_state"] == row["of"] for row in report.get("load", []))
+    return 0 if same_under_load and all(r["same_state"] for r in report["results"].values()) else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,10 +353,15 @@ def main(argv: list[str] | None = None) -> int:
     langgraph.add_argument("--slow-ms", type=float, default=600.0, help="the slow node's cost")
     langgraph.add_argument("--fast-ms", type=float, default=150.0, help="each fast node's cost")
     langgraph.add_argument("--chains", type=int, nargs="+", default=[1, 2, 4, 6], help="fast chain lengths")
-    langgraph.add_argument("--llm", action="store_true", help="LLM nodes on Teola's CPU engine instead of sleeping ones")
-    langgraph.add_argument("--slow-tokens", type=int, default=96, help="with --llm: the long answer's max tokens")
-    langgraph.add_argument("--fast-tokens", type=int, default=16, help="with --llm: each chain step's max tokens")
-    langgraph.add_argument("--questions", type=int, default=4, help="distinct inputs (with --llm: demo questions)")
+    langgraph.add_argument("--graph", choices=["barrier", "llm-barrier", "rag"], default="barrier",
+                           help="barrier: sleeping pure-Python nodes (the barrier alone); llm-barrier: the same shape "
+                           "with LLM nodes; rag: retrieve | rewrite, grade, generate, also under Poisson load "
+                           "(both on Teola's CPU engines)")
+    langgraph.add_argument("--slow-tokens", type=int, default=96, help="LLM graphs: the long answer's max tokens")
+    langgraph.add_argument("--fast-tokens", type=int, default=16, help="LLM graphs: each short LLM step's max tokens")
+    langgraph.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.4], help="rag: Poisson arrival rates, /s")
+    langgraph.add_argument("--load-queries", type=int, default=8, help="rag: queries per rate and mode")
+    langgraph.add_argument("--questions", type=int, default=4, help="distinct inputs (LLM graphs: demo questions)")
     langgraph.add_argument("--repeats", type=int, default=5, help="interleaved runs per input and mode")
     langgraph.add_argument("--plot", help="write the latency bars to this PNG file")
     langgraph.add_argument("--json", help="also write the results to this JSON file")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 import statistics
 import time
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, Callable, TypedDict
 
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
@@ -160,11 +160,112 @@ def bench_llm_barrier(slow_tokens: int, fast_tokens: int, questions: list[str], 
     return {"slow_tokens": slow_tokens, "fast_tokens": fast_tokens, "results": {"LLM nodes": result}}
 
 
+class RagState(TypedDict, total=False):
+    """The RAG graph's state."""
+
+    question: str
+    docs: list
+    query: str
+    relevant: str
+    answer: str
+
+
+def rag_graph(store: Any, model: Any, short_model: Any) -> Any:
+    """A RAG graph of the kind LangGraph's tutorials build: retrieve with the question while an LLM
+    rewrites it; an LLM grades what was retrieved; an LLM answers from the graded context and the
+    rewritten question. Natively the grade waits for the rewrite (they are in different supersteps);
+    with Teola it runs beside it. Every node is a function calling an LCEL chain or a retriever,
+    marked pure."""
+    parser = StrOutputParser()
+    retriever = store.as_retriever(search_kwargs={"k": 3})
+
+    def chain(template: str, m: Any) -> Any:
+        return ChatPromptTemplate.from_messages([("system", "You are a concise assistant."), ("human", template)]) | m | parser
+
+    rewrite = chain("Rewrite as a short search query: {question}", short_model)
+    grade = chain("Context:\n{context}\n\nIs this context relevant to: {question}? Answer yes or no.", short_model)
+    generate = chain("Context:\n{context}\n\nAnswer the question: {query}", model)
+
+    def context(docs: list) -> str:
+        return "\n\n".join(doc.page_content for doc in docs)
+
+    @pure
+    def retrieve_node(state: RagState) -> dict:
+        return {"docs": retriever.invoke(state["question"])}
+
+    @pure
+    def rewrite_node(state: RagState) -> dict:
+        return {"query": rewrite.invoke({"question": state["question"]})}
+
+    @pure
+    def grade_node(state: RagState) -> dict:
+        return {"relevant": grade.invoke({"context": context(state["docs"]), "question": state["question"]})}
+
+    @pure
+    def generate_node(state: RagState) -> dict:
+        docs = state["docs"] if state["relevant"].strip().lower().startswith("yes") else state["docs"][:1]
+        return {"answer": generate.invoke({"context": context(docs), "query": state["query"]})}
+
+    builder = StateGraph(RagState)
+    for name, node in (("retrieve", retrieve_node), ("rewrite", rewrite_node), ("grade", grade_node),
+                       ("generate", generate_node)):
+        builder.add_node(name, node)
+    builder.add_edge(START, "retrieve")
+    builder.add_edge(START, "rewrite")
+    builder.add_edge("retrieve", "grade")
+    builder.add_edge(["grade", "rewrite"], "generate")
+    builder.add_edge("generate", END)
+    return builder.compile()
+
+
+def _answers_kept(query: Callable[[str], Any], reference: dict[str, Any], same: list[bool]) -> Callable[[str], Any]:
+    def checked(question: str) -> Any:
+        state = query(question)
+        same.append(str(state) == reference[question])
+        return state
+
+    return checked
+
+
+def bench_rag(questions: list[str], repeats: int, rates: list[float], load_queries: int,
+              max_tokens: int, short_tokens: int) -> dict[str, Any]:
+    """``rag_graph`` on Teola's CPU engines: single queries interleaved, then Poisson load (same
+    arrivals for both), every final state compared with the native single-query one."""
+    from teola_integrations.langchain import TeolaChatModel
+    from teola_integrations.tools.benchmark import poisson_load
+    from teola_integrations.tools.langchain_apps import build_store
+
+    graph = rag_graph(build_store(), TeolaChatModel(max_tokens=max_tokens), TeolaChatModel(max_tokens=short_tokens))
+    single = _compare(graph, questions, repeats, "RAG graph")
+    optimized = optimize(graph)
+    reference = {row["question"]: row["answer"] for row in single["rows"]}
+    load = []
+    for rate in rates:
+        for mode, g in (("native", graph), ("teola", optimized)):
+            same: list[bool] = []
+            query = _answers_kept(lambda q, g=g: g.invoke({"question": q}), reference, same)
+            row = poisson_load(query, questions, rate, load_queries, desc=f"RAG graph {mode} @ {rate:.2f}/s")
+            load.append({"mode": mode, **row, "same_state": sum(same), "of": len(same)})
+    return {"max_tokens": max_tokens, "short_tokens": short_tokens, "results": {"RAG graph": single}, "load": load}
+
+
+def format_load(load: list[dict[str, Any]]) -> str:
+    """One line per rate and mode: p50, p99, throughput, states equal to native's."""
+    lines = [f"{'rate/s':>7} {'mode':<7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>6}  same state"]
+    for row in load:
+        lines.append(f"{row['rate']:>7.2f} {row['mode']:<7} {row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} "
+                     f"{row['throughput_qps']:>6.2f}  {row['same_state']}/{row['of']}")
+    return "\n".join(lines)
+
+
 def format_barrier(report: dict[str, Any]) -> str:
     """One line per graph: measured (and, for sleeping nodes, ideal) medians, the ratio with its IQR,
     state equality."""
     if "slow_ms" in report:
         title = f"slow node {report['slow_ms']:.0f} ms beside a chain of fast nodes of {report['fast_ms']:.0f} ms each"
+    elif "load" in report:
+        title = (f"a RAG graph (retrieve | rewrite, grade, generate; answers up to {report['max_tokens']} tokens, "
+                 f"rewrite and grade up to {report['short_tokens']}) on Teola's CPU engines, greedy")
     else:
         title = (f"an LLM answer of up to {report['slow_tokens']} tokens beside a chain of 3 LLM steps of up to "
                  f"{report['fast_tokens']} tokens (Teola's CPU engine, greedy)")
