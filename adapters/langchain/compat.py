@@ -26,6 +26,7 @@ from langchain_core.runnables.base import RunnableEach
 from langchain_core.runnables.config import (get_async_callback_manager_for_config, get_callback_manager_for_config,
                                              get_executor_for_config, set_config_context)
 from langchain_core.runnables.utils import coro_with_context
+from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,14 @@ INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
     "langchain_core.runnables.config": ("get_async_callback_manager_for_config", "get_callback_manager_for_config",
                                         "get_executor_for_config", "set_config_context"),
     "langchain_core.runnables.utils": ("coro_with_context",),
+    "langchain_core.tracers._streaming": ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler"),
 }
+# The marker classes of callback handlers that make runnables stream to them (chat models stream, a
+# runnable's output is tapped): v1 token chunks, and v2 content-block events.
+STREAMING_HANDLERS: tuple[type, ...] = (_StreamingCallbackHandler, _V2StreamingCallbackHandler)
+TAPPING_HANDLER: type = _StreamingCallbackHandler
 
-__all__ = ["RunnableEach", "convert_input", "model_run_params", "prompt_serialized", "retriever_ls_params", "coro_with_context", "get_async_callback_manager_for_config",
+__all__ = ["STREAMING_HANDLERS", "TAPPING_HANDLER", "RunnableEach", "convert_input", "model_run_params", "prompt_serialized", "retriever_ls_params", "coro_with_context", "get_async_callback_manager_for_config",
            "get_callback_manager_for_config", "get_executor_for_config", "moved_names", "set_config_context",
            "validate_input"]
 

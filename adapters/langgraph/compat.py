@@ -22,14 +22,18 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import patch_config, var_child_runnable_config
+from langchain_core.runnables.config import var_child_runnable_config
 from langgraph._internal import _constants as C
-from langgraph._internal._runnable import RunnableCallable
+from langgraph._internal._runnable import RunnableCallable, _is_stream_handler
 from langgraph.channels.last_value import LastValueAfterFinish
 from langgraph.channels.named_barrier_value import NamedBarrierValueAfterFinish
 from langgraph.checkpoint.base import copy_checkpoint
 from langgraph.constants import START
 from langgraph.pregel import _algo, _loop, _runner
+from langgraph.pregel._messages import StreamMessagesHandler
+from langgraph.pregel._tools import StreamToolCallHandler
+
+from teola.adapters.langchain.compat import STREAMING_HANDLERS
 from langgraph.types import PregelExecutableTask
 
 # Writes that mean the task failed or interrupted: the step will not go on as planned.
@@ -137,6 +141,16 @@ def loop_tasks(loop: Any) -> list[PregelExecutableTask]:
     return list(getattr(loop, "tasks", {}).values())
 
 
+def loop_attachment(loop: Any, default: Any) -> Any:
+    """What Teola attached to a loop (``attach``), else ``default``."""
+    return loop.__dict__.get("_teola", default)
+
+
+def attach(loop: Any, value: Any) -> None:
+    """Attach ``value`` to a loop for its lifetime (it goes when the loop goes)."""
+    loop.__dict__["_teola"] = value
+
+
 def on_loop_exit(loop: Any, callback: Callable[[], None]) -> None:
     """Call ``callback`` when the loop exits, however it exits."""
     loop.stack.callback(callback)
@@ -145,6 +159,32 @@ def on_loop_exit(loop: Any, callback: Callable[[], None]) -> None:
 def is_async_loop(loop: Any) -> bool:
     """Whether the loop runs an ``ainvoke``/``astream``."""
     return isinstance(loop, _loop.AsyncPregelLoop)
+
+
+# --- callback handlers ------------------------------------------------------------------------------
+# The classes a recorder standing in for a task's handlers must have, where the real handlers have them:
+# LangChain's streaming markers, and LangGraph's ``messages`` handler (``push_message`` looks for it).
+HANDLER_MARKERS: tuple[type, ...] = (*STREAMING_HANDLERS, StreamMessagesHandler)
+MESSAGES_HANDLER: type = StreamMessagesHandler
+
+
+def messages_handler_settings(handler: Any) -> dict[str, Any]:
+    """What ``push_message`` reads of LangGraph's ``messages`` handler to decide whether to emit."""
+    return {"subgraphs": handler.subgraphs, "parent_ns": handler.parent_ns}
+
+
+def streams_node_outputs(loop: Any) -> bool:
+    """Whether an async run streams each task's output (``astream_log``/``astream_events``), as
+    ``Pregel.astream`` decides it."""
+    handlers = loop.manager.handlers if loop.manager is not None else []
+    return any(
+        _is_stream_handler(h) and not isinstance(h, (StreamMessagesHandler, StreamToolCallHandler)) for h in handlers
+    )
+
+
+def is_cached(task: PregelExecutableTask) -> bool:
+    """Whether LangGraph may serve a task's writes from its cache (it has a cache policy)."""
+    return task.cache_key is not None
 
 
 # --- a task's config ---------------------------------------------------------------------------------
@@ -199,7 +239,10 @@ def early_config(
     runtime = configurable.get(C.CONFIG_KEY_RUNTIME)
     if runtime is not None:
         patch[C.CONFIG_KEY_RUNTIME] = runtime.override(stream_writer=stream_writer)
-    return patch_config(task.config, callbacks=callbacks, run_name=task.config.get("run_name"), configurable=patch)
+    # Not patch_config: it runs ensure_config, which would copy the task's checkpoint_ns into the metadata.
+    # As patch_config does with new callbacks, the caller's run_id goes: it named the graph's own run.
+    config = {k: v for k, v in task.config.items() if k != "run_id"}
+    return {**config, "callbacks": callbacks, C.CONF: {**configurable, **patch}}
 
 
 def input_channels(node: Any) -> tuple[bool, list[str]]:
@@ -223,13 +266,14 @@ class Hooks:
     def committed(self, loop: Any, task_id: str, writes: Sequence[tuple[str, Any]]) -> None:
         """A task's writes were committed."""
 
-    def run(self, task: PregelExecutableTask, run_native: Callable[[], None]) -> None:
-        """Run a task of a sync run (``run_native`` runs it as LangGraph does)."""
-        run_native()
+    def run(self, task: PregelExecutableTask, run_native: Callable[[], Any]) -> Any:
+        """Run a task of a sync run (``run_native`` runs it as LangGraph does, and returns what the
+        runner gets back: a functional-API task's result)."""
+        return run_native()
 
-    async def arun(self, task: PregelExecutableTask, run_native: Callable[[], Any]) -> None:
+    async def arun(self, task: PregelExecutableTask, run_native: Callable[[], Any]) -> Any:
         """Run a task of an async run (``run_native`` returns LangGraph's awaitable)."""
-        await run_native()
+        return await run_native()
 
 
 _installed: list[Hooks] = []
@@ -246,9 +290,10 @@ def run_task(task: PregelExecutableTask) -> None:
     _native_run[0](task, None)
 
 
-async def arun_task(task: PregelExecutableTask) -> None:
-    """``run_task`` in an async run."""
-    await _native_run[1](task, None)
+async def arun_task(task: PregelExecutableTask, stream: bool) -> None:
+    """``run_task`` in an async run (``stream``: run the task's ``astream``, as the runner does when
+    a handler taps every task's output)."""
+    await _native_run[1](task, None, stream)
 
 
 def install(hooks: Hooks) -> None:
@@ -273,13 +318,13 @@ def install(hooks: Hooks) -> None:
         if writes:
             hooks.committed(self, task_id, writes)
 
-    def hooked_run_with_retry(task: PregelExecutableTask, retry_policy: Any, configurable: Any = None) -> None:
-        hooks.run(task, partial(run_with_retry, task, retry_policy, configurable))
+    def hooked_run_with_retry(task: PregelExecutableTask, retry_policy: Any, configurable: Any = None) -> Any:
+        return hooks.run(task, partial(run_with_retry, task, retry_policy, configurable))
 
     async def hooked_arun_with_retry(
         task: PregelExecutableTask, retry_policy: Any, stream: bool = False, configurable: Any = None
-    ) -> None:
-        await hooks.arun(task, partial(arun_with_retry, task, retry_policy, stream, configurable))
+    ) -> Any:
+        return await hooks.arun(task, partial(arun_with_retry, task, retry_policy, stream, configurable))
 
     _loop.PregelLoop.tick = hooked_tick
     _loop.PregelLoop.after_tick = hooked_after_tick

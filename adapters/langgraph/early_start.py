@@ -134,8 +134,10 @@ class EarlyStarts:
     """Early starts in one LangGraph run (one Pregel loop)."""
 
     def __init__(self, loop: Any, policy: EarlyStartPolicy) -> None:
-        self.loop, self.policy = loop, policy
+        # The loop only weakly: LangGraph frees a finished loop by reference counting alone.
+        self._loop, self.policy = weakref.ref(loop), policy
         self.is_async = compat.is_async_loop(loop)
+        self.stream_outputs = self.is_async and compat.streams_node_outputs(loop)
         self.context = contextvars.copy_context()
         self.lock = threading.RLock()
         self.runs: dict[tuple[int, tuple], EarlyRun] = {}
@@ -143,6 +145,11 @@ class EarlyStarts:
         self.tokens: dict[str, object] = {}  # this step's committed tasks -> the token of their writes
         self.adopted: dict[str, object] = {}  # real task id -> token of the early run it adopted
         self.closed = False
+
+    @property
+    def loop(self) -> Any:
+        """The loop (None once LangGraph has freed it)."""
+        return self._loop()
 
     # --- building the frontier ------------------------------------------------------------------------
     def _history_now(self) -> tuple[History, list[Any], int]:
@@ -153,31 +160,40 @@ class EarlyStarts:
         return history, done, step
 
     def refresh(self) -> None:
-        """Start every early run the tasks finished so far make possible (rule 1)."""
+        """Start every early run the tasks finished so far make possible (rule 1). Whatever goes wrong
+        here (say, the finished writes are invalid together) only means nothing more starts early: the
+        real step meets the same error, as LangGraph reports it."""
         with self.lock:
-            if self.closed:
+            loop = self.loop  # held for the call
+            if self.closed or loop is None:
                 return
-            history, level, step = self._history_now()
-            if any(compat.stopped(t.writes) for t in level):
-                return
-            first = step
-            checkpoint, channels = compat.copy_state(self.loop)
-            while level and step < compat.last_step(self.loop):
-                updated = compat.apply(self.loop, checkpoint, channels, level)
-                step += 1
-                level, entries = [], {}
-                for task in compat.next_tasks(self.loop, checkpoint, channels, step, updated):
-                    if not (compat.is_pull(task) and task.name in self.policy.early):
-                        continue
-                    run = self.runs.get((step, task.path))
-                    if run is not None and run.valid_on(history):
-                        level.append(compat.writes_of(task.path, task.name, run.task.writes, task.triggers))
-                        entries[task.path] = run.entry()
-                    elif run is None or (run.finished.is_set() and run.ok):
-                        if run is not None:  # it read what has changed since it started
-                            _count("rerun")
-                        self._start(task, step, {s: history[s] for s in range(first, step)})
-                history[step] = entries
+            try:
+                self._extend_frontier()
+            except Exception:
+                log.debug("teola: no early starts from this state", exc_info=True)
+
+    def _extend_frontier(self) -> None:
+        history, level, step = self._history_now()
+        if any(compat.stopped(t.writes) for t in level):
+            return
+        first = step
+        checkpoint, channels = compat.copy_state(self.loop)
+        while level and step < compat.last_step(self.loop):
+            updated = compat.apply(self.loop, checkpoint, channels, level)
+            step += 1
+            level, entries = [], {}
+            for task in compat.next_tasks(self.loop, checkpoint, channels, step, updated):
+                if not (compat.is_pull(task) and task.name in self.policy.early) or compat.is_cached(task):
+                    continue
+                run = self.runs.get((step, task.path))
+                if run is not None and run.valid_on(history):
+                    level.append(compat.writes_of(task.path, task.name, run.task.writes, task.triggers))
+                    entries[task.path] = run.entry()
+                elif run is None or (run.finished.is_set() and run.ok):
+                    if run is not None:  # it read what has changed since it started
+                        _count("rerun")
+                    self._start(task, step, {s: history[s] for s in range(first, step)})
+            history[step] = entries
 
     def _start(self, task: Any, step: int, basis: History) -> None:
         reads = Reads()
@@ -220,7 +236,7 @@ class EarlyStarts:
             run.finished.set()
             return
         try:
-            await compat.arun_task(run.task)
+            await compat.arun_task(run.task, self.stream_outputs)
             run.ok = not compat.stopped(run.task.writes)
         except BaseException:  # see _run; also cancelled when the graph run ends first
             log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
@@ -299,19 +315,21 @@ class EarlyStarts:
 class EarlyStartHooks(compat.Hooks):
     """LangGraph's hook points, for every loop whose graph ``policy_for`` gives early starts to."""
 
+    _UNSEEN = object()
+
     def __init__(self, policy_for: Callable[[Any], EarlyStartPolicy | None]) -> None:
         self._policy_for = policy_for
-        self._starts: weakref.WeakKeyDictionary[Any, EarlyStarts | None] = weakref.WeakKeyDictionary()
         self._by_task: weakref.WeakValueDictionary[str, EarlyStarts] = weakref.WeakValueDictionary()
 
     def _for_loop(self, loop: Any) -> EarlyStarts | None:
-        if loop not in self._starts:
+        starts = compat.loop_attachment(loop, self._UNSEEN)
+        if starts is self._UNSEEN:
             policy = self._policy_for(loop)
             starts = EarlyStarts(loop, policy) if policy is not None and policy.early else None
-            self._starts[loop] = starts
+            compat.attach(loop, starts)
             if starts is not None:
                 compat.on_loop_exit(loop, starts.close)
-        return self._starts[loop]
+        return starts
 
     def ticked(self, loop: Any, more: bool) -> None:
         """Register the step's tasks, and start what their already-finished siblings allow."""
@@ -327,7 +345,7 @@ class EarlyStartHooks(compat.Hooks):
 
     def apply_step(self, loop: Any, apply: Callable[[], None]) -> None:
         """Apply the step's writes under the early starts' lock."""
-        starts = self._starts.get(loop)
+        starts = compat.loop_attachment(loop, None)
         if starts is None:
             apply()
             return
@@ -337,11 +355,11 @@ class EarlyStartHooks(compat.Hooks):
 
     def committed(self, loop: Any, task_id: str, writes: Sequence[tuple[str, Any]]) -> None:
         """A real task finished: maybe more can start now."""
-        starts = self._starts.get(loop)
+        starts = compat.loop_attachment(loop, None)
         if starts is not None:
             starts.committed(task_id)
 
-    def run(self, task: Any, run_native: Callable[[], None]) -> None:
+    def run(self, task: Any, run_native: Callable[[], Any]) -> Any:
         """Adopt the task's early run if it holds (waiting for it if it still runs), else run it."""
         starts = self._by_task.get(task.id)
         run = starts.claim(task) if starts is not None else None
@@ -349,10 +367,10 @@ class EarlyStartHooks(compat.Hooks):
             run.finished.wait()
             if starts.adoptable(run):
                 starts.adopt(run, task)
-                return
-        run_native()
+                return None  # what LangGraph's runner gets for an edge-triggered task (it reads the writes)
+        return run_native()
 
-    async def arun(self, task: Any, run_native: Callable[[], Any]) -> None:
+    async def arun(self, task: Any, run_native: Callable[[], Any]) -> Any:
         """``run`` in an async run."""
         starts = self._by_task.get(task.id)
         run = starts.claim(task) if starts is not None else None
@@ -361,5 +379,5 @@ class EarlyStartHooks(compat.Hooks):
                 await asyncio.shield(run.handle)
             if starts.adoptable(run):
                 await starts.aadopt(run, task)
-                return
-        await run_native()
+                return None
+        return await run_native()
