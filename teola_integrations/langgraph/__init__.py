@@ -39,14 +39,12 @@ def _tell_once(graph_name: str, policy: EarlyStartPolicy) -> None:
     if key in _told:
         return
     _told.add(key)
+    others = "; ".join(f"{n}: {r}" for n, r in sorted(policy.reasons.items())) or "none"
     if policy.early:
-        log.info("teola: in %s, %s may start before their superstep", graph_name, sorted(policy.early))
+        log.info("teola: in %s, %s may start before their superstep; the others run in it (%s)",
+                 graph_name, sorted(policy.early), others)
     else:
-        log.info(
-            "teola: no node of %s may start early; it runs as LangGraph runs it (%s)",
-            graph_name,
-            "; ".join(f"{n}: {r}" for n, r in sorted(policy.reasons.items())) or "no nodes",
-        )
+        log.info("teola: no node of %s may start early; it runs as LangGraph runs it (%s)", graph_name, others)
 
 
 def _policy_for(loop: Any) -> EarlyStartPolicy | None:

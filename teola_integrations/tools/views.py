@@ -101,6 +101,8 @@ def latency_bars_figure(single: Mapping[str, Mapping[str, Any]]) -> Figure:
             heights.append(result["ms"][mode])
             low.append(result["ms"][mode] - q1)
             high.append(q3 - result["ms"][mode])
+        if not xs:
+            continue
         ax.bar(xs, heights, width, yerr=[low, high], capsize=3, color=MODE_COLORS[mode], label=mode.replace("_", "-"))
     ax.set_xticks(range(len(single)), list(single), rotation=20, ha="right", fontsize=8)
     ax.set_ylabel("latency, ms (median, IQR)")

@@ -204,13 +204,15 @@ def test_conditional_edges_sends_and_commands_give_langgraphs_state():
     assert native["done"] == "4 jokes"
 
 
-def test_checkpoints_interrupts_and_resume_are_langgraphs():
+def test_checkpoints_interrupts_resume_and_time_travel_are_langgraphs():
     def history(g) -> list:
         config = {"configurable": {"thread_id": "t"}}
         first = g.invoke({"question": "why"}, config)
         resumed = g.invoke(None, config)
-        states = [(s.values, s.next) for s in g.get_state_history(config)]
-        return [first, resumed, states]
+        states = list(g.get_state_history(config))
+        before_slow = next(s for s in states if s.next == ("slow", "f1"))  # time travel: rerun from there
+        replayed = g.invoke(None, before_slow.config)
+        return [first, resumed, [(s.values, s.next) for s in states], replayed]
 
     def compiled():
         builder = barrier_graph().builder
@@ -219,6 +221,7 @@ def test_checkpoints_interrupts_and_resume_are_langgraphs():
     native = history(compiled())
     assert history(optimize(compiled())) == native
     assert native[0].get("answer") is None and native[1]["answer"] == "WHY|f1:0,f2:1,f3:2"
+    assert native[3].get("answer") is None and native[3]["trail"] == ["f1:0", "f2:1", "f3:2"]
 
 
 def test_a_failing_node_raises_what_it_raises_natively():
