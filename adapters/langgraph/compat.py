@@ -215,11 +215,6 @@ def in_task_context(task: PregelExecutableTask) -> Iterator[None]:
         var_child_runnable_config.reset(token)
 
 
-def task_checkpoint_ns(task: PregelExecutableTask) -> str:
-    """A task's checkpoint namespace (it holds the task id)."""
-    return task.config[C.CONF].get(C.CONFIG_KEY_CHECKPOINT_NS, "")
-
-
 def early_config(
     task: PregelExecutableTask,
     callbacks: BaseCallbackManager | None,
