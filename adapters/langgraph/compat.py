@@ -16,6 +16,7 @@ it may run a node of step N+1 while step N's slow siblings still run. That needs
 from __future__ import annotations
 
 import dataclasses
+import importlib.metadata
 from contextlib import contextmanager
 from functools import partial
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -35,6 +36,31 @@ from langgraph.pregel._tools import StreamToolCallHandler
 
 from teola.adapters.langchain.compat import STREAMING_HANDLERS
 from langgraph.types import PregelExecutableTask
+
+TESTED = "1.2"
+# The private names Teola's hooks and early starts use, by the module or class that has them.
+PRIVATE_NAMES: dict[Any, tuple[str, ...]] = {
+    _loop.PregelLoop: ("tick", "after_tick", "put_writes"),
+    _runner: ("run_with_retry", "arun_with_retry"),
+    _algo: ("apply_writes", "prepare_next_tasks", "PregelTaskWrites"),
+    C: ("CONF", "CONFIG_KEY_READ", "CONFIG_KEY_RUNTIME", "PULL", "ERROR", "INTERRUPT"),
+}
+
+
+def missing_internals() -> list[str]:
+    """Every private name Teola uses that the installed langgraph lacks (empty: the hooks fit)."""
+    return [
+        f"{getattr(owner, '__name__', owner)}.{name}"
+        for owner, names in PRIVATE_NAMES.items()
+        for name in names
+        if not hasattr(owner, name)
+    ]
+
+
+def version() -> str:
+    """The installed langgraph's version."""
+    return importlib.metadata.version("langgraph")
+
 
 # Writes that mean the task failed or interrupted: the step will not go on as planned.
 STOP_CHANNELS = frozenset({C.ERROR, C.INTERRUPT})

@@ -30,7 +30,7 @@ pure = mark_pure
 _lock = threading.Lock()
 _optimized: dict[int, tuple[weakref.ref, EarlyStartPolicy]] = {}
 _switch = {"on": False, "assume_pure": False}
-_told: set[int] = set()
+_told: set[Any] = set()
 
 
 def _tell_once(graph_name: str, policy: EarlyStartPolicy) -> None:
@@ -59,9 +59,21 @@ def _policy_for(loop: Any) -> EarlyStartPolicy | None:
     return None
 
 
-def _install() -> None:
+def _install() -> bool:
+    """Put Teola's hooks into LangGraph's loop, if this langgraph has what they use (else say so, once)."""
     with _lock:
+        missing = compat.missing_internals()
+        if missing:
+            if "unsupported" not in _told:
+                _told.add("unsupported")
+                log.warning(
+                    "teola: langgraph %s lacks %s, which Teola's early starts use (written against %s.x); graphs "
+                    "run as LangGraph runs them. Install langgraph %s.x for early starts.",
+                    compat.version(), ", ".join(missing), compat.TESTED, compat.TESTED,
+                )
+            return False
         compat.install(EarlyStartHooks(_policy_for))
+        return True
 
 
 def optimize(graph: Pregel, *, pure: Iterable[str] = (), side_effects: Iterable[str] = ()) -> Pregel:
@@ -77,9 +89,10 @@ def optimize(graph: Pregel, *, pure: Iterable[str] = (), side_effects: Iterable[
             f"teola: optimize() takes a compiled LangGraph graph (StateGraph(...).compile(), a Pregel), "
             f"not {type(graph).__name__}"
         )
-    _install()
     optimized = graph.copy({"nodes": dict(graph.nodes)})
     policy = early_start_policy(optimized.nodes, optimized.channels, pure, side_effects)
+    if not _install():
+        return optimized
     key = id(optimized.nodes)
     _optimized[key] = (weakref.ref(optimized, lambda _: _optimized.pop(key, None)), policy)
     _tell_once(graph.get_name(), policy)
@@ -93,8 +106,8 @@ def enable(*, assume_pure: bool = False) -> None:
     ``assume_pure`` takes every node as pure unless it holds a subgraph or is a ``defer=True`` join:
     a stress mode for running a test suite through the early-start machinery (nodes with side effects
     may then run early or twice)."""
-    _install()
-    _switch.update(on=True, assume_pure=assume_pure)
+    if _install():
+        _switch.update(on=True, assume_pure=assume_pure)
 
 
 def disable() -> None:

@@ -289,3 +289,16 @@ def test_llm_nodes_give_langgraphs_state_messages_stream_and_run_tree(chat):
         return langchain_run_tree(root) + _node_metadata(root)
 
     assert tree(fast_graph) == tree(graph)
+
+
+def test_a_langgraph_without_what_teola_hooks_runs_graphs_as_langgraph_does(monkeypatch, caplog):
+    from teola.adapters.langgraph import compat
+
+    monkeypatch.setattr(compat, "missing_internals", lambda: ["langgraph.pregel._runner.run_with_retry"])
+    graph = barrier_graph()
+    native = graph.invoke({"question": "q"})
+    started = EARLY["started"]
+    with caplog.at_level("WARNING", logger="teola_integrations.langgraph"):
+        assert optimize(graph).invoke({"question": "q"}) == native
+    assert EARLY["started"] == started
+    assert any("lacks langgraph.pregel._runner.run_with_retry" in r.message for r in caplog.records)

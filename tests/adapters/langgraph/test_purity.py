@@ -52,3 +52,13 @@ def test_bad_marks_say_what_is_wrong():
         early_start_policy(g.nodes, g.channels, pure=["nope"])
     with pytest.raises(ValueError, match="both pure and side_effects"):
         early_start_policy(g.nodes, g.channels, pure=["plain"], side_effects=["plain"])
+
+
+def test_the_private_names_teola_uses_are_checked(monkeypatch):
+    from langgraph.pregel import _runner
+
+    from teola.adapters.langgraph import compat
+
+    assert compat.missing_internals() == []
+    monkeypatch.delattr(_runner, "arun_with_retry")
+    assert compat.missing_internals() == ["langgraph.pregel._runner.arun_with_retry"]
