@@ -174,8 +174,8 @@ class EarlyStarts:
 
     def _extend_frontier(self) -> None:
         history, level, step = self._history_now()
-        if any(compat.stopped(t.writes) for t in level):
-            return
+        if any(compat.stopped(t.writes) for t in level) or len(level) == len(compat.loop_tasks(self.loop)):
+            return  # the step failed, or it is over and LangGraph's loop starts the next one now itself
         first = step
         checkpoint, channels = compat.copy_state(self.loop)
         while level and step < compat.last_step(self.loop):
@@ -219,30 +219,26 @@ class EarlyStarts:
             _POOL.submit(self.context.copy().run, self._run, run)
 
     def _run(self, run: EarlyRun) -> None:
-        if not run.begin():
-            run.finished.set()
-            return
-        try:
-            compat.run_task(run.task)
-            run.ok = not compat.stopped(run.task.writes)
-        except BaseException:  # an early run that fails is never adopted: the real task fails as LangGraph's
-            log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
-        finally:
-            run.finished.set()
-            self.refresh()
+        if run.begin():
+            try:
+                compat.run_task(run.task)
+                run.ok = not compat.stopped(run.task.writes)
+            except BaseException:  # an early run that fails is never adopted: the real task fails as LangGraph's
+                log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
+        self._ended(run)
 
     async def _arun(self, run: EarlyRun) -> None:
-        if not run.begin():
-            run.finished.set()
-            return
-        try:
-            await compat.arun_task(run.task, self.stream_outputs)
-            run.ok = not compat.stopped(run.task.writes)
-        except BaseException:  # see _run; also cancelled when the graph run ends first
-            log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
-        finally:
-            run.finished.set()
-            self.refresh()
+        if run.begin():
+            try:
+                await compat.arun_task(run.task, self.stream_outputs)
+                run.ok = not compat.stopped(run.task.writes)
+            except BaseException:  # see _run; also cancelled when the graph run ends first
+                log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
+        self._ended(run)
+
+    def _ended(self, run: EarlyRun) -> None:
+        run.finished.set()
+        self.refresh()
 
     # --- LangGraph's loop -----------------------------------------------------------------------------
     def committed(self, task_id: str) -> None:

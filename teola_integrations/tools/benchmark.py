@@ -62,11 +62,11 @@ class SuiteApp:
         return {self.reference: modes[self.reference], **modes}
 
 
-def _median_ms(rows: list[dict[str, Any]], mode: str) -> float:
+def median_ms(rows: list[dict[str, Any]], mode: str) -> float:
     return 1e3 * statistics.median(statistics.median(r["latency"][mode]) for r in rows)
 
 
-def _ratio_summary(rows: list[dict[str, Any]], numerator: str, denominator: str) -> dict[str, float]:
+def ratio_summary(rows: list[dict[str, Any]], numerator: str, denominator: str) -> dict[str, float]:
     """Median over questions of median(numerator) / median(denominator), with its IQR."""
     median, low, high = spread([statistics.median(r["latency"][numerator]) / statistics.median(r["latency"][denominator])
                                 for r in rows])
@@ -85,8 +85,8 @@ def single_query(app: SuiteApp, questions: list[str], repeats: int) -> dict[str,
     baselines = [m for m in ("native", "hand_tuned") if m in modes]
     return {
         "rows": rows, "reference": app.reference, "questions": len(rows),
-        "ms": {mode: _median_ms(rows, mode) for mode in modes},
-        "speedup_over": {b: _ratio_summary(rows, b, "teola") for b in baselines},
+        "ms": {mode: median_ms(rows, mode) for mode in modes},
+        "speedup_over": {b: ratio_summary(rows, b, "teola") for b in baselines},
         "same_answers": sum(r["same_text"]["teola"] and r["same_sources"]["teola"] for r in rows),
     }
 
@@ -103,7 +103,7 @@ def ablation(app: SuiteApp, questions: list[str], repeats: int) -> dict[str, Any
     rows = interleave(modes, questions, repeats, desc=f"{app.label}: ablation")
     return {
         "reference": app.reference,
-        "relative_to_all": {mode: _ratio_summary(rows, mode, "all") for mode in modes},
+        "relative_to_all": {mode: ratio_summary(rows, mode, "all") for mode in modes},
         "same_answers": {mode: sum(r["same_text"][mode] and r["same_sources"][mode] for r in rows) for mode in modes},
         "questions": len(rows),
         "rows": rows,

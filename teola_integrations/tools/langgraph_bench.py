@@ -11,7 +11,6 @@ barrier and nothing else. Natively ``f2`` waits for ``slow`` (they are in differ
 from __future__ import annotations
 
 import operator
-import statistics
 import time
 from typing import Annotated, Any, Callable, TypedDict
 
@@ -19,8 +18,11 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langgraph.graph import END, START, StateGraph
 
+from teola_integrations.langchain import TeolaChatModel
 from teola_integrations.langgraph import optimize, pure
-from teola_integrations.tools.compare import interleave, spread
+from teola_integrations.tools.benchmark import median_ms, poisson_load, ratio_summary
+from teola_integrations.tools.compare import interleave
+from teola_integrations.tools.langchain_apps import build_store, format_docs
 
 
 class BarrierState(TypedDict, total=False):
@@ -64,21 +66,17 @@ def barrier_graph(slow_s: float, fast_s: float, chain: int) -> Any:
     return builder.compile()
 
 
-def _compare(graph: Any, questions: list[str], repeats: int, desc: str) -> dict[str, Any]:
-    """``graph`` natively and optimized, interleaved on ``questions``: medians, ratio (IQR), equal states."""
-    optimized = optimize(graph)
+def _compare(graph: Any, optimized: Any, questions: list[str], repeats: int, desc: str) -> dict[str, Any]:
+    """``graph`` and ``optimize(graph)``, interleaved on ``questions``: medians, ratio (IQR), equal states."""
     modes = {
         "native": lambda q: graph.invoke({"question": q}),
         "teola": lambda q: optimized.invoke({"question": q}),
     }
     rows = interleave(modes, questions, repeats, desc=desc)
-    ratio, q1, q3 = spread(
-        [statistics.median(r["latency"]["native"]) / statistics.median(r["latency"]["teola"]) for r in rows]
-    )
     return {
         "rows": rows,
-        "ms": {m: 1e3 * statistics.median(statistics.median(r["latency"][m]) for r in rows) for m in modes},
-        "ratio": {"median": ratio, "q1": q1, "q3": q3},
+        "ms": {m: median_ms(rows, m) for m in modes},
+        "ratio": ratio_summary(rows, "native", "teola"),
         "same_state": all(r["same_text"]["teola"] for r in rows),
     }
 
@@ -88,7 +86,8 @@ def bench_barrier(slow_ms: float, fast_ms: float, chains: list[int], questions: 
     results: dict[str, Any] = {}
     for chain in chains:
         graph = barrier_graph(slow_ms / 1e3, fast_ms / 1e3, chain)
-        result = _compare(graph, [f"question {i}" for i in range(questions)], repeats, f"chain of {chain}")
+        result = _compare(graph, optimize(graph), [f"question {i}" for i in range(questions)], repeats,
+                          f"chain of {chain}")
         ideal = {"native": max(slow_ms, fast_ms) + (chain - 1) * fast_ms, "teola": max(slow_ms, chain * fast_ms)}
         results[f"chain of {chain}"] = {"chain": chain, "ideal_ms": ideal, **result}
     return {"slow_ms": slow_ms, "fast_ms": fast_ms, "results": results}
@@ -105,35 +104,32 @@ class LLMBarrierState(TypedDict, total=False):
     report: str
 
 
+def _llm_chain(template: str, model: Any) -> Any:
+    """``prompt | model | parser`` with a one-line system prompt, as LangGraph's tutorials write them."""
+    prompt = ChatPromptTemplate.from_messages([("system", "You are a concise assistant."), ("human", template)])
+    return prompt | model | StrOutputParser()
+
+
+def _chain_node(chain: Any, output: str, **inputs: str) -> Callable[[dict], dict]:
+    """A pure node that fills ``chain``'s variables from state keys (``variable="key"``) and writes its
+    answer to ``output``: a function calling an LCEL chain, as LangGraph's tutorials write nodes."""
+
+    @pure
+    def node(state: dict) -> dict:
+        return {output: chain.invoke({variable: state[key] for variable, key in inputs.items()})}
+
+    return node
+
+
 def llm_barrier_graph(slow_model: Any, fast_model: Any) -> Any:
     """The barrier with real LLM nodes: a long answer beside a chain of three short LLM steps (rewrite
-    the question, pick keywords, title them), joined into a report. Each LLM node is a function calling
-    an LCEL chain, as LangGraph's tutorials write them, marked pure."""
-    parser = StrOutputParser()
-
-    def chain(template: str, model: Any) -> Any:
-        return ChatPromptTemplate.from_messages([("system", "You are a concise assistant."), ("human", template)]) | model | parser
-
-    answer = chain("Answer in detail: {question}", slow_model)
-    rewrite = chain("Rewrite as a short search query: {question}", fast_model)
-    keywords = chain("List three keywords for: {query}", fast_model)
-    title = chain("Write a title from these keywords: {keywords}", fast_model)
-
-    @pure
-    def answer_node(state: LLMBarrierState) -> dict:
-        return {"answer": answer.invoke({"question": state["question"]})}
-
-    @pure
-    def rewrite_node(state: LLMBarrierState) -> dict:
-        return {"query": rewrite.invoke({"question": state["question"]})}
-
-    @pure
-    def keywords_node(state: LLMBarrierState) -> dict:
-        return {"keywords": keywords.invoke({"query": state["query"]})}
-
-    @pure
-    def title_node(state: LLMBarrierState) -> dict:
-        return {"title": title.invoke({"keywords": state["keywords"]})}
+    the question, pick keywords, title them), joined into a report."""
+    answer_node = _chain_node(_llm_chain("Answer in detail: {question}", slow_model), "answer", question="question")
+    rewrite_node = _chain_node(_llm_chain("Rewrite as a short search query: {question}", fast_model), "query",
+                               question="question")
+    keywords_node = _chain_node(_llm_chain("List three keywords for: {query}", fast_model), "keywords", query="query")
+    title_node = _chain_node(_llm_chain("Write a title from these keywords: {keywords}", fast_model), "title",
+                             keywords="keywords")
 
     def report(state: LLMBarrierState) -> dict:
         return {"report": f"{state['title']}\n{state['answer']}"}
@@ -153,10 +149,8 @@ def llm_barrier_graph(slow_model: Any, fast_model: Any) -> Any:
 
 def bench_llm_barrier(slow_tokens: int, fast_tokens: int, questions: list[str], repeats: int) -> dict[str, Any]:
     """Native vs Teola on ``llm_barrier_graph`` with Teola's CPU engine (greedy)."""
-    from teola_integrations.langchain import TeolaChatModel
-
     graph = llm_barrier_graph(TeolaChatModel(max_tokens=slow_tokens), TeolaChatModel(max_tokens=fast_tokens))
-    result = _compare(graph, questions, repeats, "LLM nodes")
+    result = _compare(graph, optimize(graph), questions, repeats, "LLM nodes")
     return {"slow_tokens": slow_tokens, "fast_tokens": fast_tokens, "results": {"LLM nodes": result}}
 
 
@@ -176,35 +170,24 @@ def rag_graph(store: Any, model: Any, short_model: Any) -> Any:
     rewritten question. Natively the grade waits for the rewrite (they are in different supersteps);
     with Teola it runs beside it. Every node is a function calling an LCEL chain or a retriever,
     marked pure."""
-    parser = StrOutputParser()
     retriever = store.as_retriever(search_kwargs={"k": 3})
-
-    def chain(template: str, m: Any) -> Any:
-        return ChatPromptTemplate.from_messages([("system", "You are a concise assistant."), ("human", template)]) | m | parser
-
-    rewrite = chain("Rewrite as a short search query: {question}", short_model)
-    grade = chain("Context:\n{context}\n\nIs this context relevant to: {question}? Answer yes or no.", short_model)
-    generate = chain("Context:\n{context}\n\nAnswer the question: {query}", model)
-
-    def context(docs: list) -> str:
-        return "\n\n".join(doc.page_content for doc in docs)
+    grade = _llm_chain("Context:\n{context}\n\nIs this context relevant to: {question}? Answer yes or no.", short_model)
+    generate = _llm_chain("Context:\n{context}\n\nAnswer the question: {query}", model)
+    rewrite_node = _chain_node(_llm_chain("Rewrite as a short search query: {question}", short_model), "query",
+                               question="question")
 
     @pure
     def retrieve_node(state: RagState) -> dict:
         return {"docs": retriever.invoke(state["question"])}
 
     @pure
-    def rewrite_node(state: RagState) -> dict:
-        return {"query": rewrite.invoke({"question": state["question"]})}
-
-    @pure
     def grade_node(state: RagState) -> dict:
-        return {"relevant": grade.invoke({"context": context(state["docs"]), "question": state["question"]})}
+        return {"relevant": grade.invoke({"context": format_docs(state["docs"]), "question": state["question"]})}
 
     @pure
     def generate_node(state: RagState) -> dict:
         docs = state["docs"] if state["relevant"].strip().lower().startswith("yes") else state["docs"][:1]
-        return {"answer": generate.invoke({"context": context(docs), "query": state["query"]})}
+        return {"answer": generate.invoke({"context": format_docs(docs), "query": state["query"]})}
 
     builder = StateGraph(RagState)
     for name, node in (("retrieve", retrieve_node), ("rewrite", rewrite_node), ("grade", grade_node),
@@ -231,13 +214,9 @@ def bench_rag(questions: list[str], repeats: int, rates: list[float], load_queri
               max_tokens: int, short_tokens: int) -> dict[str, Any]:
     """``rag_graph`` on Teola's CPU engines: single queries interleaved, then Poisson load (same
     arrivals for both), every final state compared with the native single-query one."""
-    from teola_integrations.langchain import TeolaChatModel
-    from teola_integrations.tools.benchmark import poisson_load
-    from teola_integrations.tools.langchain_apps import build_store
-
     graph = rag_graph(build_store(), TeolaChatModel(max_tokens=max_tokens), TeolaChatModel(max_tokens=short_tokens))
-    single = _compare(graph, questions, repeats, "RAG graph")
     optimized = optimize(graph)
+    single = _compare(graph, optimized, questions, repeats, "RAG graph")
     reference = {row["question"]: row["answer"] for row in single["rows"]}
     load = []
     for rate in rates:

@@ -100,7 +100,9 @@ def test_the_fast_chain_runs_beside_the_slow_branch_with_langgraphs_state_and_st
     native = graph.invoke({"question": "why"})
     adopted = EARLY["adopted"]
     assert fast_graph.invoke({"question": "why"}) == native
-    assert EARLY["adopted"] - adopted == 3, "f1, f2 and f3 were not all adopted from early runs"
+    # f2 and f3 ran beside the slow branch; f1 did not start early: its step begins as soon as
+    # __start__, the one task before it, ends
+    assert EARLY["adopted"] - adopted == 2, "f2 and f3 were not both adopted from early runs"
     assert native["answer"] == "WHY|f1:0,f2:1,f3:2"
     assert _comparable(list(fast_graph.stream({"question": "why"}, stream_mode=MODES))) == _comparable(
         list(graph.stream({"question": "why"}, stream_mode=MODES))
