@@ -31,6 +31,7 @@ from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
 from teola.runtime.policy import CriticalPathFirst, SchedulingPolicy
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.profiler import profile_engine
+from teola.runtime.query_priority import query_priority
 from teola.runtime.registry import ENGINE_KINDS, EngineSpec
 from teola.runtime.traces import deliver
 
@@ -217,17 +218,21 @@ class Runtime:
         trace = QueryTrace()
         return await self.gate.run(lambda: scheduler.run(inputs, priority, trace), trace.unfinished, nested)
 
-    def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int = 0) -> dict[str, Any]:
+    def execute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int | None = None) -> dict[str, Any]:
         """Run one query of a prepared plan, once admitted (at once, inside another query), and wait
-        for its outputs; its trace goes to the caller's ``record_traces()``, if one is open."""
+        for its outputs; its trace goes to the caller's ``record_traces()``, if one is open.
+        ``priority`` is the query's (lower first; by default the caller's ``query_priority()``)."""
+        priority = query_priority() if priority is None else priority
         outputs, trace = self.run(self._admitted(scheduler, inputs, priority, inside_query()))
         deliver(trace)
         return outputs
 
-    async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any], priority: int = 0) -> dict[str, Any]:
+    async def aexecute(self, scheduler: GraphScheduler, inputs: Mapping[str, Any],
+                       priority: int | None = None) -> dict[str, Any]:
         """Run one query of a prepared plan from any event loop, once admitted (at once, inside
         another query); cancelling the awaiting task cancels the query. Its trace goes to the
-        caller's ``record_traces()``, if one is open."""
+        caller's ``record_traces()``, if one is open. ``priority`` as for ``execute``."""
+        priority = query_priority() if priority is None else priority
         outputs, trace = await self.arun(self._admitted(scheduler, inputs, priority, inside_query()))
         deliver(trace)
         return outputs

@@ -22,6 +22,39 @@ def pytest_sessionfinish(session, exitstatus):
     shutdown_runtime()
 
 
+@pytest.fixture
+def recording_engine():
+    """An engine registered on the runtime that answers tokenize, generate and embed requests at once and
+    notes each request's type and priority (``.seen``), and each prompt's last message with its priority
+    (``.asked``): for tests of what work is sent at which priority."""
+    from teola.optimizer.ops import EngineId, EngineKind
+    from teola.runtime.engine_scheduler import EngineScheduler
+    from teola.runtime.requests import EmbedRequest, GenerateRequest, TokenizeRequest
+    from teola.runtime.runtime import get_runtime
+
+    class RecordingEngine(EngineScheduler):
+        def __init__(self) -> None:
+            super().__init__(EngineId(EngineKind.LLM, "priority-recording-llm"))
+            self.seen: list[tuple[str, tuple[int, int]]] = []
+            self.asked: list[tuple[str, tuple[int, int]]] = []  # each tokenized prompt's last message, and priority
+
+        async def execute(self, request):
+            self.seen.append((type(request).__name__, request.priority))
+            if isinstance(request, TokenizeRequest):
+                self.asked.extend((p.messages[-1].content, request.priority) for p in request.prompts)
+                return [[1, 2, 3] for _ in request.prompts]
+            if isinstance(request, GenerateRequest):
+                return ["answer" for _ in request.token_ids]
+            if isinstance(request, EmbedRequest):
+                return [[0.0, 1.0] for _ in request.texts]
+            raise self._refuse(request)
+
+    engine = RecordingEngine()
+    get_runtime().engines[engine.name] = engine
+    yield engine
+    get_runtime().engines.pop(engine.name, None)
+
+
 @pytest.fixture(scope="session")
 def runtime():
     from teola.runtime.runtime import get_runtime

@@ -90,10 +90,26 @@ def is_internal_node(name: str) -> bool:
     return name == START
 
 
+def drawn_successors(graph: Any) -> dict[str, set[str]]:
+    """Each node of ``graph`` (a compiled graph) -> the nodes its drawn edges lead to (``get_graph()``:
+    fixed edges and the possible targets of conditional ones), ``__start__`` and ``__end__`` included."""
+    drawable = graph.get_graph()
+    successors: dict[str, set[str]] = {node: set() for node in drawable.nodes}
+    for edge in drawable.edges:
+        successors[edge.source].add(edge.target)
+    return successors
+
+
 # --- a loop's state, and speculating on a copy of it -----------------------------------------------
 def loop_nodes(loop: Any) -> Mapping[str, Any]:
     """The graph's nodes a loop runs (the very ``Pregel.nodes`` mapping)."""
     return loop.nodes
+
+
+def loop_graph(loop: Any) -> Any:
+    """The compiled graph a loop runs, or None. LangGraph gives a loop no reference to its graph, only
+    the graph's bound checkpoint-migration method; its ``__self__`` is the graph."""
+    return getattr(getattr(loop, "_migrate_checkpoint", None), "__self__", None)
 
 
 def loop_specs(loop: Any) -> Mapping[str, Any]:

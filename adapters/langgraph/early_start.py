@@ -18,7 +18,11 @@ nodes are pure). The rule:
 
 So the state after every step, every streamed chunk and every reducer's result are LangGraph's; the
 gain is that a node's work overlaps siblings it does not depend on. Tasks of ``Send``, functional
-``call``s, subgraphs and ``defer=True`` joins run only when LangGraph runs them.
+``call``s, subgraphs and ``defer=True`` joins run only when LangGraph runs them (a graph's first
+``Send`` says so in one log line).
+
+Every task of the graph, early or not, sends its engine work at its node's priority
+(``node_order``): the nodes with the most of the graph still behind them are served first.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from teola.adapters.langgraph.callback_replay import (
 )
 from teola.adapters.langgraph.purity import EarlyStartPolicy
 from teola.adapters.langgraph.reads import ReadRecordingState, Reads
+from teola.runtime.query_priority import prioritized, query_priority
 
 log = logging.getLogger(__name__)
 # Early runs started, adopted by their real task, and run again because their input changed.
@@ -139,6 +144,7 @@ class EarlyStarts:
         self.is_async = compat.is_async_loop(loop)
         self.stream_outputs = self.is_async and compat.streams_node_outputs(loop)
         self.context = contextvars.copy_context()
+        self.outer_priority = query_priority()  # what the graph was run at (a subgraph: its parent node's)
         self.lock = threading.RLock()
         self.runs: dict[tuple[int, tuple], EarlyRun] = {}
         self.finished_steps: History = {}
@@ -150,6 +156,10 @@ class EarlyStarts:
     def loop(self) -> Any:
         """The loop (None once LangGraph has freed it)."""
         return self._loop()
+
+    def prioritized(self, task: Any) -> Any:
+        """The context in which ``task`` sends its engine work: at its node's priority (``node_order``)."""
+        return prioritized(self.outer_priority - self.policy.depths.get(task.name, 0))
 
     # --- building the frontier ------------------------------------------------------------------------
     def _history_now(self) -> tuple[History, list[Any], int]:
@@ -165,7 +175,7 @@ class EarlyStarts:
         real step meets the same error, as LangGraph reports it."""
         with self.lock:
             loop = self.loop  # held for the call
-            if self.closed or loop is None:
+            if self.closed or loop is None or not self.policy.early:
                 return
             try:
                 self._extend_frontier()
@@ -221,7 +231,8 @@ class EarlyStarts:
     def _run(self, run: EarlyRun) -> None:
         if run.begin():
             try:
-                compat.run_task(run.task)
+                with self.prioritized(run.task):
+                    compat.run_task(run.task)
                 run.ok = not compat.stopped(run.task.writes)
             except BaseException:  # an early run that fails is never adopted: the real task fails as LangGraph's
                 log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
@@ -230,7 +241,8 @@ class EarlyStarts:
     async def _arun(self, run: EarlyRun) -> None:
         if run.begin():
             try:
-                await compat.arun_task(run.task, self.stream_outputs)
+                with self.prioritized(run.task):
+                    await compat.arun_task(run.task, self.stream_outputs)
                 run.ok = not compat.stopped(run.task.writes)
             except BaseException:  # see _run; also cancelled when the graph run ends first
                 log.debug("teola: early run of %s failed; it runs in its step", run.task.name, exc_info=True)
@@ -316,12 +328,13 @@ class EarlyStartHooks(compat.Hooks):
     def __init__(self, policy_for: Callable[[Any], EarlyStartPolicy | None]) -> None:
         self._policy_for = policy_for
         self._by_task: weakref.WeakValueDictionary[str, EarlyStarts] = weakref.WeakValueDictionary()
+        self._told_send: set[int] = set()  # the graphs (ids of their nodes) whose Send tasks were logged
 
     def _for_loop(self, loop: Any) -> EarlyStarts | None:
         starts = compat.loop_attachment(loop, self._UNSEEN)
         if starts is self._UNSEEN:
             policy = self._policy_for(loop)
-            starts = EarlyStarts(loop, policy) if policy is not None and policy.early else None
+            starts = EarlyStarts(loop, policy) if policy is not None and (policy.early or policy.depths) else None
             compat.attach(loop, starts)
             if starts is not None:
                 compat.on_loop_exit(loop, starts.close)
@@ -335,9 +348,19 @@ class EarlyStartHooks(compat.Hooks):
         if not more:
             starts.close()
             return
-        for task in compat.loop_tasks(loop):
+        tasks = compat.loop_tasks(loop)
+        for task in tasks:
             self._by_task[task.id] = starts
+        self._tell_send(starts.policy, tasks)
         starts.refresh()
+
+    def _tell_send(self, policy: EarlyStartPolicy, tasks: Sequence[Any]) -> None:
+        """One log line for a graph's first ``Send`` task that could otherwise have started early."""
+        sent = sorted({t.name for t in tasks if not compat.is_pull(t) and t.name in policy.early})
+        if sent and id(policy.nodes) not in self._told_send:
+            self._told_send.add(id(policy.nodes))
+            log.info("teola: Send tasks (of %s) run in their step, as LangGraph runs them: Teola starts only "
+                     "edge-triggered tasks early", ", ".join(sent))
 
     def apply_step(self, loop: Any, apply: Callable[[], None]) -> None:
         """Apply the step's writes under the early starts' lock."""
@@ -358,22 +381,28 @@ class EarlyStartHooks(compat.Hooks):
     def run(self, task: Any, run_native: Callable[[], Any]) -> Any:
         """Adopt the task's early run if it holds (waiting for it if it still runs), else run it."""
         starts = self._by_task.get(task.id)
-        run = starts.claim(task) if starts is not None else None
+        if starts is None:
+            return run_native()
+        run = starts.claim(task)
         if run is not None:
             run.finished.wait()
             if starts.adoptable(run):
                 starts.adopt(run, task)
                 return None  # what LangGraph's runner gets for an edge-triggered task (it reads the writes)
-        return run_native()
+        with starts.prioritized(task):
+            return run_native()
 
     async def arun(self, task: Any, run_native: Callable[[], Any]) -> Any:
         """``run`` in an async run."""
         starts = self._by_task.get(task.id)
-        run = starts.claim(task) if starts is not None else None
+        if starts is None:
+            return await run_native()
+        run = starts.claim(task)
         if run is not None:
             if run.handle is not None:
                 await asyncio.shield(run.handle)
             if starts.adoptable(run):
                 await starts.aadopt(run, task)
                 return None
-        return await run_native()
+        with starts.prioritized(task):
+            return await run_native()

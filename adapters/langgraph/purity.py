@@ -17,7 +17,7 @@ whose run leaves nothing behind but its return value (a *pure* node). So:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from langchain_core.language_models import BaseLanguageModel
@@ -40,11 +40,13 @@ def mark_pure(func: F) -> F:
 
 @dataclass(frozen=True)
 class EarlyStartPolicy:
-    """The nodes of one graph that may start early, and why the others may not."""
+    """The nodes of one graph that may start early, and why the others may not; and every node's depth
+    (``node_order``: how many nodes follow it to the graph's end), which orders its engine work."""
 
     nodes: Mapping[str, Any]
     early: frozenset[str]
     reasons: Mapping[str, str]
+    depths: Mapping[str, int] = field(default_factory=dict)
 
 
 def _is_pure_runnable(runnable: Runnable) -> bool:
@@ -82,10 +84,12 @@ def early_start_policy(
     pure: Iterable[str] = (),
     side_effects: Iterable[str] = (),
     assume_pure: bool = False,
+    depths: Mapping[str, int] | None = None,
 ) -> EarlyStartPolicy:
     """The policy for a compiled graph's ``nodes`` and channel ``specs`` (``graph.nodes``,
     ``graph.channels``) and the user's marks; ``assume_pure`` takes every unmarked node as pure
-    (a stress mode for test suites: it runs the early-start machinery on every graph).
+    (a stress mode for test suites: it runs the early-start machinery on every graph). ``depths``
+    are the nodes' depths (``node_order.graph_depths``), if known.
 
     Raises ``ValueError`` for a mark naming no node of the graph, or a node marked both ways."""
     pure, side_effects = set(pure), set(side_effects)
@@ -103,4 +107,4 @@ def early_start_policy(
         if not compat.is_internal_node(name) and (reason := _reason_not_early(name, node, specs, pure, side_effects, assume_pure))
     }
     early = frozenset(n for n in nodes if not compat.is_internal_node(n) and n not in reasons)
-    return EarlyStartPolicy(nodes, early, reasons)
+    return EarlyStartPolicy(nodes, early, reasons, depths or {})

@@ -7,6 +7,11 @@ siblings still run; ``enable()`` (or ``with teola_langgraph():``) does the same 
 graph in the process. LangGraph's own loop still applies the writes, checkpoints and streams, so the
 final state and every streamed chunk are LangGraph's (see ``teola.adapters.langgraph.early_start``
 for the rule, and ``teola.adapters.langgraph.purity`` for which nodes are pure and how to mark them).
+
+The engine work the nodes send to Teola's shared engines (its model, embedding and vector store
+classes, the plans of chains run through Teola's executor) is ordered by the graph's critical path:
+a node with more of the graph still behind it is served first, across all the graphs in flight
+(``teola.adapters.langgraph.node_order``).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from langgraph.pregel import Pregel
 
 from teola.adapters.langgraph import compat
 from teola.adapters.langgraph.early_start import EARLY, EarlyStartHooks
+from teola.adapters.langgraph.node_order import graph_depths
 from teola.adapters.langgraph.purity import EarlyStartPolicy, early_start_policy, mark_pure
 
 __all__ = ["EARLY", "disable", "enable", "optimize", "pure", "teola_langgraph"]
@@ -31,6 +37,7 @@ _lock = threading.Lock()
 _optimized: dict[int, tuple[weakref.ref, EarlyStartPolicy]] = {}
 _switch = {"on": False, "assume_pure": False}
 _told: set[Any] = set()
+_switch_depths: weakref.WeakKeyDictionary[Pregel, dict[str, int]] = weakref.WeakKeyDictionary()
 
 
 def _tell_once(graph_name: str, policy: EarlyStartPolicy) -> None:
@@ -53,10 +60,20 @@ def _policy_for(loop: Any) -> EarlyStartPolicy | None:
     if entry is not None and entry[0]() is not None and entry[1].nodes is nodes:
         return entry[1]
     if _switch["on"]:
-        policy = early_start_policy(nodes, compat.loop_specs(loop), assume_pure=_switch["assume_pure"])
+        policy = early_start_policy(nodes, compat.loop_specs(loop), assume_pure=_switch["assume_pure"],
+                                    depths=_depths_of(compat.loop_graph(loop)))
         _tell_once("a graph", policy)
         return policy
     return None
+
+
+def _depths_of(graph: Pregel | None) -> dict[str, int]:
+    """``graph_depths`` of a graph run under the switch, drawn once per graph."""
+    if graph is None:
+        return {}
+    if graph not in _switch_depths:
+        _switch_depths[graph] = graph_depths(graph)
+    return _switch_depths[graph]
 
 
 def _install() -> bool:
@@ -76,21 +93,24 @@ def _install() -> bool:
         return True
 
 
-def optimize(graph: Pregel, *, pure: Iterable[str] = (), side_effects: Iterable[str] = ()) -> Pregel:
+def optimize(graph: Pregel, *, pure: Iterable[str] = (), side_effects: Iterable[str] = (),
+             critical_path: bool = True) -> Pregel:
     """The compiled ``graph``, as a new compiled graph of the same class whose pure nodes start as
     soon as what they read is final.
 
     ``pure`` names nodes that only read their state and return their update (also marked with the
     ``pure`` decorator on their function); ``side_effects`` names nodes that must run only when
-    LangGraph would run them, even an LCEL chain Teola takes as pure by default. The original
-    ``graph`` is left as it was."""
+    LangGraph would run them, even an LCEL chain Teola takes as pure by default. ``critical_path``
+    orders the nodes' engine work by how much of the graph follows each node (``False``: in arrival
+    order, every node alike). The original ``graph`` is left as it was."""
     if not isinstance(graph, Pregel):
         raise TypeError(
             f"teola: optimize() takes a compiled LangGraph graph (StateGraph(...).compile(), a Pregel), "
             f"not {type(graph).__name__}"
         )
     optimized = graph.copy({"nodes": dict(graph.nodes)})
-    policy = early_start_policy(optimized.nodes, optimized.channels, pure, side_effects)
+    policy = early_start_policy(optimized.nodes, optimized.channels, pure, side_effects,
+                                depths=graph_depths(optimized) if critical_path else None)
     if not _install():
         return optimized
     key = id(optimized.nodes)

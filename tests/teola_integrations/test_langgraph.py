@@ -251,6 +251,78 @@ def test_the_switch_optimizes_every_graph_in_a_with_block():
     assert EARLY["started"] == started
 
 
+def _asking_graph(client: Any) -> Any:
+    """The barrier graph whose every node first asks the LLM behind ``client`` a prompt naming the node."""
+    from teola.optimizer.values import ChatMessage, Prompt, Sampling
+
+    def asking(name: str, is_pure: bool):
+        def node(state: State) -> dict:
+            client.text(Prompt(messages=(ChatMessage("user", name),)), Sampling(max_tokens=4))
+            if name == "slow":
+                time.sleep(SLOW_S)
+            return {"trail": [name]}
+
+        return pure(node) if is_pure else node
+
+    builder = StateGraph(State)
+    for name in ("slow", "f1", "f2", "f3", "join"):
+        builder.add_node(name, asking(name, name.startswith("f")))
+    builder.add_edge(START, "slow")
+    builder.add_edge(START, "f1")
+    builder.add_edge("f1", "f2")
+    builder.add_edge("f2", "f3")
+    builder.add_edge(["slow", "f3"], "join")
+    builder.add_edge("join", END)
+    return builder.compile()
+
+
+# How many nodes follow each node of the asking graph to its end: minus that is its work's priority.
+ASKING_DEPTHS = {"f1": 4, "f2": 3, "slow": 2, "f3": 2, "join": 1}
+
+
+def test_each_nodes_engine_work_is_sent_at_its_depth_in_the_graph(recording_engine):
+    from teola.runtime.clients import LLMClient
+    from teola.runtime.runtime import get_runtime
+
+    graph = _asking_graph(LLMClient(get_runtime(), recording_engine))
+    expected = sorted((name, (-depth, 0)) for name, depth in ASKING_DEPTHS.items())
+    native = graph.invoke({"question": "q"})
+    assert sorted(recording_engine.asked) == sorted((name, (0, 0)) for name in ASKING_DEPTHS)
+
+    for run in (lambda g: g.invoke({"question": "q"}), lambda g: asyncio.run(g.ainvoke({"question": "q"}))):
+        recording_engine.asked.clear()
+        adopted = EARLY["adopted"]
+        assert run(optimize(graph)) == native
+        assert EARLY["adopted"] - adopted == 2  # f2 and f3 sent theirs from early runs
+        assert sorted(recording_engine.asked) == expected
+    recording_engine.asked.clear()
+    with teola_langgraph():
+        assert graph.invoke({"question": "q"}) == native
+    assert sorted(recording_engine.asked) == expected
+    recording_engine.asked.clear()
+    optimize(graph, critical_path=False).invoke({"question": "q"})
+    assert sorted(recording_engine.asked) == sorted((name, (0, 0)) for name in ASKING_DEPTHS)
+
+
+def test_a_subgraphs_nodes_send_their_work_below_their_parent_nodes_priority(recording_engine):
+    from teola.runtime.clients import LLMClient
+    from teola.runtime.runtime import get_runtime
+
+    builder = StateGraph(State)
+    builder.add_node("inner", _asking_graph(LLMClient(get_runtime(), recording_engine)))
+    builder.add_node("after", lambda state: {"answer": "done"})
+    builder.add_edge(START, "inner")
+    builder.add_edge("inner", "after")
+    builder.add_edge("after", END)
+    outer = builder.compile()
+    native = outer.invoke({"question": "q"})
+    recording_engine.asked.clear()
+    with teola_langgraph():
+        assert outer.invoke({"question": "q"}) == native
+    inner_depth = 2  # inner -> after -> end
+    assert sorted(recording_engine.asked) == sorted((name, (-inner_depth - d, 0)) for name, d in ASKING_DEPTHS.items())
+
+
 def _messages(chunks: Any) -> tuple[dict, list]:
     """``messages`` stream chunks as each node's token contents, and the steps in stream order.
 
