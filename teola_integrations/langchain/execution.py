@@ -17,8 +17,8 @@ from typing import Any
 from langchain_core.runnables import RunnableConfig, ensure_config
 
 from teola.adapters.langchain import StepFrame
-from teola.adapters.langchain.compat import (get_async_callback_manager_for_config, get_callback_manager_for_config,
-                                             get_executor_for_config)
+from teola.adapters.langchain.compat import (STREAMING_HANDLERS, get_async_callback_manager_for_config,
+                                             get_callback_manager_for_config, get_executor_for_config)
 from teola.optimizer.ir import Graph
 from teola.optimizer.ops import CALLABLE, EngineId, EngineKind
 from teola.runtime.engine_scheduler import CallablePool
@@ -30,6 +30,14 @@ from teola.runtime.traces import deliver
 
 # The local calls of plans that run off the runtime (small pure functions: merging a parallel's dict).
 _LOCAL_POOL = CallablePool(EngineId(EngineKind.CALLABLE, "langchain-local"), max_workers=8)
+
+
+def streams_tokens_to_a_handler(config: RunnableConfig | None) -> bool:
+    """Whether a handler that takes models' tokens as they come (LangGraph's ``messages`` stream mode,
+    ``astream_events``, ``astream_log``) watches an invocation with ``config``: LangChain's chat models
+    stream their tokens to it even when invoked, which a plan made for a whole answer does not."""
+    handlers = get_callback_manager_for_config(ensure_config(config)).handlers
+    return any(isinstance(handler, STREAMING_HANDLERS) for handler in handlers)
 
 
 class ChainPlan:

@@ -14,8 +14,11 @@ A sequence's ``batch``/``abatch`` runs each input through the optimized plan whe
 engine parts (the engines batch across the inputs in flight); otherwise it keeps LangChain's
 step-by-step batching (each step's own ``batch``), whose steps' invocations then come through Teola.
 Streaming (``stream``/``astream``/``astream_events``/``transform``) keeps LangChain's own path: it
-passes chunks step to step, which is already a pipeline. Switching is process-wide (it patches the
-two classes' methods); ``teola_executor()`` scopes it to a ``with`` block.
+passes chunks step to step, which is already a pipeline. So does an ``invoke``/``ainvoke`` of a
+chain with engine parts that a token-streaming handler watches (LangGraph's ``messages`` stream
+mode, ``astream_events``, ``astream_log``): LangChain then streams its models' tokens to that
+handler, which Teola's plan of the chain, made for a whole answer, would not. Switching is
+process-wide (it patches the two classes' methods); ``teola_executor()`` scopes it to a ``with`` block.
 """
 
 from __future__ import annotations
@@ -34,15 +37,16 @@ from teola.adapters.langchain import level_graph, read_runnable
 from teola.optimizer.lowering import lower
 from teola.runtime.errors import EngineUnavailableError
 from teola.runtime.runtime import get_runtime
-from teola_integrations.langchain.execution import ChainPlan
+from teola_integrations.langchain.execution import ChainPlan, streams_tokens_to_a_handler
 from teola_integrations.langchain.runnable import build_plan
 
 log = logging.getLogger(__name__)
 _native: dict[tuple[type, str], Any] = {}
 _lock = threading.Lock()
 _optimized: dict[int, tuple[weakref.ref, ChainPlan | None]] = {}
-# How many invocations the switch routed: as an optimized plan, level by level, or (a sync invoke
-# on a thread whose loop is running) back to LangChain. Shown by the pytest plugin.
+# How many invocations the switch routed: as an optimized plan, level by level, or back to LangChain
+# (a sync invoke on a thread whose loop is running; a chain with engine parts watched by a
+# token-streaming handler). Shown by the pytest plugin.
 ROUTED: Counter[str] = Counter()
 
 
@@ -78,14 +82,20 @@ def _has_engine_parts(runnable: Runnable) -> bool:
         return False
 
 
+def _native_method(runnable: Runnable, method: str) -> Any:
+    return _native[(RunnableSequence if isinstance(runnable, RunnableSequence) else RunnableParallel, method)]
+
+
 def _invoke(self: Runnable, input: Any, config: Any = None, **kwargs: Any) -> Any:
     plan = _plan_for(self)
     if plan.runtime is None and _inside_running_loop():
         # A synchronous invoke made on a thread whose event loop is running blocks that loop whatever
         # runs it; LangChain's own path at least does the work there instead of waiting on a lock.
         ROUTED["native_in_running_loop"] += 1
-        native = _native[(RunnableSequence if isinstance(self, RunnableSequence) else RunnableParallel, "invoke")]
-        return native(self, input, config, **kwargs)
+        return _native_method(self, "invoke")(self, input, config, **kwargs)
+    if plan.runtime is not None and streams_tokens_to_a_handler(config):
+        ROUTED["native_streaming_handler"] += 1
+        return _native_method(self, "invoke")(self, input, config, **kwargs)
     ROUTED["optimized" if plan.runtime is not None else "level"] += 1
     return plan.invoke(self.get_name(), input, config, kwargs)
 
@@ -100,6 +110,9 @@ def _inside_running_loop() -> bool:
 
 async def _ainvoke(self: Runnable, input: Any, config: Any = None, **kwargs: Any) -> Any:
     plan = _plan_for(self)
+    if plan.runtime is not None and streams_tokens_to_a_handler(config):
+        ROUTED["native_streaming_handler"] += 1
+        return await _native_method(self, "ainvoke")(self, input, config, **kwargs)
     ROUTED["optimized" if plan.runtime is not None else "level"] += 1
     return await plan.ainvoke(self.get_name(), input, config, kwargs)
 

@@ -22,7 +22,7 @@ from teola.runtime.errors import PrimitiveError, original_error
 from teola.runtime.runtime import Runtime, get_runtime
 from teola_integrations.compile import compile_graph
 from teola_integrations.langchain.answer_stream import answer_achunks, answer_chunks
-from teola_integrations.langchain.execution import ChainPlan
+from teola_integrations.langchain.execution import ChainPlan, streams_tokens_to_a_handler
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,9 @@ class TeolaRunnable(Runnable):
     the native stream's. Where the chain's answer is an LLM call's (parsed)
     text, streaming yields it token by token as the native chain does, from a plan whose final
     decode streams (the parser then streams as in a native stream, with its own child run);
-    otherwise the answer comes as one chunk. ``module_graph``, ``primitive_graph``
+    otherwise the answer comes as one chunk. An ``invoke``/``ainvoke`` that a token-streaming handler
+    watches (LangGraph's ``messages`` stream mode, ``astream_events``, ``astream_log``) runs the
+    wrapped chain, whose models stream their tokens to it. ``module_graph``, ``primitive_graph``
     and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps. Each
     invocation's primitive timings go to the caller's ``teola.runtime.traces.record_traces()``.
     """
@@ -85,9 +87,13 @@ class TeolaRunnable(Runnable):
             build.final.model_region in self._streaming.plan.regions else None  # reported while streaming
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if streams_tokens_to_a_handler(config):  # its models stream to that handler, as LangChain's do
+            return self.native.invoke(input, config, **kwargs)
         return self._chain.invoke(self.name, input, config, kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
+        if streams_tokens_to_a_handler(config):
+            return await self.native.ainvoke(input, config, **kwargs)
         return await self._chain.ainvoke(self.name, input, config, kwargs)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:

@@ -234,23 +234,28 @@ def _langgraph(args: argparse.Namespace) -> int:
     from teola_integrations.tools.data import load_questions
     from teola_integrations.tools.langgraph_bench import (bench_barrier, bench_llm_barrier, bench_rag, format_barrier,
                                                            format_load)
-    from teola_integrations.tools.views import latency_bars_figure
+    from teola_integrations.tools.views import latency_bars_figure, latency_cdf_figure
 
     questions = [q.question for q in load_questions()][: args.questions]
     if args.graph == "llm-barrier":
-        report = bench_llm_barrier(args.slow_tokens, args.fast_tokens, questions, args.repeats)
+        report = bench_llm_barrier(args.slow_tokens, args.fast_tokens, questions, args.repeats, args.rates,
+                                   args.load_queries)
     elif args.graph == "rag":
         report = bench_rag(questions, args.repeats, args.rates, args.load_queries, args.slow_tokens, args.fast_tokens)
     else:
         report = bench_barrier(args.slow_ms, args.fast_ms, args.chains, args.questions, args.repeats)
     print(format_barrier(report))
-    if "load" in report:
+    if report.get("load"):
         print(format_load(report["load"]))
     if args.plot:
         fig = latency_bars_figure(report["results"])
         fig.suptitle(format_barrier(report).splitlines()[0], fontsize=7)
         fig.savefig(args.plot, dpi=120)
         print(f"written: {args.plot}")
+        if report.get("load"):
+            load_plot = Path(args.plot).with_name(Path(args.plot).stem + "-load.png")
+            latency_cdf_figure({name: {"rows": report["load"]} for name in report["results"]}).savefig(load_plot, dpi=120)
+            print(f"written: {load_plot}")
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
         print(f"written: {args.json}")
@@ -359,8 +364,9 @@ def main(argv: list[str] | None = None) -> int:
                            "(both on Teola's CPU engines)")
     langgraph.add_argument("--slow-tokens", type=int, default=96, help="LLM graphs: the long answer's max tokens")
     langgraph.add_argument("--fast-tokens", type=int, default=16, help="LLM graphs: each short LLM step's max tokens")
-    langgraph.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.4], help="rag: Poisson arrival rates, /s")
-    langgraph.add_argument("--load-queries", type=int, default=8, help="rag: queries per rate and mode")
+    langgraph.add_argument("--rates", type=float, nargs="+", default=[0.2, 0.4], help="LLM graphs: Poisson arrival rates, /s (none: no load runs); modes native, "
+                           "teola-arrival (early starts, engine work in arrival order) and teola (critical path first)")
+    langgraph.add_argument("--load-queries", type=int, default=8, help="LLM graphs: queries per rate and mode")
     langgraph.add_argument("--questions", type=int, default=4, help="distinct inputs (LLM graphs: demo questions)")
     langgraph.add_argument("--repeats", type=int, default=5, help="interleaved runs per input and mode")
     langgraph.add_argument("--plot", help="write the latency bars to this PNG file")

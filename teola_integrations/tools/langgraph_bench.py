@@ -147,11 +147,14 @@ def llm_barrier_graph(slow_model: Any, fast_model: Any) -> Any:
     return builder.compile()
 
 
-def bench_llm_barrier(slow_tokens: int, fast_tokens: int, questions: list[str], repeats: int) -> dict[str, Any]:
-    """Native vs Teola on ``llm_barrier_graph`` with Teola's CPU engine (greedy)."""
+def bench_llm_barrier(slow_tokens: int, fast_tokens: int, questions: list[str], repeats: int,
+                      rates: list[float], load_queries: int) -> dict[str, Any]:
+    """Native vs Teola on ``llm_barrier_graph`` with Teola's CPU engine (greedy): single queries
+    interleaved, then Poisson load (``under_load``; no rates: none)."""
     graph = llm_barrier_graph(TeolaChatModel(max_tokens=slow_tokens), TeolaChatModel(max_tokens=fast_tokens))
     result = _compare(graph, optimize(graph), questions, repeats, "LLM nodes")
-    return {"slow_tokens": slow_tokens, "fast_tokens": fast_tokens, "results": {"LLM nodes": result}}
+    return {"slow_tokens": slow_tokens, "fast_tokens": fast_tokens, "results": {"LLM nodes": result},
+            "load": under_load(graph, result, questions, rates, load_queries)}
 
 
 class RagState(TypedDict, total=False):
@@ -210,29 +213,37 @@ def _answers_kept(query: Callable[[str], Any], reference: dict[str, Any], same: 
     return checked
 
 
-def bench_rag(questions: list[str], repeats: int, rates: list[float], load_queries: int,
-              max_tokens: int, short_tokens: int) -> dict[str, Any]:
-    """``rag_graph`` on Teola's CPU engines: single queries interleaved, then Poisson load (same
-    arrivals for both), every final state compared with the native single-query one."""
-    graph = rag_graph(build_store(), TeolaChatModel(max_tokens=max_tokens), TeolaChatModel(max_tokens=short_tokens))
-    optimized = optimize(graph)
-    single = _compare(graph, optimized, questions, repeats, "RAG graph")
+def under_load(graph: Any, single: dict[str, Any], questions: list[str], rates: list[float],
+               load_queries: int) -> list[dict[str, Any]]:
+    """``graph`` natively, optimized with its nodes' engine work in arrival order, and optimized with it
+    ordered by the graph's critical path, under the same Poisson arrivals at each rate; every final
+    state compared with the native single-query one (``single``'s rows)."""
     reference = {row["question"]: row["answer"] for row in single["rows"]}
-    load = []
+    modes = {"native": graph, "teola-arrival": optimize(graph, critical_path=False), "teola": optimize(graph)}
+    rows = []
     for rate in rates:
-        for mode, g in (("native", graph), ("teola", optimized)):
+        for mode, g in modes.items():
             same: list[bool] = []
             query = _answers_kept(lambda q, g=g: g.invoke({"question": q}), reference, same)
-            row = poisson_load(query, questions, rate, load_queries, desc=f"RAG graph {mode} @ {rate:.2f}/s")
-            load.append({"mode": mode, **row, "same_state": sum(same), "of": len(same)})
-    return {"max_tokens": max_tokens, "short_tokens": short_tokens, "results": {"RAG graph": single}, "load": load}
+            row = poisson_load(query, questions, rate, load_queries, desc=f"{mode} @ {rate:.2f}/s")
+            rows.append({"mode": mode, **row, "same_state": sum(same), "of": len(same)})
+    return rows
+
+
+def bench_rag(questions: list[str], repeats: int, rates: list[float], load_queries: int,
+              max_tokens: int, short_tokens: int) -> dict[str, Any]:
+    """``rag_graph`` on Teola's CPU engines: single queries interleaved, then Poisson load (``under_load``)."""
+    graph = rag_graph(build_store(), TeolaChatModel(max_tokens=max_tokens), TeolaChatModel(max_tokens=short_tokens))
+    single = _compare(graph, optimize(graph), questions, repeats, "RAG graph")
+    return {"max_tokens": max_tokens, "short_tokens": short_tokens, "results": {"RAG graph": single},
+            "load": under_load(graph, single, questions, rates, load_queries)}
 
 
 def format_load(load: list[dict[str, Any]]) -> str:
     """One line per rate and mode: p50, p99, throughput, states equal to native's."""
-    lines = [f"{'rate/s':>7} {'mode':<7} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>6}  same state"]
+    lines = [f"{'rate/s':>7} {'mode':<13} {'p50 ms':>8} {'p99 ms':>8} {'q/s':>6}  same state"]
     for row in load:
-        lines.append(f"{row['rate']:>7.2f} {row['mode']:<7} {row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} "
+        lines.append(f"{row['rate']:>7.2f} {row['mode']:<13} {row['p50_ms']:>8.0f} {row['p99_ms']:>8.0f} "
                      f"{row['throughput_qps']:>6.2f}  {row['same_state']}/{row['of']}")
     return "\n".join(lines)
 
@@ -242,7 +253,7 @@ def format_barrier(report: dict[str, Any]) -> str:
     state equality."""
     if "slow_ms" in report:
         title = f"slow node {report['slow_ms']:.0f} ms beside a chain of fast nodes of {report['fast_ms']:.0f} ms each"
-    elif "load" in report:
+    elif "max_tokens" in report:
         title = (f"a RAG graph (retrieve | rewrite, grade, generate; answers up to {report['max_tokens']} tokens, "
                  f"rewrite and grade up to {report['short_tokens']}) on Teola's CPU engines, greedy")
     else:

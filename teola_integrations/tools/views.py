@@ -24,7 +24,7 @@ OP_COLORS = {Op.EMBED.value: "#4e79a7", Op.SEARCH.value: "#59a14f", Op.PROMPT.va
              Op.PREFILL.value: "#f28e2b", Op.DECODE.value: "#e15759", Op.PARSE.value: "#b07aa1",
              Op.CALL.value: "#9c9c9c", Op.FUSE.value: "#76b7b2"}
 OTHER_COLOR = "#d4d4d4"
-MODE_COLORS = {"native": "#9c9c9c", "hand_tuned": "#4e79a7", "teola": "#e15759"}
+MODE_COLORS = {"native": "#9c9c9c", "hand_tuned": "#4e79a7", "teola-arrival": "#f28e2b", "teola": "#e15759"}
 NODE_SIZE = 260
 
 
@@ -112,7 +112,7 @@ def latency_bars_figure(single: Mapping[str, Mapping[str, Any]]) -> Figure:
 
 def latency_cdf_figure(load: Mapping[str, Mapping[str, Any]]) -> Figure:
     """Under Poisson load (``run_suite``'s ``load`` part): one panel per app, the CDF of each mode's
-    latencies at each rate (darker: higher rate), and the app's p99 target as a dashed line."""
+    latencies at each rate (darker: higher rate), and the app's p99 target (if it has one) as a dashed line."""
     fig = Figure(figsize=(4 * len(load), 3.4), layout="constrained")
     axes = fig.subplots(1, len(load), squeeze=False)[0]
     for ax, (label, result) in zip(axes, load.items()):
@@ -122,7 +122,8 @@ def latency_cdf_figure(load: Mapping[str, Mapping[str, Any]]) -> Figure:
             shade = 0.35 + 0.65 * (rates.index(row["rate"]) + 1) / len(rates)
             ax.step(latencies, [(k + 1) / len(latencies) for k in range(len(latencies))], where="post",
                     color=MODE_COLORS[row["mode"]], alpha=shade, label=f"{row['mode'].replace('_', '-')} @ {row['rate']:.2f}/s")
-        ax.axvline(result["p99_target_ms"], color="black", linestyle="dashed", linewidth=0.8)
+        if "p99_target_ms" in result:
+            ax.axvline(result["p99_target_ms"], color="black", linestyle="dashed", linewidth=0.8)
         ax.set_title(label, fontsize=9)
         ax.set_xlabel("latency, ms")
         ax.legend(fontsize=6, frameon=False, loc="lower right")

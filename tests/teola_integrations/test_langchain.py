@@ -152,6 +152,26 @@ def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
     assert sum(chunks[1:], chunks[0]).content == expected.content
 
 
+def test_an_invoke_watched_by_a_token_streaming_handler_streams_its_models_tokens_as_langchain_does(chat, questions):
+    chain = ChatPromptTemplate.from_messages([("human", "Answer in one sentence: {question}")]) | chat
+    value = {"question": questions[0].question}
+    _warm(chain, value)
+
+    def model_tokens(inner) -> list[str]:  # astream_events' handler watches the invoke inside the lambda
+        events = asyncio.run(_events(RunnableLambda(lambda v: inner.invoke(v)), value))
+        return [e["data"]["chunk"].content for e in events if e["event"] == "on_chat_model_stream"]
+
+    native = model_tokens(chain)
+    assert len(native) > 2
+    assert model_tokens(optimize(chain)) == native
+    with teola_executor():
+        assert model_tokens(chain) == native
+
+
+async def _events(runnable, value) -> list[dict]:
+    return [event async for event in runnable.astream_events(value, version="v2")]
+
+
 def test_a_failing_step_fails_the_stream_with_its_own_error(store, chat, questions):
     def reject(value: dict) -> dict:
         raise ValueError("no question")

@@ -365,6 +365,42 @@ def test_llm_nodes_give_langgraphs_state_messages_stream_and_run_tree(chat):
     assert tree(fast_graph) == tree(graph)
 
 
+@pytest.mark.answers
+def test_chain_nodes_under_the_executor_run_as_plans_at_their_nodes_depth_and_stream_messages_natively(chat,
+                                                                                                       monkeypatch):
+    from teola_integrations.langchain import TeolaChatModel, teola_executor
+    from teola_integrations.langchain.executor import ROUTED
+    from teola_integrations.tools.langgraph_bench import llm_barrier_graph
+
+    fast_model = TeolaChatModel(max_tokens=8)
+    graph = llm_barrier_graph(chat, fast_model)
+    question = {"question": "What does the pass statement do?"}
+    graph.invoke(question)  # warm the engine's prefix cache
+    native = graph.invoke(question)
+    native_messages, _ = _messages(graph.stream(question, stream_mode="messages"))
+    engine, priorities = chat._client.engine, []
+    assert fast_model._client.engine is engine  # one shared engine: the graph's nodes batch on it
+
+    def recorded(method):
+        def call(request, *args, **kwargs):
+            priorities.append(request.priority[0])
+            return method(request, *args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(engine, "execute", recorded(engine.execute))
+    monkeypatch.setattr(engine, "stream", recorded(engine.stream))
+    optimized, streamed_natively = ROUTED["optimized"], ROUTED["native_streaming_handler"]
+    with teola_executor():
+        assert optimize(graph).invoke(question) == native
+        assert ROUTED["optimized"] - optimized == 4  # each node's chain ran as Teola's plan
+        # answer -> report -> end; rewrite -> keywords -> title -> report -> end
+        assert set(priorities) == {-2, -4, -3}
+        messages, _ = _messages(optimize(graph).stream(question, stream_mode="messages"))
+    assert messages == native_messages  # LangGraph's messages handler watched: the chains streamed natively
+    assert ROUTED["native_streaming_handler"] - streamed_natively == 4
+
+
 def test_a_langgraph_without_what_teola_hooks_runs_graphs_as_langgraph_does(monkeypatch, caplog):
     from teola.adapters.langgraph import compat
 
