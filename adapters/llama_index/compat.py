@@ -43,6 +43,9 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "BaseSynthesizer": ("_callback_manager",),
     "TreeSummarize": ("_llm", "_summary_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
                       "_prepare_response_output"),
+    "SimpleSummarize": ("_llm", "_text_qa_template", "_prompt_helper", "_streaming", "_prepare_response_output"),
+    "Accumulate": ("_llm", "_text_qa_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
+                   "_format_response", "_prepare_response_output"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
     "FaissVectorStore": ("_faiss_index",),
     "OpenAI": ("_get_model_kwargs",),
@@ -207,9 +210,10 @@ def parse_output(llm: Any, text: str) -> str:
     return llm._parse_output(text)
 
 
-def render(llm: Any, template: Any, **variables: Any) -> tuple[list[Any] | None, str | None]:
+def render(llm: Any, template: Any, /, **variables: Any) -> tuple[list[Any] | None, str | None]:
     """A template with its variables, as the LLM's predict() would send it: (messages, None) for a
-    chat model, (None, text) for a completion model."""
+    chat model, (None, text) for a completion model. The variables may include any name (accumulate
+    passes one called ``template``), as predict() takes them."""
     if llm.metadata.is_chat_model:
         return llm._get_messages(template, **variables), None
     return None, llm._get_prompt(template, **variables)
@@ -217,7 +221,8 @@ def render(llm: Any, template: Any, **variables: Any) -> tuple[list[Any] | None,
 
 @dataclass(frozen=True)
 class SynthesizerParts:
-    """A compact or tree_summarize synthesizer's LLM, templates, prompt helper and modes."""
+    """A compact, tree_summarize, simple_summarize or accumulate synthesizer's LLM, templates, prompt
+    helper and modes."""
 
     llm: Any
     text_qa_template: Any
@@ -229,9 +234,9 @@ class SynthesizerParts:
 
 
 def synthesizer_parts(synth: Any) -> SynthesizerParts:
-    """What Teola reads of a CompactAndRefine or TreeSummarize synthesizer."""
-    plain = not (synth._streaming or synth._output_cls is not None
-                 or getattr(synth, "_structured_answer_filtering", False) or synth._multimodal)
+    """What Teola reads of a CompactAndRefine, TreeSummarize, SimpleSummarize or Accumulate synthesizer."""
+    plain = not (synth._streaming or getattr(synth, "_output_cls", None) is not None
+                 or getattr(synth, "_structured_answer_filtering", False) or getattr(synth, "_multimodal", False))
     return SynthesizerParts(synth._llm, getattr(synth, "_text_qa_template", None), getattr(synth, "_refine_template", None),
                             getattr(synth, "_summary_template", None), synth._prompt_helper,
                             getattr(synth, "_response_padding_size", 0), plain)
@@ -240,6 +245,15 @@ def synthesizer_parts(synth: Any) -> SynthesizerParts:
 def compact_chunks(synth: Any, query: str, texts: list[str]) -> list[str]:
     """The text chunks compact mode packs the context into."""
     return synth._make_compact_text_chunks(query, texts)
+
+
+def accumulated(synth: Any, answers: list[str]) -> str:
+    """Accumulate's answer from its calls' answers (each numbered, joined by its default separator)."""
+    return synth._format_response(answers, ACCUMULATE_SEPARATOR)
+
+
+# The separator Accumulate.get_response joins its answers with, unless told otherwise.
+ACCUMULATE_SEPARATOR = "\n---------------------\n"
 
 
 def response(synth: Any, text: Any, nodes: list[NodeWithScore]) -> Any:

@@ -39,7 +39,7 @@ def to_prompt(messages: Sequence[LIChatMessage]) -> Prompt:
     return Prompt(messages=tuple(converted))
 
 
-def render(llm: Any, template: Any, **variables: Any) -> Prompt:
+def render(llm: Any, template: Any, /, **variables: Any) -> Prompt:
     """A template with its variables filled in, as the LLM's predict() would send it."""
     messages, text = li.render(llm, template, **variables)
     return to_prompt(messages) if messages is not None else Prompt(text=text)

@@ -558,20 +558,36 @@ MOST_TREE_CALLS = 16
 
 
 def tree_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
-               chunks: Callable[[str, list], list[str]], template: Callable[[str], Any]) -> str:
+               chunks: Callable[[str, list], list[str]], template: Callable[[str], Any],
+               extra_args: Mapping[str, Any] | None = None) -> str:
     """``synth.synthesize`` > ``get_response`` > the LLM's spans of each first-level call on
-    ``template(query)`` with its chunk (``chunks(query, nodes)``) as ``context_str``, for the
-    tree_summarize module ``module`` (whose ``text`` is the list of first-level answers); returns
-    the ``get_response`` span, which the native levels above go under (when nothing is reported,
-    the span above it)."""
+    ``template(query)`` with its chunk (``chunks(query, nodes)``) as ``context_str`` (and
+    ``extra_args``, where the synthesizer passes more), for the tree_summarize (or accumulate) module
+    ``module`` (whose ``text`` is the list of the calls' answers); returns the ``get_response`` span,
+    which the native levels above go under (when nothing is reported, the span above it)."""
     inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
     outer = _synthesize_spans(reading, synth, module, query, nodes, {"response": Ref(module, "response")},
                               lambda o: o["response"].response)
     for k in range(MOST_TREE_CALLS):
         with reading.inside(outer):
             llm_call_spans(reading, li.synthesizer_parts(synth).llm,
-                           lambda v, k=k: (template(v["query"]), {"context_str": chunks(v["query"], v["nodes"])[k]}),
+                           lambda v, k=k: (template(v["query"]),
+                                           {"context_str": chunks(v["query"], v["nodes"])[k], **(extra_args or {})}),
                            inputs, Ref(module, "text"), item=k)
+    return outer
+
+
+def simple_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
+                 args: Callable[[str, list], dict], template: Callable[[str], Any]) -> str:
+    """``synth.synthesize`` > ``get_response`` > the LLM's spans of its one call on ``template(query)``
+    with ``args(query, nodes)``, for a synthesize module ``module`` that never hands work back to the
+    native synthesizer (simple_summarize); returns the ``get_response`` region."""
+    parsed = lambda o: li.parse_output(li.synthesizer_parts(synth).llm, o["text"]) or "Empty Response"  # noqa: E731
+    inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
+    outer = _synthesize_spans(reading, synth, module, query, nodes, {"text": Ref(module, "text")}, parsed)
+    with reading.inside(outer):
+        llm_call_spans(reading, li.synthesizer_parts(synth).llm, lambda v: (template(v["query"]), args(v["query"], v["nodes"])),
+                       inputs, Ref(module, "text"))
     return outer
 
 

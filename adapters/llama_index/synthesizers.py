@@ -1,9 +1,10 @@
-"""Synthesizer families: the ``compact`` and ``tree_summarize`` response modes.
+"""Synthesizer families: the ``compact``, ``tree_summarize``, ``simple_summarize`` and ``accumulate``
+response modes.
 
-Both lower to one LLM call per query (tree_summarize's first level: its chunks' calls sent
-together) whose prompt prefix, the user's template up to the context, can be prefilled early;
-``finish`` turns the answer into the Response the native synthesizer returns, and hands what does
-not fit one call (a refine step, a deeper tree) back to the native synthesizer.
+Each lowers to one LLM call per query (tree_summarize's first level and accumulate: their chunks'
+calls sent together) whose prompt prefix, the user's template up to the context, can be prefilled
+early; ``finish`` turns the answer into the Response the native synthesizer returns, and hands what
+does not fit one call (a refine step, a deeper tree) back to the native synthesizer.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
-from llama_index.core.response_synthesizers import CompactAndRefine, TreeSummarize
+from llama_index.core.response_synthesizers import Accumulate, CompactAndRefine, SimpleSummarize, TreeSummarize
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
-from teola.adapters.llama_index.spans import MOST_TREE_CALLS, synthesis_spans, tree_spans
+from teola.adapters.llama_index.spans import MOST_TREE_CALLS, simple_spans, synthesis_spans, tree_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
@@ -209,4 +210,110 @@ def _tree_chunks(synth: TreeSummarize, query: str, nodes: list[NodeWithScore]) -
                                       llm=parts.llm)
 
 
-SYNTHESIZERS: tuple[Recogniser, ...] = (CompactRecogniser(), TreeSummarizeRecogniser())
+class SimpleSummarizeRecogniser(_SynthesizerRecogniser):
+    """``response_mode="simple_summarize"``: one LLM call over the nodes' texts joined and truncated
+    to fit (never a refine step)."""
+
+    family = "the 'simple_summarize' response mode"
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is SimpleSummarize
+
+    def template(self, synth: Any) -> Any:
+        return li.synthesizer_parts(synth).text_qa_template
+
+    def prompts(self, synth: SimpleSummarize) -> Callable[..., Prompt | Any]:
+        """The prompt of its one call; ``SKIPPED`` when there are no nodes (the native synthesizer
+        answers "Empty Response" without a call)."""
+        parts = li.synthesizer_parts(synth)
+
+        def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
+            if not nodes:
+                return SKIPPED
+            return render(parts.llm, parts.text_qa_template.partial_format(query_str=query),
+                          context_str=_truncated(synth, query, nodes))
+
+        return build_prompt
+
+    def spans(self, reading: AppReading, synth: SimpleSummarize, nodes: Ref) -> str | None:
+        parts = li.synthesizer_parts(synth)
+        return simple_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+                            lambda query, nodes: {"context_str": _truncated(synth, query, nodes)},
+                            lambda query: parts.text_qa_template.partial_format(query_str=query))
+
+    def finish(self, synth: SimpleSummarize) -> Callable[..., Any]:
+        parts = li.synthesizer_parts(synth)
+
+        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+            if answer is SKIPPED:
+                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
+            return li.response(synth, li.parse_output(parts.llm, answer) or "Empty Response", list(nodes))
+
+        return finish
+
+
+def _truncated(synth: SimpleSummarize, query: str, nodes: list[NodeWithScore]) -> list[str]:
+    """What simple_summarize passes its template as ``context_str``: the nodes' texts joined by newlines,
+    truncated to fit (a one-item list, which the template renders as a list, as natively)."""
+    parts = li.synthesizer_parts(synth)
+    joined = "\n".join(n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes)
+    return parts.prompt_helper.truncate(prompt=parts.text_qa_template.partial_format(query_str=query),
+                                        text_chunks=[joined], llm=parts.llm)
+
+
+class AccumulateRecogniser(_SynthesizerRecogniser):
+    """``response_mode="accumulate"``: one independent LLM call per (repacked) node text, sent together
+    (LlamaIndex sends them one after another unless ``use_async=True``), answers numbered and joined."""
+
+    family = "the 'accumulate' response mode"
+    batch = True
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is Accumulate
+
+    def template(self, synth: Any) -> Any:
+        return li.synthesizer_parts(synth).text_qa_template
+
+    def prompts(self, synth: Accumulate) -> Callable[..., list[Prompt] | Any]:
+        """One prompt per piece of each node's text; ``SKIPPED`` when there are no nodes."""
+        parts = li.synthesizer_parts(synth)
+
+        def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
+            if not nodes:
+                return SKIPPED
+            template = parts.text_qa_template.partial_format(query_str=query)
+            return [render(parts.llm, template, context_str=piece) for piece in _accumulate_pieces(synth, query, nodes)]
+
+        return build_prompts
+
+    def spans(self, reading: AppReading, synth: Accumulate, nodes: Ref) -> str | None:
+        parts = li.synthesizer_parts(synth)
+        # each call's arguments as Accumulate passes them: the piece, and its template with the query left open
+        open_template = parts.text_qa_template.partial_format(query_str="{query_str}")
+        return tree_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+                          _per_query(lambda query, nodes: _accumulate_pieces(synth, query, nodes)),
+                          lambda query: parts.text_qa_template.partial_format(query_str=query),
+                          extra_args={"template": open_template})
+
+    def finish(self, synth: Accumulate) -> Callable[..., Any]:
+        parts = li.synthesizer_parts(synth)
+
+        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+            if answer is SKIPPED:
+                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
+            text = li.accumulated(synth, [li.parse_output(parts.llm, piece) for piece in answer])
+            return li.response(synth, text, list(nodes))
+
+        return finish
+
+
+def _accumulate_pieces(synth: Accumulate, query: str, nodes: list[NodeWithScore]) -> list[str]:
+    """The context of each of accumulate's calls: every node's text, repacked to fit one call."""
+    parts = li.synthesizer_parts(synth)
+    template = parts.text_qa_template.partial_format(query_str=query)
+    return [piece for n in nodes for piece in parts.prompt_helper.repack(
+        template, [n.node.get_content(metadata_mode=MetadataMode.LLM)], llm=parts.llm)]
+
+
+SYNTHESIZERS: tuple[Recogniser, ...] = (CompactRecogniser(), TreeSummarizeRecogniser(), SimpleSummarizeRecogniser(),
+                                        AccumulateRecogniser())

@@ -29,7 +29,8 @@ def _offline_defaults() -> None:
 
 
 _DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LLM rerank)",
-              "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis"}
+              "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
+              "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis"}
 
 
 def _demo(args: argparse.Namespace) -> int:

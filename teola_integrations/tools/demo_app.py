@@ -54,8 +54,8 @@ class WebSearchRetriever(BaseRetriever):
                 for hit in web_search(self.url, query_bundle.query_str, self.k)]
 
 
-AppKind = Literal["search", "naive", "advanced", "refine", "tree"]
-APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree")
+AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate"]
+APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -76,11 +76,13 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
       reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
     - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer);
     - tree: retrieve 2k, tree_summarize synthesis (the chunks, repacked to fill the context window,
-      are summarized one by one, then the summaries are summarized).
+      are summarized one by one, then the summaries are summarized);
+    - simple: retrieve top-k, simple_summarize synthesis (one LLM call over the texts, truncated to fit);
+    - accumulate: retrieve top-k, accumulate synthesis (one LLM call per text, the answers numbered and joined).
 
     ``hand_tuned`` asks for LlamaIndex's own parallel form where it has one (see ``has_hand_tuned_form``):
     query fusion with ``use_async=True`` (the generated queries retrieved concurrently), tree_summarize
-    with ``use_async=True`` (the chunk summaries written concurrently).
+    and accumulate with ``use_async=True`` (the chunk summaries or answers written concurrently).
     """
     if kind == "search":
         if search_url is None:
@@ -90,6 +92,10 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)
     if kind == "refine":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="refine")
+    if kind == "simple":
+        return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="simple_summarize")
+    if kind == "accumulate":
+        return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="accumulate", use_async=hand_tuned)
     if kind == "tree":
         return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize",
                                      use_async=hand_tuned)
@@ -101,4 +107,4 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
 
 def has_hand_tuned_form(kind: AppKind) -> bool:
     """Whether LlamaIndex offers a parallel form of ``kind`` (else the app as written is its best form)."""
-    return kind in ("advanced", "tree")
+    return kind in ("advanced", "tree", "accumulate")

@@ -69,6 +69,9 @@ _SPANS_OF = {"naive": ({"VectorIndexRetriever.retrieve"}, {"VectorIndexRetriever
              "hyde": ({"TransformQueryEngine._query", "HyDEQueryTransform._run", "RetrieverQueryEngine.query"},
                       {"TransformQueryEngine._aquery", "HyDEQueryTransform._run", "RetrieverQueryEngine.aquery"}),
              "tree": ({"TreeSummarize.get_response", "TeolaLLM.predict"}, {"TreeSummarize.aget_response"}),
+             "simple": ({"SimpleSummarize.get_response", "TeolaLLM.predict"},
+                        {"SimpleSummarize.aget_response", "TeolaLLM.apredict"}),
+             "accumulate": ({"Accumulate.get_response", "TeolaLLM.predict"}, {"Accumulate.aget_response", "TeolaLLM.apredict"}),
              "as-is": ({"OwnRetriever._retrieve", "SimilarityPostprocessor._postprocess_nodes",
                         "CompactAndRefine.synthesize"},
                        {"OwnRetriever.aretrieve", "CompactAndRefine.asynthesize", "TeolaLLM.apredict"}),
@@ -104,7 +107,7 @@ def _app(index, llm, kind: str):
 
 
 @pytest.mark.parametrize("index", ["simple"], indirect=True)  # the spans do not depend on the store
-@pytest.mark.parametrize("kind", ["naive", "advanced", "hyde", "tree", "as-is", "whole"])
+@pytest.mark.parametrize("kind", ["naive", "advanced", "hyde", "tree", "simple", "accumulate", "as-is", "whole"])
 def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions, kind):
     """The query, retrieval (query fusion: the generated queries and each one's retrieval; HyDE: its
     transform, then the inner engine's query), embedding, rerank, synthesis (tree_summarize: each
@@ -339,6 +342,23 @@ def test_tree_summarize_sends_its_first_level_together_and_matches_native(simple
     prompts = fast.plan["synthesize.prompt"].args.build(question, native.source_nodes)
     assert len(prompts) >= 2  # several chunks: summarized together, then by the native recursion
     assert "synthesize.decode" in {s.node for s in traces[0].spans}
+
+
+@pytest.mark.answers
+@pytest.mark.parametrize("kind", ["simple", "accumulate"])
+def test_simple_summarize_and_accumulate_are_lowered_and_match_native(simple_index, llm, questions, kind):
+    fast = optimize(build_app(simple_index, llm, kind))
+    assert fast.fallbacks == []
+    question = questions[4].question
+    # accumulate's calls go out together, as LlamaIndex's own use_async=True sends them: the native
+    # run to match (vLLM on CPU is not batch-invariant, see the tree_summarize test)
+    native = _warm_native(build_app(simple_index, llm, kind, hand_tuned=kind == "accumulate"), question)
+    with record_traces() as traces:
+        _assert_same(native, fast.query(question))
+    assert "synthesize.decode" in {s.node for s in traces[0].spans}
+    if kind == "accumulate":
+        assert str(native).startswith("Response 1: ") and "Response 3: " in str(native)  # one call per node
+    assert asyncio.run(fast.aquery(question)).response == native.response
 
 
 class Shouting(CustomQueryEngine):
