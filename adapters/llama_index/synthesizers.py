@@ -71,6 +71,19 @@ class _SynthesizerRecogniser(Recogniser):
         """(query, nodes, answer) -> the Response the native synthesizer returns."""
 
 
+def _finishing(synth: Any, text_of: Callable[[str, Any], Any]) -> Callable[..., Any]:
+    """``finish`` for ``synth``: (query, nodes, answer) -> the Response it returns natively. Where the
+    module made no call (``SKIPPED``), the native synthesizer answers; else ``text_of(query, answer)``
+    is the response text."""
+
+    def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
+        if answer is SKIPPED:
+            return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
+        return li.response(synth, text_of(query, answer), list(nodes))
+
+    return finish
+
+
 def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:
     """query -> the part of a synthesis prompt before the context: the user's template rendered
     with a marker where the context goes, cut there by the engine."""
@@ -115,15 +128,8 @@ class CompactRecogniser(_SynthesizerRecogniser):
                                lambda query: parts.text_qa_template.partial_format(query_str=query))
 
     def finish(self, synth: CompactAndRefine) -> Callable[..., Any]:
-        parts = li.synthesizer_parts(synth)
-
-        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
-            if answer is SKIPPED:
-                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
-            text = li.parse_output(parts.llm, answer) or "Empty Response"
-            return li.response(synth, text, list(nodes))
-
-        return finish
+        llm = li.synthesizer_parts(synth).llm
+        return _finishing(synth, lambda query, answer: li.parse_output(llm, answer) or "Empty Response")
 
 
 def _per_query(chunks: Callable[[str, list[NodeWithScore]], Any]) -> Callable[[str, list[NodeWithScore]], Any]:
@@ -189,17 +195,14 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
     def finish(self, synth: TreeSummarize) -> Callable[..., Any]:
         """One first-level answer is the response; several are summarized further by the native
         tree_summarize, exactly as its recursion would."""
-        parts = li.synthesizer_parts(synth)
+        llm = li.synthesizer_parts(synth).llm
 
-        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
-            if answer is SKIPPED:
-                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
-            summaries = [li.parse_output(parts.llm, text) for text in answer]
-            text = summaries[0] if len(summaries) == 1 else run_as_asked(
+        def summarized(query: str, answer: list[str]) -> Any:
+            summaries = [li.parse_output(llm, text) for text in answer]
+            return summaries[0] if len(summaries) == 1 else run_as_asked(
                 synth.get_response, synth.aget_response, query_str=query, text_chunks=summaries)
-            return li.response(synth, text, list(nodes))
 
-        return finish
+        return _finishing(synth, summarized)
 
 
 def _tree_chunks(synth: TreeSummarize, query: str, nodes: list[NodeWithScore]) -> list[str]:
@@ -242,14 +245,8 @@ class SimpleSummarizeRecogniser(_SynthesizerRecogniser):
                             lambda query: parts.text_qa_template.partial_format(query_str=query))
 
     def finish(self, synth: SimpleSummarize) -> Callable[..., Any]:
-        parts = li.synthesizer_parts(synth)
-
-        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
-            if answer is SKIPPED:
-                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
-            return li.response(synth, li.parse_output(parts.llm, answer) or "Empty Response", list(nodes))
-
-        return finish
+        llm = li.synthesizer_parts(synth).llm
+        return _finishing(synth, lambda query, answer: li.parse_output(llm, answer) or "Empty Response")
 
 
 def _truncated(synth: SimpleSummarize, query: str, nodes: list[NodeWithScore]) -> list[str]:
@@ -281,8 +278,11 @@ class AccumulateRecogniser(_SynthesizerRecogniser):
         def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
             if not nodes:
                 return SKIPPED
+            pieces = _accumulate_pieces(synth, query, nodes)
+            if len(pieces) > MOST_TREE_CALLS:
+                log.info("teola: accumulate makes %d calls; traces show the first %d", len(pieces), MOST_TREE_CALLS)
             template = parts.text_qa_template.partial_format(query_str=query)
-            return [render(parts.llm, template, context_str=piece) for piece in _accumulate_pieces(synth, query, nodes)]
+            return [render(parts.llm, template, context_str=piece) for piece in pieces]
 
         return build_prompts
 
@@ -296,15 +296,8 @@ class AccumulateRecogniser(_SynthesizerRecogniser):
                           extra_args={"template": open_template})
 
     def finish(self, synth: Accumulate) -> Callable[..., Any]:
-        parts = li.synthesizer_parts(synth)
-
-        def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
-            if answer is SKIPPED:
-                return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
-            text = li.accumulated(synth, [li.parse_output(parts.llm, piece) for piece in answer])
-            return li.response(synth, text, list(nodes))
-
-        return finish
+        llm = li.synthesizer_parts(synth).llm
+        return _finishing(synth, lambda query, answer: li.accumulated(synth, [li.parse_output(llm, a) for a in answer]))
 
 
 def _accumulate_pieces(synth: Accumulate, query: str, nodes: list[NodeWithScore]) -> list[str]:

@@ -51,12 +51,15 @@ def join(state: State) -> dict:
 
 def barrier_graph(reads_slow: bool = False, middle: Any = None):
     """The pattern users report: a slow branch beside a chain of fast nodes, joined at the end."""
+    return _barrier_of({"slow": slow, "f1": fast(1), "f2": middle or fast(2, reads_slow), "f3": fast(3), "join": join})
+
+
+def _barrier_of(nodes: dict[str, Any]):
+    """The barrier's shape over ``nodes`` (slow, f1, f2, f3, join): START -> slow, START -> f1 -> f2 -> f3,
+    both into join."""
     builder = StateGraph(State)
-    builder.add_node("slow", slow)
-    builder.add_node("f1", fast(1))
-    builder.add_node("f2", middle or fast(2, reads_slow))
-    builder.add_node("f3", fast(3))
-    builder.add_node("join", join)
+    for name, node in nodes.items():
+        builder.add_node(name, node)
     builder.add_edge(START, "slow")
     builder.add_edge(START, "f1")
     builder.add_edge("f1", "f2")
@@ -264,16 +267,7 @@ def _asking_graph(client: Any) -> Any:
 
         return pure(node) if is_pure else node
 
-    builder = StateGraph(State)
-    for name in ("slow", "f1", "f2", "f3", "join"):
-        builder.add_node(name, asking(name, name.startswith("f")))
-    builder.add_edge(START, "slow")
-    builder.add_edge(START, "f1")
-    builder.add_edge("f1", "f2")
-    builder.add_edge("f2", "f3")
-    builder.add_edge(["slow", "f3"], "join")
-    builder.add_edge("join", END)
-    return builder.compile()
+    return _barrier_of({name: asking(name, name.startswith("f")) for name in ("slow", "f1", "f2", "f3", "join")})
 
 
 # How many nodes follow each node of the asking graph to its end: minus that is its work's priority.
