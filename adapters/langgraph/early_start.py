@@ -255,12 +255,17 @@ class EarlyStarts:
     # --- LangGraph's loop -----------------------------------------------------------------------------
     def committed(self, task_id: str) -> None:
         """A real task of the current step committed its writes."""
+        if not self.policy.early:  # nothing may start early: only the priorities are Teola's
+            return
         with self.lock:
             self.tokens.setdefault(task_id, self.adopted.pop(task_id, None) or object())
         self.refresh()
 
     def apply_step(self, apply: Callable[[], None]) -> None:
         """LangGraph applies the current step's writes (under the lock: early runs copy the state)."""
+        if not self.policy.early:
+            apply()
+            return
         with self.lock:
             step = compat.current_step(self.loop)
             self.finished_steps[step] = {
@@ -356,8 +361,10 @@ class EarlyStartHooks(compat.Hooks):
 
     def _tell_send(self, policy: EarlyStartPolicy, tasks: Sequence[Any]) -> None:
         """One log line for a graph's first ``Send`` task that could otherwise have started early."""
+        if id(policy.nodes) in self._told_send:
+            return
         sent = sorted({t.name for t in tasks if not compat.is_pull(t) and t.name in policy.early})
-        if sent and id(policy.nodes) not in self._told_send:
+        if sent:
             self._told_send.add(id(policy.nodes))
             log.info("teola: Send tasks (of %s) run in their step, as LangGraph runs them: Teola starts only "
                      "edge-triggered tasks early", ", ".join(sent))

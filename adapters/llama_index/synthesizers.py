@@ -241,7 +241,7 @@ class SimpleSummarizeRecogniser(_SynthesizerRecogniser):
     def spans(self, reading: AppReading, synth: SimpleSummarize, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
         return simple_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
-                            lambda query, nodes: {"context_str": _truncated(synth, query, nodes)},
+                            _per_query(lambda query, nodes: {"context_str": _truncated(synth, query, nodes)}),
                             lambda query: parts.text_qa_template.partial_format(query_str=query))
 
     def finish(self, synth: SimpleSummarize) -> Callable[..., Any]:

@@ -14,6 +14,7 @@ import asyncio
 import contextvars
 from typing import Any
 
+from langchain_core.callbacks import BaseCallbackManager
 from langchain_core.runnables import RunnableConfig, ensure_config
 
 from teola.adapters.langchain import StepFrame
@@ -36,7 +37,8 @@ def streams_tokens_to_a_handler(config: RunnableConfig | None) -> bool:
     """Whether a handler that takes models' tokens as they come (LangGraph's ``messages`` stream mode,
     ``astream_events``, ``astream_log``) watches an invocation with ``config``: LangChain's chat models
     stream their tokens to it even when invoked, which a plan made for a whole answer does not."""
-    handlers = get_callback_manager_for_config(ensure_config(config)).handlers
+    callbacks = ensure_config(config).get("callbacks")  # such handlers are only ever passed in, never configured
+    handlers = callbacks.handlers if isinstance(callbacks, BaseCallbackManager) else callbacks or []
     return any(isinstance(handler, STREAMING_HANDLERS) for handler in handlers)
 
 

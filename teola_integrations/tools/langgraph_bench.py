@@ -152,9 +152,10 @@ def bench_llm_barrier(slow_tokens: int, fast_tokens: int, questions: list[str], 
     """Native vs Teola on ``llm_barrier_graph`` with Teola's CPU engine (greedy): single queries
     interleaved, then Poisson load (``under_load``; no rates: none)."""
     graph = llm_barrier_graph(TeolaChatModel(max_tokens=slow_tokens), TeolaChatModel(max_tokens=fast_tokens))
-    result = _compare(graph, optimize(graph), questions, repeats, "LLM nodes")
+    optimized = optimize(graph)
+    result = _compare(graph, optimized, questions, repeats, "LLM nodes")
     return {"slow_tokens": slow_tokens, "fast_tokens": fast_tokens, "results": {"LLM nodes": result},
-            "load": under_load(graph, result, questions, rates, load_queries)}
+            "load": under_load(graph, optimized, result, questions, rates, load_queries)}
 
 
 class RagState(TypedDict, total=False):
@@ -213,13 +214,13 @@ def _answers_kept(query: Callable[[str], Any], reference: dict[str, Any], same: 
     return checked
 
 
-def under_load(graph: Any, single: dict[str, Any], questions: list[str], rates: list[float],
+def under_load(graph: Any, optimized: Any, single: dict[str, Any], questions: list[str], rates: list[float],
                load_queries: int) -> list[dict[str, Any]]:
-    """``graph`` natively, optimized with its nodes' engine work in arrival order, and optimized with it
-    ordered by the graph's critical path, under the same Poisson arrivals at each rate; every final
-    state compared with the native single-query one (``single``'s rows)."""
+    """``graph`` natively, optimized with its nodes' engine work in arrival order, and ``optimized`` (its
+    work ordered by the graph's critical path), under the same Poisson arrivals at each rate; every
+    final state compared with the native single-query one (``single``'s rows)."""
     reference = {row["question"]: row["answer"] for row in single["rows"]}
-    modes = {"native": graph, "teola-arrival": optimize(graph, critical_path=False), "teola": optimize(graph)}
+    modes = {"native": graph, "teola-arrival": optimize(graph, critical_path=False), "teola": optimized}
     rows = []
     for rate in rates:
         for mode, g in modes.items():
@@ -234,9 +235,10 @@ def bench_rag(questions: list[str], repeats: int, rates: list[float], load_queri
               max_tokens: int, short_tokens: int) -> dict[str, Any]:
     """``rag_graph`` on Teola's CPU engines: single queries interleaved, then Poisson load (``under_load``)."""
     graph = rag_graph(build_store(), TeolaChatModel(max_tokens=max_tokens), TeolaChatModel(max_tokens=short_tokens))
-    single = _compare(graph, optimize(graph), questions, repeats, "RAG graph")
+    optimized = optimize(graph)
+    single = _compare(graph, optimized, questions, repeats, "RAG graph")
     return {"max_tokens": max_tokens, "short_tokens": short_tokens, "results": {"RAG graph": single},
-            "load": under_load(graph, single, questions, rates, load_queries)}
+            "load": under_load(graph, optimized, single, questions, rates, load_queries)}
 
 
 def format_load(load: list[dict[str, Any]]) -> str:
