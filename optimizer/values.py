@@ -35,14 +35,17 @@ class Sampling:
     """Decoding settings. Greedy (temperature 0) makes optimized and native runs comparable.
 
     ``max_tokens`` None: up to the end of the context; ``temperature`` None: the engine's default
-    (what a user's client that sets none gets from its server). ``extra``: further request
-    parameters, sent as they are by an engine on a server (``top_p``, ``seed``, ...), as the user's
-    own client sends them; the in-process engine refuses them.
+    (what a user's client that sets none gets from its server). ``json_schema``: the output is JSON
+    valid under this JSON schema (its JSON text), by the engine's guided decoding (vLLM's
+    structured outputs). ``extra``: further request parameters, sent as they are by an engine on a
+    server (``top_p``, ``seed``, ...), as the user's own client sends them; the in-process engine
+    refuses them.
     """
 
     max_tokens: int | None = 128
     temperature: float | None = 0.0
     stop: tuple[str, ...] = ()
+    json_schema: str | None = None
     extra: tuple[tuple[str, Any], ...] = ()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextvars
+import functools
 import heapq
 import inspect
 import itertools
@@ -298,7 +299,7 @@ class CallablePool(EngineScheduler):
 
     A ``CallRequest``'s ``fn`` is called with its kwargs (a coroutine function is awaited on the
     loop; it hands any blocking work to threads itself; with ``per_item``, once per item of its
-    list kwargs). A ``ParseRequest`` reads items out of its text, which may be a stream still
+    list kwargs, the items side by side). A ``ParseRequest`` reads items out of its text, which may be a stream still
     being decoded.
     """
 
@@ -314,9 +315,9 @@ class CallablePool(EngineScheduler):
         fn, kwargs = request.fn, request.kwargs
         if inspect.iscoroutinefunction(fn):  # async work (a framework's own async call) runs on the loop
             return await fn(**kwargs)
-        if request.per_item:  # every input is a list: one call per item
+        if request.per_item:  # every input is a list: one call per item, each on its own thread
             calls = [dict(zip(kwargs, values)) for values in zip(*kwargs.values(), strict=True)]
-            return await self._on_thread(lambda: [fn(**a) for a in calls])
+            return list(await asyncio.gather(*(self._on_thread(functools.partial(fn, **a)) for a in calls)))
         return await self._on_thread(lambda: fn(**kwargs))
 
     async def _on_thread(self, call: Callable[[], Any]) -> Any:

@@ -37,15 +37,18 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "QueryFusionRetriever": ("_retrievers", "_llm", "_reciprocal_rerank_fusion", "_relative_score_fusion",
                              "_simple_fusion", "_handle_recursive_retrieval"),
     "LLMRerank": ("_get_predict_kwargs", "_get_node_batches", "_parse_raw_response"),
-    "CompactAndRefine": ("_llm", "_text_qa_template", "_refine_template", "_prompt_helper", "_response_padding_size",
-                         "_streaming", "_output_cls", "_structured_answer_filtering", "_multimodal",
-                         "_make_compact_text_chunks", "_prepare_response_output"),
+    "Refine": ("_llm", "_text_qa_template", "_refine_template", "_prompt_helper", "_response_padding_size",
+               "_streaming", "_output_cls", "_structured_answer_filtering", "_multimodal", "_program_factory",
+               "_update_response", "_aupdate_response", "_prepare_response_output"),
+    "CompactAndRefine": ("_make_compact_text_chunks",),
     "BaseSynthesizer": ("_callback_manager",),
     "TreeSummarize": ("_llm", "_summary_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
                       "_prepare_response_output"),
     "SimpleSummarize": ("_llm", "_text_qa_template", "_prompt_helper", "_streaming", "_prepare_response_output"),
     "Accumulate": ("_llm", "_text_qa_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
                    "_format_response", "_prepare_response_output"),
+    "SubQuestionQueryEngine": ("_question_gen", "_metadatas", "_response_synthesizer", "_verbose", "_query_subq",
+                               "_aquery_subq", "_construct_node"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
     "FaissVectorStore": ("_faiss_index",),
     "OpenAI": ("_get_model_kwargs",),
@@ -104,6 +107,27 @@ def postprocessors(engine: Any) -> list[Any]:
 def synthesizer(engine: Any) -> Any:
     """A RetrieverQueryEngine's response synthesizer."""
     return engine._response_synthesizer
+
+
+@dataclass(frozen=True)
+class SubQuestionParts:
+    """What Teola runs of a SubQuestionQueryEngine: its question generator, its tools' metadata, its
+    synthesizer, whether it prints, how it answers one sub-question (``answer``/``aanswer``: its
+    callback event, its tool's query, a failure logged and None) and the node a sub-answer becomes."""
+
+    question_gen: Any
+    metadatas: list[Any]
+    synthesizer: Any
+    verbose: bool
+    answer: Any
+    aanswer: Any
+    node_of: Any
+
+
+def sub_question_parts(engine: Any) -> SubQuestionParts:
+    """A SubQuestionQueryEngine's parts."""
+    return SubQuestionParts(engine._question_gen, engine._metadatas, engine._response_synthesizer, engine._verbose,
+                            engine._query_subq, engine._aquery_subq, engine._construct_node)
 
 
 @dataclass(frozen=True)
@@ -245,6 +269,18 @@ def synthesizer_parts(synth: Any) -> SynthesizerParts:
 def compact_chunks(synth: Any, query: str, texts: list[str]) -> list[str]:
     """The text chunks compact mode packs the context into."""
     return synth._make_compact_text_chunks(query, texts)
+
+
+def refine_answer(synth: Any, template: Any, variables: dict[str, Any]) -> str | None:
+    """One call of a refine loop (compact or refine mode), as the loop makes it: through the
+    synthesizer's refine program (whose span wraps the LLM's ``predict``); None where the loop keeps
+    its answer (an empty one)."""
+    return synth._update_response(synth._program_factory(template), variables, {})
+
+
+async def arefine_answer(synth: Any, template: Any, variables: dict[str, Any]) -> str | None:
+    """``refine_answer``'s async twin, as the async loop makes the call."""
+    return await synth._aupdate_response(synth._program_factory(template), variables, {})
 
 
 def accumulated(synth: Any, answers: list[str]) -> str:

@@ -17,6 +17,8 @@ from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineEr
 from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
 from teola.adapters.llama_index.spans import inner_engine_span, query_engine_span
 from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
+from teola.adapters.llama_index.refine import REFINE_STEPS
+from teola.adapters.llama_index.sub_question import SUB_QUESTION
 from teola.adapters.llama_index.synthesizers import SYNTHESIZERS
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import FnArgs
@@ -28,10 +30,11 @@ RESPONSE = Ref("synthesize", "response")
 def read_query_engine(query_engine: Any) -> AppReading:
     """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize,
     or a HyDE ``TransformQueryEngine`` around one: hypothetical document -> retrieve by the mean
-    embedding of it and the query -> postprocess* -> synthesize.
+    embedding of it and the query -> postprocess* -> synthesize; or a ``SubQuestionQueryEngine``:
+    sub-questions -> all of them answered at once -> synthesize.
 
     A component no recogniser lowers runs unchanged, as one call (logged once, in ``fallbacks``);
-    so does any other LlamaIndex query engine (SubQuestionQueryEngine ...), whole.
+    so does any other LlamaIndex query engine (RouterQueryEngine ...), whole.
     """
     li.check_version()
     if not isinstance(query_engine, BaseQueryEngine):
@@ -46,6 +49,11 @@ def read_query_engine(query_engine: Any) -> AppReading:
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
             embedding_texts, query_engine = HYDE.read(reading, query_engine)
             spans.enter_context(reading.inside(inner_engine_span(reading, query_engine, RESPONSE, embedding_texts[0])))
+        if SUB_QUESTION.accepts(query_engine):
+            spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
+            SUB_QUESTION.read(reading, query_engine)
+            reading.graph.set_output("response", RESPONSE)
+            return reading
         if not isinstance(query_engine, RetrieverQueryEngine):
             why = HYDE.why_not(query_engine) if HYDE.accepts(query_engine) else \
                 "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
@@ -61,7 +69,7 @@ def read_query_engine(query_engine: Any) -> AppReading:
         for i, postprocessor in enumerate(li.postprocessors(query_engine)):
             nodes = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound)
             bound = None  # a postprocessor may return any number of nodes
-        _read_synthesizer(reading, li.synthesizer(query_engine), nodes)
+        _read_synthesizer(reading, li.synthesizer(query_engine), nodes, bound)
     reading.graph.set_output("response", RESPONSE)
     return reading
 
@@ -105,10 +113,10 @@ def _postprocess_fn(postprocessor: Any) -> Callable[..., list[NodeWithScore]]:
     return postprocess
 
 
-def _read_synthesizer(reading: AppReading, synth: Any, nodes: Ref) -> None:
-    recogniser, why = recognise(SYNTHESIZERS, synth)
+def _read_synthesizer(reading: AppReading, synth: Any, nodes: Ref, most_nodes: int | None) -> None:
+    recogniser, why = recognise((*REFINE_STEPS, *SYNTHESIZERS), synth)
     if recogniser is not None:
-        recogniser.read(reading, synth, nodes)
+        recogniser.read(reading, synth, nodes, most_nodes)
         return
     reading.fallback(synth, why)
     _call(reading, "synthesize", {"query": QUERY, "nodes": nodes}, "response", synth, synth.synthesize,

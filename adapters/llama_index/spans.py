@@ -48,7 +48,7 @@ from llama_index.core.instrumentation.events.synthesis import (GetResponseEndEve
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.instrumentation.span_handlers import NullSpanHandler
-from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.query_engine import RetrieverQueryEngine, SubQuestionQueryEngine
 from llama_index.core.schema import MetadataMode, QueryBundle
 
 from teola.adapters.llama_index import compat as li
@@ -507,12 +507,14 @@ def _chat_response(text: str) -> ChatResponse:
 
 
 def _synthesize_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
-                      outputs: Mapping[str, Source], result: Callable[[Mapping[str, Any]], Any]) -> str:
+                      outputs: Mapping[str, Source], result: Callable[[Mapping[str, Any]], Any],
+                      prompt: Source | None = None, events: bool = False) -> str:
     """``synth.synthesize`` > ``get_response`` over the nodes' texts (ending with ``outputs``, returning
-    ``result``), for the synthesize module ``module``, reported where it has a prompt (see
-    ``synthesis_spans``); returns the ``get_response`` region."""
+    ``result``; with ``events``, its get-response events), for the synthesize module ``module``,
+    reported where the module has a prompt (its own, or ``prompt``: with none, the native
+    synthesizer runs and reports itself under the parent span); returns the ``get_response`` region."""
     texts = lambda v: [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in v["nodes"]]  # noqa: E731
-    inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
+    inputs = {"query": query, "nodes": nodes, "prompt": prompt or Ref(module, "prompt")}
     synthesize = reading.span(MethodSpan(
         synth, "synthesize", lambda v: ((), {"query": _bundle(v), "nodes": v["nodes"]}),
         lambda v, o: [SynthesizeStartEvent(query=_bundle(v))],
@@ -521,36 +523,41 @@ def _synthesize_spans(reading: "AppReading", synth: Any, module: str, query: Sou
                                                         lambda v: {EventPayload.QUERY_STR: v["query"]},
                                                         lambda v, o: {EventPayload.RESPONSE: o["response"]})),
         inputs, {"response": Ref(module, "response")})
+    start = (lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=texts(v))]) if events else None
     with reading.inside(synthesize):
         return reading.span(MethodSpan(synth, "get_response",
                                        lambda v: ((), {"query_str": v["query"], "text_chunks": texts(v)}),
+                                       start, (lambda v, o: [GetResponseEndEvent()]) if events else None,
                                        result=result), inputs, outputs)
 
 
-def synthesis_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
-                    chunks: Callable[[str, list], tuple[list[str], list[str]]], template: Callable[[str], Any]) -> str:
-    """``synth.synthesize`` > ``get_response`` > its refine ``get_response`` on the packed chunks
-    > the LLM's spans on ``template(query)`` with the one piece of them as ``context_str``, for the
-    compact synthesize module ``module`` answered in one LLM call (``chunks(query, nodes)``: the
-    packed chunks and the pieces the LLM calls get). None of them where the module has no prompt
-    (no nodes, or refine steps): the native synthesizer runs and reports itself under the parent
-    span, which is returned."""
-    parsed = lambda o: li.parse_output(li.synthesizer_parts(synth).llm, o["text"])  # noqa: E731
-    inputs = {"query": query, "nodes": nodes, "prompt": Ref(module, "prompt")}
-    text = {"text": Ref(module, "text")}
-    outer = _synthesize_spans(reading, synth, module, query, nodes, text, parsed)
-    with reading.inside(outer):
-        inner = reading.span(MethodSpan(
-            synth, "get_response",
-            lambda v: ((), {"query_str": v["query"], "text_chunks": chunks(v["query"], v["nodes"])[0],
-                            "prev_response": None}),
-            lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=chunks(v["query"], v["nodes"])[0])],
-            lambda v, o: [GetResponseEndEvent()], parsed), inputs, text)
-    with reading.inside(inner):
-        llm_call_spans(reading, li.synthesizer_parts(synth).llm,
-                       lambda v: (template(v["query"]), {"context_str": chunks(v["query"], v["nodes"])[1][0]}),
-                       inputs, Ref(module, "text"))
-    return reading.region
+def refine_spans(reading: "AppReading", synth: Any, query: Source, nodes: Source, steps: Sequence[str],
+                 call: Callable[[Mapping[str, Any], int], tuple[Any, dict]],
+                 packed: Callable[[str, list], list[str]] | None = None) -> str:
+    """``synth.synthesize`` > ``get_response`` (compact mode: > its refine ``get_response`` on the
+    ``packed(query, nodes)`` chunks) > the LLM's spans of each refine step made, ``call(values, i)``
+    giving step ``i``'s template and variables from its inputs (the answers before it: ``answer<j>``),
+    for the refine steps ``steps`` finished by the module ``synthesize``. Returns the span the
+    loop's calls after the steps (run natively) go under; none are reported where the first step
+    has no prompt (the native synthesizer runs and reports itself)."""
+    response = {"response": Ref("synthesize", "response")}
+    text = lambda o: o["response"].response  # noqa: E731
+    first = Ref(steps[0], "prompt")
+    outer = _synthesize_spans(reading, synth, "synthesize", query, nodes, response, text, first, events=packed is None)
+    if packed is not None:
+        inputs = {"query": query, "nodes": nodes, "prompt": first}
+        with reading.inside(outer):
+            outer = reading.span(MethodSpan(
+                synth, "get_response",
+                lambda v: ((), {"query_str": v["query"], "text_chunks": packed(v["query"], v["nodes"]), "prev_response": None}),
+                lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=packed(v["query"], v["nodes"]))],
+                lambda v, o: [GetResponseEndEvent()], text), inputs, response)
+    for i, step in enumerate(steps):
+        inputs = {"query": query, "nodes": nodes, "prompt": Ref(step, "prompt"),
+                  **{f"answer{j}": Ref(steps[j], "text") for j in range(i)}}
+        with reading.inside(outer):
+            llm_call_spans(reading, li.synthesizer_parts(synth).llm, lambda v, i=i: call(v, i), inputs, Ref(step, "text"))
+    return outer
 
 
 # the first-level calls of a tree a trace shows (a query making more reports the first ones only)
@@ -683,9 +690,9 @@ def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:
     """``engine._query``, under the query's own span (``query_span``): the region its components' spans
-    go under; a ``RetrieverQueryEngine``'s starts the ``QUERY`` callback event there."""
+    go under; a ``RetrieverQueryEngine``'s or ``SubQuestionQueryEngine``'s starts the ``QUERY`` callback event there."""
     callback = CallbackEvent(CBEventType.QUERY, engine.callback_manager, lambda v: {EventPayload.QUERY_STR: v["query"]},
                              lambda v, o: {EventPayload.RESPONSE: o["response"]}) \
-        if isinstance(engine, RetrieverQueryEngine) else None
+        if isinstance(engine, (RetrieverQueryEngine, SubQuestionQueryEngine)) else None
     return reading.span(MethodSpan(engine, "_query", lambda v: ((_bundle(v),), {}), result=lambda o: o["response"],
                                    callback=callback), {"query": QueryInput("query_str")}, {"response": response})

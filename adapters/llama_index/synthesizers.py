@@ -1,10 +1,11 @@
-"""Synthesizer families: the ``compact``, ``tree_summarize``, ``simple_summarize`` and ``accumulate``
-response modes.
+"""Synthesizer families of one synthesize module: the ``tree_summarize``, ``simple_summarize`` and
+``accumulate`` response modes (the refine loop's, ``compact`` and ``refine``, are in ``refine``),
+and what every synthesizer family shares.
 
 Each lowers to one LLM call per query (tree_summarize's first level and accumulate: their chunks'
 calls sent together) whose prompt prefix, the user's template up to the context, can be prefilled
 early; ``finish`` turns the answer into the Response the native synthesizer returns, and hands what
-does not fit one call (a refine step, a deeper tree) back to the native synthesizer.
+does not fit one call (a deeper tree) back to the native synthesizer.
 """
 
 from __future__ import annotations
@@ -14,15 +15,14 @@ import logging
 from collections import OrderedDict
 from typing import Any, Callable
 
-from llama_index.core.prompts.prompt_utils import get_biggest_prompt
-from llama_index.core.response_synthesizers import Accumulate, CompactAndRefine, SimpleSummarize, TreeSummarize
+from llama_index.core.response_synthesizers import Accumulate, SimpleSummarize, TreeSummarize
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
-from teola.adapters.llama_index.spans import MOST_TREE_CALLS, simple_spans, synthesis_spans, tree_spans
+from teola.adapters.llama_index.spans import MOST_TREE_CALLS, simple_spans, tree_spans
 from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
@@ -30,26 +30,32 @@ from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
 log = logging.getLogger("teola.adapters.llama_index")
 
 
+def synthesizer_why_not(synth: Any) -> str | None:
+    """Why a synthesizer of a family Teola lowers cannot be lowered (None: it can)."""
+    parts = li.synthesizer_parts(synth)
+    if not parts.plain:
+        return "streaming, structured output or answer filtering"
+    return llm_why_not(parts.llm)
+
+
 class _SynthesizerRecogniser(Recogniser):
-    """What both modes share: when one can be lowered, and the synthesize module it reads into."""
+    """What the one-module modes share: when one can be lowered, and the synthesize module it reads into."""
 
     batch = False
 
     def why_not(self, component: Any) -> str | None:
-        parts = li.synthesizer_parts(component)
-        if not parts.plain:
-            return "streaming, structured output or answer filtering"
-        return llm_why_not(parts.llm)
+        return synthesizer_why_not(component)
 
-    def read(self, reading: AppReading, synth: Any, nodes: Ref) -> Ref:
-        """The synthesize module: (query, nodes) -> prompt(s) -> LLM -> the framework's Response."""
+    def read(self, reading: AppReading, synth: Any, nodes: Ref, most_nodes: int | None = None) -> Ref:
+        """The synthesize module: (query, nodes) -> prompt(s) -> LLM -> the framework's Response
+        (however many nodes may come)."""
         llm = li.synthesizer_parts(synth).llm
         bound = llm_for(reading, llm)
         native = self.spans(reading, synth, nodes)
         reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": QueryInput("query_str"), "nodes": nodes},
                                ("response",), SynthesizeArgs(
                                    bound.engine, bound.sampling, self.prompts(synth),
-                                   PrefixSpec(_template_prefix_fn(llm, self.template(synth)), ("query",)),
+                                   PrefixSpec(template_prefix(llm, self.template(synth)), ("query",)),
                                    finish=self.finish(synth), batch=self.batch), region=native))
         return Ref("synthesize", "response")
 
@@ -71,20 +77,20 @@ class _SynthesizerRecogniser(Recogniser):
         """(query, nodes, answer) -> the Response the native synthesizer returns."""
 
 
-def _finishing(synth: Any, text_of: Callable[[str, Any], Any]) -> Callable[..., Any]:
+def finishing(synth: Any, text_of: Callable[[str, list[NodeWithScore], Any], Any]) -> Callable[..., Any]:
     """``finish`` for ``synth``: (query, nodes, answer) -> the Response it returns natively. Where the
-    module made no call (``SKIPPED``), the native synthesizer answers; else ``text_of(query, answer)``
-    is the response text."""
+    module made no call (``SKIPPED``), the native synthesizer answers; else ``text_of(query, nodes,
+    answer)`` is the response text."""
 
     def finish(query: str, nodes: list[NodeWithScore], answer: Any) -> Any:
         if answer is SKIPPED:
             return run_as_asked(synth.synthesize, synth.asynthesize, query=query, nodes=nodes)
-        return li.response(synth, text_of(query, answer), list(nodes))
+        return li.response(synth, text_of(query, nodes, answer), list(nodes))
 
     return finish
 
 
-def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:
+def template_prefix(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:
     """query -> the part of a synthesis prompt before the context: the user's template rendered
     with a marker where the context goes, cut there by the engine."""
 
@@ -94,67 +100,20 @@ def _template_prefix_fn(llm: Any, template: Any) -> Callable[[str], PromptPrefix
     return build_prefix
 
 
-class CompactRecogniser(_SynthesizerRecogniser):
-    """``response_mode="compact"`` (the default): one LLM call over the packed context."""
-
-    family = "the 'compact' response mode"
-
-    def accepts(self, component: Any) -> bool:
-        return type(component) is CompactAndRefine
-
-    def template(self, synth: Any) -> Any:
-        return li.synthesizer_parts(synth).text_qa_template
-
-    def prompts(self, synth: CompactAndRefine) -> Callable[..., Prompt | Any]:
-        """The prompt of the one LLM call compact mode makes, as the native run builds it; ``SKIPPED``
-        when there are no nodes, or when the context needs more than one call (refine steps)."""
-        parts = li.synthesizer_parts(synth)
-
-        def build_prompt(query: str, nodes: list[NodeWithScore]) -> Prompt | Any:
-            if not nodes:
-                return SKIPPED
-            _, chunks = _compact_chunks(synth, query, nodes)
-            if len(chunks) != 1:
-                log.info("teola: the context needs %d LLM calls (refine); this query's synthesis runs natively", len(chunks))
-                return SKIPPED
-            return render(parts.llm, parts.text_qa_template.partial_format(query_str=query), context_str=chunks[0])
-
-        return build_prompt
-
-    def spans(self, reading: AppReading, synth: CompactAndRefine, nodes: Ref) -> str | None:
-        parts = li.synthesizer_parts(synth)
-        return synthesis_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
-                               _per_query(lambda query, nodes: _compact_chunks(synth, query, nodes)),
-                               lambda query: parts.text_qa_template.partial_format(query_str=query))
-
-    def finish(self, synth: CompactAndRefine) -> Callable[..., Any]:
-        llm = li.synthesizer_parts(synth).llm
-        return _finishing(synth, lambda query, answer: li.parse_output(llm, answer) or "Empty Response")
-
-
-def _per_query(chunks: Callable[[str, list[NodeWithScore]], Any]) -> Callable[[str, list[NodeWithScore]], Any]:
-    """``chunks`` computed once per query for all the spans that report them (the last 64 kept)."""
+def per_query(compute: Callable[..., Any]) -> Callable[..., Any]:
+    """``compute(query, nodes, *more)`` computed once per query (and ``more``, hashable) for all the
+    modules and spans that read it (the last 64 kept)."""
     remembered: OrderedDict[tuple, Any] = OrderedDict()
 
-    def once(query: str, nodes: list[NodeWithScore]) -> Any:
-        key = (query, tuple(n.node.node_id for n in nodes))
+    def once(query: str, nodes: list[NodeWithScore], *more: Any) -> Any:
+        key = (query, tuple(n.node.node_id for n in nodes), *more)
         if key not in remembered:
-            remembered[key] = chunks(query, nodes)
+            remembered[key] = compute(query, nodes, *more)
             if len(remembered) > 64:
                 remembered.popitem(last=False)
         return remembered[key]
 
     return once
-
-
-def _compact_chunks(synth: CompactAndRefine, query: str, nodes: list[NodeWithScore]) -> tuple[list[str], list[str]]:
-    """The chunks compact mode packs the nodes' texts into, and the pieces each LLM call gets of them."""
-    parts = li.synthesizer_parts(synth)
-    texts = [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
-    compact = li.compact_chunks(synth, query, texts)
-    max_prompt = get_biggest_prompt([parts.text_qa_template, parts.refine_template])
-    return compact, [piece for chunk in compact for piece in parts.prompt_helper.repack(
-        max_prompt, [chunk], llm=parts.llm, padding=parts.padding)]
 
 
 class TreeSummarizeRecogniser(_SynthesizerRecogniser):
@@ -189,7 +148,7 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
     def spans(self, reading: AppReading, synth: TreeSummarize, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
         return tree_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
-                          _per_query(lambda query, nodes: _tree_chunks(synth, query, nodes)),
+                          per_query(lambda query, nodes: _tree_chunks(synth, query, nodes)),
                           lambda query: parts.summary_template.partial_format(query_str=query))
 
     def finish(self, synth: TreeSummarize) -> Callable[..., Any]:
@@ -197,12 +156,12 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
         tree_summarize, exactly as its recursion would."""
         llm = li.synthesizer_parts(synth).llm
 
-        def summarized(query: str, answer: list[str]) -> Any:
+        def summarized(query: str, nodes: list[NodeWithScore], answer: list[str]) -> Any:
             summaries = [li.parse_output(llm, text) for text in answer]
             return summaries[0] if len(summaries) == 1 else run_as_asked(
                 synth.get_response, synth.aget_response, query_str=query, text_chunks=summaries)
 
-        return _finishing(synth, summarized)
+        return finishing(synth, summarized)
 
 
 def _tree_chunks(synth: TreeSummarize, query: str, nodes: list[NodeWithScore]) -> list[str]:
@@ -241,12 +200,12 @@ class SimpleSummarizeRecogniser(_SynthesizerRecogniser):
     def spans(self, reading: AppReading, synth: SimpleSummarize, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
         return simple_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
-                            _per_query(lambda query, nodes: {"context_str": _truncated(synth, query, nodes)}),
+                            per_query(lambda query, nodes: {"context_str": _truncated(synth, query, nodes)}),
                             lambda query: parts.text_qa_template.partial_format(query_str=query))
 
     def finish(self, synth: SimpleSummarize) -> Callable[..., Any]:
         llm = li.synthesizer_parts(synth).llm
-        return _finishing(synth, lambda query, answer: li.parse_output(llm, answer) or "Empty Response")
+        return finishing(synth, lambda query, nodes, answer: li.parse_output(llm, answer) or "Empty Response")
 
 
 def _truncated(synth: SimpleSummarize, query: str, nodes: list[NodeWithScore]) -> list[str]:
@@ -291,13 +250,13 @@ class AccumulateRecogniser(_SynthesizerRecogniser):
         # each call's arguments as Accumulate passes them: the piece, and its template with the query left open
         open_template = parts.text_qa_template.partial_format(query_str="{query_str}")
         return tree_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
-                          _per_query(lambda query, nodes: _accumulate_pieces(synth, query, nodes)),
+                          per_query(lambda query, nodes: _accumulate_pieces(synth, query, nodes)),
                           lambda query: parts.text_qa_template.partial_format(query_str=query),
                           extra_args={"template": open_template})
 
     def finish(self, synth: Accumulate) -> Callable[..., Any]:
         llm = li.synthesizer_parts(synth).llm
-        return _finishing(synth, lambda query, answer: li.accumulated(synth, [li.parse_output(llm, a) for a in answer]))
+        return finishing(synth, lambda query, nodes, answer: li.accumulated(synth, [li.parse_output(llm, a) for a in answer]))
 
 
 def _accumulate_pieces(synth: Accumulate, query: str, nodes: list[NodeWithScore]) -> list[str]:
@@ -308,5 +267,4 @@ def _accumulate_pieces(synth: Accumulate, query: str, nodes: list[NodeWithScore]
         template, [n.node.get_content(metadata_mode=MetadataMode.LLM)], llm=parts.llm)]
 
 
-SYNTHESIZERS: tuple[Recogniser, ...] = (CompactRecogniser(), TreeSummarizeRecogniser(), SimpleSummarizeRecogniser(),
-                                        AccumulateRecogniser())
+SYNTHESIZERS: tuple[Recogniser, ...] = (TreeSummarizeRecogniser(), SimpleSummarizeRecogniser(), AccumulateRecogniser())

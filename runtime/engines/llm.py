@@ -81,6 +81,18 @@ class ChatTokenizer:
             )
 
 
+def why_not_started(error: BaseException) -> str:
+    """What to do about vLLM's engine failing to start with ``error``: the fix where its cause is known."""
+    causes = []
+    while error is not None and len(causes) < 16:
+        causes.append(str(error))
+        error = error.__cause__ or error.__context__
+    if any("bootstrapping phase" in cause for cause in causes):
+        return ("vLLM starts its engine in a new process, which imports your main module again: put the code "
+                "that builds your app and runs queries under `if __name__ == \"__main__\":` in your script")
+    return "vLLM's log above says why; on a CPU, dtype='float32' runs everywhere"
+
+
 class LLMEngine(abc.ABC):
     """What the LLM scheduler drives: prompts to token IDs, token IDs in, text deltas out, restart
     after a death.
@@ -201,7 +213,7 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
         except Exception as exc:
             raise EngineUnavailableError(
                 f"vLLM's engine for {model} did not start (dtype {dtype}, on {describe_cpu()}): "
-                f"{type(exc).__name__}: {exc}. vLLM's log above says why; on a CPU, dtype='float32' runs everywhere"
+                f"{type(exc).__name__}: {exc}. {why_not_started(exc)}"
             ) from exc
         self._ids = itertools.count()
 
@@ -242,11 +254,11 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
                        request_id: str | None = None) -> AsyncIterator[tuple[str, int | None]]:
         """Stream one request's text deltas (vLLM's priority policy; ties run first come first served)."""
         from vllm import SamplingParams
-        from vllm.sampling_params import RequestOutputKind
+        from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 
         self.check_fits(token_ids)
         if sampling.extra:
-            raise ValueError(f"the in-process LLM engine takes max_tokens, temperature and stop; it cannot send "
+            raise ValueError(f"the in-process LLM engine takes max_tokens, temperature, stop and json_schema; it cannot send "
                              f"{sorted(k for k, _ in sampling.extra)} (an engine on an OpenAI-compatible server can)")
         request_id = request_id or f"teola-{next(self._ids)}"
         room = self.max_model_len - len(token_ids)
@@ -254,6 +266,7 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
             temperature=1.0 if sampling.temperature is None else sampling.temperature,
             max_tokens=room if sampling.max_tokens is None else min(sampling.max_tokens, room),
             stop=list(sampling.stop) or None,
+            structured_outputs=StructuredOutputsParams(json=sampling.json_schema) if sampling.json_schema else None,
             output_kind=RequestOutputKind.DELTA,
         )
         from vllm.v1.engine.exceptions import EngineDeadError

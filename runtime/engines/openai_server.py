@@ -283,6 +283,8 @@ class OpenAIServerEngine(ServerLLMEngine):
             body["temperature"] = sampling.temperature
         if sampling.stop:
             body["stop"] = list(sampling.stop)
+        if sampling.json_schema:  # vLLM's structured outputs
+            body["structured_outputs"] = {"json": json.loads(sampling.json_schema)}
         if self.features.priority:
             body["priority"] = priority
         body["stream"] = True

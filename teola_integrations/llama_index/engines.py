@@ -6,6 +6,7 @@ a latency comparison measures the execution strategy and nothing else.
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator, Sequence
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -27,14 +28,18 @@ class TeolaLLM(CustomLLM):
     """A LlamaIndex chat LLM served by Teola's shared vLLM engine (greedy by default).
 
     ``model`` is ``"smollm2-135m-instruct"`` (the packaged CPU default), a local model folder or a
-    hub id. Chat messages are rendered with the model's own chat template. ``runtime`` is the
-    Teola runtime whose engines serve it (the process's shared one by default).
+    hub id. Chat messages are rendered with the model's own chat template. ``json_schema`` makes
+    every answer JSON under that schema (vLLM's structured outputs): what a small model needs to
+    write a framework's JSON at all (LlamaIndex's sub-questions). ``runtime`` is the Teola runtime
+    whose engines serve it (the process's shared one by default).
     """
 
     model: str = Field(default=DEFAULT_LLM, description="model name, folder or hub id")
     max_tokens: int = Field(default=128, gt=0, description="the most tokens one answer may have")
     temperature: float = Field(default=0.0, ge=0.0, description="0 is greedy decoding")
     max_model_len: int = Field(default=2048, gt=0, description="context window the engine is started with")
+    json_schema: dict[str, Any] | None = Field(
+        default=None, description="every answer is JSON valid under this JSON schema (the engine's guided decoding)")
     _client: LLMClient = PrivateAttr()
 
     def __init__(self, runtime: Runtime | None = None, **kwargs: Any) -> None:
@@ -59,7 +64,8 @@ class TeolaLLM(CustomLLM):
     @property
     def teola_sampling(self) -> Sampling:
         """The decoding settings of this LLM."""
-        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature)
+        schema = json.dumps(self.json_schema, sort_keys=True) if self.json_schema else None
+        return Sampling(max_tokens=self.max_tokens, temperature=self.temperature, json_schema=schema)
 
     def _text(self, prompt: Prompt) -> str:
         return self._client.text(prompt, self.teola_sampling)

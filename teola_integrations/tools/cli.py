@@ -30,7 +30,8 @@ def _offline_defaults() -> None:
 
 _DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LLM rerank)",
               "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
-              "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis"}
+              "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis",
+              "subquestion": "sub-question engine over two tools"}
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal, Sequence
 
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.llms import LLM
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
-from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.query_engine import RetrieverQueryEngine, SubQuestionQueryEngine
+from llama_index.core.question_gen import LLMQuestionGenerator
+from llama_index.core.question_gen.types import SubQuestionList
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.tools import QueryEngineTool, ToolMetadata
 
 from teola_integrations.tools.data import Chunk, load_corpus
 from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
@@ -54,19 +58,42 @@ class WebSearchRetriever(BaseRetriever):
                 for hit in web_search(self.url, query_bundle.query_str, self.k)]
 
 
-AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate"]
-APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate")
+def sub_question_schema(tools: Sequence[str], most: int = 3) -> dict[str, Any]:
+    """LlamaIndex's own sub-question schema (``SubQuestionList``), its tool names held to ``tools`` and
+    its list to 1..``most`` items: what guided decoding holds a small model's sub-questions to."""
+    schema = SubQuestionList.model_json_schema()
+    schema["$defs"]["SubQuestion"]["properties"]["tool_name"] = {"title": "Tool Name", "type": "string",
+                                                                 "enum": list(tools)}
+    schema["properties"]["items"].update(minItems=1, maxItems=most)
+    return schema
+
+
+def guided(llm: LLM, schema: dict[str, Any], max_tokens: int = 256) -> LLM:
+    """A twin of ``llm`` (same model and engine) whose answers are JSON under ``schema``: TeolaLLM's
+    ``json_schema``; an OpenAI-like client of a vLLM server sends vLLM's ``structured_outputs``."""
+    if isinstance(llm, TeolaLLM):
+        return llm.model_copy(update={"json_schema": schema, "max_tokens": max_tokens})
+    extra = {**llm.additional_kwargs, "extra_body": {"structured_outputs": {"json": schema}}}
+    return llm.model_copy(update={"additional_kwargs": extra, "max_tokens": max_tokens})
+
+
+# The sub-question app's tools: query engines over the corpus, as a user describes them to the generator.
+SUB_QUESTION_TOOLS = (("statements", "Python's statements: what each statement does and when its clauses run"),
+                      ("types", "Python's built-in types and the methods and operations they support"))
+
+AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion"]
+APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
-                  corpus_limit: int | None = None, kind: AppKind = "naive") -> RetrieverQueryEngine:
+                  corpus_limit: int | None = None, kind: AppKind = "naive") -> BaseQueryEngine:
     """A RAG app of ``kind`` (see ``build_app``) over the demo corpus, on Teola-backed engines."""
     index = build_index(load_corpus(corpus_limit), TeolaEmbedding(), store)
     return build_app(index, TeolaLLM(max_tokens=max_tokens), kind, top_k)
 
 
 def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k: int = 3,
-              search_url: str | None = None, hand_tuned: bool = False) -> RetrieverQueryEngine:
+              search_url: str | None = None, hand_tuned: bool = False) -> BaseQueryEngine:
     """A query engine over ``index``, as a LlamaIndex user writes it:
 
     - search: search-engine-empowered generation: top-k hits of the web-search API at ``search_url``,
@@ -78,11 +105,15 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     - tree: retrieve 2k, tree_summarize synthesis (the chunks, repacked to fill the context window,
       are summarized one by one, then the summaries are summarized);
     - simple: retrieve top-k, simple_summarize synthesis (one LLM call over the texts, truncated to fit);
-    - accumulate: retrieve top-k, accumulate synthesis (one LLM call per text, the answers numbered and joined).
+    - accumulate: retrieve top-k, accumulate synthesis (one LLM call per text, the answers numbered and joined);
+    - subquestion: LlamaIndex's SubQuestionQueryEngine over two tools (each a top-k query engine on the
+      index): the LLM writes 1-3 sub-questions as JSON (guided decoding to LlamaIndex's own schema, see
+      ``sub_question_schema``), each is answered by its tool, then the answer is synthesized over them.
 
     ``hand_tuned`` asks for LlamaIndex's own parallel form where it has one (see ``has_hand_tuned_form``):
     query fusion with ``use_async=True`` (the generated queries retrieved concurrently), tree_summarize
-    and accumulate with ``use_async=True`` (the chunk summaries or answers written concurrently).
+    and accumulate with ``use_async=True`` (the chunk summaries or answers written concurrently), the
+    sub-question engine with ``use_async=True`` (the sub-questions answered concurrently).
     """
     if kind == "search":
         if search_url is None:
@@ -99,6 +130,14 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     if kind == "tree":
         return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize",
                                      use_async=hand_tuned)
+    if kind == "subquestion":
+        tools = [QueryEngineTool(query_engine=index.as_query_engine(llm=llm, similarity_top_k=top_k),
+                                 metadata=ToolMetadata(name=name, description=description))
+                 for name, description in SUB_QUESTION_TOOLS]
+        schema = sub_question_schema([name for name, _ in SUB_QUESTION_TOOLS])
+        return SubQuestionQueryEngine.from_defaults(
+            query_engine_tools=tools, question_gen=LLMQuestionGenerator.from_defaults(llm=guided(llm, schema)),
+            llm=llm, use_async=hand_tuned)
     fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
                                   mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=hand_tuned)
     rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k, parse_choice_select_answer_fn=lenient_choice_parse)
@@ -107,4 +146,4 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
 
 def has_hand_tuned_form(kind: AppKind) -> bool:
     """Whether LlamaIndex offers a parallel form of ``kind`` (else the app as written is its best form)."""
-    return kind in ("advanced", "tree", "accumulate")
+    return kind in ("advanced", "tree", "accumulate", "subquestion")

@@ -16,6 +16,7 @@ from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.query_engine import CustomQueryEngine, RetrieverQueryEngine, TransformQueryEngine
 from llama_index.core.retrievers import BaseRetriever
 
+from teola.adapters.llama_index.refine import refine_pieces
 from teola.runtime.traces import record_traces
 from teola_integrations.tools.demo_app import build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
@@ -59,7 +60,7 @@ def test_same_answers_and_sources_as_native(index, llm, questions):
             _assert_same(native, fast.query(question.question))
         assert native.response.strip() and native.response != "Empty Response"
         spans = {s.node for s in traces[0].spans}
-        assert {"retrieve.embed", "retrieve.search", "synthesize.decode"} <= spans
+        assert {"retrieve.embed", "retrieve.search", "synthesize.step0"} <= spans  # step0: the one LLM call's decode
 
 
 # What each app's native trees hold that the comparison must cover (sync, async).
@@ -72,6 +73,9 @@ _SPANS_OF = {"naive": ({"VectorIndexRetriever.retrieve"}, {"VectorIndexRetriever
              "simple": ({"SimpleSummarize.get_response", "TeolaLLM.predict"},
                         {"SimpleSummarize.aget_response", "TeolaLLM.apredict"}),
              "accumulate": ({"Accumulate.get_response", "TeolaLLM.predict"}, {"Accumulate.aget_response", "TeolaLLM.apredict"}),
+             "refine": ({"Refine.get_response", "TeolaLLM.predict"}, {"Refine.aget_response", "TeolaLLM.apredict"}),
+             "subquestion": ({"SubQuestionQueryEngine._query", "RetrieverQueryEngine.query", "TeolaLLM.predict"},
+                             {"SubQuestionQueryEngine._aquery", "RetrieverQueryEngine.aquery", "TeolaLLM.apredict"}),
              "as-is": ({"OwnRetriever._retrieve", "SimilarityPostprocessor._postprocess_nodes",
                         "CompactAndRefine.synthesize"},
                        {"OwnRetriever.aretrieve", "CompactAndRefine.asynthesize", "TeolaLLM.apredict"}),
@@ -103,18 +107,23 @@ def _app(index, llm, kind: str):
                                     [SimilarityPostprocessor(similarity_cutoff=0.0)])
     if kind == "whole":
         return Shouting(inner=build_app(index, llm))
+    if kind == "refine":  # steps, then calls run natively
+        return _refine_past_its_steps(index, llm)
+    if kind == "subquestion":  # the app as written: sub-questions one after another natively, at once in Teola
+        return build_app(index, llm, "subquestion")
     return build_app(index, llm, kind)
 
 
 @pytest.mark.parametrize("index", ["simple"], indirect=True)  # the spans do not depend on the store
-@pytest.mark.parametrize("kind", ["naive", "advanced", "hyde", "tree", "simple", "accumulate", "as-is", "whole"])
+@pytest.mark.parametrize("kind", ["naive", "advanced", "hyde", "tree", "simple", "accumulate", "refine", "subquestion",
+                                  "as-is", "whole"])
 def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions, kind):
     """The query, retrieval (query fusion: the generated queries and each one's retrieval; HyDE: its
     transform, then the inner engine's query), embedding, rerank, synthesis (tree_summarize: each
     first-level call, then the level above) and LLM spans, nested and named as natively, with the
     same events in each and the instrument tags the query was asked under (sync and async); what
-    Teola runs as-is (a user's own retriever or query engine, a postprocessor, refine steps) reports
-    itself in its place, through its async methods in an ``aquery``; LlamaIndex's helper spans aside
+    Teola runs as-is (a user's own retriever or query engine, a postprocessor, refine calls past the
+    lowered steps) reports itself in its place, through its async methods in an ``aquery``; LlamaIndex's helper spans aside
     (see spans.py)."""
     query_engine = _app(index, llm, kind)
     fast = optimize(query_engine)
@@ -193,7 +202,7 @@ def test_postprocessors_run_and_an_emptied_context_answers_like_native(index, ll
 
 
 @pytest.mark.answers
-def test_context_needing_refine_steps_still_matches_native(index, llm, questions):
+def test_a_context_needing_refine_steps_runs_them_as_steps_and_matches_native(index, llm, questions):
     synth = get_response_synthesizer(llm=llm, response_mode="compact",
                                      prompt_helper=PromptHelper(context_window=1100, num_output=48))
     query_engine = index.as_query_engine(llm=llm, similarity_top_k=3, response_synthesizer=synth)
@@ -202,8 +211,8 @@ def test_context_needing_refine_steps_still_matches_native(index, llm, questions
     native = _warm_native(query_engine, question)
     with record_traces() as traces:
         _assert_same(native, fast.query(question))
-    # the context did not fit one call: Teola handed synthesis to the native refine loop
-    assert "synthesize.decode" not in {s.node for s in traces[0].spans}
+    # the packed context did not fit one call: the refine steps after the first ran as primitives too
+    assert {"synthesize.step0", "synthesize.step1"} <= {s.node for s in traces[0].spans}
 
 
 class FailOn(BaseNodePostprocessor):
@@ -273,7 +282,7 @@ def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, question
     fast = optimize(query_engine)
     assert fast.fallbacks == []
     plan_ops = {n.name: n for n in fast.plan}
-    assert plan_ops["expand.decode"].meta.stream and "synthesize.prefill_prefix" in plan_ops
+    assert plan_ops["expand.decode"].meta.stream and "synthesize.step0.prefill_prefix" in plan_ops
     unoptimized = optimize(query_engine, passes=())
     for question in questions[:2]:
         native = _warm_native(query_engine, question.question)
@@ -301,16 +310,44 @@ def test_the_search_app_answers_as_native_and_prefills_while_the_search_api_answ
             _assert_same(native, fast.query(questions[0].question))
     assert [n.node.node_id for n in native.source_nodes] == [h.id for h in service.results(questions[0].question, 3)]
     spans = {s.node: s for s in traces[0].spans}
-    assert spans["synthesize.prefill_prefix"].end < spans["retrieve"].end
+    assert spans["synthesize.step0.prefill_prefix"].end < spans["retrieve"].end
 
 
-def test_refine_synthesis_runs_unchanged_with_one_log_line(simple_index, llm, questions, caplog):
+@pytest.mark.answers
+def test_refine_runs_its_steps_as_primitives_prefilling_each_while_the_one_before_decodes(simple_index, llm, questions):
     query_engine = build_app(simple_index, llm, "refine")
-    with caplog.at_level(logging.WARNING, logger="teola"):
-        fast = optimize(query_engine)
-    assert len(fast.fallbacks) == 1 and fast.fallbacks[0].startswith("Refine runs unoptimized")
+    fast = optimize(query_engine)
+    assert fast.fallbacks == []
     question = questions[3].question
-    _assert_same(_warm_native(query_engine, question), fast.query(question))
+    native = _warm_native(query_engine, question)
+    with record_traces() as traces:
+        _assert_same(native, fast.query(question))
+    spans = {s.node: s for s in traces[0].spans}
+    assert {"synthesize.step0", "synthesize.step1", "synthesize.step2"} <= set(spans)  # one step per node
+    # each later step's prompt up to the answer so far (its chunk, the query) was in the engine before that answer
+    assert spans["synthesize.step2.prefill_prefix"].end < spans["synthesize.step0"].end
+    assert asyncio.run(fast.aquery(question)).response == native.response
+
+
+def _refine_past_its_steps(index, llm):
+    """Refine over 2 nodes, each split in pieces (of at most 120 tokens): the steps lowered are the
+    retriever's top-k (2), the loop's calls after them run natively."""
+    synth = get_response_synthesizer(llm=llm, response_mode="refine",
+                                     prompt_helper=PromptHelper(num_output=48, chunk_size_limit=120))
+    return index.as_query_engine(llm=llm, similarity_top_k=2, response_synthesizer=synth)
+
+
+@pytest.mark.answers
+def test_refine_calls_past_the_lowered_steps_run_natively_and_match(simple_index, llm, questions):
+    query_engine = _refine_past_its_steps(simple_index, llm)
+    fast = optimize(query_engine)
+    question = questions[2].question
+    native = _warm_native(query_engine, question)
+    with record_traces() as traces:
+        _assert_same(native, fast.query(question))
+    pieces = refine_pieces(query_engine._response_synthesizer, question, native.source_nodes)
+    assert len(pieces) > 2 and "synthesize.step1" in {s.node for s in traces[0].spans}
+    assert asyncio.run(fast.aquery(question)).response == native.response
 
 
 @pytest.mark.answers
@@ -318,7 +355,7 @@ def test_hyde_is_lowered_and_matches_native(simple_index, llm, questions):
     query_engine = TransformQueryEngine(build_app(simple_index, llm), query_transform=HyDEQueryTransform(llm=llm))
     fast = optimize(query_engine)
     assert fast.fallbacks == []
-    assert {"hyde.generate", "retrieve.aggregate", "synthesize.decode"} <= {n.name for n in fast.plan}
+    assert {"hyde.generate", "retrieve.aggregate", "synthesize.step0"} <= {n.name for n in fast.plan}
     for question in questions[6:8]:
         _assert_same(_warm_native(query_engine, question.question), fast.query(question.question))
 
@@ -359,6 +396,31 @@ def test_simple_summarize_and_accumulate_are_lowered_and_match_native(simple_ind
     if kind == "accumulate":
         assert str(native).startswith("Response 1: ") and "Response 3: " in str(native)  # one call per node
     assert asyncio.run(fast.aquery(question)).response == native.response
+
+
+def _texts(response):
+    return [n.node.get_content() for n in response.source_nodes]
+
+
+@pytest.mark.answers
+def test_sub_questions_are_answered_side_by_side_and_the_answer_matches_native(simple_index, llm, questions):
+    """The sub-question engine as LlamaIndex's guide builds it (its question generator held to
+    LlamaIndex's own JSON schema by guided decoding): Teola answers the sub-questions at once, as
+    ``use_async=True`` does, so that is the native run to match (vLLM on CPU is not batch-invariant)."""
+    fast = optimize(build_app(simple_index, llm, "subquestion"))
+    assert fast.fallbacks == [] and [n.name for n in fast.plan] == ["questions", "answers", "synthesize"]
+    question = questions[1].question
+    native = _warm_native(build_app(simple_index, llm, "subquestion", hand_tuned=True), question)
+    with LlamaIndexRecorder() as recorder:
+        response = fast.query(question)
+    assert str(response) == str(native) and _texts(response) == _texts(native)
+    assert native.source_nodes[0].node.get_content().startswith("Sub question: ")
+    subqueries = [(name, span) for name, span in recorder.events
+                  if name in ("QueryStartEvent", "QueryEndEvent") and span.startswith("RetrieverQueryEngine.query")]
+    assert len(subqueries) >= 4, "the generator wrote one sub-question only"
+    assert [name for name, _ in subqueries[:2]] == ["QueryStartEvent"] * 2  # the second began before the first ended
+    asked = asyncio.run(fast.aquery(question))
+    assert str(asked) == str(native) and _texts(asked) == _texts(native)
 
 
 class Shouting(CustomQueryEngine):

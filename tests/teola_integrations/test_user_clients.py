@@ -50,7 +50,7 @@ def test_naive_rag_on_the_users_clients_is_lowered_and_answers_as_native(user_in
     engines = {node.engine.name for node in fast.plan if node.engine}
     assert f"llm:{vllm_server.base_url}#{SERVED_NAME}@" in " ".join(engines)
     assert any(name.startswith("embedding:llama_index:HuggingFaceEmbedding:") for name in engines)
-    assert "synthesize.prefill_prefix" in {node.name for node in fast.plan}  # vLLM's prefix cache: prefill split
+    assert "synthesize.step0.prefill_prefix" in {node.name for node in fast.plan}  # vLLM's prefix cache: prefill split
     for question in questions[:2]:
         native = _warm_native(query_engine, question.question)
         assert native.response.strip() and len(native.source_nodes) == 3
@@ -136,7 +136,7 @@ def test_on_another_openai_compatible_server_prefill_splitting_is_left_out_with_
             fast = optimize(query_engine)
         left_out = [r.getMessage() for r in caplog.records if "is left out" in r.getMessage()]
         assert len(left_out) == 1 and "split_prefill" in left_out[0] and "prefix reuse" in left_out[0]
-        assert fast.fallbacks == [] and "synthesize.prefill_prefix" not in {node.name for node in fast.plan}
+        assert fast.fallbacks == [] and "synthesize.step0.prefill_prefix" not in {node.name for node in fast.plan}
         question = questions[3].question
         _assert_same(_warm_native(query_engine, question), fast.query(question))
 

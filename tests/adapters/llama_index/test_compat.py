@@ -6,7 +6,9 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import LLMRerank
-from llama_index.core.query_engine import TransformQueryEngine
+from llama_index.core.query_engine import SubQuestionQueryEngine, TransformQueryEngine
+from llama_index.core.question_gen import LLMQuestionGenerator
+from llama_index.core.tools import QueryEngineTool
 from llama_index.core.response_synthesizers import Accumulate, CompactAndRefine, SimpleSummarize, TreeSummarize
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import TextNode
@@ -27,6 +29,8 @@ def _components() -> list:
         engine, TransformQueryEngine(engine, HyDEQueryTransform(llm=llm)), HyDEQueryTransform(llm=llm), retriever,
         QueryFusionRetriever([retriever], llm=llm), LLMRerank(llm=llm), CompactAndRefine(llm=llm), TreeSummarize(llm=llm),
         SimpleSummarize(llm=llm), Accumulate(llm=llm),
+        SubQuestionQueryEngine.from_defaults([QueryEngineTool.from_defaults(engine, name="docs", description="the docs")],
+                                             question_gen=LLMQuestionGenerator.from_defaults(llm=llm), llm=llm),
         llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
         OpenAILike(model="m", api_base="http://127.0.0.1:9/v1", api_key="k"),  # nothing is sent until it is called
         HuggingFaceEmbedding(model_name=resolve_embedding()),

@@ -10,7 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 
 from teola.optimizer.values import ChatMessage, Prompt, PromptPrefix, Sampling
 from teola.runtime.clients import LLMClient
-from teola.runtime.engines.llm import PromptTooLongError
+from teola.runtime.engines.llm import PromptTooLongError, why_not_started
 from teola.runtime.requests import WarmPrefixRequest
 from teola.runtime.errors import EngineDiedError, TeolaRuntimeError
 
@@ -84,8 +84,9 @@ def test_a_warmed_prompt_prefix_is_reported_cached_by_the_full_request(runtime, 
 
 
 def _kill_engine_core() -> None:
-    """Kill vLLM's engine-core process, as a crash (or an OOM kill) would."""
-    [core] = [p for p in psutil.Process().children(recursive=True) if "EngineCore" in " ".join(p.cmdline())]
+    """Kill the in-process engine's vLLM engine-core process (a child of this one; a vLLM server's,
+    started by another test, is its server's child), as a crash (or an OOM kill) would."""
+    [core] = [p for p in psutil.Process().children() if "EngineCore" in " ".join(p.cmdline())]
     core.kill()
 
 
@@ -128,3 +129,15 @@ def test_a_dead_engine_core_is_restarted_off_the_loop_requests_are_repeated_and_
     # longest pause would be the whole restart, most of crash_to_answers)
     assert longest_pause < crash_to_answers / 3, (longest_pause, crash_to_answers)
     assert "Paris" in client.text(question, Sampling(max_tokens=16))  # and it serves on
+
+
+def test_an_engine_started_while_a_script_is_imported_by_vllms_process_says_to_guard_the_script():
+    try:
+        try:
+            raise RuntimeError("An attempt has been made to start a new process before the current process has "
+                               "finished its bootstrapping phase.")
+        except RuntimeError as spawn:
+            raise RuntimeError("Engine core initialization failed. See root cause above.") from spawn
+    except RuntimeError as failed:
+        assert 'if __name__ == "__main__":' in why_not_started(failed)
+    assert "dtype='float32'" in why_not_started(RuntimeError("Engine core initialization failed."))

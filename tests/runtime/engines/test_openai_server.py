@@ -1,6 +1,7 @@
 """The LLM engine on a real vLLM OpenAI-compatible server on loopback."""
 
 import asyncio
+import json
 import logging
 
 import httpx
@@ -43,6 +44,21 @@ def test_token_id_prompts_answer_as_the_servers_own_chat_endpoint(runtime, serve
         "messages": [{"role": m.role, "content": m.content} for m in QUESTION.messages]}).json()
     assert ours == native["choices"][0]["message"]["content"]
     assert ours.strip()
+
+
+@pytest.mark.answers
+def test_a_json_schema_holds_the_answer_to_it_on_the_server_and_in_process(runtime, server_llm, vllm_server):
+    schema = {"type": "object", "properties": {"statement": {"type": "string"}, "does": {"type": "string"}},
+              "required": ["statement", "does"]}
+    sampling = Sampling(max_tokens=64, temperature=0.0, json_schema=json.dumps(schema))
+    ours = LLMClient(runtime, server_llm).text(QUESTION, sampling)
+    native = httpx.post(f"{vllm_server.base_url}/chat/completions", timeout=60, json={
+        "model": SERVED_NAME, "max_tokens": 64, "temperature": 0.0, "structured_outputs": {"json": schema},
+        "messages": [{"role": m.role, "content": m.content} for m in QUESTION.messages]}).json()
+    assert ours == native["choices"][0]["message"]["content"]
+    in_process = LLMClient(runtime, runtime.llm()).text(QUESTION, sampling)
+    for answer in (ours, in_process):
+        assert set(json.loads(answer)) == {"statement", "does"}
 
 
 def test_a_prefix_tokenizes_as_the_start_of_the_full_prompt(server_llm):

@@ -1,0 +1,209 @@
+"""The refine loop as steps: the ``compact`` (default) and ``refine`` response modes.
+
+LlamaIndex's refine loop (``Refine._run_refine_loop``) answers the first piece of the context with
+the QA template, then asks the LLM to refine that answer with each next piece (the refine template,
+with the answer so far as ``existing_answer``); compact mode first packs the nodes' texts into as
+few chunks as fit. ``refine_calls`` is that loop as a generator of its LLM calls, so Teola and the
+native loop agree on every call by construction.
+
+Teola lowers the loop's first calls as a chain of LLM-call modules (``synthesize.step<i>``), each
+reading the answers before it, and a finish step (``synthesize``) that builds the Response. What
+pays: each later step's prompt up to the existing answer is known once retrieval ends (LlamaIndex's
+chat refine template puts the new context and the query before it), so it is prefilled while the
+steps before it decode. A loop that makes more calls than there are steps (a piece split to fit next
+to a long answer, more pieces than the retriever's top-k) goes on natively in the finish step, from
+where the steps left it.
+"""
+
+from __future__ import annotations
+
+from itertools import takewhile
+from typing import Any, Callable, Generator, Mapping, Sequence
+
+from llama_index.core.prompts.prompt_utils import get_biggest_prompt
+from llama_index.core.response_synthesizers import CompactAndRefine, Refine
+from llama_index.core.schema import MetadataMode, NodeWithScore
+
+from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.as_asked import run_as_asked
+from teola.adapters.llama_index.models import llm_for
+from teola.adapters.llama_index.reading import AppReading, Recogniser, render
+from teola.adapters.llama_index.spans import refine_spans
+from teola.adapters.llama_index.synthesizers import finishing, per_query, synthesizer_why_not, template_prefix
+from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
+from teola.optimizer.values import CONTEXT_MARK, SKIPPED, PromptPrefix
+
+# the most refine calls lowered as steps when the retriever's top-k does not bound them (the rest run natively)
+MOST_REFINE_STEPS = 8
+
+LLMCall = tuple[Any, dict[str, Any]]  # a template and the variables predict() gets with it
+RefineCalls = Generator[LLMCall, "str | None", "str | None"]
+
+
+def refine_calls(synth: Refine, query: str, pieces: Sequence[str]) -> RefineCalls:
+    """The refine loop over ``pieces``: yields each LLM call (template, variables) and is sent the
+    call's parsed answer (None where the loop keeps its answer); returns the final answer (None: none)."""
+    parts = li.synthesizer_parts(synth)
+    pending, response = list(pieces), None
+    while pending:
+        piece = pending.pop(0)
+        if response is None:
+            call = parts.text_qa_template.partial_format(query_str=query), {"context_str": piece}
+        else:
+            template = parts.refine_template.partial_format(query_str=query, existing_answer=response)
+            repacked = parts.prompt_helper.repack(template, [piece], llm=parts.llm)
+            if len(repacked) > 1:  # too big beside the answer so far: its parts go first, last part first
+                pending[:0] = reversed(repacked)
+                continue
+            call = template, {"context_msg": repacked[0]}
+        answer = yield call
+        response = answer or response
+    return response
+
+
+def refine_pieces(synth: Refine, query: str, nodes: list[NodeWithScore]) -> list[str]:
+    """The pieces the loop goes through: the nodes' texts (compact mode: packed into chunks), each
+    repacked to fit the bigger template with room for the answer."""
+    parts = li.synthesizer_parts(synth)
+    chunks = packed_chunks(synth, query, nodes) if isinstance(synth, CompactAndRefine) else _texts(nodes)
+    biggest = get_biggest_prompt([parts.text_qa_template, parts.refine_template])
+    return [piece for chunk in chunks
+            for piece in parts.prompt_helper.repack(biggest, [chunk], llm=parts.llm, padding=parts.padding)]
+
+
+def packed_chunks(synth: CompactAndRefine, query: str, nodes: list[NodeWithScore]) -> list[str]:
+    """The chunks compact mode packs the nodes' texts into (its refine loop's ``text_chunks``)."""
+    return li.compact_chunks(synth, query, _texts(nodes))
+
+
+def next_call(synth: Refine, query: str, pieces: Sequence[str], answers: Sequence[str]) -> LLMCall | Any:
+    """The loop's call after those answered by ``answers``; SKIPPED where it makes no more."""
+    calls, call = replayed(synth, query, pieces, answers)
+    return SKIPPED if calls is None else call
+
+
+def replayed(synth: Refine, query: str, pieces: Sequence[str], answers: Sequence[str]) -> tuple[RefineCalls, Any]:
+    """The loop, sent ``answers`` (raw) for its first calls: the loop and its next call (SKIPPED: it
+    ended; then the loop is None and the second item is its final answer)."""
+    llm = li.synthesizer_parts(synth).llm
+    calls = refine_calls(synth, query, pieces)
+    try:
+        call = next(calls)
+        for answer in answers:
+            call = calls.send(li.parse_output(llm, answer))
+    except StopIteration as ended:
+        return None, ended.value
+    return calls, call
+
+
+def _native_rest(synth: Refine, calls: RefineCalls, call: LLMCall) -> str | None:
+    """The rest of the loop, run as the native loop runs it: ``call`` and those after it."""
+    try:
+        while True:
+            call = calls.send(li.refine_answer(synth, *call))
+    except StopIteration as ended:
+        return ended.value
+
+
+async def _anative_rest(synth: Refine, calls: RefineCalls, call: LLMCall) -> str | None:
+    """``_native_rest`` in an ``aquery``: the async loop's calls."""
+    try:
+        while True:
+            call = calls.send(await li.arefine_answer(synth, *call))
+    except StopIteration as ended:
+        return ended.value
+
+
+class RefineStepsRecogniser(Recogniser):
+    """``response_mode="compact"`` (the default) or ``"refine"``: the refine loop's calls as steps."""
+
+    def __init__(self, kind: type, mode: str) -> None:
+        self.kind, self.family = kind, f"the {mode!r} response mode"
+
+    def accepts(self, component: Any) -> bool:
+        return type(component) is self.kind
+
+    def why_not(self, component: Any) -> str | None:
+        return synthesizer_why_not(component)
+
+    def read(self, reading: AppReading, synth: Refine, nodes: Ref, most_nodes: int | None = None) -> Ref:
+        """Steps ``synthesize.step0..`` (one LLM call each: at most ``most_nodes`` when the retriever
+        bounds the nodes, else ``MOST_REFINE_STEPS``) and the finish ``synthesize``."""
+        parts = li.synthesizer_parts(synth)
+        bound = llm_for(reading, parts.llm)
+        count = min(most_nodes or MOST_REFINE_STEPS, MOST_REFINE_STEPS)
+        steps = [f"synthesize.step{i}" for i in range(count)]
+        query = QueryInput("query_str")
+        pieces = per_query(lambda query, nodes: refine_pieces(synth, query, nodes))
+        calls = per_query(lambda query, nodes, *answers: next_call(synth, query, pieces(query, nodes), answers))
+        for i, step in enumerate(steps):
+            answers = {f"answer{j}": Ref(steps[j], "text") for j in range(i)}
+            prefix = template_prefix(parts.llm, parts.text_qa_template) if i == 0 else self._refine_prefix(synth, pieces, i)
+            reading.graph.add(Node(step, ModuleKind.GENERATE, {"query": query, "nodes": nodes, **answers}, ("text",),
+                                   GenerateArgs(bound.engine, bound.sampling, self._prompt(parts.llm, calls, i),
+                                                PrefixSpec(prefix, ("query",) if i == 0 else ("query", "nodes")))))
+        native = refine_spans(reading, synth, query, nodes, steps, lambda v, i: calls(
+            v["query"], v["nodes"], *(v[f"answer{j}"] for j in range(i))),
+            packed=per_query(lambda query, nodes: packed_chunks(synth, query, nodes))
+            if isinstance(synth, CompactAndRefine) else None)
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **{
+            f"answer{i}": Ref(step, "text") for i, step in enumerate(steps)}}, ("response",),
+            FnArgs(self._finish(synth, pieces, count), "build response", pure=True, runs_on_skipped=True),
+            region=native))
+        return Ref("synthesize", "response")
+
+    @staticmethod
+    def _prompt(llm: Any, calls: Callable[..., Any], i: int) -> Callable[..., Any]:
+        """Step ``i``'s prompt: the loop's ``i``-th call, given the answers before it; SKIPPED where the
+        loop ends sooner (or where no nodes came: the native synthesizer answers)."""
+
+        def build_prompt(query: str, nodes: list[NodeWithScore], **answers: str) -> Any:
+            if not nodes:
+                return SKIPPED
+            call = calls(query, nodes, *(answers[f"answer{j}"] for j in range(i)))
+            return SKIPPED if call is SKIPPED else render(llm, call[0], **call[1])
+
+        return build_prompt
+
+    @staticmethod
+    def _refine_prefix(synth: Refine, pieces: Callable[..., list[str]], i: int) -> Callable[..., Any]:
+        """Step ``i``'s prompt up to the existing answer, if it refines the ``i``-th piece (the loop's
+        guess before any answer is known; a miss only wastes the warm prefill); SKIPPED where the
+        loop has fewer pieces, whose step is skipped too."""
+        parts = li.synthesizer_parts(synth)
+
+        def build_prefix(query: str, nodes: list[NodeWithScore]) -> PromptPrefix | Any:
+            known = pieces(query, nodes) if nodes else []
+            if i >= len(known):
+                return SKIPPED
+            template = parts.refine_template.partial_format(query_str=query, context_msg=known[i])
+            return PromptPrefix(render(parts.llm, template, existing_answer=CONTEXT_MARK), CONTEXT_MARK)
+
+        return build_prefix
+
+    @staticmethod
+    def _finish(synth: Refine, pieces: Callable[..., list[str]], count: int) -> Callable[..., Any]:
+        """(query, nodes, answers) -> the Response: the loop's answer once the steps' answers are
+        sent to it, the calls it makes after them run natively (none where the steps did them all)."""
+
+        def text_of(query: str, nodes: list[NodeWithScore], answers: list[str]) -> str:
+            calls, call = replayed(synth, query, pieces(query, nodes), answers)
+            answer = call if calls is None else run_as_asked(_native_rest, _anative_rest, synth, calls, call)
+            return answer or "Empty Response"
+
+        finish = finishing(synth, text_of)
+
+        def finish_steps(query: str, nodes: list[NodeWithScore], **answers: Any) -> Any:
+            made = list(takewhile(lambda answer: answer is not SKIPPED, (answers[f"answer{i}"] for i in range(count))))
+            return finish(query, nodes, made or SKIPPED)
+
+        return finish_steps
+
+
+def _texts(nodes: list[NodeWithScore]) -> list[str]:
+    return [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in nodes]
+
+
+REFINE_STEPS: tuple[RefineStepsRecogniser, ...] = (RefineStepsRecogniser(CompactAndRefine, "compact"),
+                                                   RefineStepsRecogniser(Refine, "refine"))
