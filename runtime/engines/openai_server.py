@@ -390,5 +390,10 @@ def request_sampling(params: dict[str, Any]) -> Sampling:
     max_tokens = params.pop("max_tokens", None)
     max_tokens = params.pop("max_completion_tokens", max_tokens)
     stop = params.pop("stop", None) or ()
+    schema = None
+    if set(params.get("structured_outputs") or ()) == {"json"}:  # vLLM's guided JSON: Sampling's own field
+        schema = params.pop("structured_outputs")["json"]
+        schema = schema if isinstance(schema, str) else json.dumps(schema, sort_keys=True)
     return Sampling(max_tokens=max_tokens, temperature=params.pop("temperature", None),
-                    stop=(stop,) if isinstance(stop, str) else tuple(stop), extra=tuple(sorted(params.items())))
+                    stop=(stop,) if isinstance(stop, str) else tuple(stop), json_schema=schema,
+                    extra=tuple(sorted(params.items())))

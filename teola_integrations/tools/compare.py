@@ -34,8 +34,10 @@ def _timed(query: Callable[[str], Any], question: str) -> tuple[float, Any]:
 
 
 def _sources(response: Any) -> list[str]:
-    """The ids of a LlamaIndex response's source nodes (a plain answer, as LangChain's, has none)."""
-    return [n.node.node_id for n in getattr(response, "source_nodes", ())]
+    """The content hashes of a LlamaIndex response's source nodes (a plain answer, as LangChain's, has
+    none): a retrieved node's content is its id's, and a node built per query (a sub-question's
+    answer) gets a new id in every run."""
+    return [n.node.hash for n in getattr(response, "source_nodes", ())]
 
 
 def interleave(modes: dict[str, Callable[[str], Any]], questions: list[str], repeats: int = 3,

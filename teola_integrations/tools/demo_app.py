@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Sequence
+from typing import Literal
 
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -12,13 +12,12 @@ from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.query_engine import RetrieverQueryEngine, SubQuestionQueryEngine
 from llama_index.core.question_gen import LLMQuestionGenerator
-from llama_index.core.question_gen.types import SubQuestionList
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.tools import QueryEngineTool, ToolMetadata
 
 from teola_integrations.tools.data import Chunk, load_corpus
-from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM
+from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, guided_llm, sub_question_schema
 from teola_integrations.tools.search_service import web_search
 
 
@@ -56,25 +55,6 @@ class WebSearchRetriever(BaseRetriever):
     def _retrieve(self, query_bundle: QueryBundle) -> list[NodeWithScore]:
         return [NodeWithScore(node=TextNode(id_=hit.id, text=hit.snippet, metadata={"title": hit.title}), score=hit.score)
                 for hit in web_search(self.url, query_bundle.query_str, self.k)]
-
-
-def sub_question_schema(tools: Sequence[str], most: int = 3) -> dict[str, Any]:
-    """LlamaIndex's own sub-question schema (``SubQuestionList``), its tool names held to ``tools`` and
-    its list to 1..``most`` items: what guided decoding holds a small model's sub-questions to."""
-    schema = SubQuestionList.model_json_schema()
-    schema["$defs"]["SubQuestion"]["properties"]["tool_name"] = {"title": "Tool Name", "type": "string",
-                                                                 "enum": list(tools)}
-    schema["properties"]["items"].update(minItems=1, maxItems=most)
-    return schema
-
-
-def guided(llm: LLM, schema: dict[str, Any], max_tokens: int = 256) -> LLM:
-    """A twin of ``llm`` (same model and engine) whose answers are JSON under ``schema``: TeolaLLM's
-    ``json_schema``; an OpenAI-like client of a vLLM server sends vLLM's ``structured_outputs``."""
-    if isinstance(llm, TeolaLLM):
-        return llm.model_copy(update={"json_schema": schema, "max_tokens": max_tokens})
-    extra = {**llm.additional_kwargs, "extra_body": {"structured_outputs": {"json": schema}}}
-    return llm.model_copy(update={"additional_kwargs": extra, "max_tokens": max_tokens})
 
 
 # The sub-question app's tools: query engines over the corpus, as a user describes them to the generator.
@@ -136,7 +116,7 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
                  for name, description in SUB_QUESTION_TOOLS]
         schema = sub_question_schema([name for name, _ in SUB_QUESTION_TOOLS])
         return SubQuestionQueryEngine.from_defaults(
-            query_engine_tools=tools, question_gen=LLMQuestionGenerator.from_defaults(llm=guided(llm, schema)),
+            query_engine_tools=tools, question_gen=LLMQuestionGenerator.from_defaults(llm=guided_llm(llm, schema)),
             llm=llm, use_async=hand_tuned)
     fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
                                   mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=hand_tuned)
