@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import threading
 from collections import OrderedDict
 from typing import Any, Callable
 
@@ -100,18 +101,26 @@ def template_prefix(llm: Any, template: Any) -> Callable[[str], PromptPrefix]:
     return build_prefix
 
 
+_UNSEEN = object()
+
+
 def per_query(compute: Callable[..., Any]) -> Callable[..., Any]:
     """``compute(query, nodes, *more)`` computed once per query (and ``more``, hashable) for all the
     modules and spans that read it (the last 64 kept)."""
     remembered: OrderedDict[tuple, Any] = OrderedDict()
+    lock = threading.Lock()
 
     def once(query: str, nodes: list[NodeWithScore], *more: Any) -> Any:
         key = (query, tuple(n.node.node_id for n in nodes), *more)
-        if key not in remembered:
-            remembered[key] = compute(query, nodes, *more)
-            if len(remembered) > 64:
-                remembered.popitem(last=False)
-        return remembered[key]
+        with lock:  # queries in flight on other threads add and drop entries
+            value = remembered.get(key, _UNSEEN)
+        if value is _UNSEEN:
+            value = compute(query, nodes, *more)
+            with lock:
+                remembered[key] = value
+                while len(remembered) > 64:
+                    remembered.popitem(last=False)
+        return value
 
     return once
 
