@@ -87,9 +87,12 @@ def why_not_started(error: BaseException) -> str:
     while error is not None and len(causes) < 16:
         causes.append(str(error))
         error = error.__cause__ or error.__context__
+    guard = "put the code that builds your app and runs queries under `if __name__ == \"__main__\":` in your script"
     if any("bootstrapping phase" in cause for cause in causes):
-        return ("vLLM starts its engine in a new process, which imports your main module again: put the code "
-                "that builds your app and runs queries under `if __name__ == \"__main__\":` in your script")
+        return f"vLLM starts its engine in a new process, which imports your main module again: {guard}"
+    if any("Engine core initialization failed" in cause for cause in causes):  # the engine process's own error is above
+        return (f"vLLM's log above says why; where it says a new process started before the current one finished "
+                f"its bootstrapping phase, {guard}; on a CPU, dtype='float32' runs everywhere")
     return "vLLM's log above says why; on a CPU, dtype='float32' runs everywhere"
 
 

@@ -140,4 +140,6 @@ def test_an_engine_started_while_a_script_is_imported_by_vllms_process_says_to_g
             raise RuntimeError("Engine core initialization failed. See root cause above.") from spawn
     except RuntimeError as failed:
         assert 'if __name__ == "__main__":' in why_not_started(failed)
-    assert "dtype='float32'" in why_not_started(RuntimeError("Engine core initialization failed."))
+    seen_by_the_parent = why_not_started(RuntimeError("Engine core initialization failed. See root cause above."))
+    assert "bootstrapping phase" in seen_by_the_parent and 'if __name__ == "__main__":' in seen_by_the_parent
+    assert why_not_started(RuntimeError("out of memory")) == "vLLM's log above says why; on a CPU, dtype='float32' runs everywhere"
