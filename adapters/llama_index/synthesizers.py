@@ -60,6 +60,24 @@ class _SynthesizerRecogniser(Recogniser):
                                    finish=self.finish(synth), batch=self.batch), region=native))
         return Ref("synthesize", "response")
 
+    def _batched_prompts(self, synth: Any, pieces_of: Callable[[Any, str, list[NodeWithScore]], list[str]],
+                         what: str) -> Callable[..., list[Prompt] | Any]:
+        """(query, nodes) -> one prompt per piece ``pieces_of(synth, query, nodes)``, on the template
+        with the query filled in (a batched mode's calls, sent together); ``SKIPPED`` when there are
+        no nodes."""
+        llm, template = li.synthesizer_parts(synth).llm, self.template(synth)
+
+        def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
+            if not nodes:
+                return SKIPPED
+            pieces = pieces_of(synth, query, nodes)
+            if len(pieces) > MOST_TREE_CALLS:
+                log.info("teola: %s makes %d calls; traces show the first %d", what, len(pieces), MOST_TREE_CALLS)
+            filled = template.partial_format(query_str=query)
+            return [render(llm, filled, context_str=piece) for piece in pieces]
+
+        return build_prompts
+
     @abc.abstractmethod
     def spans(self, reading: AppReading, synth: Any, nodes: Ref) -> str | None:
         """Declare the spans the synthesizer reports natively for the module ``synthesize``; return the
@@ -140,19 +158,7 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
 
     def prompts(self, synth: TreeSummarize) -> Callable[..., list[Prompt] | Any]:
         """The first level's prompts; ``SKIPPED`` when there are no nodes."""
-        parts = li.synthesizer_parts(synth)
-
-        def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
-            if not nodes:
-                return SKIPPED
-            chunks = _tree_chunks(synth, query, nodes)
-            if len(chunks) > MOST_TREE_CALLS:
-                log.info("teola: tree_summarize makes %d first-level calls; traces show the first %d",
-                         len(chunks), MOST_TREE_CALLS)
-            template = parts.summary_template.partial_format(query_str=query)
-            return [render(parts.llm, template, context_str=chunk) for chunk in chunks]
-
-        return build_prompts
+        return self._batched_prompts(synth, _tree_chunks, "tree_summarize's first level")
 
     def spans(self, reading: AppReading, synth: TreeSummarize, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
@@ -241,18 +247,7 @@ class AccumulateRecogniser(_SynthesizerRecogniser):
 
     def prompts(self, synth: Accumulate) -> Callable[..., list[Prompt] | Any]:
         """One prompt per piece of each node's text; ``SKIPPED`` when there are no nodes."""
-        parts = li.synthesizer_parts(synth)
-
-        def build_prompts(query: str, nodes: list[NodeWithScore]) -> list[Prompt] | Any:
-            if not nodes:
-                return SKIPPED
-            pieces = _accumulate_pieces(synth, query, nodes)
-            if len(pieces) > MOST_TREE_CALLS:
-                log.info("teola: accumulate makes %d calls; traces show the first %d", len(pieces), MOST_TREE_CALLS)
-            template = parts.text_qa_template.partial_format(query_str=query)
-            return [render(parts.llm, template, context_str=piece) for piece in pieces]
-
-        return build_prompts
+        return self._batched_prompts(synth, _accumulate_pieces, "accumulate")
 
     def spans(self, reading: AppReading, synth: Accumulate, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
