@@ -92,6 +92,14 @@ def corpus():
 
 
 @pytest.fixture(scope="session")
+def simple_index(corpus, embed_model):
+    """A LlamaIndex VectorStoreIndex over the corpus, in LlamaIndex's default in-memory store."""
+    from teola_integrations.tools.demo_app import build_index
+
+    return build_index(corpus, embed_model, store="simple")
+
+
+@pytest.fixture(scope="session")
 def questions():
     from teola_integrations.tools.data import load_questions
 

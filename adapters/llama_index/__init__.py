@@ -1,4 +1,5 @@
-"""LlamaIndex adapter: reads a query engine into a module graph, one recogniser per component family.
+"""LlamaIndex adapter: reads a query engine (or a chat engine's turn, ``chat_engine``) into a module
+graph, one recogniser per component family.
 
 It runs nothing itself. Each family (``retrievers``: vector index retriever, query fusion;
 ``rerank``: LLMRerank; ``refine``: the compact and refine response modes; ``synthesizers``:
@@ -15,7 +16,9 @@ any other ``BaseEmbedding`` an engine around the model object; the reading lists
 must start (``AppReading.engines``).
 """
 
+from teola.adapters.llama_index.chat_engine import read_chat_engine
 from teola.adapters.llama_index.query_engine import read_query_engine
 from teola.adapters.llama_index.reading import AppReading, IndexSource, UnsupportedPipelineError, to_prompt
 
-__all__ = ["AppReading", "IndexSource", "UnsupportedPipelineError", "read_query_engine", "to_prompt"]
+__all__ = ["AppReading", "IndexSource", "UnsupportedPipelineError", "read_chat_engine", "read_query_engine",
+           "to_prompt"]

@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import logging
 import types
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Iterable, Sequence
 
 import llama_index.core
@@ -49,6 +49,10 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
                    "_format_response", "_prepare_response_output"),
     "SubQuestionQueryEngine": ("_question_gen", "_metadatas", "_response_synthesizer", "_verbose", "_query_subq",
                                "_aquery_subq", "_construct_node"),
+    "CondensePlusContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors",
+                                      "_condense_prompt_template", "_skip_condense", "_verbose",
+                                      "_get_response_synthesizer"),
+    "ContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors", "_get_response_synthesizer"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
     "FaissVectorStore": ("_faiss_index",),
     "OpenAI": ("_get_model_kwargs",),
@@ -128,6 +132,33 @@ def sub_question_parts(engine: Any) -> SubQuestionParts:
     """A SubQuestionQueryEngine's parts."""
     return SubQuestionParts(engine._question_gen, engine._metadatas, engine._response_synthesizer, engine._verbose,
                             engine._query_subq, engine._aquery_subq, engine._construct_node)
+
+
+@dataclass(frozen=True)
+class ChatEngineParts:
+    """What Teola runs of a context chat engine (condense-plus-context or context): its retriever,
+    LLM, memory and node postprocessors, the synthesizer it builds for a turn's chat history
+    (``synthesizer_for``), and, where it condenses the conversation into a standalone question
+    (``condense_template`` not None), whether it skips that and whether it prints the question."""
+
+    retriever: Any
+    llm: Any
+    memory: Any
+    postprocessors: list[Any]
+    synthesizer_for: Any
+    condense_template: Any = None
+    skip_condense: bool = False
+    verbose: bool = False
+
+
+def chat_engine_parts(engine: Any) -> ChatEngineParts:
+    """A CondensePlusContextChatEngine's or ContextChatEngine's parts."""
+    parts = ChatEngineParts(engine._retriever, engine._llm, engine._memory, list(engine._node_postprocessors),
+                            engine._get_response_synthesizer)
+    if not hasattr(engine, "_condense_prompt_template"):
+        return parts
+    return replace(parts, condense_template=engine._condense_prompt_template,
+                               skip_condense=engine._skip_condense, verbose=engine._verbose)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, recognise, render
 from teola.adapters.llama_index.retrievers import VECTOR
 from teola.adapters.llama_index.spans import hyde_spans
-from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs
 
 
@@ -42,7 +42,7 @@ class HyDERecogniser(Recogniser):
         parts = li.hyde_parts(transform)
         llm = parts.llm
         bound = llm_for(reading, llm)
-        query = QueryInput("query_str")
+        query = reading.query
         reading.graph.add(Node("hyde.generate", ModuleKind.GENERATE, {"query": query}, ("text",),
                                GenerateArgs(bound.engine, bound.sampling,
                                             lambda query: render(llm, parts.prompt, context_str=query))))

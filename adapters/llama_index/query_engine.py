@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from functools import partial
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.query_engine import RetrieverQueryEngine
@@ -20,10 +20,9 @@ from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
 from teola.adapters.llama_index.refine import REFINE_STEPS
 from teola.adapters.llama_index.sub_question import SUB_QUESTION
 from teola.adapters.llama_index.synthesizers import SYNTHESIZERS
-from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ir import Graph, ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs
 
-QUERY = QueryInput("query_str")
 RESPONSE = Ref("synthesize", "response")
 
 
@@ -39,7 +38,8 @@ def read_query_engine(query_engine: Any) -> AppReading:
     li.check_version()
     if not isinstance(query_engine, BaseQueryEngine):
         raise UnsupportedPipelineError(
-            f"optimize() takes a llama_index query engine (for example index.as_query_engine()), "
+            f"optimize() takes a llama_index query engine (for example index.as_query_engine()) or chat engine "
+            f"(index.as_chat_engine()), "
             f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
         )
     reading = AppReading(Graph(inputs=("query_str",)))
@@ -59,17 +59,15 @@ def read_query_engine(query_engine: Any) -> AppReading:
                 "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
             reading.fallback(query_engine, why)
             reading.whole = True
-            _call(reading, "synthesize", {"query": QUERY}, "response", query_engine,
+            _call(reading, "synthesize", {"query": reading.query}, "response", query_engine,
                   lambda query: query_engine.query(query), lambda query: query_engine.aquery(query))
             reading.graph.set_output("response", RESPONSE)
             return reading
         spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
-        nodes = _read_retriever(reading, query_engine.retriever, embedding_texts)
-        bound = most_nodes(query_engine.retriever)
-        for i, postprocessor in enumerate(li.postprocessors(query_engine)):
-            nodes = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound)
-            bound = None  # a postprocessor may return any number of nodes
-        _read_synthesizer(reading, li.synthesizer(query_engine), nodes, bound)
+        nodes = read_retriever(reading, query_engine.retriever, embedding_texts)
+        nodes, bound = read_postprocessors(reading, li.postprocessors(query_engine), nodes,
+                                           most_nodes(query_engine.retriever))
+        read_synthesizer(reading, li.synthesizer(query_engine), nodes, bound)
     reading.graph.set_output("response", RESPONSE)
     return reading
 
@@ -83,15 +81,25 @@ def _call(reading: AppReading, name: str, inputs: dict, output: str, component: 
     return Ref(name, output)
 
 
-def _read_retriever(reading: AppReading, retriever: Any, embedding_texts: tuple[Ref, int] | None) -> Ref:
+def read_retriever(reading: AppReading, retriever: Any, embedding_texts: tuple[Ref, int] | None = None) -> Ref:
+    """The retrieve module(s) of ``retriever`` (one call where no recogniser lowers it), for ``reading.query``."""
     if embedding_texts is not None:  # HyDE checked its inner retriever is a readable vector retriever
         return VECTOR.read(reading, retriever, embedding_texts=embedding_texts, after=("hyde",))
     recogniser, why = recognise(RETRIEVERS, retriever)
     if recogniser is not None:
         return recogniser.read(reading, retriever)
     reading.fallback(retriever, why)
-    return _call(reading, "retrieve", {"query": QUERY}, "nodes", retriever,
+    return _call(reading, "retrieve", {"query": reading.query}, "nodes", retriever,
                  lambda query: retriever.retrieve(query), lambda query: retriever.aretrieve(query))
+
+
+def read_postprocessors(reading: AppReading, postprocessors: Sequence[Any], nodes: Ref,
+                        bound: int | None) -> tuple[Ref, int | None]:
+    """The postprocess modules, in order, over ``nodes`` (at most ``bound`` of them): the nodes they
+    leave, and how many there can be (None: any number; a postprocessor may return any)."""
+    for i, postprocessor in enumerate(postprocessors):
+        nodes, bound = _read_postprocessor(reading, f"postprocess{i}", postprocessor, nodes, bound), None
+    return nodes, bound
 
 
 def _read_postprocessor(reading: AppReading, name: str, postprocessor: Any, nodes: Ref, bound: int | None) -> Ref:
@@ -100,7 +108,7 @@ def _read_postprocessor(reading: AppReading, name: str, postprocessor: Any, node
     recogniser, _ = recognise(POSTPROCESSORS, postprocessor)
     if recogniser is LLM_RERANK and bound:
         return LLM_RERANK.read(reading, postprocessor, name, nodes, bound)
-    reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes, "query": QUERY}, ("nodes",),
+    reading.graph.add(Node(name, ModuleKind.POSTPROCESS, {"nodes": nodes, "query": reading.query}, ("nodes",),
                            FnArgs(_postprocess_fn(postprocessor), type(postprocessor).__name__), after=(nodes.node,),
                            region=reading.region))
     return Ref(name, "nodes")
@@ -113,11 +121,12 @@ def _postprocess_fn(postprocessor: Any) -> Callable[..., list[NodeWithScore]]:
     return postprocess
 
 
-def _read_synthesizer(reading: AppReading, synth: Any, nodes: Ref, most_nodes: int | None) -> None:
+def read_synthesizer(reading: AppReading, synth: Any, nodes: Ref, most_nodes: int | None) -> None:
+    """The synthesize module(s) of ``synth`` over ``nodes`` (one call where no recogniser lowers it)."""
     recogniser, why = recognise((*REFINE_STEPS, *SYNTHESIZERS), synth)
     if recogniser is not None:
         recogniser.read(reading, synth, nodes, most_nodes)
         return
     reading.fallback(synth, why)
-    _call(reading, "synthesize", {"query": QUERY, "nodes": nodes}, "response", synth, synth.synthesize,
+    _call(reading, "synthesize", {"query": reading.query, "nodes": nodes}, "response", synth, synth.synthesize,
           synth.asynthesize)

@@ -14,7 +14,7 @@ from llama_index.core.base.llms.types import MessageRole
 
 from teola.adapters.bindings import record_spec
 from teola.adapters.llama_index import compat as li
-from teola.optimizer.ir import Graph, Region, Source
+from teola.optimizer.ir import Graph, QueryInput, Region, Source
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import ChatMessage, Prompt
@@ -70,7 +70,9 @@ class AppReading:
     """What the adapter read: the module graph, the vector indexes it needs as engines, the other
     engines its modules run on that the app must start (the user's own clients' and models'), the
     components that run unoptimized (each with why), and whether that is the whole query engine
-    (``whole``: its own ``query`` then reports the query's span)."""
+    (``whole``: its own ``query`` then reports the query's span). ``query`` is where the
+    components being read take their query from: the app's query, or another module's output (a
+    chat engine's condensed question)."""
 
     graph: Graph
     indexes: list[IndexSource] = field(default_factory=list)
@@ -78,6 +80,7 @@ class AppReading:
     engines: list[EngineSpec] = field(default_factory=list)
     region: str | None = None  # the span the components being read report under (None: the query's)
     whole: bool = False
+    query: Source = QueryInput("query_str")
 
     def span(self, observer: RegionObserver, inputs: Mapping[str, Source], outputs: Mapping[str, Source]) -> str:
         """Declare the span ``observer`` reports, under the current one; return its region's name."""
@@ -93,6 +96,15 @@ class AppReading:
             yield
         finally:
             self.region = outer
+
+    @contextmanager
+    def asking(self, query: Source) -> Iterator[None]:
+        """Read the components inside as taking their query from ``query``."""
+        outer, self.query = self.query, query
+        try:
+            yield
+        finally:
+            self.query = outer
 
     def needs(self, spec: EngineSpec | None) -> None:
         """Record that the app's modules run on the engine ``spec`` (None: one that runs already)."""

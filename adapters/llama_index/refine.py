@@ -30,7 +30,7 @@ from teola.adapters.llama_index.models import llm_for
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
 from teola.adapters.llama_index.spans import refine_spans
 from teola.adapters.llama_index.synthesizers import finishing, per_query, synthesizer_why_not, template_prefix
-from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, PromptPrefix
 
@@ -127,76 +127,93 @@ class RefineStepsRecogniser(Recogniser):
     def why_not(self, component: Any) -> str | None:
         return synthesizer_why_not(component)
 
-    def read(self, reading: AppReading, synth: Refine, nodes: Ref, most_nodes: int | None = None) -> Ref:
+    def read(self, reading: AppReading, synth: Refine, nodes: Ref, most_nodes: int | None = None,
+             turn: Ref | None = None) -> Ref:
         """Steps ``synthesize.step0..`` (one LLM call each: at most ``most_nodes`` when the retriever
-        bounds the nodes, else ``MOST_REFINE_STEPS``) and the finish ``synthesize``."""
+        bounds the nodes, else ``MOST_REFINE_STEPS``) and the finish ``synthesize``. ``turn``: where
+        each query's own synthesizer comes from, where it has one (a chat turn's, its templates
+        holding the chat history; ``synth`` is then one of its kind, with the same LLM and prompt
+        helper)."""
         parts = li.synthesizer_parts(synth)
         bound = llm_for(reading, parts.llm)
         count = min(most_nodes or MOST_REFINE_STEPS, MOST_REFINE_STEPS)
         steps = [f"synthesize.step{i}" for i in range(count)]
-        query = QueryInput("query_str")
-        pieces = per_query(lambda query, nodes: refine_pieces(synth, query, nodes))
-        calls = per_query(lambda query, nodes, *answers: next_call(synth, query, pieces(query, nodes), answers))
+        query = reading.query
+        own = {} if turn is None else {"synth": turn}
+        pieces = per_query(lambda query, nodes, synth: refine_pieces(synth, query, nodes))
+        calls = per_query(lambda query, nodes, synth, *answers: next_call(synth, query, pieces(query, nodes, synth),
+                                                                          answers))
         for i, step in enumerate(steps):
             answers = {f"answer{j}": Ref(steps[j], "text") for j in range(i)}
-            prefix = template_prefix(parts.llm, parts.text_qa_template) if i == 0 else self._refine_prefix(synth, pieces, i)
-            reading.graph.add(Node(step, ModuleKind.GENERATE, {"query": query, "nodes": nodes, **answers}, ("text",),
-                                   GenerateArgs(bound.engine, bound.sampling, self._prompt(parts.llm, calls, i),
-                                                PrefixSpec(prefix, ("query",) if i == 0 else ("query", "nodes")))))
+            prefix = PrefixSpec(self._qa_prefix(synth), ("query", *own)) if i == 0 else \
+                PrefixSpec(self._refine_prefix(synth, pieces, i), ("query", "nodes", *own))
+            reading.graph.add(Node(step, ModuleKind.GENERATE, {"query": query, "nodes": nodes, **own, **answers},
+                                   ("text",), GenerateArgs(bound.engine, bound.sampling,
+                                                           self._prompt(synth, calls, i), prefix)))
+        packed = per_query(lambda query, nodes, synth: packed_chunks(synth, query, nodes))
         native = refine_spans(reading, synth, query, nodes, steps, lambda v, i: calls(
-            v["query"], v["nodes"], *(v[f"answer{j}"] for j in range(i))),
-            packed=per_query(lambda query, nodes: packed_chunks(synth, query, nodes))
-            if isinstance(synth, CompactAndRefine) else None)
-        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **{
+            v["query"], v["nodes"], v.get("synth", synth), *(v[f"answer{j}"] for j in range(i))),
+            packed=(lambda v: packed(v["query"], v["nodes"], v.get("synth", synth)))
+            if isinstance(synth, CompactAndRefine) else None, turn=turn)
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **own, **{
             f"answer{i}": Ref(step, "text") for i, step in enumerate(steps)}}, ("response",),
             FnArgs(self._finish(synth, pieces, count), "build response", pure=True, runs_on_skipped=True),
             region=native))
         return Ref("synthesize", "response")
 
     @staticmethod
-    def _prompt(llm: Any, calls: Callable[..., Any], i: int) -> Callable[..., Any]:
+    def _prompt(read: Refine, calls: Callable[..., Any], i: int) -> Callable[..., Any]:
         """Step ``i``'s prompt: the loop's ``i``-th call, given the answers before it; SKIPPED where the
         loop ends sooner (or where no nodes came: the native synthesizer answers)."""
+        llm = li.synthesizer_parts(read).llm
 
-        def build_prompt(query: str, nodes: list[NodeWithScore], **answers: str) -> Any:
+        def build_prompt(query: str, nodes: list[NodeWithScore], synth: Refine = read, **answers: str) -> Any:
             if not nodes:
                 return SKIPPED
-            call = calls(query, nodes, *(answers[f"answer{j}"] for j in range(i)))
+            call = calls(query, nodes, synth, *(answers[f"answer{j}"] for j in range(i)))
             return SKIPPED if call is SKIPPED else render(llm, call[0], **call[1])
 
         return build_prompt
 
     @staticmethod
-    def _refine_prefix(synth: Refine, pieces: Callable[..., list[str]], i: int) -> Callable[..., Any]:
+    def _qa_prefix(read: Refine) -> Callable[..., PromptPrefix]:
+        """Step 0's prompt up to the context: the QA template's (the query's own synthesizer's)."""
+
+        def build_prefix(query: str, synth: Refine = read) -> PromptPrefix:
+            parts = li.synthesizer_parts(synth)
+            return template_prefix(parts.llm, parts.text_qa_template)(query)
+
+        return build_prefix
+
+    @staticmethod
+    def _refine_prefix(read: Refine, pieces: Callable[..., list[str]], i: int) -> Callable[..., Any]:
         """Step ``i``'s prompt up to the existing answer, if it refines the ``i``-th piece (the loop's
         guess before any answer is known; a miss only wastes the warm prefill); SKIPPED where the
         loop has fewer pieces, whose step is skipped too."""
-        parts = li.synthesizer_parts(synth)
 
-        def build_prefix(query: str, nodes: list[NodeWithScore]) -> PromptPrefix | Any:
-            known = pieces(query, nodes) if nodes else []
+        def build_prefix(query: str, nodes: list[NodeWithScore], synth: Refine = read) -> PromptPrefix | Any:
+            known = pieces(query, nodes, synth) if nodes else []
             if i >= len(known):
                 return SKIPPED
+            parts = li.synthesizer_parts(synth)
             template = parts.refine_template.partial_format(query_str=query, context_msg=known[i])
             return PromptPrefix(render(parts.llm, template, existing_answer=CONTEXT_MARK), CONTEXT_MARK)
 
         return build_prefix
 
     @staticmethod
-    def _finish(synth: Refine, pieces: Callable[..., list[str]], count: int) -> Callable[..., Any]:
+    def _finish(read: Refine, pieces: Callable[..., list[str]], count: int) -> Callable[..., Any]:
         """(query, nodes, answers) -> the Response: the loop's answer once the steps' answers are
         sent to it, the calls it makes after them run natively (none where the steps did them all)."""
 
-        def text_of(query: str, nodes: list[NodeWithScore], answers: list[str]) -> str:
-            calls, call = replayed(synth, query, pieces(query, nodes), answers)
-            answer = call if calls is None else run_as_asked(_native_rest, _anative_rest, synth, calls, call)
-            return answer or "Empty Response"
+        def finish_steps(query: str, nodes: list[NodeWithScore], synth: Refine = read, **answers: Any) -> Any:
+            def text_of(query: str, nodes: list[NodeWithScore], answers: list[str]) -> str:
+                calls, call = replayed(synth, query, pieces(query, nodes, synth), answers)
+                answer = call if calls is None else run_as_asked(_native_rest, _anative_rest, synth, calls, call)
+                return answer or "Empty Response"
 
-        finish = finishing(synth, text_of)
-
-        def finish_steps(query: str, nodes: list[NodeWithScore], **answers: Any) -> Any:
             made = list(takewhile(lambda answer: answer is not SKIPPED, (answers[f"answer{i}"] for i in range(count))))
-            return finish(query, nodes, made or SKIPPED)
+            return finishing(synth, text_of)(query, nodes, made or SKIPPED)
 
         return finish_steps
 

@@ -11,7 +11,7 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
 from teola.adapters.llama_index.spans import rerank_spans
-from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
+from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
 
@@ -33,7 +33,7 @@ class LLMRerankRecogniser(Recogniser):
         """The batches' LLM calls (each reads its slice of the candidates) and the join."""
         size = rerank.choice_batch_size
         bound = llm_for(reading, rerank.llm)
-        query = QueryInput("query_str")
+        query = reading.query
         join_inputs: dict[str, Source] = {"query": query, "nodes": nodes}
         last = (nodes.node,)
         batches = [(f"{name}.batch{b}", Ref(nodes.node, nodes.output, (start, start + size)))

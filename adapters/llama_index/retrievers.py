@@ -17,7 +17,7 @@ from teola.adapters.llama_index.models import completion_prompt, embedding_for, 
 from teola.adapters.bindings import object_key
 from teola.adapters.llama_index.reading import AppReading, IndexSource, Recogniser
 from teola.adapters.llama_index.spans import completion_spans, fusion_spans, retriever_spans
-from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref, Source
+from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
 from teola.optimizer.values import Prompt
 
@@ -67,12 +67,13 @@ class VectorRetrieverRecogniser(Recogniser):
         return None
 
     def read(self, reading: AppReading, retriever: VectorIndexRetriever, name: str = "retrieve",
-             query: Source = QueryInput("query_str"), batch: bool = False, after: tuple[str, ...] = (),
+             query: Source | None = None, batch: bool = False, after: tuple[str, ...] = (),
              embedding_texts: tuple[Ref, int] | None = None, spans_async: bool | None = None) -> Ref:
         """A retrieve module for ``retriever``. With ``batch`` its query input is a list of texts (the
         caller declares the items' spans); with ``embedding_texts`` (a list of texts, and how many it may
         hold) it searches by the mean embedding of those texts (HyDE's bundle). ``spans_async``: its spans'
         ``MethodSpan.asynchronous`` (True: its caller runs it asynchronously even in a ``query``)."""
+        query = query or reading.query
         parts = li.vector_retriever(retriever)
         index = _index_source(parts.store, parts.node_ids)
         if index.key not in {i.key for i in reading.indexes}:
@@ -127,7 +128,7 @@ class FusionRecogniser(Recogniser):
 
     def _read(self, reading: AppReading, retriever: QueryFusionRetriever) -> Ref:
         generated = retriever.num_queries - 1
-        query = QueryInput("query_str")
+        query = reading.query
         if generated > 0:
             llm = li.fusion_llm(retriever)
             bound = llm_for(reading, llm)

@@ -52,7 +52,7 @@ from llama_index.core.query_engine import RetrieverQueryEngine, SubQuestionQuery
 from llama_index.core.schema import MetadataMode, QueryBundle
 
 from teola.adapters.llama_index import compat as li
-from teola.optimizer.ir import QueryInput, Ref, Source
+from teola.optimizer.ir import Ref, Source
 from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import SKIPPED
 
@@ -207,11 +207,15 @@ class Span(RegionObserver, abc.ABC):
     def site(self, spans: QuerySpans) -> SpanSite:
         """Where this query's span is reported from."""
 
+    def site_of(self, spans: QuerySpans, inputs: Mapping[str, Any]) -> SpanSite:
+        """``site``, for the region's input values ``inputs``."""
+        return self.site(spans)
+
     def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
         spans: QuerySpans = query["spans"]
         args, kwargs = self.call(inputs)
         callback_parent = parent.callback_parent if parent else spans.callback_parent
-        handle = _open(self.site(spans), args, kwargs, parent.id if parent else spans.parent, inputs, spans.tags,
+        handle = _open(self.site_of(spans, inputs), args, kwargs, parent.id if parent else spans.parent, inputs, spans.tags,
                        callback_parent)
         if self.start_events:
             _emit(handle, self.start_events(inputs, {}))
@@ -242,15 +246,23 @@ class Span(RegionObserver, abc.ABC):
 class MethodSpan(Span):
     """The span of ``instance.method``, or of its async twin: in an ``aquery`` (``asynchronous`` None),
     always (True: a component that runs its parts asynchronously inside a sync call) or never (False:
-    one that calls them synchronously inside an async one); see ``Span``."""
+    one that calls them synchronously inside an async one); see ``Span``. With ``instance_input``, the
+    instance is the region's input of that name, one per query, of ``instance``'s class (a chat
+    turn's synthesizer)."""
 
     def __init__(self, instance: Any, method: str, call: Call, start_events: Events | None = None,
                  end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
                  mode: str | None = None, asynchronous: bool | None = None,
-                 when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None) -> None:
+                 when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None,
+                 instance_input: str | None = None) -> None:
         super().__init__(call, start_events, end_events, result, mode, when, callback)
         self.instance, self.method, self.asynchronous = instance, method, asynchronous
+        self.instance_input = instance_input
         self._sites: dict[bool, SpanSite] = {}
+
+    def site_of(self, spans: QuerySpans, inputs: Mapping[str, Any]) -> SpanSite:
+        site = self.site(spans)
+        return site if self.instance_input is None else replace(site, instance=inputs[self.instance_input])
 
     def site(self, spans: QuerySpans) -> SpanSite:
         is_async = spans.is_async if self.asynchronous is None else self.asynchronous
@@ -311,23 +323,36 @@ class QuerySpan:
 def query_span(engine: Any, str_or_query_bundle: Any, method: str = "query") -> Iterator[QuerySpan]:
     """The span ``engine.query`` (or ``aquery``) opens, with its query events, around a query Teola
     runs for it; nothing when nobody listens."""
+    bundle = QueryBundle(str_or_query_bundle) if isinstance(str_or_query_bundle, str) else str_or_query_bundle
+    with entry_span(engine, method, method == "aquery", (str_or_query_bundle,), {},
+                    [QueryStartEvent(query=str_or_query_bundle)],
+                    lambda result: [QueryEndEvent(query=bundle, response=result)]) as span:
+        yield span
+
+
+@contextmanager
+def entry_span(engine: Any, method: str, asynchronous: bool, args: tuple, kwargs: dict,
+               start_events: Sequence[BaseEvent] = (),
+               end_events: Callable[[Any], Sequence[BaseEvent]] = lambda result: ()) -> Iterator[QuerySpan]:
+    """The span a user's call ``engine.method(*args, **kwargs)`` opens (``query``, ``chat``, their async
+    twins: ``asynchronous``), with its events, around the work Teola runs for it (whose regions go
+    under it); nothing when nobody listens."""
     if not listening(engine):
         yield QuerySpan(None)
         return
     tags = active_instrument_tags.get()
-    handle = _open(method_site(engine, method), (str_or_query_bundle,), {}, active_span_id.get(), {}, tags)
+    handle = _open(method_site(engine, method), args, kwargs, active_span_id.get(), {}, tags)
     token = active_span_id.set(handle.id)
-    query = QuerySpan(QuerySpans(handle.id, is_async=method == "aquery", tags=tags, callback_parent=li.callback_parent()))
+    span = QuerySpan(QuerySpans(handle.id, is_async=asynchronous, tags=tags, callback_parent=li.callback_parent()))
     try:
-        _emit(handle, [QueryStartEvent(query=str_or_query_bundle)])
-        yield query
+        _emit(handle, start_events)
+        yield span
     except BaseException as error:
         _drop(handle, error)
         raise
     else:
-        bundle = QueryBundle(str_or_query_bundle) if isinstance(str_or_query_bundle, str) else str_or_query_bundle
-        _emit(handle, [QueryEndEvent(query=bundle, response=query.result)])
-        _exit(handle, query.result)
+        _emit(handle, end_events(span.result))
+        _exit(handle, span.result)
     finally:
         active_span_id.reset(token)
 
@@ -508,52 +533,64 @@ def _chat_response(text: str) -> ChatResponse:
 
 def _synthesize_spans(reading: "AppReading", synth: Any, module: str, query: Source, nodes: Source,
                       outputs: Mapping[str, Source], result: Callable[[Mapping[str, Any]], Any],
-                      prompt: Source | None = None, events: bool = False) -> str:
+                      prompt: Source | None = None, events: bool = False, turn: Source | None = None) -> str:
     """``synth.synthesize`` > ``get_response`` over the nodes' texts (ending with ``outputs``, returning
     ``result``; with ``events``, its get-response events), for the synthesize module ``module``,
     reported where the module has a prompt (its own, or ``prompt``: with none, the native
-    synthesizer runs and reports itself under the parent span); returns the ``get_response`` region."""
+    synthesizer runs and reports itself under the parent span); returns the ``get_response`` region.
+    ``turn``: where each query's own synthesizer comes from, where it has one (a chat turn's; ``synth``
+    is then one of its kind)."""
     texts = lambda v: [n.node.get_content(metadata_mode=MetadataMode.LLM) for n in v["nodes"]]  # noqa: E731
-    inputs = {"query": query, "nodes": nodes, "prompt": prompt or Ref(module, "prompt")}
+    inputs = {"query": query, "nodes": nodes, "prompt": prompt or Ref(module, "prompt"), **_turn(turn)}
     synthesize = reading.span(MethodSpan(
         synth, "synthesize", lambda v: ((), {"query": _bundle(v), "nodes": v["nodes"]}),
         lambda v, o: [SynthesizeStartEvent(query=_bundle(v))],
         lambda v, o: [SynthesizeEndEvent(query=_bundle(v), response=o["response"])],
         lambda o: o["response"], callback=CallbackEvent(CBEventType.SYNTHESIZE, li.synthesizer_callbacks(synth),
                                                         lambda v: {EventPayload.QUERY_STR: v["query"]},
-                                                        lambda v, o: {EventPayload.RESPONSE: o["response"]})),
-        inputs, {"response": Ref(module, "response")})
+                                                        lambda v, o: {EventPayload.RESPONSE: o["response"]}),
+        instance_input=_instance(turn)), inputs, {"response": Ref(module, "response")})
     start = (lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=texts(v))]) if events else None
     with reading.inside(synthesize):
         return reading.span(MethodSpan(synth, "get_response",
                                        lambda v: ((), {"query_str": v["query"], "text_chunks": texts(v)}),
                                        start, (lambda v, o: [GetResponseEndEvent()]) if events else None,
-                                       result=result), inputs, outputs)
+                                       result=result, instance_input=_instance(turn)), inputs, outputs)
+
+
+def _turn(turn: Source | None) -> dict[str, Source]:
+    """The region inputs that carry a query's own synthesizer (none: the one read)."""
+    return {} if turn is None else {"synth": turn}
+
+
+def _instance(turn: Source | None) -> str | None:
+    return None if turn is None else "synth"
 
 
 def refine_spans(reading: "AppReading", synth: Any, query: Source, nodes: Source, steps: Sequence[str],
                  call: Callable[[Mapping[str, Any], int], tuple[Any, dict]],
-                 packed: Callable[[str, list], list[str]] | None = None) -> str:
+                 packed: Callable[[Mapping[str, Any]], list[str]] | None = None, turn: Source | None = None) -> str:
     """``synth.synthesize`` > ``get_response`` (compact mode: > its refine ``get_response`` on the
-    ``packed(query, nodes)`` chunks) > the LLM's spans of each refine step made, ``call(values, i)``
+    ``packed(values)`` chunks) > the LLM's spans of each refine step made, ``call(values, i)``
     giving step ``i``'s template and variables from its inputs (the answers before it: ``answer<j>``),
     for the refine steps ``steps`` finished by the module ``synthesize``. Returns the span the
     loop's calls after the steps (run natively) go under; none are reported where the first step
-    has no prompt (the native synthesizer runs and reports itself)."""
+    has no prompt (the native synthesizer runs and reports itself). ``turn``: see ``_synthesize_spans``."""
     response = {"response": Ref("synthesize", "response")}
     text = lambda o: o["response"].response  # noqa: E731
     first = Ref(steps[0], "prompt")
-    outer = _synthesize_spans(reading, synth, "synthesize", query, nodes, response, text, first, events=packed is None)
+    outer = _synthesize_spans(reading, synth, "synthesize", query, nodes, response, text, first, events=packed is None,
+                              turn=turn)
     if packed is not None:
-        inputs = {"query": query, "nodes": nodes, "prompt": first}
+        inputs = {"query": query, "nodes": nodes, "prompt": first, **_turn(turn)}
         with reading.inside(outer):
             outer = reading.span(MethodSpan(
                 synth, "get_response",
-                lambda v: ((), {"query_str": v["query"], "text_chunks": packed(v["query"], v["nodes"]), "prev_response": None}),
-                lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=packed(v["query"], v["nodes"]))],
-                lambda v, o: [GetResponseEndEvent()], text), inputs, response)
+                lambda v: ((), {"query_str": v["query"], "text_chunks": packed(v), "prev_response": None}),
+                lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=packed(v))],
+                lambda v, o: [GetResponseEndEvent()], text, instance_input=_instance(turn)), inputs, response)
     for i, step in enumerate(steps):
-        inputs = {"query": query, "nodes": nodes, "prompt": Ref(step, "prompt"),
+        inputs = {"query": query, "nodes": nodes, "prompt": Ref(step, "prompt"), **_turn(turn),
                   **{f"answer{j}": Ref(steps[j], "text") for j in range(i)}}
         with reading.inside(outer):
             llm_call_spans(reading, li.synthesizer_parts(synth).llm, lambda v, i=i: call(v, i), inputs, Ref(step, "text"))
@@ -620,7 +657,7 @@ def fusion_spans(reading: "AppReading", retriever: Any, module: str) -> str:
     """``retriever.retrieve`` > ``_retrieve`` of the fusion module ``module`` (``aretrieve`` alone in
     an ``aquery``: LlamaIndex reports no ``_aretrieve`` there); returns the span its query generation
     and sub-retrievals go under."""
-    return _retrieve_spans(reading, retriever, {"query": QueryInput("query_str")}, Ref(module, "nodes"), MethodSpan,
+    return _retrieve_spans(reading, retriever, {"query": reading.query}, Ref(module, "nodes"), MethodSpan,
                            inner_mode="sync")
 
 
@@ -628,7 +665,7 @@ def rerank_spans(reading: "AppReading", rerank: Any, module: str, nodes: Ref, ba
     """LLMRerank's spans for the postprocess module ``module``: in a ``query``, ``_postprocess_nodes``
     > one LLM ``predict`` per batch of candidates; in an ``aquery``, ``run_jobs`` > a worker per batch
     > ``apredict``. ``batches``: each batch's generate module and its slice of ``nodes``."""
-    query = QueryInput("query_str")
+    query = reading.query
     llm = rerank.llm
     post = reading.span(MethodSpan(rerank, "_postprocess_nodes",
                                    lambda v: ((), {"nodes": v["nodes"], "query_bundle": _bundle(v)}),
@@ -669,10 +706,10 @@ def hyde_spans(reading: "AppReading", transform: Any, llm: Any, prompt: Any, tex
     """``transform._run`` > the LLM's ``predict`` of the hypothetical document (``text``, raw), both
     synchronous in an ``aquery`` too, as TransformQueryEngine runs its transform; ``texts``: the
     embedding texts of the query bundle ``_run`` returns."""
-    inputs: dict[str, Source] = {"query": QueryInput("query_str")}
+    inputs: dict[str, Source] = {"query": reading.query}
     run = reading.span(MethodSpan(transform, "_run", lambda v: ((_bundle(v),), {"metadata": {}}),
                                   result=_bundle,
-                                  asynchronous=False), inputs, {"query": QueryInput("query_str"), "texts": texts})
+                                  asynchronous=False), inputs, {"query": reading.query, "texts": texts})
     with reading.inside(run):
         llm_call_spans(reading, llm, lambda v: (prompt, {"context_str": v["query"]}), inputs, text, asynchronous=False)
 
@@ -685,7 +722,7 @@ def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: 
                                    lambda v, o: [QueryStartEvent(query=_bundle(v))],
                                    lambda v, o: [QueryEndEvent(query=_bundle(v), response=o["response"])],
                                    lambda o: o["response"]),
-                        {"query": QueryInput("query_str"), "texts": texts}, {"response": response})
+                        {"query": reading.query, "texts": texts}, {"response": response})
 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:
@@ -695,4 +732,4 @@ def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:
                              lambda v, o: {EventPayload.RESPONSE: o["response"]}) \
         if isinstance(engine, (RetrieverQueryEngine, SubQuestionQueryEngine)) else None
     return reading.span(MethodSpan(engine, "_query", lambda v: ((_bundle(v),), {}), result=lambda o: o["response"],
-                                   callback=callback), {"query": QueryInput("query_str")}, {"response": response})
+                                   callback=callback), {"query": reading.query}, {"response": response})

@@ -21,7 +21,7 @@ from llama_index.core.utils import get_color_mapping, print_text
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.reading import AppReading, Recogniser
-from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs
 
 
@@ -40,7 +40,7 @@ class SubQuestionRecogniser(Recogniser):
         """Modules ``questions`` (the generator's sub-questions and their print colors), ``answers``
         (one call per sub-question, all at once) and ``synthesize``, in the span being read."""
         parts = li.sub_question_parts(engine)
-        query = QueryInput("query_str")
+        query = reading.query
 
         def questions(query: str) -> dict[str, list]:
             found = run_as_asked(parts.question_gen.generate, parts.question_gen.agenerate, parts.metadatas,

@@ -24,7 +24,7 @@ from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
 from teola.adapters.llama_index.spans import MOST_TREE_CALLS, simple_spans, tree_spans
-from teola.optimizer.ir import ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import PrefixSpec, SynthesizeArgs
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
 
@@ -53,7 +53,7 @@ class _SynthesizerRecogniser(Recogniser):
         llm = li.synthesizer_parts(synth).llm
         bound = llm_for(reading, llm)
         native = self.spans(reading, synth, nodes)
-        reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": QueryInput("query_str"), "nodes": nodes},
+        reading.graph.add(Node("synthesize", ModuleKind.SYNTHESIZE, {"query": reading.query, "nodes": nodes},
                                ("response",), SynthesizeArgs(
                                    bound.engine, bound.sampling, self.prompts(synth),
                                    PrefixSpec(template_prefix(llm, self.template(synth)), ("query",)),
@@ -162,7 +162,7 @@ class TreeSummarizeRecogniser(_SynthesizerRecogniser):
 
     def spans(self, reading: AppReading, synth: TreeSummarize, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
-        return tree_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+        return tree_spans(reading, synth, "synthesize", reading.query, nodes,
                           per_query(lambda query, nodes: _tree_chunks(synth, query, nodes)),
                           lambda query: parts.summary_template.partial_format(query_str=query))
 
@@ -214,7 +214,7 @@ class SimpleSummarizeRecogniser(_SynthesizerRecogniser):
 
     def spans(self, reading: AppReading, synth: SimpleSummarize, nodes: Ref) -> str | None:
         parts = li.synthesizer_parts(synth)
-        return simple_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+        return simple_spans(reading, synth, "synthesize", reading.query, nodes,
                             per_query(lambda query, nodes: {"context_str": _truncated(synth, query, nodes)}),
                             lambda query: parts.text_qa_template.partial_format(query_str=query))
 
@@ -253,7 +253,7 @@ class AccumulateRecogniser(_SynthesizerRecogniser):
         parts = li.synthesizer_parts(synth)
         # each call's arguments as Accumulate passes them: the piece, and its template with the query left open
         open_template = parts.text_qa_template.partial_format(query_str="{query_str}")
-        return tree_spans(reading, synth, "synthesize", QueryInput("query_str"), nodes,
+        return tree_spans(reading, synth, "synthesize", reading.query, nodes,
                           per_query(lambda query, nodes: _accumulate_pieces(synth, query, nodes)),
                           lambda query: parts.text_qa_template.partial_format(query_str=query),
                           extra_args={"template": open_template})

@@ -1,9 +1,11 @@
-"""Teola for LlamaIndex: ``optimize(query_engine)`` and engine-backed LLM / embedding classes."""
+"""Teola for LlamaIndex: ``optimize(query_engine)``, ``optimize(chat_engine)`` and engine-backed LLM / embedding classes."""
 
 from teola.adapters.llama_index import UnsupportedPipelineError
 from teola_integrations.llama_index.engines import TeolaEmbedding, TeolaLLM
 from teola_integrations.llama_index.guided import guided_llm, sub_question_schema
-from teola_integrations.llama_index.query_engine import TeolaQueryEngine, optimize
+from teola_integrations.llama_index.chat_engine import TeolaChatEngine
+from teola_integrations.llama_index.optimize import optimize
+from teola_integrations.llama_index.query_engine import TeolaQueryEngine
 
-__all__ = ["optimize", "TeolaQueryEngine", "TeolaLLM", "TeolaEmbedding", "UnsupportedPipelineError", "guided_llm",
+__all__ = ["optimize", "TeolaQueryEngine", "TeolaChatEngine", "TeolaLLM", "TeolaEmbedding", "UnsupportedPipelineError", "guided_llm",
            "sub_question_schema"]

@@ -1,35 +1,19 @@
-"""``optimize()`` for LlamaIndex: a query engine that runs the user's pipeline on Teola's runtime."""
+"""A LlamaIndex query engine that runs the user's pipeline on Teola's runtime."""
 
 from __future__ import annotations
 
-import logging
-from functools import partial
 from typing import Any, Iterable
 
-import numpy as np
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.base.response.schema import RESPONSE_TYPE
 from llama_index.core.schema import QueryBundle, QueryType
 
-from teola.adapters.llama_index import AppReading, IndexSource, read_query_engine
-from teola.adapters.llama_index.as_asked import asked
+from teola.adapters.llama_index import AppReading
 from teola.adapters.llama_index.spans import QuerySpans, query_span, reports_its_own_span
 from teola.optimizer.ir import Graph
-from teola.optimizer.ops import EngineKind
 from teola.optimizer.passes import PASSES
-from teola.runtime.engines.vector_index import FaissIndexEngine
-from teola.runtime.errors import PrimitiveError, original_error
-from teola.runtime.registry import EngineSpec
-from teola.runtime.runtime import Runtime, get_runtime
-from teola_integrations.compile import compile_graph
-
-log = logging.getLogger(__name__)
-
-
-def _index_engine(source: IndexSource) -> FaissIndexEngine:
-    if source.faiss_index is not None:
-        return FaissIndexEngine.from_index(source.faiss_index)
-    return FaissIndexEngine.from_vectors(source.ids, np.asarray(source.vectors, dtype=np.float32))
+from teola.runtime.runtime import Runtime
+from teola_integrations.llama_index.app import CompiledApp
 
 
 class TeolaQueryEngine(BaseQueryEngine):
@@ -48,16 +32,10 @@ class TeolaQueryEngine(BaseQueryEngine):
         self.native = native
         self.fallbacks = list(reading.fallbacks)
         self._reports_query = not reading.whole  # an engine run whole reports its own query span
-        self._runtime = runtime
-        specs = [EngineSpec(EngineKind.VECTOR_INDEX, source.key, build=partial(_index_engine, source))
-                 for source in reading.indexes]
-        for spec in [*reading.engines, *specs]:  # each held by this engine: released with the last app serving it
-            runtime.engine(spec, self)
-        compiled = compile_graph(reading.graph, runtime, passes)
-        self.module_graph: Graph = compiled.module_graph
-        self.primitive_graph: Graph = compiled.primitive_graph
-        self.plan: Graph = compiled.plan
-        self._scheduler = runtime.prepare(self.plan)
+        self._app = CompiledApp(reading, runtime, passes, self)
+        self.module_graph: Graph = self._app.compiled.module_graph
+        self.primitive_graph: Graph = self._app.compiled.primitive_graph
+        self.plan: Graph = self._app.compiled.plan
 
     def _get_prompt_modules(self) -> dict[str, Any]:
         return self.native._get_prompt_modules()
@@ -88,20 +66,10 @@ class TeolaQueryEngine(BaseQueryEngine):
         return await self._aexecute(query_bundle, None)
 
     def _execute(self, query_bundle: QueryBundle, spans: QuerySpans | None) -> RESPONSE_TYPE:
-        try:
-            with asked(asynchronously=False):
-                return self._runtime.execute(self._scheduler, _inputs(query_bundle, spans))["response"]
-        except PrimitiveError as exc:
-            error = original_error(exc)
-        raise error  # outside the handler: the component's own exception, as the native engine raises it
+        return self._app.run(_inputs(query_bundle, spans))
 
     async def _aexecute(self, query_bundle: QueryBundle, spans: QuerySpans | None) -> RESPONSE_TYPE:
-        try:
-            with asked(asynchronously=True):  # what runs as-is runs its async twin on this loop, as natively
-                return (await self._runtime.aexecute(self._scheduler, _inputs(query_bundle, spans)))["response"]
-        except PrimitiveError as exc:
-            error = original_error(exc)
-        raise error
+        return await self._app.arun(_inputs(query_bundle, spans))
 
 
 def _bundle(str_or_query_bundle: QueryType) -> QueryBundle:
@@ -113,13 +81,3 @@ def _inputs(query_bundle: QueryBundle, spans: QuerySpans | None) -> dict[str, An
         raise ValueError("Teola takes plain text queries; custom embedding strings or precomputed embeddings "
                          "are not supported yet: query the native engine for those")
     return {"query_str": query_bundle.query_str, "spans": spans}
-
-
-def optimize(query_engine: Any, runtime: Runtime | None = None, passes: Iterable[str] = PASSES) -> TeolaQueryEngine:
-    """Wrap a LlamaIndex ``RetrieverQueryEngine`` so its queries run on Teola's runtime.
-
-    ``passes`` picks the optimizations (all by default; ``()`` runs the graph as the framework
-    orders it). What Teola cannot lower runs unchanged as one ``call`` primitive (logged once,
-    listed in ``.fallbacks``). Raises ``UnsupportedPipelineError`` for objects it cannot read at all.
-    """
-    return TeolaQueryEngine(query_engine, read_query_engine(query_engine), runtime or get_runtime(), passes)

@@ -11,6 +11,7 @@ import os
 import platform
 import sys
 from contextlib import ExitStack
+from functools import partial
 from pathlib import Path
 
 from teola_integrations.tools.suite_apps import APPS
@@ -31,13 +32,13 @@ def _offline_defaults() -> None:
 _DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LLM rerank)",
               "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
               "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis",
-              "subquestion": "sub-question engine over two tools"}
+              "subquestion": "sub-question engine over two tools", "chat": "chat engine (condense plus context)"}
 
 
 def _demo(args: argparse.Namespace) -> int:
     from teola_integrations.tools.compare import as_json, compare, format_table, summary_line
     from teola_integrations.tools.data import load_questions
-    from teola_integrations.tools.demo_app import build_rag_app
+    from teola_integrations.tools.demo_app import ask, build_rag_app
     from teola_integrations.llama_index import optimize
 
     questions = [q.question for q in load_questions()][: args.questions]
@@ -49,7 +50,7 @@ def _demo(args: argparse.Namespace) -> int:
         if not results:
             _print_llm_numerics()
         print(f"\n== {_DEMO_APPS[kind]} ==\nTeola plan:\n{teola.plan}\n", flush=True)
-        results[kind] = compare(native.query, teola.query, questions, repeats=args.repeats)
+        results[kind] = compare(partial(ask, native), partial(ask, teola), questions, repeats=args.repeats)
         print(format_table(results[kind]))
         for r in results[kind][: args.show_answers]:
             print(f"\nQ: {r.question}\nA: {r.answer.strip()}")

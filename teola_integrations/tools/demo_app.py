@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.llms import LLM
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
@@ -61,20 +63,25 @@ class WebSearchRetriever(BaseRetriever):
 SUB_QUESTION_TOOLS = (("statements", "Python's statements: what each statement does and when its clauses run"),
                       ("types", "Python's built-in types and the methods and operations they support"))
 
-AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion"]
-APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion")
+# The chat app's conversation so far: every question is asked as the next turn after it.
+CHAT_HISTORY = (ChatMessage(role=MessageRole.USER, content="I am reading the Python language reference."),
+                ChatMessage(role=MessageRole.ASSISTANT, content="Ask me about any of its statements or built-in types."))
+
+AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion", "chat"]
+APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
+                                  "chat")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
-                  corpus_limit: int | None = None, kind: AppKind = "naive") -> BaseQueryEngine:
+                  corpus_limit: int | None = None, kind: AppKind = "naive") -> BaseQueryEngine | BaseChatEngine:
     """A RAG app of ``kind`` (see ``build_app``) over the demo corpus, on Teola-backed engines."""
     index = build_index(load_corpus(corpus_limit), TeolaEmbedding(), store)
     return build_app(index, TeolaLLM(max_tokens=max_tokens), kind, top_k)
 
 
 def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k: int = 3,
-              search_url: str | None = None, hand_tuned: bool = False) -> BaseQueryEngine:
-    """A query engine over ``index``, as a LlamaIndex user writes it:
+              search_url: str | None = None, hand_tuned: bool = False) -> BaseQueryEngine | BaseChatEngine:
+    """A query engine (or, ``chat``, a chat engine) over ``index``, as a LlamaIndex user writes it:
 
     - search: search-engine-empowered generation: top-k hits of the web-search API at ``search_url``,
       compact synthesis over their snippets;
@@ -88,7 +95,10 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     - accumulate: retrieve top-k, accumulate synthesis (one LLM call per text, the answers numbered and joined);
     - subquestion: LlamaIndex's SubQuestionQueryEngine over two tools (each a top-k query engine on the
       index): the LLM writes 1-3 sub-questions as JSON (guided decoding to LlamaIndex's own schema, see
-      ``sub_question_schema``), each is answered by its tool, then the answer is synthesized over them.
+      ``sub_question_schema``), each is answered by its tool, then the answer is synthesized over them;
+    - chat: ``index.as_chat_engine()`` (condense-plus-context): each question is a turn after
+      ``CHAT_HISTORY`` (see ``ask``): the LLM condenses the conversation and the question into a
+      standalone question, which is retrieved top-k; the answer is synthesized with the conversation.
 
     ``hand_tuned`` asks for LlamaIndex's own parallel form where it has one (see ``has_hand_tuned_form``):
     query fusion with ``use_async=True`` (the generated queries retrieved concurrently), tree_summarize
@@ -110,6 +120,8 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     if kind == "tree":
         return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize",
                                      use_async=hand_tuned)
+    if kind == "chat":
+        return index.as_chat_engine(llm=llm, similarity_top_k=top_k)
     if kind == "subquestion":
         tools = [QueryEngineTool(query_engine=index.as_query_engine(llm=llm, similarity_top_k=top_k),
                                  metadata=ToolMetadata(name=name, description=description))
@@ -122,6 +134,13 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
                                   mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=hand_tuned)
     rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k, parse_choice_select_answer_fn=lenient_choice_parse)
     return RetrieverQueryEngine.from_args(fusion, llm=llm, node_postprocessors=[rerank])
+
+
+def ask(app: Any, question: str) -> Any:
+    """Ask a demo app ``question``: a query engine's query, a chat engine's next turn after ``CHAT_HISTORY``."""
+    if isinstance(app, BaseChatEngine):
+        return app.chat(question, chat_history=list(CHAT_HISTORY))
+    return app.query(question)
 
 
 def has_hand_tuned_form(kind: AppKind) -> bool:

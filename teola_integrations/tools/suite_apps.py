@@ -31,7 +31,7 @@ def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
                      corpus_limit: int | None = None, server_url: str | None = None) -> list[SuiteApp]:
     """The LlamaIndex apps ``names`` over one index of the demo corpus: on Teola's classes, or with
     ``server_url`` on the user's own (OpenAILike on that server, HuggingFaceEmbedding)."""
-    from teola_integrations.tools.demo_app import build_app, build_index, has_hand_tuned_form
+    from teola_integrations.tools.demo_app import ask, build_app, build_index, has_hand_tuned_form
     from teola_integrations.tools.user_apps import hf_embedding, openai_like
     from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, optimize
 
@@ -40,7 +40,7 @@ def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64,
     llm = openai_like(server_url, max_tokens) if server_url else TeolaLLM(max_tokens=max_tokens)
     return [SuiteApp("llama-index", name, build_app(index, llm, name, top_k, search_url),
                      build_app(index, llm, name, top_k, search_url, hand_tuned=True) if has_hand_tuned_form(name) else None,
-                     lambda engine, question: engine.query(question), optimize)
+                     ask, optimize)
             for name in names]
 
 

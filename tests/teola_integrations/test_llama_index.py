@@ -271,11 +271,6 @@ def test_components_not_on_teola_engines_run_unoptimized_with_one_log_line(index
     _assert_same(query_engine.query(question), fast.query(question))
 
 
-@pytest.fixture(scope="session")
-def simple_index(corpus, embed_model):
-    return build_index(corpus, embed_model, store="simple")
-
-
 @pytest.mark.answers
 def test_advanced_rag_with_every_pass_matches_native(simple_index, llm, questions):
     query_engine = build_app(simple_index, llm, "advanced")

@@ -1,0 +1,160 @@
+"""Reading a LlamaIndex chat engine into a module graph: one chat turn.
+
+``index.as_chat_engine()`` builds a ``CondensePlusContextChatEngine`` (``chat_mode="context"`` a
+``ContextChatEngine``). A turn reads the chat history from its memory, condenses the history and
+the new message into a standalone question (an LLM completion; none on the first turn, nor in a
+context engine, which retrieves by the message itself), retrieves and postprocesses nodes for it,
+and answers the message with a CompactAndRefine synthesizer the engine builds for the turn, its
+templates holding the chat history; then it stores the message and the answer in its memory.
+
+Teola lowers the LLM and retrieval work (the condensation, the retriever, the refine steps of the
+turn's synthesizer) into primitives; the memory's reads and writes run as calls, where the native
+turn makes them. Any other chat engine (condense-question, simple, an agent) runs whole, as one call.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Any
+
+from llama_index.core.base.llms.generic_utils import messages_to_history_str
+from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.chat_engine import CondensePlusContextChatEngine, ContextChatEngine
+from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, ToolOutput
+
+from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.as_asked import run_as_asked
+from teola.adapters.llama_index.models import completion_prompt, llm_for, llm_why_not
+from teola.adapters.llama_index.query_engine import read_postprocessors, read_retriever
+from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
+from teola.adapters.llama_index.refine import REFINE_STEPS
+from teola.adapters.llama_index.retrievers import most_nodes
+from teola.adapters.llama_index.spans import completion_spans
+from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
+from teola.optimizer.ops import FnArgs, GenerateArgs
+from teola.optimizer.values import SKIPPED, Prompt
+
+log = logging.getLogger("teola.adapters.llama_index")
+
+CHAT_INPUTS = ("message", "chat_history")
+MESSAGE = QueryInput("message")
+RESPONSE = Ref("reply", "response")
+_LOWERED = (CondensePlusContextChatEngine, ContextChatEngine)
+
+
+def read_chat_engine(chat_engine: Any) -> AppReading:
+    """Read a chat engine's turn (``chat``/``achat`` with a message and, optionally, the chat history
+    to start from) into a module graph whose output ``response`` is the ``AgentChatResponse``."""
+    li.check_version()
+    if not isinstance(chat_engine, BaseChatEngine):
+        raise UnsupportedPipelineError(
+            f"optimize() takes a llama_index query or chat engine (for example index.as_chat_engine()), "
+            f"got {type(chat_engine).__module__}.{type(chat_engine).__name__}")
+    reading = AppReading(Graph(inputs=CHAT_INPUTS))
+    why = _why_not(chat_engine)
+    if why:
+        reading.fallback(chat_engine, why)
+        reading.whole = True
+        reading.graph.add(Node("reply", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
+                               ("response",), FnArgs(partial(run_as_asked, chat_engine.chat, chat_engine.achat),
+                                                     type(chat_engine).__name__)))
+    else:
+        _read_turn(reading, chat_engine)
+    reading.graph.set_output("response", RESPONSE)
+    return reading
+
+
+def _why_not(chat_engine: Any) -> str | None:
+    if type(chat_engine) not in _LOWERED:
+        return "Teola lowers CondensePlusContextChatEngine and ContextChatEngine turns so far"
+    parts = li.chat_engine_parts(chat_engine)
+    why = llm_why_not(parts.llm)
+    if why:
+        return why
+    return recognise(REFINE_STEPS, parts.synthesizer_for([]))[1] or None
+
+
+def _read_turn(reading: AppReading, chat_engine: Any) -> None:
+    """turn (memory) -> [condense] -> retrieve -> postprocess* -> refine steps -> reply (memory)."""
+    parts = li.chat_engine_parts(chat_engine)
+    graph = reading.graph
+
+    def turn(message: str, chat_history: list[ChatMessage] | None) -> dict[str, Any]:
+        history = run_as_asked(_history, _ahistory, parts.memory, message, chat_history)
+        return {"history": history, "synth": parts.synthesizer_for(history)}
+
+    graph.add(Node("turn", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
+                   ("history", "synth"), FnArgs(turn, "chat memory")))
+    question = _read_condense(reading, parts) if parts.condense_template is not None else MESSAGE
+    with reading.asking(question):
+        nodes = read_retriever(reading, parts.retriever)
+        nodes, bound = read_postprocessors(reading, parts.postprocessors, nodes, most_nodes(parts.retriever))
+    with reading.asking(MESSAGE):
+        REFINE_STEPS[0].read(reading, parts.synthesizer_for([]), nodes, bound, turn=Ref("turn", "synth"))
+
+    def reply(message: str, question: str, nodes: list[Any], response: Any) -> AgentChatResponse:
+        run_as_asked(_remember, _aremember, parts.memory, message, str(response))
+        source = ToolOutput(tool_name="retriever", content=str(nodes), raw_input={"message": question},
+                            raw_output=nodes)
+        return AgentChatResponse(response=str(response), sources=[source], source_nodes=nodes)
+
+    graph.add(Node("reply", ModuleKind.CALL, {"message": MESSAGE, "question": question, "nodes": nodes,
+                                              "response": Ref("synthesize", "response")}, ("response",),
+                   FnArgs(reply, "chat memory")))
+
+
+def _read_condense(reading: AppReading, parts: li.ChatEngineParts) -> Ref:
+    """The condensation of the history and the message into a standalone question (an LLM
+    completion, skipped where the engine skips it or there is no history), and the question."""
+    llm = parts.llm
+    bound = llm_for(reading, llm)
+
+    def condense_text(message: str, history: list[ChatMessage]) -> str | Any:
+        if parts.skip_condense or not history:
+            return SKIPPED
+        return parts.condense_template.format(chat_history=messages_to_history_str(history), question=message)
+
+    def build_prompt(message: str, history: list[ChatMessage]) -> Prompt | Any:
+        text = condense_text(message, history)
+        return SKIPPED if text is SKIPPED else completion_prompt(llm, text)
+
+    def standalone(message: str, text: Any) -> str:
+        question = message if text is SKIPPED else text
+        log.info("Condensed question: %s", question)
+        if parts.verbose:
+            print(f"Condensed question: {question}")
+        return question
+
+    inputs = {"message": MESSAGE, "history": Ref("turn", "history")}
+    reading.graph.add(Node("condense", ModuleKind.GENERATE, inputs, ("text",),
+                           GenerateArgs(bound.engine, bound.sampling, build_prompt)))
+    completion_spans(reading, llm, lambda v: condense_text(v["message"], v["history"]),
+                     {**inputs, "prompt": Ref("condense", "prompt")}, Ref("condense", "text"))
+    reading.graph.add(Node("question", ModuleKind.CALL, {"message": MESSAGE, "text": Ref("condense", "text")},
+                           ("question",), FnArgs(standalone, "standalone question", runs_on_skipped=True)))
+    return Ref("question", "question")
+
+
+def _history(memory: Any, message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+    """The turn's chat history: ``chat_history`` where given (it replaces the memory's), else the memory's."""
+    if chat_history is not None:
+        memory.set(chat_history)
+    return memory.get(input=message)
+
+
+async def _ahistory(memory: Any, message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+    if chat_history is not None:
+        await memory.aset(chat_history)
+    return await memory.aget(input=message)
+
+
+def _remember(memory: Any, message: str, answer: str) -> None:
+    """The turn's message and answer, stored in the memory as the native turn stores them."""
+    memory.put(ChatMessage(content=message, role=MessageRole.USER))
+    memory.put(ChatMessage(content=answer, role=MessageRole.ASSISTANT))
+
+
+async def _aremember(memory: Any, message: str, answer: str) -> None:
+    await memory.aput(ChatMessage(content=message, role=MessageRole.USER))
+    await memory.aput(ChatMessage(content=answer, role=MessageRole.ASSISTANT))

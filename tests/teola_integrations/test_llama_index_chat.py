@@ -1,0 +1,130 @@
+"""optimize() on LlamaIndex chat engines over the real corpus, on the real CPU engines: the same turns."""
+
+import asyncio
+import logging
+
+import pytest
+from llama_index.core.instrumentation.dispatcher import instrument_tags
+
+from teola.runtime.traces import record_traces
+from teola_integrations.llama_index import TeolaChatEngine, optimize
+from teola_integrations.tools.demo_app import CHAT_HISTORY
+from teola_integrations.tools.run_trees import LlamaIndexCallbackRecorder, LlamaIndexRecorder, callback_managers
+
+pytestmark = pytest.mark.engines
+
+FOLLOW_UP = "What happens to the return value then?"  # needs the turn before it to make sense
+
+
+def _turn(response):
+    """What a user reads of a turn: the answer, the sources' ids, and what the retriever was asked."""
+    return str(response), [n.node.node_id for n in response.source_nodes], response.sources[0].raw_input
+
+
+def _history(engine):
+    return [(m.role.value, m.content) for m in engine.chat_history]
+
+
+def _conversation(engine, turns, asynchronous=False):
+    """The turns asked one after another on ``engine``'s own memory, from an empty one."""
+    engine.reset()
+    if asynchronous:
+        async def talk():
+            return [await engine.achat(turn) for turn in turns]
+
+        return asyncio.run(talk())
+    return [engine.chat(turn) for turn in turns]
+
+
+@pytest.mark.answers
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context"])
+def test_a_conversation_runs_as_primitives_with_the_same_turns_and_memory_as_native(simple_index, llm, questions, mode):
+    """Two turns from an empty memory: the first has no history (nothing to condense), the second a
+    follow-up the condense-plus-context engine turns into a standalone question before retrieving.
+    Teola reads and extends the wrapped engine's own memory, as the native turns do."""
+    chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
+    fast = optimize(chat_engine)
+    assert isinstance(fast, TeolaChatEngine) and fast.fallbacks == []
+    ops = {n.name: n.op.value for n in fast.plan}
+    assert ops["retrieve.embed"] == "embed" and ops["synthesize.step0"] == "decode"
+    assert (ops.get("condense") == "decode") == (mode == "condense_plus_context")
+    turns = [questions[1].question, FOLLOW_UP]
+    _conversation(chat_engine, turns)  # vLLM's output for a cached prefix can differ from a cold run's: warm both
+    native = [_turn(r) for r in _conversation(chat_engine, turns)]
+    native_history = _history(chat_engine)
+    assert len(native_history) == 4 and native[0][0] != native[1][0]
+    with record_traces() as traces:
+        assert [_turn(r) for r in _conversation(fast, turns)] == native
+    assert _history(fast) == native_history
+    condensed = ["condense" in {s.node for s in trace.spans} for trace in traces]
+    assert condensed == ([False, True] if mode == "condense_plus_context" else [False, False])
+    if mode == "condense_plus_context":
+        assert native[1][2]["message"] != FOLLOW_UP  # the retriever was asked the condensed question
+    assert [_turn(r) for r in _conversation(fast, turns, asynchronous=True)] == native
+    assert _history(fast) == native_history
+
+
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context"])
+def test_span_and_event_handlers_see_the_chat_tree_llama_index_reports(simple_index, llm, questions, mode):
+    """The chat span, the condensation's completion, the retrieval, embedding, synthesis and LLM
+    spans under it, nested and named as natively with the same events and the instrument tags of
+    the turn, sync and async; and the same legacy callback events."""
+    chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
+    fast = optimize(chat_engine)
+    question = questions[5].question
+    trees, callback_trees = {}, {}
+    for name, engine in (("native", chat_engine), ("teola", fast)):
+        for variant, ask in (("", engine.chat), (" async", lambda q, h: asyncio.run(engine.achat(q, h)))):
+            callbacks = LlamaIndexCallbackRecorder()
+            managers = callback_managers(chat_engine)
+            for manager in managers:
+                if callbacks not in manager.handlers:
+                    manager.add_handler(callbacks)
+            try:
+                with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
+                    ask(question, list(CHAT_HISTORY))
+            finally:
+                for manager in managers:
+                    if callbacks in manager.handlers:
+                        manager.remove_handler(callbacks)
+            trees[name + variant], callback_trees[name + variant] = recorder.tree(), callbacks.tree()
+            assert recorder.tag_sets() == {(("session", "s-1"),)}, name + variant
+    engine_name = type(chat_engine).__name__
+    assert trees["native"][0][1] == f"{engine_name}.chat" and trees["native async"][0][1] == f"{engine_name}.achat"
+    spans = {row[1] for row in trees["native"]}
+    assert {"VectorIndexRetriever.retrieve", "CompactAndRefine.synthesize", "TeolaLLM.chat"} <= spans
+    assert ("TeolaLLM.complete" in spans) == (mode == "condense_plus_context")
+    assert "TeolaLLM.acomplete" in {row[1] for row in trees["native async"]} or mode == "context"
+    assert trees["teola"] == trees["native"]
+    assert trees["teola async"] == trees["native async"]
+    assert {"retrieve", "synthesize", "llm"} <= {row[1] for row in callback_trees["native"]}
+    assert callback_trees["teola"] == callback_trees["native"]
+    assert callback_trees["teola async"] == callback_trees["native async"]
+
+
+def test_a_chat_engine_teola_cannot_lower_runs_whole_as_one_call(simple_index, llm, questions, caplog):
+    chat_engine = simple_index.as_chat_engine(chat_mode="simple", llm=llm)
+    with caplog.at_level(logging.WARNING, logger="teola"):
+        fast = optimize(chat_engine)
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("teola")] == [f"teola: {fast.fallbacks[0]}"]
+    assert fast.fallbacks[0].startswith("SimpleChatEngine runs unoptimized")
+    assert [n.name for n in fast.plan] == ["reply"]
+    question = questions[2].question
+    chat_engine.chat(question, chat_history=list(CHAT_HISTORY))
+    native = chat_engine.chat(question, chat_history=list(CHAT_HISTORY))
+    assert str(fast.chat(question, chat_history=list(CHAT_HISTORY))) == str(native)
+
+
+def test_a_streamed_turn_runs_natively_with_one_log_line_and_a_bad_message_is_refused(simple_index, llm, questions,
+                                                                                       caplog):
+    chat_engine = simple_index.as_chat_engine(llm=llm, similarity_top_k=2)
+    fast = optimize(chat_engine)
+    question = questions[3].question
+    native = "".join(chat_engine.stream_chat(question, list(CHAT_HISTORY)).response_gen)
+    with caplog.at_level(logging.WARNING, logger="teola"):
+        streamed = [fast.stream_chat(question, list(CHAT_HISTORY)) for _ in range(2)]
+    assert ["".join(s.response_gen) for s in streamed] == [native, native]
+    told = [r.getMessage() for r in caplog.records if r.name.startswith("teola")]
+    assert len(told) == 1 and "streams its turns natively" in told[0]
+    with pytest.raises(TypeError, match="takes the user's message as a str, got dict"):
+        fast.chat({"text": question})
