@@ -64,6 +64,26 @@ def test_naive_rag_on_the_users_clients_is_lowered_and_answers_as_native(user_in
 
 
 @pytest.mark.answers
+def test_a_chat_engine_on_the_users_clients_is_lowered_and_holds_the_conversation_as_native(user_index, vllm_server,
+                                                                                             questions):
+    """``as_chat_engine()`` on an OpenAILike chat client: the condensation goes out as the client's
+    ``complete`` sends it (a user message), and two turns from an empty memory answer as natively."""
+    chat_engine = user_index.as_chat_engine(llm=openai_like(vllm_server.base_url, max_tokens=48), similarity_top_k=2)
+    fast = optimize(chat_engine)
+    assert fast.fallbacks == [] and {"condense", "retrieve.embed", "synthesize.step0"} <= {n.name for n in fast.plan}
+    turns = [questions[1].question, "What happens to the return value then?"]
+
+    def talk(engine):
+        engine.reset()
+        return [(str(r), _ids(r), r.sources[0].raw_input) for r in map(engine.chat, turns)]
+
+    talk(chat_engine)
+    native = talk(chat_engine)
+    assert native[1][2]["message"] != turns[1]  # the second turn was condensed
+    assert talk(fast) == native
+
+
+@pytest.mark.answers
 def test_a_completion_client_sends_text_prompts_and_answers_as_native(user_index, vllm_server, questions):
     query_engine = build_app(user_index, openai_like(vllm_server.base_url, max_tokens=32, chat=False), "naive")
     fast = optimize(query_engine)
