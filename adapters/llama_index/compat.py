@@ -184,14 +184,16 @@ class VectorRetrieverParts:
     embed_model: Any
     top_k: int
     query_mode: Any
-    restricted: bool  # metadata filters, doc ids or store kwargs narrow its query
+    filters: Any  # its metadata filters (None: none)
+    restricted: bool  # doc ids or store kwargs narrow its query
 
 
 def vector_retriever(retriever: Any) -> VectorRetrieverParts:
-    """A VectorIndexRetriever's store, node ids, embedding model, top k, query mode and restrictions."""
-    restricted = retriever._filters is not None or bool(retriever._doc_ids) or bool(retriever._kwargs)
+    """A VectorIndexRetriever's store, node ids, embedding model, top k, query mode, metadata filters
+    and other restrictions."""
     return VectorRetrieverParts(retriever._vector_store, retriever._node_ids, retriever._embed_model,
-                                retriever._similarity_top_k, retriever._vector_store_query_mode, restricted)
+                                retriever._similarity_top_k, retriever._vector_store_query_mode, retriever._filters,
+                                bool(retriever._doc_ids) or bool(retriever._kwargs))
 
 
 def scored_nodes(retriever: Any, ids: list[str], similarities: list[float], query: str) -> list[NodeWithScore]:

@@ -11,6 +11,7 @@ from llama_index.core.retrievers.fusion_retriever import FUSION_MODES
 from llama_index.core.schema import NodeWithScore
 from llama_index.core.vector_stores import SimpleVectorStore
 from llama_index.core.vector_stores.types import VectorStoreQueryMode
+from llama_index.core.vector_stores.utils import build_metadata_filter_fn
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.models import completion_prompt, embedding_for, embedding_why_not, llm_for, llm_why_not
@@ -21,17 +22,24 @@ from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs, RetrieveArgs
 from teola.optimizer.values import Prompt
 
-def _index_source(store: Any, node_ids: Sequence[str] | None) -> IndexSource:
-    """The store's vectors; for SimpleVectorStore only those ``node_ids`` allows, as its own query does.
+def _index_source(store: Any, node_ids: Sequence[str] | None, filters: Any = None) -> IndexSource:
+    """The store's vectors; for SimpleVectorStore only those its own query searches: the ones
+    ``node_ids`` allows whose metadata passes ``filters`` (LlamaIndex's own filter function).
 
     FaissVectorStore's query ignores node ids, so its index is searched whole, as it is natively.
     """
     if li.is_faiss_store(store):
         return IndexSource(f"faiss:{object_key(store)}", faiss_index=li.faiss_index(store))
-    allowed = set(node_ids) if node_ids else None
-    ids = tuple(i for i in store.data.embedding_dict if allowed is None or i in allowed)
+    ids = _searched_ids(store, node_ids, filters)
     digest = hashlib.sha1("\0".join(ids).encode()).hexdigest()[:12]
     return IndexSource(f"simple:{object_key(store)}:{digest}", ids=ids, vectors=[store.data.embedding_dict[i] for i in ids])
+
+
+def _searched_ids(store: SimpleVectorStore, node_ids: Sequence[str] | None, filters: Any) -> tuple[str, ...]:
+    """The ids of a SimpleVectorStore a query with these node ids and metadata filters searches."""
+    allowed = set(node_ids) if node_ids else None
+    passes = build_metadata_filter_fn(lambda node_id: store.data.metadata_dict[node_id], filters)
+    return tuple(i for i in store.data.embedding_dict if (allowed is None or i in allowed) and passes(i))
 
 
 def _to_nodes_fn(retriever: VectorIndexRetriever, store: Any, snapshot_size: int | None) -> Callable[..., list[NodeWithScore]]:
@@ -61,9 +69,11 @@ class VectorRetrieverRecogniser(Recogniser):
         if parts.query_mode != VectorStoreQueryMode.DEFAULT:
             return f"query mode {parts.query_mode.value!r} (Teola runs dense search)"
         if parts.restricted:
-            return "metadata filters, doc id restrictions or vector store kwargs"
+            return "doc id restrictions or vector store kwargs"
         if not li.is_faiss_store(parts.store) and type(parts.store) is not SimpleVectorStore:
             return f"vector store {type(parts.store).__name__} (Teola reads SimpleVectorStore and FaissVectorStore)"
+        if parts.filters is not None:
+            return _filters_why_not(parts.store, parts.node_ids, parts.filters)
         return None
 
     def read(self, reading: AppReading, retriever: VectorIndexRetriever, name: str = "retrieve",
@@ -75,7 +85,7 @@ class VectorRetrieverRecogniser(Recogniser):
         ``MethodSpan.asynchronous`` (True: its caller runs it asynchronously even in a ``query``)."""
         query = query or reading.query
         parts = li.vector_retriever(retriever)
-        index = _index_source(parts.store, parts.node_ids)
+        index = _index_source(parts.store, parts.node_ids, parts.filters)
         if index.key not in {i.key for i in reading.indexes}:
             reading.indexes.append(index)
         inputs: dict[str, Source] = {"query": query}
@@ -90,6 +100,19 @@ class VectorRetrieverRecogniser(Recogniser):
             retriever_spans(reading, retriever, parts.embed_model, name, query, asynchronous=spans_async,
                             embedding_texts=embedding_texts)
         return Ref(name, "nodes")
+
+
+def _filters_why_not(store: Any, node_ids: Sequence[str] | None, filters: Any) -> str | None:
+    """Why metadata filters keep a retriever from being lowered: they are lowered on a
+    SimpleVectorStore, as the subset of its vectors they let through (filters are fixed when the
+    retriever is built); its query raises where the store lacks metadata, or searches nothing."""
+    if li.is_faiss_store(store):
+        return "metadata filters on a FaissVectorStore (which does not take them)"
+    if store.data.embedding_dict and not store.data.metadata_dict:
+        return "metadata filters on a store persisted without metadata"
+    if not _searched_ids(store, node_ids, filters):
+        return "its metadata filters let no node through"
+    return None
 
 
 VECTOR = VectorRetrieverRecogniser()

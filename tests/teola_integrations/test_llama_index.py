@@ -15,6 +15,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.query_engine import CustomQueryEngine, RetrieverQueryEngine, TransformQueryEngine
 from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
 from teola.adapters.llama_index.refine import refine_pieces
 from teola.runtime.traces import record_traces
@@ -28,6 +29,8 @@ pytestmark = pytest.mark.engines
 
 @pytest.fixture(scope="session", params=["simple", "faiss"])
 def index(request, corpus, embed_model):
+    if request.param == "simple":  # the shared one: embedding the corpus takes half a minute
+        return request.getfixturevalue("simple_index")
     return build_index(corpus, embed_model, store=request.param)
 
 
@@ -269,6 +272,21 @@ def test_components_not_on_teola_engines_run_unoptimized_with_one_log_line(index
     assert fast.fallbacks == [lines[0].removeprefix("teola: ")]
     question = questions[2].question
     _assert_same(query_engine.query(question), fast.query(question))
+
+
+@pytest.mark.answers
+def test_metadata_filters_are_lowered_and_retrieve_what_native_retrieves(simple_index, llm, questions):
+    """A retriever whose metadata filters (two topics here) narrow its search: Teola searches the
+    subset they let through, so the same nodes come back, all of those topics."""
+    topics = MetadataFilters(filters=[MetadataFilter(key="topic", value="for"), MetadataFilter(key="topic", value="try")],
+                             condition="or")
+    query_engine = simple_index.as_query_engine(llm=llm, similarity_top_k=3, filters=topics)
+    fast = optimize(query_engine)
+    assert fast.fallbacks == [] and "retrieve.search" in {n.name for n in fast.plan}
+    for question in (questions[2].question, questions[6].question):
+        native = _warm_native(query_engine, question)
+        assert {n.node.metadata["topic"] for n in native.source_nodes} <= {"for", "try"}
+        _assert_same(native, fast.query(question))
 
 
 @pytest.mark.answers

@@ -40,6 +40,25 @@ def test_foreign_components_become_call_modules_with_the_reason_recorded():
     assert reading.indexes == [] and reading.engines == []
 
 
+def test_metadata_filters_on_the_default_store_lower_to_the_subset_they_let_through():
+    """The subset a filtered query searches, read with LlamaIndex's own filter function (an OR of two
+    conditions here); filters that let nothing through leave the retriever to run as it is."""
+    nodes = [TextNode(id_=f"n{i}", text=f"text {i}", metadata={"topic": topic, "year": 2020 + i})
+             for i, topic in enumerate(["try", "for", "try", "types"])]
+    index = VectorStoreIndex(nodes, embed_model=MockEmbedding(embed_dim=8))
+    either = MetadataFilters(filters=[MetadataFilter(key="topic", value="for"),
+                                      MetadataFilter(key="year", value=2023, operator=">=")], condition="or")
+    reading = read_query_engine(index.as_query_engine(llm=MockLLM(), filters=either))
+    assert reading.graph["retrieve"].op is ModuleKind.RETRIEVE
+    [source] = reading.indexes
+    assert source.ids == ("n1", "n3") and len(source.vectors) == 2
+    unfiltered = read_query_engine(index.as_query_engine(llm=MockLLM())).indexes[0]
+    assert unfiltered.ids == ("n0", "n1", "n2", "n3") and unfiltered.key != source.key  # an engine per subset
+    nothing = MetadataFilters(filters=[MetadataFilter(key="topic", value="import")])
+    reading = read_query_engine(index.as_query_engine(llm=MockLLM(), filters=nothing))
+    assert reading.graph["retrieve"].op is ModuleKind.CALL and "let no node through" in reading.fallbacks[0]
+
+
 def test_the_apps_own_embedding_model_becomes_an_engine_it_starts():
     embed = MockEmbedding(embed_dim=8)
     index = VectorStoreIndex([TextNode(text="a"), TextNode(text="b")], embed_model=embed)
