@@ -49,6 +49,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
                    "_format_response", "_prepare_response_output"),
     "SubQuestionQueryEngine": ("_question_gen", "_metadatas", "_response_synthesizer", "_verbose", "_query_subq",
                                "_aquery_subq", "_construct_node"),
+    "CitationQueryEngine": ("_node_postprocessors", "_response_synthesizer", "_multimodal", "_create_citation_nodes"),
     "CondensePlusContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors",
                                       "_condense_prompt_template", "_skip_condense", "_verbose",
                                       "_get_response_synthesizer"),
@@ -111,6 +112,16 @@ def postprocessors(engine: Any) -> list[Any]:
 def synthesizer(engine: Any) -> Any:
     """A RetrieverQueryEngine's response synthesizer."""
     return engine._response_synthesizer
+
+
+def citation_nodes(engine: Any, nodes: list[NodeWithScore]) -> list[NodeWithScore]:
+    """A CitationQueryEngine's numbered citation chunks ("Source N:") of ``nodes``, as it makes them."""
+    return engine._create_citation_nodes(nodes)
+
+
+def is_multimodal_citation(engine: Any) -> bool:
+    """Whether a CitationQueryEngine cites images and other media blocks too."""
+    return bool(engine._multimodal)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from functools import partial
 from typing import Any, Awaitable, Callable, Sequence
 
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine
 from llama_index.core.schema import NodeWithScore, QueryBundle
 
 from teola.adapters.llama_index import compat as li
@@ -15,7 +15,7 @@ from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.hyde import HYDE
 from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
 from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
-from teola.adapters.llama_index.spans import inner_engine_span, query_engine_span
+from teola.adapters.llama_index.spans import citation_retrieve_region, inner_engine_span, query_engine_span
 from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
 from teola.adapters.llama_index.refine import REFINE_STEPS
 from teola.adapters.llama_index.sub_question import SUB_QUESTION
@@ -30,7 +30,8 @@ def read_query_engine(query_engine: Any) -> AppReading:
     """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize,
     or a HyDE ``TransformQueryEngine`` around one: hypothetical document -> retrieve by the mean
     embedding of it and the query -> postprocess* -> synthesize; or a ``SubQuestionQueryEngine``:
-    sub-questions -> all of them answered at once -> synthesize.
+    sub-questions -> all of them answered at once -> synthesize; or a ``CitationQueryEngine``:
+    retrieve -> postprocess* -> citation chunks -> synthesize.
 
     A component no recogniser lowers runs unchanged, as one call (logged once, in ``fallbacks``);
     so does any other LlamaIndex query engine (RouterQueryEngine ...), whole.
@@ -54,10 +55,13 @@ def read_query_engine(query_engine: Any) -> AppReading:
             SUB_QUESTION.read(reading, query_engine)
             reading.graph.set_output("response", RESPONSE)
             return reading
+        if isinstance(query_engine, CitationQueryEngine) and not li.is_multimodal_citation(query_engine):
+            spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
+            _read_citation(reading, query_engine)
+            reading.graph.set_output("response", RESPONSE)
+            return reading
         if not isinstance(query_engine, RetrieverQueryEngine):
-            why = HYDE.why_not(query_engine) if HYDE.accepts(query_engine) else \
-                "Teola lowers RetrieverQueryEngine pipelines (and HyDE around them) so far"
-            reading.fallback(query_engine, why)
+            reading.fallback(query_engine, _why_whole(query_engine))
             reading.whole = True
             _call(reading, "synthesize", {"query": reading.query}, "response", query_engine,
                   lambda query: query_engine.query(query), lambda query: query_engine.aquery(query))
@@ -70,6 +74,28 @@ def read_query_engine(query_engine: Any) -> AppReading:
         read_synthesizer(reading, li.synthesizer(query_engine), nodes, bound)
     reading.graph.set_output("response", RESPONSE)
     return reading
+
+
+def _why_whole(query_engine: Any) -> str:
+    """Why a query engine runs whole, as one call."""
+    if HYDE.accepts(query_engine):
+        return HYDE.why_not(query_engine) or ""
+    if isinstance(query_engine, CitationQueryEngine):
+        return "multimodal citations (Teola cites text)"
+    return ("Teola lowers RetrieverQueryEngine, CitationQueryEngine and SubQuestionQueryEngine pipelines (and HyDE "
+            "around a RetrieverQueryEngine) so far")
+
+
+def _read_citation(reading: AppReading, engine: CitationQueryEngine) -> None:
+    """retrieve -> postprocess* -> cite (the numbered citation chunks, as the engine makes them,
+    inside the RETRIEVE event it opens itself) -> synthesize over the chunks."""
+    cited = Ref("cite", "nodes")
+    with reading.inside(citation_retrieve_region(reading, engine, cited)):
+        nodes = read_retriever(reading, engine.retriever)
+        nodes, _ = read_postprocessors(reading, li.postprocessors(engine), nodes, most_nodes(engine.retriever))
+        reading.graph.add(Node("cite", ModuleKind.CALL, {"nodes": nodes}, ("nodes",),
+                               FnArgs(partial(li.citation_nodes, engine), "citation chunks"), region=reading.region))
+    read_synthesizer(reading, li.synthesizer(engine), cited, None)  # a node may be cut into several chunks
 
 
 def _call(reading: AppReading, name: str, inputs: dict, output: str, component: Any, fn: Callable[..., Any],

@@ -48,7 +48,7 @@ from llama_index.core.instrumentation.events.synthesis import (GetResponseEndEve
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.instrumentation.span_handlers import NullSpanHandler
-from llama_index.core.query_engine import RetrieverQueryEngine, SubQuestionQueryEngine
+from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine, SubQuestionQueryEngine
 from llama_index.core.schema import MetadataMode, QueryBundle
 
 from teola.adapters.llama_index import compat as li
@@ -281,6 +281,47 @@ class FunctionSpan(Span):
 
     def site(self, spans: QuerySpans) -> SpanSite:
         return self._site
+
+
+class CallbackRegion(RegionObserver):
+    """A legacy callback event a component opens itself around the work of its region, with no
+    span of its own (CitationQueryEngine's RETRIEVE event around its retrieval): the spans inside go
+    under the enclosing span, the callback events under this one."""
+
+    def __init__(self, callback: CallbackEvent) -> None:
+        self.callback = callback
+
+    def active(self, query: Mapping[str, Any]) -> bool:
+        return isinstance(query.get("spans"), QuerySpans)
+
+    def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
+        if parent is None:
+            raise ValueError("a callback region goes inside a span")
+        if not self.callback.manager.handlers:
+            return parent
+        event = self.callback.open(parent.callback_parent, inputs)
+        return replace(parent, inputs=inputs, callback_id=event, callback_parent=event)
+
+    def end(self, handle: SpanHandle, outputs: Mapping[str, Any]) -> None:
+        if self.callback.manager.handlers:
+            self.callback.close(handle.callback_id, handle.inputs, outputs)
+
+    def fail(self, handle: SpanHandle, error: BaseException) -> None:
+        if self.callback.manager.handlers:
+            self.callback.fail(handle.callback_id, error)
+
+    def enter(self, handle: SpanHandle) -> None:
+        active_span_id.set(handle.id)
+        li.enter_callback_event(handle.callback_parent)
+
+
+def citation_retrieve_region(reading: "AppReading", engine: Any, nodes: Ref) -> str:
+    """The RETRIEVE callback event a CitationQueryEngine opens around its retrieval and citation
+    chunking (``nodes``: the chunks), inside its ``_query``."""
+    return reading.span(CallbackRegion(CallbackEvent(CBEventType.RETRIEVE, engine.callback_manager,
+                                                     lambda v: {EventPayload.QUERY_STR: v["query"]},
+                                                     lambda v, o: {EventPayload.NODES: o["nodes"]})),
+                        {"query": reading.query}, {"nodes": nodes})
 
 
 class ItemSpan(RegionObserver):
@@ -727,9 +768,10 @@ def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:
     """``engine._query``, under the query's own span (``query_span``): the region its components' spans
-    go under; a ``RetrieverQueryEngine``'s or ``SubQuestionQueryEngine``'s starts the ``QUERY`` callback event there."""
+    go under; a ``RetrieverQueryEngine``'s, ``SubQuestionQueryEngine``'s or ``CitationQueryEngine``'s starts the
+    ``QUERY`` callback event there."""
     callback = CallbackEvent(CBEventType.QUERY, engine.callback_manager, lambda v: {EventPayload.QUERY_STR: v["query"]},
                              lambda v, o: {EventPayload.RESPONSE: o["response"]}) \
-        if isinstance(engine, (RetrieverQueryEngine, SubQuestionQueryEngine)) else None
+        if isinstance(engine, (RetrieverQueryEngine, SubQuestionQueryEngine, CitationQueryEngine)) else None
     return reading.span(MethodSpan(engine, "_query", lambda v: ((_bundle(v),), {}), result=lambda o: o["response"],
                                    callback=callback), {"query": reading.query}, {"response": response})

@@ -13,7 +13,8 @@ from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.query_engine import CustomQueryEngine, RetrieverQueryEngine, TransformQueryEngine
+from llama_index.core.query_engine import (CitationQueryEngine, CustomQueryEngine, RetrieverQueryEngine,
+                                           TransformQueryEngine)
 from llama_index.core.retrievers import BaseRetriever
 from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
@@ -82,6 +83,8 @@ _SPANS_OF = {"naive": ({"VectorIndexRetriever.retrieve"}, {"VectorIndexRetriever
              "as-is": ({"OwnRetriever._retrieve", "SimilarityPostprocessor._postprocess_nodes",
                         "CompactAndRefine.synthesize"},
                        {"OwnRetriever.aretrieve", "CompactAndRefine.asynthesize", "TeolaLLM.apredict"}),
+             "citation": ({"CitationQueryEngine._query", "SentenceSplitter.split_text", "CompactAndRefine.synthesize"},
+                          {"CitationQueryEngine._aquery", "SentenceSplitter.split_text", "TeolaLLM.apredict"}),
              "whole": ({"Shouting.query", "RetrieverQueryEngine.query"}, {"Shouting.aquery"})}
 
 
@@ -110,6 +113,8 @@ def _app(index, llm, kind: str):
                                     [SimilarityPostprocessor(similarity_cutoff=0.0)])
     if kind == "whole":
         return Shouting(inner=build_app(index, llm))
+    if kind == "citation":
+        return CitationQueryEngine.from_args(index, llm=llm, similarity_top_k=3)
     if kind == "refine":  # steps, then calls run natively
         return _refine_past_its_steps(index, llm)
     if kind == "subquestion":  # the app as written: sub-questions one after another natively, at once in Teola
@@ -119,7 +124,7 @@ def _app(index, llm, kind: str):
 
 @pytest.mark.parametrize("index", ["simple"], indirect=True)  # the spans do not depend on the store
 @pytest.mark.parametrize("kind", ["naive", "advanced", "hyde", "tree", "simple", "accumulate", "refine", "subquestion",
-                                  "as-is", "whole"])
+                                  "citation", "as-is", "whole"])
 def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions, kind):
     """The query, retrieval (query fusion: the generated queries and each one's retrieval; HyDE: its
     transform, then the inner engine's query), embedding, rerank, synthesis (tree_summarize: each
@@ -432,6 +437,23 @@ def test_sub_questions_are_answered_side_by_side_and_the_answer_matches_native(s
                   if name in ("QueryStartEvent", "QueryEndEvent") and span.startswith("RetrieverQueryEngine.query")]
     assert len(subqueries) >= 4, "the generator wrote one sub-question only"
     assert [name for name, _ in subqueries[:2]] == ["QueryStartEvent"] * 2  # the second began before the first ended
+    asked = asyncio.run(fast.aquery(question))
+    assert str(asked) == str(native) and _texts(asked) == _texts(native)
+
+
+@pytest.mark.answers
+def test_a_citation_query_engine_is_lowered_and_cites_what_native_cites(simple_index, llm, questions):
+    """CitationQueryEngine: retrieval as primitives, its numbered "Source N:" chunks made by the
+    engine itself, then the refine steps over them; the same answer and the same cited chunks (a
+    chunk is a new node with a new id in every run, native too: compared by text)."""
+    query_engine = CitationQueryEngine.from_args(simple_index, llm=llm, similarity_top_k=3)
+    fast = optimize(query_engine)
+    assert fast.fallbacks == [] and {"retrieve.search", "cite", "synthesize.step0"} <= {n.name for n in fast.plan}
+    question = questions[1].question
+    native = _warm_native(query_engine, question)
+    assert [t.split("\n")[0] for t in _texts(native)] == ["Source 1:", "Source 2:", "Source 3:"]
+    response = fast.query(question)
+    assert str(response) == str(native) and _texts(response) == _texts(native)
     asked = asyncio.run(fast.aquery(question))
     assert str(asked) == str(native) and _texts(asked) == _texts(native)
 

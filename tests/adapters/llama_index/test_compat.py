@@ -6,7 +6,7 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import LLMRerank
-from llama_index.core.query_engine import SubQuestionQueryEngine, TransformQueryEngine
+from llama_index.core.query_engine import CitationQueryEngine, SubQuestionQueryEngine, TransformQueryEngine
 from llama_index.core.question_gen import LLMQuestionGenerator
 from llama_index.core.tools import QueryEngineTool
 from llama_index.core.response_synthesizers import Accumulate, CompactAndRefine, SimpleSummarize, TreeSummarize
@@ -31,6 +31,7 @@ def _components() -> list:
         SimpleSummarize(llm=llm), Accumulate(llm=llm),
         SubQuestionQueryEngine.from_defaults([QueryEngineTool.from_defaults(engine, name="docs", description="the docs")],
                                              question_gen=LLMQuestionGenerator.from_defaults(llm=llm), llm=llm),
+        CitationQueryEngine.from_args(index, llm=llm),
         index.as_chat_engine(chat_mode="condense_plus_context", llm=llm),
         index.as_chat_engine(chat_mode="context", llm=llm),
         llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
