@@ -32,7 +32,8 @@ def _offline_defaults() -> None:
 _DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LLM rerank)",
               "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
               "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis",
-              "subquestion": "sub-question engine over two tools", "chat": "chat engine (condense plus context)"}
+              "subquestion": "sub-question engine over two tools", "citation": "citation query engine",
+              "chat": "chat engine (condense plus context)"}
 
 
 def _demo(args: argparse.Namespace) -> int:

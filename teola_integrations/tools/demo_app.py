@@ -12,7 +12,7 @@ from llama_index.core.llms import LLM
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.query_engine import RetrieverQueryEngine, SubQuestionQueryEngine
+from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine, SubQuestionQueryEngine
 from llama_index.core.question_gen import LLMQuestionGenerator
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
@@ -67,9 +67,10 @@ SUB_QUESTION_TOOLS = (("statements", "Python's statements: what each statement d
 CHAT_HISTORY = (ChatMessage(role=MessageRole.USER, content="I am reading the Python language reference."),
                 ChatMessage(role=MessageRole.ASSISTANT, content="Ask me about any of its statements or built-in types."))
 
-AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion", "chat"]
+AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion", "citation",
+                  "chat"]
 APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
-                                  "chat")
+                                  "citation", "chat")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -96,6 +97,8 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     - subquestion: LlamaIndex's SubQuestionQueryEngine over two tools (each a top-k query engine on the
       index): the LLM writes 1-3 sub-questions as JSON (guided decoding to LlamaIndex's own schema, see
       ``sub_question_schema``), each is answered by its tool, then the answer is synthesized over them;
+    - citation: LlamaIndex's CitationQueryEngine: retrieve top-k, cut the nodes into numbered "Source N:"
+      chunks, compact synthesis with its citation templates;
     - chat: ``index.as_chat_engine()`` (condense-plus-context): each question is a turn after
       ``CHAT_HISTORY`` (see ``ask``): the LLM condenses the conversation and the question into a
       standalone question, which is retrieved top-k; the answer is synthesized with the conversation.
@@ -122,6 +125,8 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
                                      use_async=hand_tuned)
     if kind == "chat":
         return index.as_chat_engine(llm=llm, similarity_top_k=top_k)
+    if kind == "citation":
+        return CitationQueryEngine.from_args(index, llm=llm, similarity_top_k=top_k)
     if kind == "subquestion":
         tools = [QueryEngineTool(query_engine=index.as_query_engine(llm=llm, similarity_top_k=top_k),
                                  metadata=ToolMetadata(name=name, description=description))
