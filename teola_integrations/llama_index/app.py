@@ -9,6 +9,7 @@ import numpy as np
 
 from teola.adapters.llama_index import AppReading, IndexSource
 from teola.adapters.llama_index.as_asked import asked
+from teola.optimizer.ir import Graph
 from teola.optimizer.ops import EngineKind
 from teola.runtime.engines.vector_index import FaissIndexEngine
 from teola.runtime.errors import PrimitiveError, original_error
@@ -30,6 +31,7 @@ class CompiledApp:
 
     def __init__(self, reading: AppReading, runtime: Runtime, passes: Iterable[str], owner: Any) -> None:
         self.runtime = runtime
+        self.fallbacks = list(reading.fallbacks)
         specs = [EngineSpec(EngineKind.VECTOR_INDEX, source.key, build=partial(_index_engine, source))
                  for source in reading.indexes]
         for spec in [*reading.engines, *specs]:
@@ -54,3 +56,31 @@ class CompiledApp:
         except PrimitiveError as exc:
             error = original_error(exc)
         raise error
+
+
+class OptimizedApp:
+    """What every Teola wrapper of a LlamaIndex app shows of its compiled app (``_app``): the
+    components that run unoptimized (``fallbacks``, each with why), the module graph it read, the
+    lowered primitive graph and the ``plan`` it runs (the same after the chosen passes)."""
+
+    _app: CompiledApp
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """The components that run unoptimized, as one call each, and why."""
+        return self._app.fallbacks
+
+    @property
+    def module_graph(self) -> Graph:
+        """The app read as a module graph."""
+        return self._app.compiled.module_graph
+
+    @property
+    def primitive_graph(self) -> Graph:
+        """The module graph lowered into primitives."""
+        return self._app.compiled.primitive_graph
+
+    @property
+    def plan(self) -> Graph:
+        """The primitive graph after the chosen passes: what each query runs."""
+        return self._app.compiled.plan

@@ -10,15 +10,14 @@ from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine
 
 from teola.adapters.llama_index import AppReading
 from teola.adapters.llama_index.spans import QuerySpans, entry_span, reports_its_own_span
-from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.runtime.runtime import Runtime
-from teola_integrations.llama_index.app import CompiledApp
+from teola_integrations.llama_index.app import CompiledApp, OptimizedApp
 
 log = logging.getLogger(__name__)
 
 
-class TeolaChatEngine(BaseChatEngine):
+class TeolaChatEngine(OptimizedApp, BaseChatEngine):
     """A LlamaIndex chat engine whose ``chat``/``achat`` turns run as primitive graphs on shared engines.
 
     It keeps the wrapped engine's interface and state: the same memory (a turn reads and extends the
@@ -32,12 +31,8 @@ class TeolaChatEngine(BaseChatEngine):
                  passes: Iterable[str] = PASSES) -> None:
         self.native = native
         self.callback_manager = native.callback_manager
-        self.fallbacks = list(reading.fallbacks)
         self._reports_chat = not reading.whole  # an engine run whole reports its own chat span
         self._app = CompiledApp(reading, runtime, passes, self)
-        self.module_graph: Graph = self._app.compiled.module_graph
-        self.primitive_graph: Graph = self._app.compiled.primitive_graph
-        self.plan: Graph = self._app.compiled.plan
         self._told_streaming = False
 
     @reports_its_own_span

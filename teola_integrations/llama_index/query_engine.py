@@ -10,13 +10,12 @@ from llama_index.core.schema import QueryBundle, QueryType
 
 from teola.adapters.llama_index import AppReading
 from teola.adapters.llama_index.spans import QuerySpans, query_span, reports_its_own_span
-from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.runtime.runtime import Runtime
-from teola_integrations.llama_index.app import CompiledApp
+from teola_integrations.llama_index.app import CompiledApp, OptimizedApp
 
 
-class TeolaQueryEngine(BaseQueryEngine):
+class TeolaQueryEngine(OptimizedApp, BaseQueryEngine):
     """A LlamaIndex query engine whose queries run as primitive graphs on shared engines.
 
     It keeps the wrapped engine's interface: ``query``/``aquery`` return the same ``Response``
@@ -30,12 +29,8 @@ class TeolaQueryEngine(BaseQueryEngine):
                  passes: Iterable[str] = PASSES) -> None:
         super().__init__(callback_manager=native.callback_manager)
         self.native = native
-        self.fallbacks = list(reading.fallbacks)
         self._reports_query = not reading.whole  # an engine run whole reports its own query span
         self._app = CompiledApp(reading, runtime, passes, self)
-        self.module_graph: Graph = self._app.compiled.module_graph
-        self.primitive_graph: Graph = self._app.compiled.primitive_graph
-        self.plan: Graph = self._app.compiled.plan
 
     def _get_prompt_modules(self) -> dict[str, Any]:
         return self.native._get_prompt_modules()
