@@ -37,7 +37,7 @@ from teola.optimizer.values import SKIPPED, Prompt
 
 log = logging.getLogger("teola.adapters.llama_index")
 
-CHAT_INPUTS = ("message", "chat_history")
+CHAT_INPUTS = ("message", "chat_history", "prev_chunks")
 MESSAGE = QueryInput("message")
 RESPONSE = Ref("reply", "response")
 _LOWERED = (CondensePlusContextChatEngine, ContextChatEngine)
@@ -45,7 +45,8 @@ _LOWERED = (CondensePlusContextChatEngine, ContextChatEngine)
 
 def read_chat_engine(chat_engine: Any) -> AppReading:
     """Read a chat engine's turn (``chat``/``achat`` with a message and, optionally, the chat history
-    to start from) into a module graph whose output ``response`` is the ``AgentChatResponse``."""
+    to start from and, for a context engine, the nodes to answer from where retrieval finds none:
+    ``prev_chunks``) into a module graph whose output ``response`` is the ``AgentChatResponse``."""
     li.check_version()
     if not isinstance(chat_engine, BaseChatEngine):
         raise UnsupportedPipelineError(
@@ -56,9 +57,8 @@ def read_chat_engine(chat_engine: Any) -> AppReading:
     if why:
         reading.fallback(chat_engine, why)
         reading.whole = True
-        reading.graph.add(Node("reply", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
-                               ("response",), FnArgs(partial(run_as_asked, chat_engine.chat, chat_engine.achat),
-                                                     type(chat_engine).__name__)))
+        reading.graph.add(Node("reply", ModuleKind.CALL, {name: QueryInput(name) for name in CHAT_INPUTS},
+                               ("response",), FnArgs(partial(_whole_turn, chat_engine), type(chat_engine).__name__)))
     else:
         _read_turn(reading, chat_engine)
     reading.graph.set_output("response", RESPONSE)
@@ -90,6 +90,10 @@ def _read_turn(reading: AppReading, chat_engine: Any) -> None:
     with reading.asking(question):
         nodes = read_retriever(reading, parts.retriever)
         nodes, bound = read_postprocessors(reading, parts.postprocessors, nodes, most_nodes(parts.retriever))
+    if parts.condense_template is None:  # a context engine answers from prev_chunks where it retrieved nothing
+        graph.add(Node("context", ModuleKind.CALL, {"nodes": nodes, "prev_chunks": QueryInput("prev_chunks")},
+                       ("nodes",), FnArgs(_context, "previous chunks where none came", pure=True)))
+        nodes, bound = Ref("context", "nodes"), None
     with reading.asking(MESSAGE):
         REFINE_STEPS[0].read(reading, parts.synthesizer_for([]), nodes, bound, turn=Ref("turn", "synth"))
 
@@ -134,6 +138,18 @@ def _read_condense(reading: AppReading, parts: li.ChatEngineParts) -> Ref:
     reading.graph.add(Node("question", ModuleKind.CALL, {"message": MESSAGE, "text": Ref("condense", "text")},
                            ("question",), FnArgs(standalone, "standalone question", runs_on_skipped=True)))
     return Ref("question", "question")
+
+
+def _whole_turn(chat_engine: Any, message: str, chat_history: list[ChatMessage] | None,
+                prev_chunks: list[Any] | None) -> Any:
+    """A turn of a chat engine Teola runs as it is (``prev_chunks`` passed only where given)."""
+    extra = {} if prev_chunks is None else {"prev_chunks": prev_chunks}
+    return run_as_asked(chat_engine.chat, chat_engine.achat, message, chat_history, **extra)
+
+
+def _context(nodes: list[Any], prev_chunks: list[Any] | None) -> list[Any]:
+    """The nodes a ContextChatEngine answers from: ``prev_chunks`` where retrieval left none, as it does."""
+    return prev_chunks if not nodes and prev_chunks is not None else nodes
 
 
 def _history(memory: Any, message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:

@@ -5,6 +5,7 @@ import logging
 
 import pytest
 from llama_index.core.instrumentation.dispatcher import instrument_tags
+from llama_index.core.postprocessor import SimilarityPostprocessor
 
 from teola.runtime.traces import record_traces
 from teola_integrations.llama_index import TeolaChatEngine, optimize
@@ -128,3 +129,22 @@ def test_a_streamed_turn_runs_natively_with_one_log_line_and_a_bad_message_is_re
     assert len(told) == 1 and "streams its turns natively" in told[0]
     with pytest.raises(TypeError, match="takes the user's message as a str, got dict"):
         fast.chat({"text": question})
+
+
+@pytest.mark.answers
+def test_a_context_engine_answers_from_prev_chunks_where_it_retrieves_nothing_as_natively(simple_index, llm, questions):
+    """ContextChatEngine's ``prev_chunks``: the nodes it answers from where its retrieval (here emptied
+    by a postprocessor) leaves none; an engine that takes none refuses them, as natively."""
+    chat_engine = simple_index.as_chat_engine(chat_mode="context", llm=llm, similarity_top_k=2,
+                                              node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=1.1)])
+    fast = optimize(chat_engine)
+    assert fast.fallbacks == []
+    question = questions[1].question
+    chunks = simple_index.as_retriever(similarity_top_k=2).retrieve(question)
+    chat_engine.chat(question, list(CHAT_HISTORY), chunks)
+    native = chat_engine.chat(question, list(CHAT_HISTORY), chunks)
+    assert [n.node.node_id for n in native.source_nodes] == [n.node.node_id for n in chunks]
+    assert _turn(fast.chat(question, list(CHAT_HISTORY), chunks)) == _turn(native)
+    assert _turn(asyncio.run(fast.achat(question, list(CHAT_HISTORY), prev_chunks=chunks))) == _turn(native)
+    with pytest.raises(TypeError, match="CondensePlusContextChatEngine takes no prev_chunks"):
+        optimize(simple_index.as_chat_engine(llm=llm)).chat(question, prev_chunks=chunks)
