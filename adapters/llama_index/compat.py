@@ -168,8 +168,8 @@ def chat_engine_parts(engine: Any) -> ChatEngineParts:
                             engine._get_response_synthesizer)
     if not hasattr(engine, "_condense_prompt_template"):
         return parts
-    return replace(parts, condense_template=engine._condense_prompt_template,
-                               skip_condense=engine._skip_condense, verbose=engine._verbose)
+    return replace(parts, condense_template=engine._condense_prompt_template, skip_condense=engine._skip_condense,
+                   verbose=engine._verbose)
 
 
 @dataclass(frozen=True)

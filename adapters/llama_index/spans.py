@@ -176,6 +176,12 @@ def _exit(handle: SpanHandle, result: Any) -> None:
                                      result=result)
 
 
+def _enter(handle: SpanHandle) -> None:
+    """Make the framework code run from here on (this context) report under ``handle``."""
+    active_span_id.set(handle.id)  # what LlamaIndex's own spans take as their parent
+    li.enter_callback_event(handle.callback_parent)  # and its callback events
+
+
 def _drop(handle: SpanHandle, error: BaseException) -> None:
     handle.site.dispatcher.event(SpanDropEvent(span_id=handle.id, err_str=str(error)))
     handle.site.dispatcher.span_drop(id_=handle.id, bound_args=handle.bound, instance=handle.site.instance, err=error)
@@ -239,8 +245,7 @@ class Span(RegionObserver, abc.ABC):
         _drop(handle, error)
 
     def enter(self, handle: SpanHandle) -> None:
-        active_span_id.set(handle.id)  # what LlamaIndex's own spans take as their parent
-        li.enter_callback_event(handle.callback_parent)  # and its callback events
+        _enter(handle)
 
 
 class MethodSpan(Span):
@@ -311,8 +316,7 @@ class CallbackRegion(RegionObserver):
             self.callback.fail(handle.callback_id, error)
 
     def enter(self, handle: SpanHandle) -> None:
-        active_span_id.set(handle.id)
-        li.enter_callback_event(handle.callback_parent)
+        _enter(handle)
 
 
 def citation_retrieve_region(reading: "AppReading", engine: Any, nodes: Ref) -> str:
