@@ -7,11 +7,12 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from langchain_core.runnables import (Runnable, RunnableAssign, RunnableLambda, RunnableParallel, RunnablePassthrough,
-                                      RunnableSequence)
+from langchain_core.runnables import (Runnable, RunnableAssign, RunnableBranch, RunnableLambda, RunnableParallel,
+                                      RunnablePassthrough, RunnableSequence)
 
 from teola.adapters.bindings import record_spec
 from teola.adapters.langchain import compat
+from teola.adapters.langchain.branch import trace_branch
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import RETRIEVER
 from teola.adapters.langchain.runs import StepRun, region_values
@@ -58,7 +59,7 @@ def read_runnable(runnable: Any) -> ChainReading:
 
 class Tracer:
     """Traces one runnable into a module graph: the structure (sequences, parallels, passthrough,
-    assign, itemgetter) here, the families Teola lowers by their recognisers, the rest as calls.
+    assign, itemgetter here; branches in ``branch``), the families Teola lowers by their recognisers, the rest as calls.
     Every step but the chain itself is also a region, the run LangChain would report for it
     (``teola.adapters.langchain.runs``), under the region of the step that encloses it."""
 
@@ -102,6 +103,8 @@ class Tracer:
             return self._parallel(runnable, value)
         if isinstance(runnable, RunnableAssign):
             return self._assign(runnable, value)
+        if isinstance(runnable, RunnableBranch):
+            return trace_branch(self, runnable, value)
         return self.trace(runnable, value, None)
 
     def name(self, base: str) -> str:
@@ -126,6 +129,8 @@ class Tracer:
             return self.step_region(step, tag, value, lambda: value)
         if isinstance(step, RunnableAssign):
             return self.step_region(step, tag, value, lambda: self._assign(step, value))
+        if isinstance(step, RunnableBranch):
+            return self.step_region(step, tag, value, lambda: trace_branch(self, step, value))
         if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
             return self.step_region(step, tag, value, lambda: self.key(value, single_key(step.func)[0]))
         for recogniser in STEP_RECOGNISERS:

@@ -14,14 +14,15 @@ from typing import Literal
 from langchain_core.documents import Document
 from langchain_core.output_parsers import NumberedListOutputParser, StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import Runnable, RunnableLambda, RunnableParallel, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableBranch, RunnableLambda, RunnableParallel, RunnablePassthrough
 
 from teola_integrations.tools.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
 from teola_integrations.tools.search_service import web_search
 
-AppName = Literal["search", "rag", "fusion", "contextual", "branches"]
-APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches")
+AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route"]
+APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches", "route")
+PAPER_APPS: tuple[AppName, ...] = APPS[:5]  # the paper's apps and branches: what the demo and bench run by default
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
 # Question first: the part of the prompt known before retrieval ends is the longest it can be.
@@ -43,6 +44,11 @@ FACTS_PROMPT = ChatPromptTemplate.from_messages([
 CONTEXT_PROMPT = ChatPromptTemplate.from_messages([
     ("system", "You situate a passage for a search. In one sentence, say what the passage tells about the question."),
     ("human", "Question: {question}\n\nPassage:\n{chunk}"),
+])
+ROUTE_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", "Classify the question. Reply with one word: `statement` if it asks about a Python statement, else "
+               "`other`."),
+    ("human", "{question}"),
 ])
 JOIN_PROMPT = ChatPromptTemplate.from_messages([
     ("system", SYSTEM),
@@ -87,6 +93,11 @@ def join_contexts(contexts: list[str]) -> str:
     return "\n\n".join(contexts)
 
 
+def rag_answer(retriever: Runnable, answer: Runnable) -> Runnable:
+    """The tutorial's RAG chain on ``{"question": ...}``: the question's top-k, formatted, then ``answer``."""
+    return {"context": itemgetter("question") | retriever | format_docs, "question": itemgetter("question")} | answer
+
+
 @dataclass
 class LangChainApp:
     """One app: the chain as users write it and LangChain's best hand-tuned form of it.
@@ -122,7 +133,10 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
       the question (``contextualize.map()``, which LangChain already runs concurrently, so it is its
       own hand-tuned form), then answered from the contextualized chunks;
     - branches: a draft answer and a list of facts, two LLM calls that both read only the question,
-      joined by a third; written as two ``.assign`` steps, hand-tuned as one ``RunnableParallel``.
+      joined by a third; written as two ``.assign`` steps, hand-tuned as one ``RunnableParallel``;
+    - route: routing, as LangChain's routing guide writes it: the model classifies the question, then
+      a ``RunnableBranch`` answers a question about a statement as in rag and any other from the
+      model alone (LangChain has no faster form: the branch depends on the class).
     """
     retriever = store.as_retriever(search_kwargs={"k": top_k})
     answer = RAG_PROMPT | model | StrOutputParser()
@@ -139,12 +153,18 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
                  | {"context": contexts, "question": itemgetter("question")} | answer)
         return LangChainApp(name, chain, chain)
     if name == "rag":
-        chain = {"context": itemgetter("question") | retriever | format_docs, "question": itemgetter("question")} | answer
+        chain = rag_answer(retriever, answer)
         return LangChainApp(name, chain, chain)
     if name == "fusion":
         queries = QUERIES_PROMPT | model | NumberedListOutputParser() | itemgetter(slice(QUERIES))
         fused = queries | retriever.map() | RunnableLambda(reciprocal_rank_fusion)
         chain = {"context": fused | format_docs, "question": itemgetter("question")} | answer
+        return LangChainApp(name, chain, chain)
+    if name == "route":
+        classify = ROUTE_PROMPT | model | StrOutputParser()
+        route = RunnableBranch((lambda x: "statement" in x["topic"].lower(), rag_answer(retriever, answer)),
+                               ANSWER_PROMPT | model | StrOutputParser())
+        chain = {"topic": classify, "question": lambda x: x["question"]} | route
         return LangChainApp(name, chain, chain)
     draft = ANSWER_PROMPT | model | StrOutputParser()
     facts = FACTS_PROMPT | model | StrOutputParser()

@@ -20,11 +20,11 @@ from typing import Iterator, Sequence
 from teola_integrations.tools.benchmark import SuiteApp
 from teola_integrations.tools.data import load_corpus
 from teola_integrations.tools.demo_app import APP_KINDS as LLAMA_INDEX_APPS
-from teola_integrations.tools.langchain_apps import APPS as LANGCHAIN_APPS
+from teola_integrations.tools.langchain_apps import APPS as LANGCHAIN_APPS, PAPER_APPS as LANGCHAIN_PAPER_APPS
 from teola_integrations.tools.search_service import SearchService
 
 APPS = {"llama-index": LLAMA_INDEX_APPS, "langchain": LANGCHAIN_APPS}
-DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": LANGCHAIN_APPS}
+DEFAULT_APPS = {"llama-index": ("search", "naive", "advanced"), "langchain": LANGCHAIN_PAPER_APPS}
 
 
 def llama_index_apps(names: Sequence[str], top_k: int = 3, max_tokens: int = 64, search_url: str | None = None,

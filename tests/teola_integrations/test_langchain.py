@@ -8,13 +8,14 @@ import pytest
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessageChunk
 from langchain_core.prompts import ChatPromptTemplate
-from langchain_core.runnables import RunnableLambda
+from langchain_core.output_parsers import StrOutputParser
+from langchain_core.runnables import RunnableBranch, RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
 from teola.runtime.engines.llm import PromptTooLongError
 from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
-from teola_integrations.tools.langchain_apps import APPS, build_app
+from teola_integrations.tools.langchain_apps import ANSWER_PROMPT, APPS, RAG_PROMPT, build_app, rag_answer
 from teola_integrations.tools.run_trees import langchain_run_tree
 from teola_integrations.tools.search_service import SearchService
 
@@ -140,6 +141,30 @@ def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questio
     assert len(trees["native"]) > 5
     assert all(tree == trees["native stream" if "stream" in mode else "native"] for mode, tree in trees.items())
     assert trees["native stream"] != trees["native"]  # a stream's runs are not an invoke's (streamed generations)
+
+
+def test_a_branch_runs_the_pipeline_langchain_picks_on_the_engines(store, chat, questions):
+    """A RunnableBranch at the chain's root: a question about a statement is answered from retrieval,
+    any other from the model alone; the picked branch's retrieval and LLM call run on the engines,
+    with the native answer and run tree (the route app's branch depends on the model's class, so
+    this one routes on the question to take both branches on every CPU)."""
+    retrieved = rag_answer(store.as_retriever(search_kwargs={"k": 3}), RAG_PROMPT | chat | StrOutputParser())
+    chain = RunnableBranch((lambda x: "statement" in x["question"], retrieved), ANSWER_PROMPT | chat | StrOutputParser())
+    fast = optimize(chain)
+    assert len(fast.lowered) == 3  # the retrieval and both branches' LLM calls
+    for question, retrieves in ((questions[0], True), (questions[4], False)):
+        value = {"question": question.question}
+        trees = {}
+        _warm(chain, value)
+        for mode, invoke in (("native", chain.invoke), ("teola", fast.invoke),
+                             ("teola async", lambda v: asyncio.run(fast.ainvoke(v)))):
+            with collect_runs() as collector:
+                answer = invoke(value)
+            [root] = collector.traced_runs
+            trees[mode] = (answer, langchain_run_tree(root))
+        assert trees["teola"] == trees["native"] and trees["teola async"] == trees["native"]
+        assert ("VectorStoreRetriever" in {row[1] for row in trees["native"][1]}) is retrieves
+        assert "".join(fast.stream(value)) == trees["native"][0]  # as one chunk: the answer is not one LLM call's
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
