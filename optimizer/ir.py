@@ -247,6 +247,9 @@ class Graph:
             for before in node.after:
                 if before not in self._nodes:
                     raise GraphError(f"node {node.name!r} runs after {before!r}, but there is no such node")
+            unknown = set(getattr(node.args, "catches", ())) - set(node.inputs)
+            if unknown:
+                raise GraphError(f"node {node.name!r} catches the failure of inputs {sorted(unknown)} it does not have")
         if not self.outputs:
             raise GraphError("the graph has no outputs; call set_output() for what a query returns")
         for name, source in self.outputs.items():

@@ -69,6 +69,14 @@ class Skipped:
 SKIPPED = Skipped()
 
 
+@dataclass(frozen=True)
+class Failed:
+    """The value a node that catches an input's failure (``FnArgs.catches``) reads in its place:
+    the exception the failed component raised (its own, unwrapped from Teola's)."""
+
+    error: BaseException
+
+
 # What adapters render in place of a prompt's late part (the retrieved context) to find its prefix.
 CONTEXT_MARK = "\u27e6teola:context\u27e7"
 

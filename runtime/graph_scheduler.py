@@ -30,10 +30,10 @@ from typing import Any, Mapping
 
 from teola.optimizer.ir import Graph, Node, Op, QueryInput
 from teola.optimizer.ops import FnArgs
-from teola.optimizer.values import SKIPPED
+from teola.optimizer.values import SKIPPED, Failed
 from teola.runtime.dispatch import rule_for
 from teola.runtime.engine_scheduler import EngineScheduler
-from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
+from teola.runtime.errors import PrimitiveError, TeolaRuntimeError, original_error
 from teola.runtime.policy import CriticalPathFirst, SchedulingPolicy
 from teola.runtime.region_watch import RegionWatch
 from teola.runtime.streams import TextStream, complete_items
@@ -130,7 +130,9 @@ class GraphScheduler:
         try:
             for before in node.after:
                 await asyncio.shield(results[before])
-            args = {arg: await _resolve(source, inputs, results) for arg, source in node.inputs.items()}
+            caught = node.args.catches if isinstance(node.args, FnArgs) else ()
+            args = {arg: await (_resolve_caught if arg in caught else _resolve)(source, inputs, results)
+                    for arg, source in node.inputs.items()}
             if any(v is SKIPPED for v in args.values()) and not _runs_on_skipped(node):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
@@ -199,6 +201,16 @@ async def _resolve(source: Any, inputs: Mapping[str, Any], results: dict[str, as
     if source.items is None or value is SKIPPED:
         return value
     return value[source.items[0]:source.items[1]]
+
+
+async def _resolve_caught(source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> Any:
+    """The value an input reads, or the failure of what it reads as a ``Failed`` value (for a node that catches it)."""
+    try:
+        return await _resolve(source, inputs, results)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        return Failed(original_error(exc))
 
 
 def _as_outputs(node: Node, value: Any) -> dict[str, Any]:

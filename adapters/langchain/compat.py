@@ -19,12 +19,14 @@ from typing import Any
 
 import langchain_core
 from langchain_core.language_models import BaseChatModel, BaseLanguageModel, BaseLLM
+from langchain_core.language_models.chat_models import _generate_response_from_error
+from langchain_core.outputs import LLMResult
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.prompt_values import PromptValue
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.base import RunnableEach
 from langchain_core.runnables.config import (get_async_callback_manager_for_config, get_callback_manager_for_config,
-                                             get_executor_for_config, set_config_context)
+                                             get_executor_for_config, merge_configs, set_config_context)
 from langchain_core.runnables.utils import coro_with_context
 from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
 
@@ -47,9 +49,10 @@ CLIENT_PRIVATE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
 }
 # Names langchain-core's own modules define but its packages do not export.
 INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
+    "langchain_core.language_models.chat_models": ("_generate_response_from_error",),
     "langchain_core.runnables.base": ("RunnableEach",),
     "langchain_core.runnables.config": ("get_async_callback_manager_for_config", "get_callback_manager_for_config",
-                                        "get_executor_for_config", "set_config_context"),
+                                        "get_executor_for_config", "merge_configs", "set_config_context"),
     "langchain_core.runnables.utils": ("coro_with_context",),
     "langchain_core.tracers._streaming": ("_StreamingCallbackHandler", "_V2StreamingCallbackHandler"),
 }
@@ -131,3 +134,11 @@ def model_run_params(model: BaseLanguageModel) -> tuple[dict[str, Any], dict[str
     params = ({**model._dict_for_compat(), "stop": None} if isinstance(model, BaseLLM)
               else model._get_invocation_params(stop=None))
     return model._serialized, params, model._get_ls_params_with_defaults(stop=None)
+
+
+def model_error_result(model: BaseLanguageModel, error: BaseException) -> LLMResult:
+    """The result a model's run reports with ``error``: a chat model's from the error (its HTTP
+    response's body and headers, where it has one), an LLM's empty."""
+    if isinstance(model, BaseChatModel):
+        return LLMResult(generations=[_generate_response_from_error(error)])
+    return LLMResult(generations=[])

@@ -19,7 +19,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from teola.adapters.langchain.compat import convert_input
 from teola.adapters.langchain.models import bind_model, model_why_not
 from teola.adapters.langchain.runs import ModelRun, ParserRun, PromptRun, StepRun, prompt_value, region_values
-from teola.adapters.langchain.steps import StepRecogniser, Traced, Value, DictValue
+from teola.adapters.langchain.steps import ChildTag, DictValue, StepRecogniser, Traced, Value
 from teola.optimizer.ir import ModuleKind, Node, Ref, Region
 from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
 from teola.optimizer.values import CONTEXT_MARK, ChatMessage, Prompt, PromptPrefix
@@ -55,7 +55,7 @@ class FinalGeneration:
     decode: str
     chat: bool
     parser: BaseOutputParser | None
-    parser_tag: str | None = None
+    parser_tag: ChildTag = None
     model_region: str | None = None
 
 
@@ -75,14 +75,14 @@ class EngineModelRecogniser(StepRecogniser):
     def why_not(self, step: Any) -> str | None:
         return model_why_not(step)
 
-    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: str | None) -> Value:
+    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: ChildTag) -> Value:
         return read_llm_call(tracer, LLMCall(None, step, None, None, 1), value, [tag])
 
 
 ENGINE_MODEL = EngineModelRecogniser()
 
 
-def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: list[str | None]) -> Value:
+def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: list[ChildTag]) -> Value:
     """[prompt |] model [| parser [| first cap items]] as one LLM call; the model's own input
     conversion and the parser's own ``parse_result`` keep the native values. A capped list
     is a bounded parse of the decode: what the passes pipeline into its readers. Each step of the
@@ -128,7 +128,7 @@ def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: li
 
 
 def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, output: Ref,
-              tags: list[str | None]) -> str:
+              tags: list[ChildTag]) -> str:
     """The runs of the call's steps, as regions: the prompt's on the call's input, the model's on
     the prompt's value until its text, the parser's on that text until its output, the cap's on
     the items (the parser's output is then the items kept: decoding stops once they are in).
@@ -138,7 +138,7 @@ def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, o
     inputs, assemble = region_values(value)
     tags = list(tags)
 
-    def region(observer_of: Callable[[str, str | None], StepRun], reads: dict, gives: dict) -> str:
+    def region(observer_of: Callable[[str, ChildTag], StepRun], reads: dict, gives: dict) -> str:
         name = tracer.region_name()
         tracer.add_region(Region(name, reads, gives, observer_of(name, tags.pop(0)), tracer.region))
         return name

@@ -10,7 +10,7 @@ from langchain_core.vectorstores import VectorStoreRetriever
 from teola.adapters.langchain.compat import RunnableEach
 from teola.adapters.langchain.models import bind_embeddings, bind_store_search, store_documents, store_why_not
 from teola.adapters.langchain.runs import EachRun, RetrieverRun, region_values
-from teola.adapters.langchain.steps import StepRecogniser, Traced, Value
+from teola.adapters.langchain.steps import ChildTag, StepRecogniser, Traced, Value
 from teola.optimizer.ir import ModuleKind, Node, Ref, Region
 from teola.optimizer.ops import RetrieveArgs
 
@@ -36,7 +36,7 @@ class RetrieverRecogniser(StepRecogniser):
     def takes(self, value: Traced) -> bool:
         return isinstance(value, Value)  # a dict flowing into a retriever fails natively, so it runs natively
 
-    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: str | None) -> Value:
+    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: ChildTag) -> Value:
         retriever = _retriever(step)
         name = tracer.name("retrieve")
         store = retriever.vectorstore

@@ -19,11 +19,12 @@ from langchain_core.output_parsers import BaseOutputParser
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, GenerationChunk, LLMResult
 from langchain_core.prompts import BasePromptTemplate
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableConfig, patch_config
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.utils import LC_ID_PREFIX
 
 from teola.adapters.langchain import compat
-from teola.adapters.langchain.steps import RunHandle, StepFrame, Traced, Value, dict_parts
+from teola.adapters.langchain.steps import (ChildTag, RunHandle, StepFrame, Traced, Value, child_config, dict_parts,
+                                            run_name)
 from teola.optimizer.ir import Source
 from teola.optimizer.regions import RegionObserver
 
@@ -65,7 +66,7 @@ class StepRun(RegionObserver):
     and ``assemble_out`` make the step's input and output of the region's values.
     """
 
-    def __init__(self, step: Runnable, tag: str | None, region: str, assemble_in: Assemble = value_of,
+    def __init__(self, step: Runnable, tag: ChildTag, region: str, assemble_in: Assemble = value_of,
                  assemble_out: Assemble = value_of) -> None:
         self.step, self.tag, self.region = step, tag, region
         self.assemble_in, self.assemble_out = assemble_in, assemble_out
@@ -78,7 +79,7 @@ class StepRun(RegionObserver):
         base = parent or frame.root
         handle = base
         try:
-            config = patch_config(base.config, callbacks=base.run.get_child(self.tag))
+            config = child_config(base, self.tag)
             input = self.assemble_in(inputs)
             handle = RunHandle(config, await self.open(frame, config, input), input)
         finally:  # steps run as-is inside the region go on under the closest run there is
@@ -95,7 +96,7 @@ class StepRun(RegionObserver):
         """Open the step's run on ``input``; return its run manager."""
         run_type = "parser" if isinstance(self.step, BaseOutputParser) else None  # as the parser's invoke says
         return await _done(_manager(frame, config).on_chain_start(None, input, run_type=run_type,
-                                                                  name=self.step.get_name()))
+                                                                  name=run_name(config, self.step)))
 
     def close(self, run: Any, output: Any) -> Any:
         """Close ``run`` with ``output``."""
@@ -114,7 +115,7 @@ class PromptRun(StepRun):
 
     async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
         return await _done(_manager(frame, config).on_chain_start(
-            compat.prompt_serialized(self.step), input, run_type="prompt", name=self.step.get_name()))
+            compat.prompt_serialized(self.step), input, run_type="prompt", name=run_name(config, self.step)))
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
         await _done(handle.run.on_chain_end(prompt_value(self.step, handle.input)))
@@ -132,7 +133,7 @@ class RetrieverRun(StepRun):
 
     async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
         manager = _manager(frame, config, self.step, compat.retriever_ls_params(self.step))
-        return await _done(manager.on_retriever_start(None, input, name=self.step.get_name()))
+        return await _done(manager.on_retriever_start(None, input, name=run_name(config, self.step)))
 
     def close(self, run: Any, output: Any) -> Any:
         return run.on_retriever_end(output)
@@ -151,7 +152,7 @@ class ModelRun(StepRun):
 
     step: BaseLanguageModel
 
-    def __init__(self, step: BaseLanguageModel, tag: str | None, region: str, to_model_input: Assemble) -> None:
+    def __init__(self, step: BaseLanguageModel, tag: ChildTag, region: str, to_model_input: Assemble) -> None:
         super().__init__(step, tag, region, to_model_input, lambda outputs: outputs["text"])
         self._pieces: dict[Any, int] = {}  # the streaming runs open, by run id: how many pieces told (one loop)
 
@@ -190,10 +191,10 @@ class ModelRun(StepRun):
         prompt = compat.convert_input(self.step, input)
         if isinstance(self.step, BaseChatModel):
             runs = manager.on_chat_model_start(serialized, [prompt.to_messages()], invocation_params=params,
-                                               options={"stop": None}, batch_size=1)
+                                               options={"stop": None}, name=config.get("run_name"), batch_size=1)
         else:
             runs = manager.on_llm_start(serialized, [prompt.to_string()], invocation_params=params,
-                                        options={"stop": None}, batch_size=1)
+                                        options={"stop": None}, name=config.get("run_name"), batch_size=1)
         [run] = await _done(runs)
         return run
 
@@ -203,7 +204,7 @@ class ModelRun(StepRun):
         return run.on_llm_end(LLMResult(generations=[[generation]]))
 
     def error(self, run: Any, error: BaseException) -> Any:
-        return run.on_llm_error(error)
+        return run.on_llm_error(error, response=compat.model_error_result(self.step, error))
 
 
 def stream_chunk(model: BaseLanguageModel, text: str, run: Any, last: bool = False) -> GenerationChunk:
@@ -231,7 +232,7 @@ class ParserRun(StepRun):
     """An output parser's run on the model's answer: the message the model returned in its run
     (the region ``model_region``), or the text an LLM returned."""
 
-    def __init__(self, step: Runnable, tag: str | None, region: str, model_region: str, chat: bool) -> None:
+    def __init__(self, step: Runnable, tag: ChildTag, region: str, model_region: str, chat: bool) -> None:
         super().__init__(step, tag, region)
         self.model_region, self.chat = model_region, chat
 
@@ -247,7 +248,7 @@ class EachRun(StepRun):
     """``step.map()`` over a list: its own run, then one run of the mapped step per item, as
     ``RunnableEach`` batches them (``item_run`` opens and closes each)."""
 
-    def __init__(self, step: Runnable, tag: str | None, region: str, item_run: StepRun) -> None:
+    def __init__(self, step: Runnable, tag: ChildTag, region: str, item_run: StepRun) -> None:
         super().__init__(step, tag, region)
         self.item_run = item_run
 
@@ -256,7 +257,7 @@ class EachRun(StepRun):
         frame: StepFrame = query["frame"]
         items = []
         for item in inputs["value"]:
-            config = patch_config(handle.config, callbacks=handle.run.get_child())
+            config = child_config(handle, None)
             items.append(await self.item_run.open(frame, config, item))
         return RunHandle(handle.config, handle.run, handle.input, tuple(items))
 

@@ -11,9 +11,10 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableParallel, RunnableSequence, patch_config
+from langchain_core.runnables import (Runnable, RunnableBinding, RunnableConfig, RunnableParallel, RunnableSequence,
+                                      patch_config)
 
-from teola.adapters.langchain.compat import coro_with_context, set_config_context
+from teola.adapters.langchain.compat import coro_with_context, merge_configs, set_config_context
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs
 
@@ -30,6 +31,69 @@ class RunHandle:
     run: Any
     input: Any = None
     items: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class BoundTag:
+    """The child tag of a step bound by ``.with_config(...)``: its run gets ``config`` merged into
+    the child config, as ``RunnableBinding`` merges it (``tag`` may be bound again)."""
+
+    tag: "str | BoundTag | None"
+    config: RunnableConfig
+
+
+@dataclass(frozen=True)
+class GivenConfig:
+    """In place of a child tag: the step runs with the config its parent was given, inside the
+    context of a child config of its run (``RunnableWithFallbacks`` runs its runnables so): the
+    given config's callbacks where it has any, else the child's."""
+
+
+GIVEN_CONFIG = GivenConfig()
+ChildTag = str | BoundTag | GivenConfig | None
+# What ``.with_config`` may set for a binding to be traced through (the rest changes how its step runs).
+TRACED_CONFIG_KEYS = frozenset({"run_name", "tags", "metadata"})
+
+
+def config_binding(step: Any) -> RunnableConfig | None:
+    """The config a ``.with_config(run_name=..., tags=..., metadata=...)`` binding gives its step, or
+    None for any other step (kwargs bound with ``.bind``, callbacks, factories: it runs as-is)."""
+    if type(step) is not RunnableBinding or step.kwargs or step.config_factories:
+        return None
+    return step.config if set(step.config) <= TRACED_CONFIG_KEYS else None
+
+
+def unbind(runnable: Runnable) -> tuple[Runnable, tuple[RunnableConfig, ...]]:
+    """A chain under ``.with_config`` bindings (``create_retrieval_chain``'s, say) and their configs,
+    outermost first: the chain's own run is the invocation's, so they go to its config."""
+    configs: list[RunnableConfig] = []
+    while config_binding(runnable) is not None:
+        configs.append(config_binding(runnable))
+        runnable = runnable.bound
+    return runnable, tuple(configs)
+
+
+def bound_config(configs: tuple[RunnableConfig, ...], config: RunnableConfig | None) -> RunnableConfig | None:
+    """An invocation's ``config`` as the bindings ``configs`` (outermost first) hand it to their chain."""
+    for bound in configs:
+        config = merge_configs(bound, config)
+    return config
+
+
+def child_config(parent: RunHandle, tag: ChildTag) -> RunnableConfig:
+    """The config a composite whose run is ``parent`` hands its child tagged ``tag``: a child
+    callback manager of its run (and a bound child's own config merged in, as its binding does)."""
+    if isinstance(tag, BoundTag):
+        return merge_configs(tag.config, child_config(parent, tag.tag))
+    if isinstance(tag, GivenConfig):  # what ensure_config makes of it inside a child config's context
+        given = {key: value for key, value in parent.config.items() if value is not None}
+        return {**patch_config(parent.config, callbacks=parent.run.get_child()), **given}
+    return patch_config(parent.config, callbacks=parent.run.get_child(tag))
+
+
+def run_name(config: RunnableConfig, step: Runnable) -> str:
+    """The name a step's run gets: the config's ``run_name`` (a binding's), else the step's own."""
+    return config.get("run_name") or step.get_name()
 
 
 @dataclass
@@ -80,14 +144,14 @@ class StepFrame:
         return await asyncio.shield(self._run_future(region))
 
 
-def step_call(step: Runnable, tag: str | None, first: bool = False, region: str | None = None) -> Callable[..., Any]:
+def step_call(step: Runnable, tag: ChildTag, first: bool = False, region: str | None = None) -> Callable[..., Any]:
     """A coroutine function running ``step`` exactly as a LangChain composite runs its child:
     with a child config tagged ``tag`` of the run of ``region`` (None: the chain's own run), in its
     config context; ``first`` steps get the call's kwargs."""
 
     async def call(input: Any, frame: StepFrame) -> Any:
         parent = await frame.parent_run(region)
-        config = patch_config(parent.config, callbacks=parent.run.get_child(tag))
+        config = child_config(parent, tag)
         kwargs = frame.kwargs if first else {}
         if frame.is_async:
             with set_config_context(config) as context:
@@ -187,6 +251,6 @@ class StepRecogniser(abc.ABC):
         return True
 
     @abc.abstractmethod
-    def read(self, tracer: "Tracer", step: Any, value: "Traced", tag: str | None) -> "Value":
+    def read(self, tracer: "Tracer", step: Any, value: "Traced", tag: ChildTag) -> "Value":
         """``step`` applied to ``value``, as modules of ``tracer``'s graph, and its run as a region
         (``tag``: the child tag LangChain gives the step)."""

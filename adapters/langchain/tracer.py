@@ -7,17 +7,18 @@ import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from langchain_core.runnables import (Runnable, RunnableAssign, RunnableBranch, RunnableLambda, RunnableParallel,
-                                      RunnablePassthrough, RunnableSequence)
+from langchain_core.runnables import (Runnable, RunnableAssign, RunnableBranch, RunnableConfig, RunnableLambda,
+                                      RunnableParallel, RunnablePassthrough, RunnableSequence, RunnableWithFallbacks)
 
 from teola.adapters.bindings import record_spec
 from teola.adapters.langchain import compat
 from teola.adapters.langchain.branch import trace_branch
+from teola.adapters.langchain.fallbacks import fallbacks_why_not, trace_fallbacks
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import RETRIEVER
 from teola.adapters.langchain.runs import StepRun, region_values
-from teola.adapters.langchain.steps import (FRAME, INPUT, DictValue, StepRecogniser, Traced, Value, dict_parts,
-                                            step_call)
+from teola.adapters.langchain.steps import (FRAME, GIVEN_CONFIG, INPUT, BoundTag, ChildTag, DictValue, StepRecogniser,
+                                            Traced, Value, config_binding, dict_parts, step_call, unbind)
 from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Region, Source
 from teola.optimizer.ops import FnArgs
 from teola.runtime.registry import EngineSpec
@@ -33,13 +34,15 @@ class UnsupportedRunnableError(TypeError):
 @dataclass
 class ChainReading:
     """What the adapter read: the module graph, what was lowered, the LLM call that gives the
-    chain's output (if one does), and the engines its steps run on that the chain must start
-    (its own clients')."""
+    chain's output (if one does), the engines its steps run on that the chain must start
+    (its own clients'), and the configs of the ``.with_config`` bindings around the chain, which
+    every invocation's config takes (``steps.bound_config``)."""
 
     graph: Graph
     lowered: list[str] = field(default_factory=list)
     final: FinalGeneration | None = None
     engines: list[EngineSpec] = field(default_factory=list)
+    root_configs: tuple[RunnableConfig, ...] = ()
 
 
 def read_runnable(runnable: Any) -> ChainReading:
@@ -51,15 +54,16 @@ def read_runnable(runnable: Any) -> ChainReading:
             f"optimize() takes a LangChain runnable (an LCEL chain such as prompt | model | parser), "
             f"got {type(runnable).__module__}.{type(runnable).__name__}")
     tracer = Tracer()
-    out = tracer.materialize(tracer.trace_root(runnable, Value(INPUT, early=True)))
+    chain, root_configs = unbind(runnable)
+    out = tracer.materialize(tracer.trace_root(chain, Value(INPUT, early=True)))
     tracer.graph.set_output("output", out.source)
     tracer.declare_regions()
-    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source), tracer.engines)
+    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source), tracer.engines, root_configs)
 
 
 class Tracer:
     """Traces one runnable into a module graph: the structure (sequences, parallels, passthrough,
-    assign, itemgetter here; branches in ``branch``), the families Teola lowers by their recognisers, the rest as calls.
+    assign, itemgetter here; branches and fallbacks in their own modules), the families Teola lowers by their recognisers, the rest as calls.
     Every step but the chain itself is also a region, the run LangChain would report for it
     (``teola.adapters.langchain.runs``), under the region of the step that encloses it."""
 
@@ -105,6 +109,8 @@ class Tracer:
             return self._assign(runnable, value)
         if isinstance(runnable, RunnableBranch):
             return trace_branch(self, runnable, value)
+        if isinstance(runnable, RunnableWithFallbacks) and fallbacks_why_not(runnable) is None:
+            return trace_fallbacks(self, runnable, value, GIVEN_CONFIG, own_run=False)
         return self.trace(runnable, value, None)
 
     def name(self, base: str) -> str:
@@ -119,7 +125,7 @@ class Tracer:
         """Record that the chain's steps run on the engine ``spec`` (None: one that runs already)."""
         record_spec(self.engines, spec)
 
-    def trace(self, step: Runnable, value: Traced, tag: str | None) -> Traced:
+    def trace(self, step: Runnable, value: Traced, tag: ChildTag) -> Traced:
         """``step`` applied to ``value``; ``tag`` is the child tag LangChain gives the step."""
         if isinstance(step, RunnableSequence):
             return self.step_region(step, tag, value, lambda: self._sequence(step.steps, value))
@@ -131,6 +137,10 @@ class Tracer:
             return self.step_region(step, tag, value, lambda: self._assign(step, value))
         if isinstance(step, RunnableBranch):
             return self.step_region(step, tag, value, lambda: trace_branch(self, step, value))
+        if config_binding(step) is not None:  # .with_config(run_name=..., ...): its step's run takes the config
+            return self.trace(step.bound, value, BoundTag(tag, config_binding(step)))
+        if isinstance(step, RunnableWithFallbacks) and fallbacks_why_not(step) is None:
+            return trace_fallbacks(self, step, value, tag)
         if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
             return self.step_region(step, tag, value, lambda: self.key(value, single_key(step.func)[0]))
         for recogniser in STEP_RECOGNISERS:
@@ -138,7 +148,7 @@ class Tracer:
                 return recogniser.read(self, step, value, tag)
         return self._call(step, value, tag)
 
-    def step_region(self, step: Runnable, tag: str | None, value: Traced, trace: Callable[[], Traced]) -> Traced:
+    def step_region(self, step: Runnable, tag: ChildTag, value: Traced, trace: Callable[[], Traced]) -> Traced:
         """``step`` on ``value`` as its own chain run, its children traced by ``trace`` inside it."""
 
         def make(name: str, parent: str | None) -> tuple[Region, Traced]:
@@ -191,7 +201,7 @@ class Tracer:
         return Value(Ref(name, "output"), early=all(v.early for v in value.items.values()) and
                      (value.base is None or value.base.early))
 
-    def _call(self, step: Runnable, value: Traced, tag: str | None) -> Value:
+    def _call(self, step: Runnable, value: Traced, tag: ChildTag) -> Value:
         """The step run as-is, as LangChain runs it (its run under its enclosing step's)."""
         name = self.name("call")
         self.graph.add(Node(name, ModuleKind.CALL, {"input": self.materialize(value).source, "frame": FRAME}, ("output",),

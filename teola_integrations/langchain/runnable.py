@@ -8,13 +8,14 @@ from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable, Iterator
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
-from langchain_core.runnables import Runnable, RunnableConfig, patch_config
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.graph import Graph as RunnableGraph
 from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel
 
 from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
 from teola.adapters.langchain.compat import get_executor_for_config
+from teola.adapters.langchain.steps import RunHandle, bound_config, child_config
 from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
 from teola.optimizer.stream_output import stream_output
@@ -30,13 +31,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class ChainBuild:
     """What Teola made of a runnable: the module graph, the primitive graph, the optimized plan,
-    the lowered steps, and the LLM call whose text is the chain's answer (if one is)."""
+    the lowered steps, the LLM call whose text is the chain's answer (if one is), and the configs of
+    the ``.with_config`` bindings around the chain (each invocation's config takes them)."""
 
     module_graph: Graph
     primitive_graph: Graph
     plan: Graph
     lowered: list[str]
     final: FinalGeneration | None
+    root_configs: tuple[RunnableConfig, ...] = ()
 
 
 def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES, holder: object | None = None) -> ChainBuild:
@@ -46,7 +49,8 @@ def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PAS
     for spec in reading.engines:
         runtime.engine(spec, holder if holder is not None else runnable)
     compiled = compile_graph(reading.graph, runtime, passes)
-    return ChainBuild(compiled.module_graph, compiled.primitive_graph, compiled.plan, reading.lowered, reading.final)
+    return ChainBuild(compiled.module_graph, compiled.primitive_graph, compiled.plan, reading.lowered, reading.final,
+                      reading.root_configs)
 
 
 class TeolaRunnable(Runnable):
@@ -82,6 +86,7 @@ class TeolaRunnable(Runnable):
                         "its steps run as-is", self.name)
         self._chain = ChainPlan(self.plan, runtime)
         self._final = build.final
+        self._root_configs = build.root_configs
         self._streaming = ChainPlan(stream_output(self.plan, build.final.decode, "output"), runtime) if build.final else None
         self._model_region = build.final.model_region if self._streaming and \
             build.final.model_region in self._streaming.plan.regions else None  # reported while streaming
@@ -89,18 +94,19 @@ class TeolaRunnable(Runnable):
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if streams_tokens_to_a_handler(config):  # its models stream to that handler, as LangChain's do
             return self.native.invoke(input, config, **kwargs)
-        return self._chain.invoke(self.name, input, config, kwargs)
+        return self._chain.invoke(self.name, input, bound_config(self._root_configs, config), kwargs)
 
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if streams_tokens_to_a_handler(config):
             return await self.native.ainvoke(input, config, **kwargs)
-        return await self._chain.ainvoke(self.name, input, config, kwargs)
+        return await self._chain.ainvoke(self.name, input, bound_config(self._root_configs, config), kwargs)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
         if self._streaming is None:
             yield from super().stream(input, config, **kwargs)
             return
-        yield from self._transform_stream_with_config(iter([input]), self._stream_answer, config, **kwargs)
+        yield from self._transform_stream_with_config(iter([input]), self._stream_answer,
+                                                      bound_config(self._root_configs, config), **kwargs)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
         if self._streaming is None:
@@ -111,7 +117,8 @@ class TeolaRunnable(Runnable):
         async def only() -> AsyncIterator[Any]:
             yield input
 
-        async for chunk in self._atransform_stream_with_config(only(), self._astream_answer, config, **kwargs):
+        async for chunk in self._atransform_stream_with_config(only(), self._astream_answer,
+                                                               bound_config(self._root_configs, config), **kwargs):
             yield chunk
 
     def _stream_answer(self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
@@ -143,7 +150,7 @@ class TeolaRunnable(Runnable):
 
     def _parser_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:
         """The config the answer's parser streams with: a child of the chain's run, tagged as its step."""
-        return patch_config(config, callbacks=run_manager.get_child(self._final.parser_tag))
+        return child_config(RunHandle(config, run_manager), self._final.parser_tag)
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.native.get_input_schema(config)

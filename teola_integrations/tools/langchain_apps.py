@@ -20,8 +20,8 @@ from teola_integrations.tools.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
 from teola_integrations.tools.search_service import web_search
 
-AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route"]
-APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches", "route")
+AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "stuff"]
+APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches", "route", "stuff")
 PAPER_APPS: tuple[AppName, ...] = APPS[:5]  # the paper's apps and branches: what the demo and bench run by default
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
@@ -49,6 +49,11 @@ ROUTE_PROMPT = ChatPromptTemplate.from_messages([
     ("system", "Classify the question. Reply with one word: `statement` if it asks about a Python statement, else "
                "`other`."),
     ("human", "{question}"),
+])
+# LangChain's standard chains' prompt shape: the documents in the system message, the input as the human's.
+STUFF_PROMPT = ChatPromptTemplate.from_messages([
+    ("system", f"{SYSTEM}\n\nUse this context to answer:\n{{context}}"),
+    ("human", "{input}"),
 ])
 JOIN_PROMPT = ChatPromptTemplate.from_messages([
     ("system", SYSTEM),
@@ -98,6 +103,19 @@ def rag_answer(retriever: Runnable, answer: Runnable) -> Runnable:
     return {"context": itemgetter("question") | retriever | format_docs, "question": itemgetter("question")} | answer
 
 
+def standard_retrieval_chain(retriever: Runnable, model: Runnable) -> Runnable:
+    """``create_retrieval_chain(retriever, create_stuff_documents_chain(model, STUFF_PROMPT))``:
+    LangChain's standard RAG chain, on ``{"input": ...}`` (needs langchain-classic, which the
+    ``clients`` extra brings)."""
+    try:
+        from langchain_classic.chains import create_retrieval_chain
+        from langchain_classic.chains.combine_documents import create_stuff_documents_chain
+    except ImportError as exc:
+        raise ImportError("the stuff app builds LangChain's standard chains from langchain-classic: "
+                          "pip install langchain-classic (or teola[clients])") from exc
+    return create_retrieval_chain(retriever, create_stuff_documents_chain(model, STUFF_PROMPT))
+
+
 @dataclass
 class LangChainApp:
     """One app: the chain as users write it and LangChain's best hand-tuned form of it.
@@ -136,7 +154,10 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
       joined by a third; written as two ``.assign`` steps, hand-tuned as one ``RunnableParallel``;
     - route: routing, as LangChain's routing guide writes it: the model classifies the question, then
       a ``RunnableBranch`` answers a question about a statement as in rag and any other from the
-      model alone (LangChain has no faster form: the branch depends on the class).
+      model alone (LangChain has no faster form: the branch depends on the class);
+    - stuff: LangChain's standard chains, ``create_retrieval_chain(retriever,
+      create_stuff_documents_chain(model, prompt))`` (langchain-classic), given ``{"input": question}``
+      and read for its ``answer``.
     """
     retriever = store.as_retriever(search_kwargs={"k": top_k})
     answer = RAG_PROMPT | model | StrOutputParser()
@@ -159,6 +180,9 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
         queries = QUERIES_PROMPT | model | NumberedListOutputParser() | itemgetter(slice(QUERIES))
         fused = queries | retriever.map() | RunnableLambda(reciprocal_rank_fusion)
         chain = {"context": fused | format_docs, "question": itemgetter("question")} | answer
+        return LangChainApp(name, chain, chain)
+    if name == "stuff":
+        chain = {"input": itemgetter("question")} | standard_retrieval_chain(retriever, model) | itemgetter("answer")
         return LangChainApp(name, chain, chain)
     if name == "route":
         classify = ROUTE_PROMPT | model | StrOutputParser()

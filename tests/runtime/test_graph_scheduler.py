@@ -5,10 +5,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref, Region
+from teola.optimizer.ir import Graph, GraphError, Node, Op, QueryInput, Ref, Region
 from teola.optimizer.ops import CALLABLE, DecodeArgs, EngineId, EngineKind, FnArgs, Meta, ParseArgs
 from teola.optimizer.regions import RegionObserver
-from teola.optimizer.values import SKIPPED, Sampling
+from teola.optimizer.values import SKIPPED, Failed, Sampling
 from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
 from teola.runtime.errors import PrimitiveError, TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler
@@ -101,6 +101,37 @@ def test_skipped_values_skip_consumers_unless_they_opt_in():
     outputs, trace = asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
     assert outputs == {"answer": "fallback"}
     assert "use" not in {s.node for s in trace.spans}
+
+
+def _handled(x, q):
+    return f"handled {type(x.error).__name__}: {x.error}" if isinstance(x, Failed) else x
+
+
+def test_a_node_that_catches_an_input_reads_its_failure_as_a_value_and_the_query_goes_on():
+    g = _diamond(fail="a")  # a fails; c reads a and b
+    g.add(Node("catch", Op.CALL, {"x": Ref("a", "out"), "q": QueryInput("query_str")}, ("out",),
+               FnArgs(_handled, catches=("x",)), CALLABLE))
+    g.set_output("answer", Ref("catch", "out"))  # in place of c's
+    engines = {"sleep": SleepEngine(), "callable": CallablePool(CALLABLE)}
+    outputs, trace = asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
+    assert outputs == {"answer": "handled ValueError: boom"}  # the component's own error, unwrapped
+    assert "c" not in {s.node for s in trace.spans}  # a consumer that does not catch fails with it
+    g.set_output("joined", Ref("c", "out"))
+    with pytest.raises(PrimitiveError, match="primitive 'a'"):
+        asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
+
+
+def test_only_the_inputs_named_are_caught():
+    g = _diamond(fail="b")
+    g.add(Node("catch", Op.CALL, {"x": Ref("a", "out"), "q": Ref("b", "out")}, ("out",),
+               FnArgs(_handled, catches=("x",)), CALLABLE))
+    g.set_output("answer", Ref("catch", "out"))
+    engines = {"sleep": SleepEngine(), "callable": CallablePool(CALLABLE)}
+    with pytest.raises(PrimitiveError, match="primitive 'b'"):
+        asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
+    g.add(Node("wrong", Op.CALL, {"x": Ref("a", "out")}, ("out",), FnArgs(_handled, catches=("y",)), CALLABLE))
+    with pytest.raises(GraphError, match="catches the failure of inputs \\['y'\\]"):
+        g.lint(Op)
 
 
 def test_missing_engines_and_inputs_are_named():

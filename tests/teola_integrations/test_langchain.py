@@ -3,6 +3,7 @@ and the Runnable protocol (async, batch, streaming, events, callbacks, errors) k
 
 import asyncio
 import logging
+from operator import itemgetter
 
 import pytest
 from langchain_core.documents import Document
@@ -15,7 +16,8 @@ from langchain_core.tracers.context import collect_runs
 from teola.runtime.engines.llm import PromptTooLongError
 from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
-from teola_integrations.tools.langchain_apps import ANSWER_PROMPT, APPS, RAG_PROMPT, build_app, rag_answer
+from teola_integrations.tools.langchain_apps import (ANSWER_PROMPT, APPS, RAG_PROMPT, build_app, rag_answer,
+                                                     standard_retrieval_chain)
 from teola_integrations.tools.run_trees import langchain_run_tree
 from teola_integrations.tools.search_service import SearchService
 
@@ -165,6 +167,53 @@ def test_a_branch_runs_the_pipeline_langchain_picks_on_the_engines(store, chat, 
         assert trees["teola"] == trees["native"] and trees["teola async"] == trees["native"]
         assert ("VectorStoreRetriever" in {row[1] for row in trees["native"][1]}) is retrieves
         assert "".join(fast.stream(value)) == trees["native"][0]  # as one chunk: the answer is not one LLM call's
+
+
+@pytest.mark.answers
+def test_langchains_standard_retrieval_chain_runs_on_the_engines_with_its_run_tree(store, chat, questions):
+    """create_retrieval_chain(retriever, create_stuff_documents_chain(model, prompt)) (langchain-classic):
+    its retrieval and LLM call are lowered through the chains' own ``.with_config`` bindings, and it
+    returns the native input, documents and answer, with the native run tree (runs named
+    retrieval_chain, retrieve_documents, stuff_documents_chain, format_inputs)."""
+    chain = standard_retrieval_chain(store.as_retriever(search_kwargs={"k": 3}), chat)
+    fast = optimize(chain)
+    assert len(fast.lowered) == 2
+    value = {"input": questions[2].question}
+    _warm(chain, value)
+    seen = {}
+    for mode, invoke in (("native", chain.invoke), ("teola", fast.invoke),
+                         ("teola async", lambda v: asyncio.run(fast.ainvoke(v)))):
+        with collect_runs() as collector:
+            output = invoke(value)
+        [root] = collector.traced_runs
+        seen[mode] = (output["input"], [doc.id for doc in output["context"]], output["answer"], langchain_run_tree(root))
+    assert seen["teola"] == seen["native"] and seen["teola async"] == seen["native"]
+    names = {row[1] for row in seen["native"][3]}
+    assert seen["native"][3][0][1] == "retrieval_chain"
+    assert {"retrieve_documents", "stuff_documents_chain", "format_inputs"} <= names
+
+
+@pytest.mark.answers
+def test_a_chain_whose_context_is_too_long_falls_back_on_the_engines_as_langchain_does(store, chat, questions):
+    """``with_fallbacks``: retrieving 40 chunks makes a prompt too long for the model, so the engine
+    fails that LLM call (a lowered one) and the fallback, the question alone, answers; the same
+    answer and run tree as natively, where the failed model run reports the error."""
+    too_much = rag_answer(store.as_retriever(search_kwargs={"k": 40}), RAG_PROMPT | chat | StrOutputParser())
+    chain = {"question": itemgetter("question")} | too_much.with_fallbacks([ANSWER_PROMPT | chat | StrOutputParser()])
+    fast = optimize(chain)
+    assert len(fast.lowered) == 3
+    value = {"question": questions[3].question}
+    _warm(chain, value)
+    seen = {}
+    for mode, invoke in (("native", chain.invoke), ("teola", fast.invoke),
+                         ("teola async", lambda v: asyncio.run(fast.ainvoke(v)))):
+        with collect_runs() as collector:
+            answer = invoke(value)
+        [root] = collector.traced_runs
+        seen[mode] = (answer, langchain_run_tree(root))
+    assert seen["teola"] == seen["native"] and seen["teola async"] == seen["native"]
+    failed = [row for row in seen["native"][1] if row[-1]]
+    assert {row[1] for row in failed} == {"RunnableSequence", "TeolaChatModel"}  # the primary and its model
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):

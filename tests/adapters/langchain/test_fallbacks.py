@@ -1,0 +1,63 @@
+"""``with_fallbacks``: chains of real LangChain lambdas run through optimize() (no engine needed):
+the runnable LangChain would return from, the error it would raise, and its run tree."""
+
+import asyncio
+
+import pytest
+from langchain_core.runnables import RunnableLambda
+from langchain_core.tracers.context import collect_runs
+
+from teola.adapters.langchain import read_runnable
+from teola_integrations.langchain import optimize
+from teola_integrations.tools.run_trees import langchain_run_tree
+
+
+def _fails(error: type[Exception]):
+    def fail(x):
+        raise error(f"no {x}")
+
+    return RunnableLambda(fail)
+
+
+def _plus(n: int):
+    return RunnableLambda(lambda x: x + n)
+
+
+def _in_a_chain(step):
+    return _plus(0) | step | _plus(100)
+
+
+CHAINS = {
+    "the runnable fails, its fallback answers": _in_a_chain(_fails(ValueError).with_fallbacks([_plus(1)])),
+    "the runnable answers, no fallback runs": _in_a_chain(_plus(5).with_fallbacks([_plus(1)])),
+    "every one fails: the first error": _in_a_chain(_fails(ValueError).with_fallbacks([_fails(TypeError)])),
+    "an error not handled stops it": _in_a_chain(_fails(KeyError).with_fallbacks([_plus(1)], exceptions_to_handle=(ValueError,))),
+    "the second fallback answers": _in_a_chain(_fails(ValueError).with_fallbacks([_fails(ValueError), _plus(2)])),
+    "as the whole chain": _fails(ValueError).with_fallbacks([_plus(1) | _plus(2)]),
+    "under with_config": _in_a_chain(_fails(ValueError).with_fallbacks([_plus(1)]).with_config(run_name="safe", tags=["t"])),
+}
+
+
+def _outcome(invoke):
+    with collect_runs() as collector:
+        try:
+            output = invoke(1)
+        except Exception as exc:  # the error is part of what is compared
+            output = repr(exc)
+    return output, [langchain_run_tree(run) for run in collector.traced_runs]
+
+
+@pytest.mark.parametrize("case", CHAINS)
+def test_fallbacks_answer_fail_and_report_their_runs_as_natively(case):
+    chain = CHAINS[case]
+    fast = optimize(chain)
+    native = _outcome(chain.invoke)
+    assert _outcome(fast.invoke) == native
+    assert _outcome(lambda v: asyncio.run(fast.ainvoke(v))) == native
+    assert len(native[1][0]) >= 3
+
+
+def test_a_fallback_that_reads_the_error_runs_as_is():
+    step = _fails(ValueError).with_fallbacks([RunnableLambda(lambda d: repr(d["error"]))], exception_key="error")
+    reading = read_runnable(RunnableLambda(lambda x: {"x": x}) | step)
+    assert [n.args.label for n in reading.graph if n.args.label == "RunnableWithFallbacks"] == ["RunnableWithFallbacks"]
