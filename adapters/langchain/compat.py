@@ -25,6 +25,7 @@ from langchain_core.prompts import BasePromptTemplate
 from langchain_core.prompt_values import PromptValue
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables.base import RunnableEach
+from langchain_core.runnables.retry import RunnableRetry
 from langchain_core.runnables.config import (get_async_callback_manager_for_config, get_callback_manager_for_config,
                                              get_executor_for_config, merge_configs, set_config_context)
 from langchain_core.runnables.utils import coro_with_context
@@ -51,6 +52,7 @@ CLIENT_PRIVATE_NAMES: dict[tuple[str, str], tuple[str, ...]] = {
 INTERNAL_NAMES: dict[str, tuple[str, ...]] = {
     "langchain_core.language_models.chat_models": ("_generate_response_from_error",),
     "langchain_core.runnables.base": ("RunnableEach",),
+    "langchain_core.runnables.retry": ("RunnableRetry",),
     "langchain_core.runnables.config": ("get_async_callback_manager_for_config", "get_callback_manager_for_config",
                                         "get_executor_for_config", "merge_configs", "set_config_context"),
     "langchain_core.runnables.utils": ("coro_with_context",),

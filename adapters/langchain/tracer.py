@@ -12,8 +12,9 @@ from langchain_core.runnables import (Runnable, RunnableAssign, RunnableBranch, 
 
 from teola.adapters.bindings import record_spec
 from teola.adapters.langchain import compat
+from teola.adapters.langchain.attempts import fallbacks_why_not, retry_why_not, trace_fallbacks, trace_retry
 from teola.adapters.langchain.branch import trace_branch
-from teola.adapters.langchain.fallbacks import fallbacks_why_not, trace_fallbacks
+from teola.adapters.langchain.compat import RunnableRetry
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import RETRIEVER
 from teola.adapters.langchain.runs import StepRun, region_values
@@ -63,8 +64,8 @@ def read_runnable(runnable: Any) -> ChainReading:
 
 class Tracer:
     """Traces one runnable into a module graph: the structure (sequences, parallels, passthrough,
-    assign, itemgetter here; branches and fallbacks in their own modules), the families Teola lowers by their recognisers, the rest as calls.
-    Every step but the chain itself is also a region, the run LangChain would report for it
+    assign, itemgetter and ``.with_config`` here; branches, fallbacks and retries in their own
+    modules), the families Teola lowers by their recognisers, the rest as calls. Every step but the chain itself is also a region, the run LangChain would report for it
     (``teola.adapters.langchain.runs``), under the region of the step that encloses it."""
 
     def __init__(self) -> None:
@@ -111,6 +112,8 @@ class Tracer:
             return trace_branch(self, runnable, value)
         if isinstance(runnable, RunnableWithFallbacks) and fallbacks_why_not(runnable) is None:
             return trace_fallbacks(self, runnable, value, GIVEN_CONFIG, own_run=False)
+        if isinstance(runnable, RunnableRetry) and retry_why_not(runnable) is None:
+            return trace_retry(self, runnable, value, None, own_run=False)
         return self.trace(runnable, value, None)
 
     def name(self, base: str) -> str:
@@ -141,6 +144,8 @@ class Tracer:
             return self.trace(step.bound, value, BoundTag(tag, config_binding(step)))
         if isinstance(step, RunnableWithFallbacks) and fallbacks_why_not(step) is None:
             return trace_fallbacks(self, step, value, tag)
+        if isinstance(step, RunnableRetry) and retry_why_not(step) is None:
+            return trace_retry(self, step, value, tag)
         if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
             return self.step_region(step, tag, value, lambda: self.key(value, single_key(step.func)[0]))
         for recogniser in STEP_RECOGNISERS:

@@ -20,8 +20,8 @@ from teola_integrations.tools.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
 from teola_integrations.tools.search_service import web_search
 
-AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "stuff"]
-APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches", "route", "stuff")
+AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "stuff", "fallback"]
+APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches", "route", "stuff", "fallback")
 PAPER_APPS: tuple[AppName, ...] = APPS[:5]  # the paper's apps and branches: what the demo and bench run by default
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
@@ -31,6 +31,7 @@ RAG_PROMPT = ChatPromptTemplate.from_messages([
     ("human", "Question: {question}\n\nUse this context to answer it:\n{context}\n\nAnswer:"),
 ])
 QUERIES = 3
+TOO_MANY_CHUNKS = 40  # the fallback app's retrieval: more text than the model's 2048-token context holds
 QUERIES_PROMPT = ChatPromptTemplate.from_messages([
     ("system", "You write search queries. Reply with a numbered list only, like:\n1. first query\n2. second query\n"
                "3. third query"),
@@ -157,7 +158,9 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
       model alone (LangChain has no faster form: the branch depends on the class);
     - stuff: LangChain's standard chains, ``create_retrieval_chain(retriever,
       create_stuff_documents_chain(model, prompt))`` (langchain-classic), given ``{"input": question}``
-      and read for its ``answer``.
+      and read for its ``answer``;
+    - fallback: ``with_fallbacks``, guarding a context that may not fit: rag over 40 chunks, a prompt
+      longer than the model's context (the engine refuses it), falls back to the question alone.
     """
     retriever = store.as_retriever(search_kwargs={"k": top_k})
     answer = RAG_PROMPT | model | StrOutputParser()
@@ -183,6 +186,10 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
         return LangChainApp(name, chain, chain)
     if name == "stuff":
         chain = {"input": itemgetter("question")} | standard_retrieval_chain(retriever, model) | itemgetter("answer")
+        return LangChainApp(name, chain, chain)
+    if name == "fallback":
+        too_much = rag_answer(store.as_retriever(search_kwargs={"k": TOO_MANY_CHUNKS}), answer)
+        chain = too_much.with_fallbacks([ANSWER_PROMPT | model | StrOutputParser()])
         return LangChainApp(name, chain, chain)
     if name == "route":
         classify = ROUTE_PROMPT | model | StrOutputParser()

@@ -16,8 +16,8 @@ from langchain_core.tracers.context import collect_runs
 from teola.runtime.engines.llm import PromptTooLongError
 from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
-from teola_integrations.tools.langchain_apps import (ANSWER_PROMPT, APPS, RAG_PROMPT, build_app, rag_answer,
-                                                     standard_retrieval_chain)
+from teola_integrations.tools.langchain_apps import (ANSWER_PROMPT, APPS, RAG_PROMPT, TOO_MANY_CHUNKS, build_app,
+                                                     rag_answer, standard_retrieval_chain)
 from teola_integrations.tools.run_trees import langchain_run_tree
 from teola_integrations.tools.search_service import SearchService
 
@@ -195,11 +195,11 @@ def test_langchains_standard_retrieval_chain_runs_on_the_engines_with_its_run_tr
 
 @pytest.mark.answers
 def test_a_chain_whose_context_is_too_long_falls_back_on_the_engines_as_langchain_does(store, chat, questions):
-    """``with_fallbacks``: retrieving 40 chunks makes a prompt too long for the model, so the engine
-    fails that LLM call (a lowered one) and the fallback, the question alone, answers; the same
-    answer and run tree as natively, where the failed model run reports the error."""
-    too_much = rag_answer(store.as_retriever(search_kwargs={"k": 40}), RAG_PROMPT | chat | StrOutputParser())
-    chain = {"question": itemgetter("question")} | too_much.with_fallbacks([ANSWER_PROMPT | chat | StrOutputParser()])
+    """``with_fallbacks`` (the fallback app, inside a chain): retrieving 40 chunks makes a prompt too
+    long for the model, so the engine fails that LLM call (a lowered one) and the fallback, the
+    question alone, answers; the same answer and run tree as natively, where the failed model run
+    reports the error."""
+    chain = {"question": itemgetter("question")} | build_app("fallback", store, chat).native  # its runs beside the step's
     fast = optimize(chain)
     assert len(fast.lowered) == 3
     value = {"question": questions[3].question}
@@ -214,6 +214,46 @@ def test_a_chain_whose_context_is_too_long_falls_back_on_the_engines_as_langchai
     assert seen["teola"] == seen["native"] and seen["teola async"] == seen["native"]
     failed = [row for row in seen["native"][1] if row[-1]]
     assert {row[1] for row in failed} == {"RunnableSequence", "TeolaChatModel"}  # the primary and its model
+
+
+@pytest.mark.answers
+def test_a_retried_chain_runs_its_attempts_on_the_engines_as_langchain_does(store, chat, questions):
+    """``with_retry``: a step that fails once before the LLM call, then the second attempt's lowered
+    retrieval and LLM call answer; and a prompt too long for the model fails both attempts with the
+    engine's error. The same answers, errors and run trees (``retry:attempt:2``) as natively."""
+
+    def once_failing():
+        calls = []
+
+        def check(value):
+            calls.append(value)
+            if len(calls) == 1:
+                raise ConnectionError("the first call is dropped")
+            return value
+
+        return RunnableLambda(check)
+
+    def chains():
+        answer = once_failing() | build_app("rag", store, chat).native
+        too_long = rag_answer(store.as_retriever(search_kwargs={"k": TOO_MANY_CHUNKS}), RAG_PROMPT | chat | StrOutputParser())
+        return {"answer": answer, "too long": too_long}
+
+    value = {"question": questions[5].question}
+    _warm(build_app("rag", store, chat).native, value)
+    for name in ("answer", "too long"):
+        outcomes = []
+        for make in (lambda c: c, optimize, optimize):
+            chain = make(chains()[name].with_retry(stop_after_attempt=2, wait_exponential_jitter=False))
+            invoke = chain.invoke if len(outcomes) < 2 else (lambda v: asyncio.run(chain.ainvoke(v)))
+            with collect_runs() as collector:
+                try:
+                    output = invoke(value)
+                except Exception as exc:  # the error is part of what is compared
+                    output = repr(exc)
+            outcomes.append((output, langchain_run_tree(collector.traced_runs[0])))
+        assert outcomes[1] == outcomes[0] and outcomes[2] == outcomes[0]
+        assert any("retry:attempt:2" in row[3] for row in outcomes[0][1])
+        assert ("PromptTooLongError" in outcomes[0][0]) is (name == "too long")
 
 
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):

@@ -1,5 +1,5 @@
-"""``with_fallbacks``: chains of real LangChain lambdas run through optimize() (no engine needed):
-the runnable LangChain would return from, the error it would raise, and its run tree."""
+"""``with_fallbacks`` and ``with_retry``: chains of real LangChain lambdas run through optimize() (no
+engine needed): the try LangChain would return from, the error it would raise, and its run tree."""
 
 import asyncio
 
@@ -55,6 +55,48 @@ def test_fallbacks_answer_fail_and_report_their_runs_as_natively(case):
     assert _outcome(fast.invoke) == native
     assert _outcome(lambda v: asyncio.run(fast.ainvoke(v))) == native
     assert len(native[1][0]) >= 3
+
+
+def _flaky(failures: int, error: type[Exception] = ValueError):
+    """A step that fails its first ``failures`` calls, then adds 1 (each chain built gets its own count)."""
+    calls = []
+
+    def flaky(x):
+        calls.append(x)
+        if len(calls) <= failures:
+            raise error(f"call {len(calls)} failed")
+        return x + 1
+
+    return RunnableLambda(flaky)
+
+
+NO_WAIT = {"wait_exponential_jitter": False}
+RETRIES = {
+    "the third attempt answers": lambda: _in_a_chain(_flaky(2).with_retry(**NO_WAIT)),
+    "the first attempt answers": lambda: _in_a_chain(_flaky(0).with_retry(**NO_WAIT)),
+    "every attempt fails: the last error": lambda: _in_a_chain(_flaky(5).with_retry(**NO_WAIT)),
+    "an error not retried stops it": lambda: _in_a_chain(
+        _flaky(1, KeyError).with_retry(retry_if_exception_type=(ValueError,), **NO_WAIT)),
+    "after tenacity's waits": lambda: _in_a_chain(_flaky(2).with_retry(
+        exponential_jitter_params={"max": 0.05, "jitter": 0.01})),
+    "a sequence retried, as the whole chain": lambda: (_plus(1) | _flaky(1)).with_retry(stop_after_attempt=2, **NO_WAIT),
+    "under with_config": lambda: _in_a_chain(_flaky(1).with_retry(**NO_WAIT).with_config(run_name="sturdy")),
+}
+
+
+@pytest.mark.parametrize("case", RETRIES)
+def test_retries_answer_fail_and_report_their_runs_as_natively(case):
+    native = _outcome(RETRIES[case]().invoke)
+    assert _outcome(optimize(RETRIES[case]()).invoke) == native
+    fast = optimize(RETRIES[case]())
+    assert _outcome(lambda v: asyncio.run(fast.ainvoke(v))) == native
+    assert len(native[1][0]) >= 3
+
+
+def test_a_retry_of_unbounded_attempts_runs_as_is():
+    step = _flaky(0).with_retry(stop_after_attempt=0)
+    reading = read_runnable(_plus(0) | step)
+    assert "flaky" in [n.args.label for n in reading.graph]
 
 
 def test_a_fallback_that_reads_the_error_runs_as_is():
