@@ -123,7 +123,8 @@ def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: li
     tracer.lowered.append(f"{name}: {steps}")
     parser_tag = tags[(prompt is not None) + 1] if parser is not None else None
     model_region = _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"), tags)
-    tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser, parser_tag, model_region)
+    if tracer.region is None:  # a step of the chain itself: its parser's streamed run is the chain's child
+        tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser, parser_tag, model_region)
     return Value(Ref(name, "output"))
 
 
