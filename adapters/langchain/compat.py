@@ -31,6 +31,11 @@ from langchain_core.runnables.config import (get_async_callback_manager_for_conf
 from langchain_core.runnables.utils import coro_with_context
 from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
 
+try:  # langchain-classic (the clients extra brings it) is optional: its EnsembleRetriever is lowered where it is there
+    from langchain_classic.retrievers import EnsembleRetriever
+except ImportError:
+    EnsembleRetriever = None
+
 log = logging.getLogger(__name__)
 
 TESTED = "1.8"

@@ -1,5 +1,7 @@
-"""The retriever family: a similarity retriever over a vector store on Teola's engines, alone or
-``.map()``-ed over a list of queries: embed -> search -> the store's documents."""
+"""The retriever families: a similarity retriever over a vector store on Teola's engines, alone or
+``.map()``-ed over a list of queries (embed -> search -> the store's documents), and an ensemble of
+retrievers (langchain-classic's ``EnsembleRetriever``): each of its retrievers traced as any step,
+side by side, then its own weighted reciprocal rank fusion."""
 
 from __future__ import annotations
 
@@ -7,12 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.vectorstores import VectorStoreRetriever
 
-from teola.adapters.langchain.compat import RunnableEach
+from langchain_core.documents import Document
+
+from teola.adapters.langchain.compat import EnsembleRetriever, RunnableEach
 from teola.adapters.langchain.models import bind_embeddings, bind_store_search, store_documents, store_why_not
-from teola.adapters.langchain.runs import EachRun, RetrieverRun, region_values
+from teola.adapters.langchain.runs import EachRun, EnsembleRun, RetrieverRun, region_values
 from teola.adapters.langchain.steps import ChildTag, StepRecogniser, Traced, Value
 from teola.optimizer.ir import ModuleKind, Node, Ref, Region
-from teola.optimizer.ops import RetrieveArgs
+from teola.optimizer.ops import FnArgs, RetrieveArgs
 
 if TYPE_CHECKING:
     from teola.adapters.langchain.tracer import Tracer
@@ -61,3 +65,45 @@ def _retriever(step: Any) -> Any:
 
 
 RETRIEVER = RetrieverRecogniser()
+
+
+class EnsembleRecogniser(StepRecogniser):
+    """langchain-classic's ``EnsembleRetriever``: its retrievers (tagged ``retriever_N`` under its
+    run, as it runs them) side by side, each lowered where it can be, then its fusion, a pure call."""
+
+    family = "an ensemble of retrievers"
+
+    def accepts(self, step: Any) -> bool:
+        return EnsembleRetriever is not None and isinstance(step, EnsembleRetriever)
+
+    def why_not(self, step: Any) -> str | None:
+        return None
+
+    def takes(self, value: Traced) -> bool:
+        return isinstance(value, Value)
+
+    def read(self, tracer: "Tracer", step: Any, value: Traced, tag: ChildTag) -> Value:
+        def make(run: str, parent: str | None) -> tuple[Region, Value]:
+            lists = [tracer.materialize(tracer.trace(retriever, value, f"retriever_{i + 1}"))
+                     for i, retriever in enumerate(step.retrievers)]
+            name = tracer.name("fuse")
+            tracer.graph.add(Node(name, ModuleKind.CALL, {f"docs{i}": docs.source for i, docs in enumerate(lists)},
+                                  ("output",), FnArgs(_fusion(step), "EnsembleRetriever fusion", pure=True)))
+            output = Value(Ref(name, "output"))
+            return Region(run, region_values(value)[0], {"value": output.source}, EnsembleRun(step, tag, run), parent), output
+
+        return tracer.run_region(make)
+
+
+def _fusion(ensemble: Any):
+    """The retrievers' lists -> the ensemble's fused list, as its ``rank_fusion`` makes it."""
+
+    def fuse(**lists: list) -> list[Document]:
+        docs = [[Document(page_content=d) if isinstance(d, str) else d for d in lists[f"docs{i}"]]
+                for i in range(len(lists))]
+        return ensemble.weighted_reciprocal_rank(docs)
+
+    return fuse
+
+
+ENSEMBLE = EnsembleRecogniser()

@@ -142,6 +142,17 @@ class RetrieverRun(StepRun):
         return run.on_retriever_error(error)
 
 
+class EnsembleRun(RetrieverRun):
+    """An ``EnsembleRetriever``'s run: its own callback set-up (the config's callbacks, tags and
+    metadata, its tags and metadata; none of a retriever's tracing metadata)."""
+
+    async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
+        manager = (AsyncCallbackManager if frame.is_async else CallbackManager).configure(
+            config.get("callbacks"), None, False, config.get("tags", []), self.step.tags, config.get("metadata", {}),
+            self.step.metadata)
+        return await _done(manager.on_retriever_start(None, input, name=run_name(config, self.step)))
+
+
 class ModelRun(StepRun):
     """A chat model's or LLM's run: started on the messages (or text) it is sent, ended with the
     generated text as the model's own result. ``to_model_input`` turns the region's input into

@@ -16,7 +16,7 @@ from teola.adapters.langchain.attempts import fallbacks_why_not, retry_why_not, 
 from teola.adapters.langchain.branch import trace_branch
 from teola.adapters.langchain.compat import RunnableRetry
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
-from teola.adapters.langchain.retrievers import RETRIEVER
+from teola.adapters.langchain.retrievers import ENSEMBLE, RETRIEVER
 from teola.adapters.langchain.runs import StepRun, region_values
 from teola.adapters.langchain.steps import (FRAME, GIVEN_CONFIG, INPUT, BoundTag, ChildTag, DictValue, StepRecogniser,
                                             Traced, Value, config_binding, dict_parts, step_call, unbind)
@@ -25,7 +25,7 @@ from teola.optimizer.ops import FnArgs
 from teola.runtime.registry import EngineSpec
 
 # The families single steps are lowered by (a prompt | model | parser run is matched over a sequence).
-STEP_RECOGNISERS: tuple[StepRecogniser, ...] = (RETRIEVER, ENGINE_MODEL)
+STEP_RECOGNISERS: tuple[StepRecogniser, ...] = (RETRIEVER, ENSEMBLE, ENGINE_MODEL)
 
 
 class UnsupportedRunnableError(TypeError):

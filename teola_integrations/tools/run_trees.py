@@ -46,6 +46,15 @@ def langchain_run_tree(run: Any, depth: int = 0) -> list[tuple]:
     return rows
 
 
+def langchain_run_metadata(run: Any, depth: int = 0) -> list[tuple]:
+    """``run`` and its descendants' metadata (what a tracing tool shows beside the tree), in
+    ``langchain_run_tree``'s order."""
+    rows = [(depth, run.name, tuple(sorted((run.extra.get("metadata") or {}).items())))]
+    for child in sorted(run.child_runs, key=lambda c: (c.name, tuple(sorted(c.tags or [])))):
+        rows += langchain_run_metadata(child, depth + 1)
+    return rows
+
+
 # LlamaIndex helper spans Teola does not report (see teola.adapters.llama_index.spans): left out of both trees.
 LLAMA_INDEX_HELPER_SPANS = ("TokenTextSplitter.split_text", "DefaultRefineProgram.__call__", "DefaultRefineProgram.acall")
 

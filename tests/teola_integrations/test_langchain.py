@@ -248,6 +248,27 @@ def test_a_retried_chain_runs_its_attempts_on_the_engines_as_langchain_does(stor
         assert ("PromptTooLongError" in seen["native"][0]) is (name == "too long")
 
 
+@pytest.mark.answers
+def test_an_ensemble_of_retrievers_runs_them_side_by_side_on_the_engines(store, chat, questions, corpus):
+    """langchain-classic's EnsembleRetriever of a TeolaVectorStore retriever and an InMemoryVectorStore
+    one (on the same embedding model), in the rag chain: both retrievals lowered, fused by the
+    ensemble's own weighted reciprocal rank; the native documents, answer and run tree."""
+    from langchain_classic.retrievers import EnsembleRetriever
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    second = InMemoryVectorStore(TeolaEmbeddings())
+    second.add_documents([Document(id=c.id, page_content=c.text) for c in corpus[:60]])
+    ensemble = EnsembleRetriever(retrievers=[store.as_retriever(search_kwargs={"k": 3}),
+                                             second.as_retriever(search_kwargs={"k": 2})], weights=[0.6, 0.4])
+    chain = rag_answer(ensemble, RAG_PROMPT | chat | StrOutputParser())
+    assert len(optimize(chain).lowered) == 3
+    value = {"question": questions[6].question}
+    _warm(chain, value)
+    seen = _three_ways(lambda: chain, value)
+    assert seen["teola"] == seen["native"] and seen["teola async"] == seen["native"]
+    assert "EnsembleRetriever" in {row[1] for row in seen["native"][1]} and "Error" not in seen["native"][0]
+
+
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
     chain = ChatPromptTemplate.from_messages([("human", "Answer in one sentence: {question}")]) | chat
     fast = optimize(chain)

@@ -17,7 +17,7 @@ from teola.optimizer.ir import ModuleKind
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.values import Sampling
 from teola_integrations.langchain import optimize
-from teola_integrations.tools.run_trees import langchain_run_tree
+from teola_integrations.tools.run_trees import langchain_run_metadata, langchain_run_tree
 
 
 class EngineChat(FakeListChatModel):
@@ -47,14 +47,6 @@ def test_an_llm_call_under_with_config_is_still_lowered():
     assert read_runnable(answer).root_configs == ({"run_name": "answer"},)
 
 
-def _runs(run, depth=0):
-    """Every run's name, tags and metadata, depth first (the metadata a tracing tool shows too)."""
-    rows = [(depth, run.name, tuple(sorted(run.tags or [])), tuple(sorted((run.extra.get("metadata") or {}).items())))]
-    for child in sorted(run.child_runs, key=lambda c: (c.name, tuple(sorted(c.tags or [])))):
-        rows += _runs(child, depth + 1)
-    return rows
-
-
 def _bound_chain():
     inner = (RunnableLambda(lambda x: x + 1) | RunnableLambda(lambda x: x * 3)).with_config(
         run_name="inner", tags=["inner"], metadata={"level": "inner"})
@@ -72,7 +64,8 @@ def test_bound_steps_runs_take_their_names_tags_and_metadata_as_natively(config)
         with collect_runs() as collector:
             output = invoke()
         [root] = collector.traced_runs
-        seen.append((output, langchain_run_tree(root), _runs(root)))
+        seen.append((output, langchain_run_tree(root), langchain_run_metadata(root)))
     assert seen[0][0] == 9
     assert seen[1] == seen[0] and seen[2] == seen[0]
     assert ("inner" in {row[1] for row in seen[0][2]}) and seen[0][2][0][1] == (config or {}).get("run_name", "root")
+    assert any(("level", "inner") in row[2] for row in seen[0][2])
