@@ -38,7 +38,7 @@ class BoundTag:
     """The child tag of a step bound by ``.with_config(...)``: its run gets ``config`` merged into
     the child config, as ``RunnableBinding`` merges it (``tag`` may be bound again)."""
 
-    tag: "str | BoundTag | None"
+    tag: "ChildTag"
     config: RunnableConfig
 
 
