@@ -58,8 +58,9 @@ def trace_fallbacks(tracer: "Tracer", step: RunnableWithFallbacks, value: Traced
     outputs: list[Value] = []
     tried = given
     for runnable in step.runnables:
+        if outputs:
+            tried = _after_failure(tracer, given, outputs[-1], handles, None, "fallback needed")
         outputs.append(tracer.materialize(tracer.trace(runnable, tried, tag)))
-        tried = _after_failure(tracer, given, outputs[-1], handles, None, "fallback needed")
     output = _first_success(tracer, outputs, handles, first_error=True, label="RunnableWithFallbacks output")
     if own_run:
         _add_run(tracer, step, value, tag, output)
@@ -80,10 +81,11 @@ def trace_retry(tracer: "Tracer", step: RunnableRetry, value: Traced, tag: Child
         outputs: list[Value] = []
         tried = given
         for number in range(1, step.max_attempt_number + 1):
+            if outputs:
+                tried = _after_failure(tracer, given, outputs[-1], retries, _waited(wait, number - 1), "retry needed")
             attempt_tag = f"retry:attempt:{number}" if number > 1 else None
             bound_tag = BoundTag(attempt_tag, step.config) if step.config else attempt_tag
             outputs.append(tracer.materialize(tracer.trace(step.bound, tried, bound_tag)))
-            tried = _after_failure(tracer, given, outputs[-1], retries, _waited(wait, number), "retry needed")
         return _first_success(tracer, outputs, retries, first_error=False, label="RunnableRetry output")
 
     if own_run:
@@ -93,6 +95,7 @@ def trace_retry(tracer: "Tracer", step: RunnableRetry, value: Traced, tag: Child
 
 def _region(step: Any, value: Traced, tag: ChildTag, name: str, parent: str | None,
             inner: Callable[[], Value]) -> tuple[Region, Value]:
+    """The step's run as a region named ``name``, ending with the value ``inner`` traces."""
     output = inner()
     inputs, assemble = region_values(value)
     return Region(name, inputs, {"value": output.source}, StepRun(step, tag, name, assemble), parent), output

@@ -103,3 +103,11 @@ def test_a_fallback_that_reads_the_error_runs_as_is():
     step = _fails(ValueError).with_fallbacks([RunnableLambda(lambda d: repr(d["error"]))], exception_key="error")
     reading = read_runnable(RunnableLambda(lambda x: {"x": x}) | step)
     assert [n.args.label for n in reading.graph if n.args.label == "RunnableWithFallbacks"] == ["RunnableWithFallbacks"]
+
+
+def test_each_try_after_the_first_waits_on_the_one_before_and_nothing_waits_on_the_last():
+    reading = read_runnable(_in_a_chain(_flaky(0).with_retry(stop_after_attempt=3, **NO_WAIT)))
+    gates = [n for n in reading.graph if getattr(n.args, "label", "") == "retry needed"]
+    assert len(gates) == 2
+    readers = {source.node for n in reading.graph for source in n.inputs.values() if hasattr(source, "node")}
+    assert all(gate.name in readers for gate in gates)
