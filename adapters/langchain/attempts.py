@@ -19,7 +19,7 @@ from tenacity import RetryCallState, wait_exponential_jitter
 
 from teola.adapters.langchain.compat import RunnableRetry
 from teola.adapters.langchain.runs import StepRun, region_values
-from teola.adapters.langchain.steps import TRACED_CONFIG_KEYS, BoundTag, ChildTag, Traced, Value
+from teola.adapters.langchain.steps import BoundTag, ChildTag, Traced, Value, binds_only_traced_config
 from teola.optimizer.ir import ModuleKind, Node, Ref, Region
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED, Failed
@@ -42,7 +42,7 @@ def retry_why_not(step: RunnableRetry) -> str | None:
     """Why ``step`` runs as-is, or None."""
     if not isinstance(step.max_attempt_number, int) or not 0 < step.max_attempt_number <= MOST_ATTEMPTS:
         return f"it makes {step.max_attempt_number!r} attempts (Teola traces 1 to {MOST_ATTEMPTS})"
-    if step.kwargs or step.config_factories or not set(step.config) <= TRACED_CONFIG_KEYS:
+    if not binds_only_traced_config(step):
         return "it binds call arguments or a config beyond run_name, tags and metadata"
     return None
 

@@ -55,20 +55,24 @@ ChildTag = str | BoundTag | GivenConfig | None
 TRACED_CONFIG_KEYS = frozenset({"run_name", "tags", "metadata"})
 
 
+def binds_only_traced_config(binding: Any) -> bool:
+    """Whether a binding (``RunnableBinding`` or a subclass such as ``RunnableRetry``) binds nothing
+    but a run name, tags and metadata: no call arguments, callbacks or config factories."""
+    return not binding.kwargs and not binding.config_factories and set(binding.config) <= TRACED_CONFIG_KEYS
+
+
 def config_binding(step: Any) -> RunnableConfig | None:
     """The config a ``.with_config(run_name=..., tags=..., metadata=...)`` binding gives its step, or
     None for any other step (kwargs bound with ``.bind``, callbacks, factories: it runs as-is)."""
-    if type(step) is not RunnableBinding or step.kwargs or step.config_factories:
-        return None
-    return step.config if set(step.config) <= TRACED_CONFIG_KEYS else None
+    return step.config if type(step) is RunnableBinding and binds_only_traced_config(step) else None
 
 
 def unbind(runnable: Runnable) -> tuple[Runnable, tuple[RunnableConfig, ...]]:
     """A chain under ``.with_config`` bindings (``create_retrieval_chain``'s, say) and their configs,
     outermost first: the chain's own run is the invocation's, so they go to its config."""
     configs: list[RunnableConfig] = []
-    while config_binding(runnable) is not None:
-        configs.append(config_binding(runnable))
+    while (config := config_binding(runnable)) is not None:
+        configs.append(config)
         runnable = runnable.bound
     return runnable, tuple(configs)
 

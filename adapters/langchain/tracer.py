@@ -140,8 +140,8 @@ class Tracer:
             return self.step_region(step, tag, value, lambda: self._assign(step, value))
         if isinstance(step, RunnableBranch):
             return self.step_region(step, tag, value, lambda: trace_branch(self, step, value))
-        if config_binding(step) is not None:  # .with_config(run_name=..., ...): its step's run takes the config
-            return self.trace(step.bound, value, BoundTag(tag, config_binding(step)))
+        if (bound := config_binding(step)) is not None:  # .with_config(run_name=...): its step's run takes it
+            return self.trace(step.bound, value, BoundTag(tag, bound))
         if isinstance(step, RunnableWithFallbacks) and fallbacks_why_not(step) is None:
             return trace_fallbacks(self, step, value, tag)
         if isinstance(step, RunnableRetry) and retry_why_not(step) is None:

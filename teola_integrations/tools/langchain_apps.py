@@ -21,8 +21,9 @@ from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings
 from teola_integrations.tools.search_service import web_search
 
 AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "stuff", "fallback"]
-APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches", "route", "stuff", "fallback")
-PAPER_APPS: tuple[AppName, ...] = APPS[:5]  # the paper's apps and branches: what the demo and bench run by default
+# The paper's apps and branches: what the bench runs by default.
+PAPER_APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches")
+APPS: tuple[AppName, ...] = (*PAPER_APPS, "route", "stuff", "fallback")
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
 # Question first: the part of the prompt known before retrieval ends is the longest it can be.
