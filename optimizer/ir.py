@@ -189,6 +189,30 @@ class Graph:
             name, n = f"{base}#{n}", n + 1
         return name
 
+    def inline(self, sub: "Graph", prefix: str, inputs: Mapping[str, Source], region: str | None = None) -> dict[str, Ref]:
+        """Add ``sub``'s nodes and regions, each name prefixed with ``prefix``: its query inputs read
+        ``inputs`` (a source of this graph for each), and what ran under the query's own run in it runs
+        under ``region`` here. Returns ``sub``'s outputs as references into this graph."""
+        missing = set(sub.inputs) - set(inputs)
+        if missing:
+            raise GraphError(f"inlining under {prefix!r} needs a source for the sub-graph's inputs {sorted(missing)}")
+        if region is not None and region not in self.regions:
+            raise GraphError(f"inlining under {prefix!r} into region {region!r}, which is not declared")
+
+        def moved(source: Source) -> Source:
+            return inputs[source.name] if isinstance(source, QueryInput) else replace(source, node=prefix + source.node)
+
+        for sub_region in sub.regions.values():  # parents come first
+            self.add_region(replace(sub_region, name=prefix + sub_region.name,
+                                    inputs={k: moved(s) for k, s in sub_region.inputs.items()},
+                                    outputs={k: moved(s) for k, s in sub_region.outputs.items()},
+                                    parent=region if sub_region.parent is None else prefix + sub_region.parent))
+        for node in sub:
+            self.add(replace(node, name=prefix + node.name, inputs={k: moved(s) for k, s in node.inputs.items()},
+                             after=tuple(prefix + before for before in node.after),
+                             region=region if node.region is None else prefix + node.region))
+        return {name: replace(source, node=prefix + source.node) for name, source in sub.outputs.items()}
+
     def set_output(self, name: str, source: Ref) -> None:
         """Declare a graph output."""
         self.outputs[name] = source
@@ -247,9 +271,10 @@ class Graph:
             for before in node.after:
                 if before not in self._nodes:
                     raise GraphError(f"node {node.name!r} runs after {before!r}, but there is no such node")
-            unknown = set(getattr(node.args, "catches", ())) - set(node.inputs)
-            if unknown:
-                raise GraphError(f"node {node.name!r} catches the failure of inputs {sorted(unknown)} it does not have")
+            for field, what in (("catches", "catches the failure of"), ("runs_on_skipped", "runs without")):
+                unknown = set(getattr(node.args, field, ())) - set(node.inputs)
+                if unknown:
+                    raise GraphError(f"node {node.name!r} {what} inputs {sorted(unknown)} it does not have")
         if not self.outputs:
             raise GraphError("the graph has no outputs; call set_output() for what a query returns")
         for name, source in self.outputs.items():

@@ -70,7 +70,7 @@ def _lower_synthesize(module: Node) -> list[Node]:
     query, nodes = module.inputs["query"], module.inputs["nodes"]
     return _llm_call(module, {"query": query, "nodes": nodes}, f"{module.name}.decode", ("text",)) + [
         Node(module.name, Op.CALL, {"query": query, "nodes": nodes, "answer": Ref(f"{module.name}.decode", "text")},
-             module.outputs, FnArgs(a.finish, "build response", pure=True, runs_on_skipped=True), CALLABLE),
+             module.outputs, FnArgs(a.finish, "build response", pure=True, runs_on_skipped=("answer",)), CALLABLE),
     ]
 
 

@@ -92,19 +92,22 @@ class OpArgs:
 class FnArgs(OpArgs):
     """A framework callable run with the node's inputs as keyword arguments (``call``, ``fuse``,
     ``postprocess``). ``pure``: it has no side effects, so it may run out of the framework's order;
-    ``runs_on_skipped``: it runs even when an input is ``SKIPPED`` (it finishes a skipped branch);
+    ``runs_on_skipped``: the inputs it runs without, reading ``SKIPPED`` (it finishes a skipped branch); a
+    ``SKIPPED`` in any other input skips it too;
     ``catches``: the inputs whose failure it reads as a ``Failed`` value instead of failing with it
     (it handles a failed branch, as a framework's try/except does)."""
 
     fn: Callable[..., Any]
     label: str = ""
     pure: bool = False
-    runs_on_skipped: bool = False
+    runs_on_skipped: tuple[str, ...] = ()
     catches: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(callable(self.fn), f"fn must be callable, got {type(self.fn).__name__}")
-        _check(isinstance(self.catches, tuple), f"catches must be a tuple of input names, got {self.catches!r}")
+        for what in ("runs_on_skipped", "catches"):
+            _check(isinstance(getattr(self, what), tuple),
+                   f"{what} must be a tuple of input names, got {getattr(self, what)!r}")
 
 
 @dataclass(frozen=True)

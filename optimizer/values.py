@@ -52,7 +52,7 @@ class Sampling:
 class Skipped:
     """The value of a branch that does not run for this query (e.g. no nodes were retrieved).
 
-    A node with a ``Skipped`` input is skipped too, unless its arguments say ``runs_on_skipped``.
+    A node with a ``Skipped`` input is skipped too, unless its arguments name the input in ``runs_on_skipped``.
     """
 
     _instance: "Skipped | None" = None

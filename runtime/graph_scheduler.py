@@ -133,7 +133,7 @@ class GraphScheduler:
             caught = node.args.catches if isinstance(node.args, FnArgs) else ()
             args = {arg: await (_resolve_caught if arg in caught else _resolve)(source, inputs, results)
                     for arg, source in node.inputs.items()}
-            if any(v is SKIPPED for v in args.values()) and not _runs_on_skipped(node):
+            if any(v is SKIPPED and arg not in _runs_without(node) for arg, v in args.items()):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
             placed = await regions.placement(node.region) if regions is not None and node.region else None
@@ -189,8 +189,9 @@ class GraphScheduler:
 _query_ids = itertools.count()
 
 
-def _runs_on_skipped(node: Node) -> bool:
-    return isinstance(node.args, FnArgs) and node.args.runs_on_skipped
+def _runs_without(node: Node) -> tuple[str, ...]:
+    """The inputs ``node`` runs without (reading ``SKIPPED``)."""
+    return node.args.runs_on_skipped if isinstance(node.args, FnArgs) else ()
 
 
 async def _resolve(source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> Any:

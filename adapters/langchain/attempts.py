@@ -166,5 +166,5 @@ def _first_success(tracer: "Tracer", outputs: list[Value], handles: Handles, fir
 
     name = tracer.name("tried")
     tracer.graph.add(Node(name, ModuleKind.CALL, {key: out.source for key, out in zip(keys, outputs)}, ("output",),
-                          FnArgs(first_success, label, pure=True, runs_on_skipped=True, catches=keys)))
+                          FnArgs(first_success, label, pure=True, runs_on_skipped=keys, catches=keys)))
     return Value(Ref(name, "output"))

@@ -33,8 +33,9 @@ def trace_branch(tracer: "Tracer", step: RunnableBranch, value: Traced) -> Value
         outputs.append(tracer.materialize(tracer.trace(branch, picked, f"branch:{i}")))
     outputs.append(tracer.materialize(tracer.trace(step.default, left, "branch:default")))
     name = tracer.name("picked")
-    tracer.graph.add(Node(name, ModuleKind.CALL, {f"branch{i}": out.source for i, out in enumerate(outputs)},
-                          ("output",), FnArgs(_picked, "RunnableBranch output", pure=True, runs_on_skipped=True)))
+    branches = {f"branch{i}": out.source for i, out in enumerate(outputs)}
+    tracer.graph.add(Node(name, ModuleKind.CALL, branches, ("output",),
+                          FnArgs(_picked, "RunnableBranch output", pure=True, runs_on_skipped=tuple(branches))))
     return Value(Ref(name, "output"))
 
 

@@ -136,7 +136,7 @@ def _read_condense(reading: AppReading, parts: li.ChatEngineParts) -> Ref:
     completion_spans(reading, llm, lambda v: condense_text(v["message"], v["history"]),
                      {**inputs, "prompt": Ref("condense", "prompt")}, Ref("condense", "text"))
     reading.graph.add(Node("question", ModuleKind.CALL, {"message": MESSAGE, "text": Ref("condense", "text")},
-                           ("question",), FnArgs(standalone, "standalone question", runs_on_skipped=True)))
+                           ("question",), FnArgs(standalone, "standalone question", runs_on_skipped=("text",))))
     return Ref("question", "question")
 
 

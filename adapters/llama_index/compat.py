@@ -3,7 +3,8 @@
 The LlamaIndex adapter reads components through their private attributes and reuses their private
 helpers (so the optimized run builds the very prompts, nodes and responses the native run does).
 Nothing else in Teola touches a private LlamaIndex name. ``PRIVATE_NAMES`` lists them all, by the
-class that has them; ``moved_names`` says which ones a given set of components lacks, and the
+class that has them (``PRIVATE_FUNCTIONS`` the module functions); ``moved_names`` says which ones a given
+set of components lacks (``moved_functions``: which functions moved), and the
 tests build one component of each class and fail, naming the name, when an upgrade moves one.
 ``TESTED`` is the llama-index-core release line these names were read from: another one gets one
 warning the first time an app is read.
@@ -20,6 +21,7 @@ from typing import Any, Iterable, Sequence
 import llama_index.core
 from llama_index.core.async_utils import run_jobs
 from llama_index.core.schema import NodeWithScore, QueryBundle
+from llama_index.core.selectors import llm_selectors
 from llama_index.core.vector_stores.types import VectorStoreQueryResult
 
 log = logging.getLogger(__name__)
@@ -54,11 +56,25 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
                                       "_condense_prompt_template", "_skip_condense", "_verbose",
                                       "_get_response_synthesizer"),
     "ContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors", "_get_response_synthesizer"),
+    "RouterQueryEngine": ("_selector", "_query_engines", "_metadatas", "_summarizer", "_verbose"),
+    "LLMSingleSelector": ("_llm", "_prompt"),
+    "LLMMultiSelector": ("_llm", "_prompt", "_max_outputs"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
     "FaissVectorStore": ("_faiss_index",),
     "OpenAI": ("_get_model_kwargs",),
     "HuggingFaceEmbedding": ("_embed",),
 }
+
+
+PRIVATE_FUNCTIONS: dict[types.ModuleType, tuple[str, ...]] = {
+    llm_selectors: ("_build_choices_text", "_structured_output_to_selector_result"),
+}
+
+
+def moved_functions() -> list[str]:
+    """``module._name`` for every private function of ``PRIVATE_FUNCTIONS`` its module no longer has."""
+    return [f"{module.__name__}.{name}" for module, names in PRIVATE_FUNCTIONS.items() for name in names
+            if not callable(getattr(module, name, None))]
 
 
 def moved_names(components: Iterable[Any]) -> list[str]:
@@ -143,6 +159,49 @@ def sub_question_parts(engine: Any) -> SubQuestionParts:
     """A SubQuestionQueryEngine's parts."""
     return SubQuestionParts(engine._question_gen, engine._metadatas, engine._response_synthesizer, engine._verbose,
                             engine._query_subq, engine._aquery_subq, engine._construct_node)
+
+
+@dataclass(frozen=True)
+class RouterParts:
+    """What Teola runs of a RouterQueryEngine: its selector, its candidate query engines and their
+    metadata (what the selector chooses from), the summarizer that combines several answers, and
+    whether it prints its choice."""
+
+    selector: Any
+    engines: list[Any]
+    metadatas: list[Any]
+    summarizer: Any
+    verbose: bool
+
+
+def router_parts(engine: Any) -> RouterParts:
+    """A RouterQueryEngine's parts."""
+    return RouterParts(engine._selector, list(engine._query_engines), list(engine._metadatas), engine._summarizer,
+                       engine._verbose)
+
+
+@dataclass(frozen=True)
+class SelectorParts:
+    """What an LLM selector asks its LLM: the prompt (with its output parser) and its arguments
+    besides the query (``num_choices``, ``context_list``, a multi selector's ``max_outputs``)."""
+
+    llm: Any
+    prompt: Any
+    arguments: dict[str, Any]
+
+
+def selector_parts(selector: Any, choices: Sequence[Any]) -> SelectorParts:
+    """An LLMSingleSelector's or LLMMultiSelector's parts, for choosing among ``choices`` (tool metadata)."""
+    arguments: dict[str, Any] = {"num_choices": len(choices)}
+    if hasattr(selector, "_max_outputs"):
+        arguments["max_outputs"] = selector._max_outputs or len(choices)
+    arguments["context_list"] = llm_selectors._build_choices_text(choices)
+    return SelectorParts(selector._llm, selector._prompt, arguments)
+
+
+def selector_result(parsed: Any) -> Any:
+    """The SelectorResult an LLM selector makes of its output parser's structured output."""
+    return llm_selectors._structured_output_to_selector_result(parsed)
 
 
 @dataclass(frozen=True)

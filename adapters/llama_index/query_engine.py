@@ -18,24 +18,19 @@ from teola.adapters.llama_index.rerank import LLM_RERANK, POSTPROCESSORS
 from teola.adapters.llama_index.spans import citation_retrieve_region, inner_engine_span, query_engine_span
 from teola.adapters.llama_index.retrievers import RETRIEVERS, VECTOR, most_nodes
 from teola.adapters.llama_index.refine import REFINE_STEPS
+from teola.adapters.llama_index.router import ROUTER
 from teola.adapters.llama_index.sub_question import SUB_QUESTION
 from teola.adapters.llama_index.synthesizers import SYNTHESIZERS
 from teola.optimizer.ir import Graph, ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs
 
 RESPONSE = Ref("synthesize", "response")
+ROUTED = Ref("routed", "response")
 
 
 def read_query_engine(query_engine: Any) -> AppReading:
-    """Read a ``RetrieverQueryEngine`` into a module graph: retrieve -> postprocess* -> synthesize,
-    or a HyDE ``TransformQueryEngine`` around one: hypothetical document -> retrieve by the mean
-    embedding of it and the query -> postprocess* -> synthesize; or a ``SubQuestionQueryEngine``:
-    sub-questions -> all of them answered at once -> synthesize; or a ``CitationQueryEngine``:
-    retrieve -> postprocess* -> citation chunks -> synthesize.
-
-    A component no recogniser lowers runs unchanged, as one call (logged once, in ``fallbacks``);
-    so does any other LlamaIndex query engine (RouterQueryEngine ...), whole.
-    """
+    """Read a LlamaIndex query engine into a module graph whose output ``response`` is its response
+    (``read_engine``)."""
     li.check_version()
     if not isinstance(query_engine, BaseQueryEngine):
         raise UnsupportedPipelineError(
@@ -44,36 +39,48 @@ def read_query_engine(query_engine: Any) -> AppReading:
             f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
         )
     reading = AppReading(Graph(inputs=("query_str",)))
+    reading.graph.set_output("response", read_engine(reading, query_engine))
+    return reading
+
+
+def read_engine(reading: AppReading, query_engine: Any) -> Ref:
+    """Read ``query_engine``'s ``_query`` into ``reading``; return its response. A ``RetrieverQueryEngine``:
+    retrieve -> postprocess* -> synthesize, or a HyDE ``TransformQueryEngine`` around one: hypothetical
+    document -> retrieve by the mean embedding of it and the query -> postprocess* -> synthesize; or a
+    ``SubQuestionQueryEngine``: sub-questions -> all of them answered at once -> synthesize; or a
+    ``CitationQueryEngine``: retrieve -> postprocess* -> citation chunks -> synthesize; or a
+    ``RouterQueryEngine``: select -> the chosen candidate engines, each read as any engine.
+
+    A component no recogniser lowers runs unchanged, as one call (logged once, in ``fallbacks``);
+    so does any other LlamaIndex query engine, whole (``reading.whole``).
+    """
     with ExitStack() as spans:
         embedding_texts = None
+        if ROUTER.accepts(query_engine):
+            spans.enter_context(reading.inside(query_engine_span(reading, query_engine, ROUTED)))
+            return ROUTER.read(reading, query_engine, read_engine)
         if HYDE.accepts(query_engine) and not HYDE.why_not(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
             embedding_texts, query_engine = HYDE.read(reading, query_engine)
             spans.enter_context(reading.inside(inner_engine_span(reading, query_engine, RESPONSE, embedding_texts[0])))
         if SUB_QUESTION.accepts(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
-            SUB_QUESTION.read(reading, query_engine)
-            reading.graph.set_output("response", RESPONSE)
-            return reading
+            return SUB_QUESTION.read(reading, query_engine)
         if isinstance(query_engine, CitationQueryEngine) and not li.is_multimodal_citation(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
             _read_citation(reading, query_engine)
-            reading.graph.set_output("response", RESPONSE)
-            return reading
+            return RESPONSE
         if not isinstance(query_engine, RetrieverQueryEngine):
             reading.fallback(query_engine, _why_whole(query_engine))
             reading.whole = True
-            _call(reading, "synthesize", {"query": reading.query}, "response", query_engine,
-                  lambda query: query_engine.query(query), lambda query: query_engine.aquery(query))
-            reading.graph.set_output("response", RESPONSE)
-            return reading
+            return _call(reading, "synthesize", {"query": reading.query}, "response", query_engine,
+                         lambda query: query_engine.query(query), lambda query: query_engine.aquery(query))
         spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
         nodes = read_retriever(reading, query_engine.retriever, embedding_texts)
         nodes, bound = read_postprocessors(reading, li.postprocessors(query_engine), nodes,
                                            most_nodes(query_engine.retriever))
         read_synthesizer(reading, li.synthesizer(query_engine), nodes, bound)
-    reading.graph.set_output("response", RESPONSE)
-    return reading
+    return RESPONSE
 
 
 def _why_whole(query_engine: Any) -> str:
@@ -82,8 +89,8 @@ def _why_whole(query_engine: Any) -> str:
         return HYDE.why_not(query_engine) or ""
     if isinstance(query_engine, CitationQueryEngine):
         return "multimodal citations (Teola cites text)"
-    return ("Teola lowers RetrieverQueryEngine, CitationQueryEngine and SubQuestionQueryEngine pipelines (and HyDE "
-            "around a RetrieverQueryEngine) so far")
+    return ("Teola lowers RetrieverQueryEngine, CitationQueryEngine, SubQuestionQueryEngine and RouterQueryEngine "
+            "pipelines (and HyDE around a RetrieverQueryEngine) so far")
 
 
 def _read_citation(reading: AppReading, engine: CitationQueryEngine) -> None:

@@ -110,6 +110,14 @@ class AppReading:
         """Record that the app's modules run on the engine ``spec`` (None: one that runs already)."""
         record_spec(self.engines, spec)
 
+    def take(self, sub: "AppReading") -> None:
+        """Record what ``sub``, the reading of a part read on its own (a router's candidate engine),
+        needs: its vector indexes, its engines, its fallbacks."""
+        self.indexes += [index for index in sub.indexes if index.key not in {i.key for i in self.indexes}]
+        for spec in sub.engines:
+            self.needs(spec)
+        self.fallbacks += sub.fallbacks
+
     def fallback(self, component: Any, why: str) -> None:
         """Record (and log, once) that ``component`` runs unoptimized, as one call, and why."""
         message = f"{type(component).__name__} runs unoptimized, as one call: {why}"

@@ -155,9 +155,10 @@ class RefineStepsRecogniser(Recogniser):
             v["query"], v["nodes"], v.get("synth", synth), *(v[f"answer{j}"] for j in range(i))),
             packed=(lambda v: packed(v["query"], v["nodes"], v.get("synth", synth)))
             if isinstance(synth, CompactAndRefine) else None, turn=turn)
-        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **own, **{
-            f"answer{i}": Ref(step, "text") for i, step in enumerate(steps)}}, ("response",),
-            FnArgs(self._finish(synth, pieces, count), "build response", pure=True, runs_on_skipped=True),
+        every_answer = {f"answer{i}": Ref(step, "text") for i, step in enumerate(steps)}
+        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **own, **every_answer},
+            ("response",), FnArgs(self._finish(synth, pieces, count), "build response", pure=True,
+                                  runs_on_skipped=tuple(every_answer)),
             region=native))
         return Ref("synthesize", "response")
 

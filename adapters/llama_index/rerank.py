@@ -45,7 +45,8 @@ class LLMRerankRecogniser(Recogniser):
             join_inputs[f"answer{b}"] = Ref(batch, "text")
             last = (batch,)
         reading.graph.add(Node(name, ModuleKind.POSTPROCESS, join_inputs, ("nodes",),
-                               FnArgs(_join_fn(rerank), "LLMRerank join", pure=True, runs_on_skipped=True), after=last))
+                               FnArgs(_join_fn(rerank), "LLMRerank join", pure=True,
+                                      runs_on_skipped=tuple(f"answer{b}" for b in range(len(batches)))), after=last))
         rerank_spans(reading, rerank, name, nodes, batches)
         return Ref(name, "nodes")
 

@@ -48,7 +48,8 @@ from llama_index.core.instrumentation.events.synthesis import (GetResponseEndEve
 from llama_index.core.instrumentation.events.span import SpanDropEvent
 from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.instrumentation.span_handlers import NullSpanHandler
-from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine, SubQuestionQueryEngine
+from llama_index.core.query_engine import (CitationQueryEngine, RetrieverQueryEngine, RouterQueryEngine,
+                                           SubQuestionQueryEngine)
 from llama_index.core.schema import MetadataMode, QueryBundle
 
 from teola.adapters.llama_index import compat as li
@@ -759,23 +760,32 @@ def hyde_spans(reading: "AppReading", transform: Any, llm: Any, prompt: Any, tex
         llm_call_spans(reading, llm, lambda v: (prompt, {"context_str": v["query"]}), inputs, text, asynchronous=False)
 
 
-def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: Ref) -> str:
-    """``engine.query`` on the query bundle a transform made (``texts``: its embedding texts), with its
-    query events: the span of a query engine inside another."""
-
+def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: Ref | None = None) -> str:
+    """``engine.query`` on the query bundle of ``reading.query`` (with ``texts``, the embedding texts a
+    transform made), with its query events: the span of a query engine inside another."""
+    inputs = {"query": reading.query} if texts is None else {"query": reading.query, "texts": texts}
     return reading.span(MethodSpan(engine, "query", lambda v: ((_bundle(v),), {}),
                                    lambda v, o: [QueryStartEvent(query=_bundle(v))],
                                    lambda v, o: [QueryEndEvent(query=_bundle(v), response=o["response"])],
                                    lambda o: o["response"]),
-                        {"query": reading.query, "texts": texts}, {"response": response})
+                        inputs, {"response": response})
+
+
+def selector_span(reading: "AppReading", selector: Any, choices: Sequence[Any], selection: Ref) -> str:
+    """``selector._select(choices=..., query=...)`` (``_aselect`` in an ``aquery``) for ``reading.query``,
+    ``selection`` its result: the span an LLM selector's call and parse go under."""
+    return reading.span(MethodSpan(selector, "_select", lambda v: ((), {"choices": list(choices), "query": _bundle(v)}),
+                                   result=lambda o: o["selection"]), {"query": reading.query}, {"selection": selection})
+
+
+_QUERY_EVENT_ENGINES = (RetrieverQueryEngine, SubQuestionQueryEngine, CitationQueryEngine, RouterQueryEngine)
 
 
 def query_engine_span(reading: "AppReading", engine: Any, response: Ref) -> str:
     """``engine._query``, under the query's own span (``query_span``): the region its components' spans
-    go under; a ``RetrieverQueryEngine``'s, ``SubQuestionQueryEngine``'s or ``CitationQueryEngine``'s starts the
-    ``QUERY`` callback event there."""
+    go under; the engines Teola lowers (``_QUERY_EVENT_ENGINES``) start the ``QUERY`` callback event there."""
     callback = CallbackEvent(CBEventType.QUERY, engine.callback_manager, lambda v: {EventPayload.QUERY_STR: v["query"]},
                              lambda v, o: {EventPayload.RESPONSE: o["response"]}) \
-        if isinstance(engine, (RetrieverQueryEngine, SubQuestionQueryEngine, CitationQueryEngine)) else None
+        if isinstance(engine, _QUERY_EVENT_ENGINES) else None
     return reading.span(MethodSpan(engine, "_query", lambda v: ((_bundle(v),), {}), result=lambda o: o["response"],
                                    callback=callback), {"query": reading.query}, {"response": response})

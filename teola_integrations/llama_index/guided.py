@@ -20,6 +20,17 @@ def sub_question_schema(tools: Sequence[str], most: int = 3) -> dict[str, Any]:
     return schema
 
 
+def selection_schema(num_choices: int, most: int = 1, longest_reason: int = 120) -> dict[str, Any]:
+    """The JSON LlamaIndex's ``SelectionOutputParser`` reads (a list of ``{"choice": n, "reason": ...}``,
+    choices numbered from 1), its choices held to 1..``num_choices``, its list to 1..``most`` items and
+    each reason to ``longest_reason`` characters (so the JSON closes within the answer's tokens): what
+    guided decoding holds a small model's router selection to."""
+    answer = {"type": "object", "additionalProperties": False, "required": ["choice", "reason"],
+              "properties": {"choice": {"type": "integer", "minimum": 1, "maximum": num_choices},
+                             "reason": {"type": "string", "maxLength": longest_reason}}}
+    return {"type": "array", "items": answer, "minItems": 1, "maxItems": most}
+
+
 def guided_llm(llm: LLM, schema: dict[str, Any], max_tokens: int = 256) -> LLM:
     """A twin of ``llm`` (same model and engine) whose answers are JSON under ``schema``: TeolaLLM's
     ``json_schema``; an OpenAI-like client of a vLLM server sends vLLM's ``structured_outputs``."""

@@ -12,14 +12,16 @@ from llama_index.core.llms import LLM
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
 from llama_index.core.postprocessor import LLMRerank
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.query_engine import CitationQueryEngine, RetrieverQueryEngine, SubQuestionQueryEngine
+from llama_index.core.query_engine import (CitationQueryEngine, RetrieverQueryEngine, RouterQueryEngine,
+                                           SubQuestionQueryEngine)
 from llama_index.core.question_gen import LLMQuestionGenerator
 from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
+from llama_index.core.selectors import LLMSingleSelector
 from llama_index.core.tools import QueryEngineTool, ToolMetadata
 
 from teola_integrations.tools.data import Chunk, load_corpus
-from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, guided_llm, sub_question_schema
+from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, guided_llm, selection_schema, sub_question_schema
 from teola_integrations.tools.search_service import web_search
 
 
@@ -63,14 +65,21 @@ class WebSearchRetriever(BaseRetriever):
 SUB_QUESTION_TOOLS = (("statements", "Python's statements: what each statement does and when its clauses run"),
                       ("types", "Python's built-in types and the methods and operations they support"))
 
+# The router app's candidates, as a user describes them to the selector (LlamaIndex's router guide pairs
+# a "specific context" engine with a summarizing one).
+ROUTER_TOOLS = (("facts", "Useful for a question about one specific statement, type or operation of Python: "
+                          "answers from the few passages that cover it"),
+                ("overview", "Useful for a broad question that compares several of Python's statements or types: "
+                             "summarizes many passages"))
+
 # The chat app's conversation so far: every question is asked as the next turn after it.
 CHAT_HISTORY = (ChatMessage(role=MessageRole.USER, content="I am reading the Python language reference."),
                 ChatMessage(role=MessageRole.ASSISTANT, content="Ask me about any of its statements or built-in types."))
 
 AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion", "citation",
-                  "chat"]
+                  "chat", "router"]
 APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
-                                  "citation", "chat")
+                                  "citation", "chat", "router")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -99,6 +108,10 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
       ``sub_question_schema``), each is answered by its tool, then the answer is synthesized over them;
     - citation: LlamaIndex's CitationQueryEngine: retrieve top-k, cut the nodes into numbered "Source N:"
       chunks, compact synthesis with its citation templates;
+    - router: LlamaIndex's RouterQueryEngine over two candidates (``ROUTER_TOOLS``): a top-k engine
+      with compact synthesis and a 2k one with tree_summarize; its LLMSingleSelector's answer is held to
+      the JSON its output parser reads by guided decoding (``selection_schema``), then the one engine
+      it chooses answers;
     - chat: ``index.as_chat_engine()`` (condense-plus-context): each question is a turn after
       ``CHAT_HISTORY`` (see ``ask``): the LLM condenses the conversation and the question into a
       standalone question, which is retrieved top-k; the answer is synthesized with the conversation.
@@ -135,6 +148,13 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
         return SubQuestionQueryEngine.from_defaults(
             query_engine_tools=tools, question_gen=LLMQuestionGenerator.from_defaults(llm=guided_llm(llm, schema)),
             llm=llm, use_async=hand_tuned)
+    if kind == "router":
+        candidates = (index.as_query_engine(llm=llm, similarity_top_k=top_k),
+                      index.as_query_engine(llm=llm, similarity_top_k=2 * top_k, response_mode="tree_summarize"))
+        tools = [QueryEngineTool(query_engine=engine, metadata=ToolMetadata(name=name, description=description))
+                 for engine, (name, description) in zip(candidates, ROUTER_TOOLS)]
+        selector = LLMSingleSelector.from_defaults(llm=guided_llm(llm, selection_schema(len(tools)), max_tokens=64))
+        return RouterQueryEngine(selector, tools, llm=llm)
     fusion = QueryFusionRetriever([index.as_retriever(similarity_top_k=top_k)], llm=llm, num_queries=4,
                                   mode="reciprocal_rerank", similarity_top_k=2 * top_k, use_async=hand_tuned)
     rerank = LLMRerank(llm=llm, top_n=top_k, choice_batch_size=top_k, parse_choice_select_answer_fn=lenient_choice_parse)

@@ -36,7 +36,7 @@ def test_lowering_a_rag_pipeline_gives_its_primitive_chain():
     assert plan["retrieve.search"].args.top_k == 3
     assert plan["synthesize.decode"].args.sampling == Sampling(max_tokens=8)
     # the response builder must see a skipped decode (no nodes, or a refine fallback)
-    assert plan["synthesize"].args.runs_on_skipped is True
+    assert plan["synthesize"].args.runs_on_skipped == ("answer",)
     assert plan.outputs == {"response": Ref("synthesize", "response")}
 
 

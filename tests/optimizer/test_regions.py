@@ -1,5 +1,7 @@
 """Regions in the IR: declared, checked by lint, kept by edits and lowering (pure graph logic)."""
 
+from dataclasses import replace
+
 import pytest
 
 from teola.optimizer.cost_model import LinearCost
@@ -129,3 +131,27 @@ def test_lint_refuses_work_placed_in_a_region_that_waits_for_it_or_in_none():
     g.regions["model"] = Region("model", {"prompt": Ref("gen", "prompt")}, {}, Silent(), "chain")
     g.lint(ModuleKind)  # a region on an earlier step of the module's own chain
     lower(g).lint(Op)
+
+
+def test_inline_prefixes_nodes_and_regions_moves_the_query_input_and_hangs_top_regions_under_the_one_given():
+    outer = Graph()
+    outer.add(Node("gate", ModuleKind.CALL, {"q": QueryInput("query_str")}, ("q",), FnArgs(str.strip, "gate")))
+    outer.add_region(Region("router", {"value": QueryInput("query_str")}, {}, Silent()))
+    sub = _module_graph(use_in="model")
+    sub.replace(replace(sub["use"], after=("gen",)))
+    outputs = outer.inline(sub, "route0/", {"query_str": Ref("gate", "q")}, region="router")
+    assert outputs == {"out": Ref("route0/use", "out")}
+    assert outer["route0/gen"].inputs == {"q": Ref("gate", "q")}
+    assert outer["route0/use"].inputs == {"items": Ref("route0/gen", "items")}
+    assert outer["route0/use"].after == ("route0/gen",)
+    assert (outer["route0/gen"].region, outer["route0/use"].region) == ("router", "route0/model")
+    assert outer.regions["route0/chain"].parent == "router"
+    assert outer.regions["route0/model"].parent == "route0/chain"
+    assert outer.regions["route0/model"].outputs == {"text": Ref("route0/gen", "text")}
+    outer.set_output("out", outputs["out"])
+    outer.lint(ModuleKind)
+    lower(outer).lint(Op)
+    with pytest.raises(GraphError, match="already exists"):
+        outer.inline(sub, "route0/", {"query_str": Ref("gate", "q")})
+    with pytest.raises(GraphError, match="needs a source for the sub-graph's inputs \\['query_str'\\]"):
+        outer.inline(sub, "route1/", {})

@@ -95,12 +95,28 @@ def test_skipped_values_skip_consumers_unless_they_opt_in():
     g.add(_sleep("maybe", {"q": QueryInput("query_str")}, value=SKIPPED))
     g.add(_sleep("use", {"x": Ref("maybe", "out")}, value="ran"))
     g.add(Node("finish", Op.CALL, {"x": Ref("use", "out")}, ("out",),
-               FnArgs(lambda x: "fallback" if x is SKIPPED else x, runs_on_skipped=True), CALLABLE))
+               FnArgs(lambda x: "fallback" if x is SKIPPED else x, runs_on_skipped=("x",)), CALLABLE))
     g.set_output("answer", Ref("finish", "out"))
     engines = {"sleep": SleepEngine(), "callable": CallablePool(CALLABLE)}
     outputs, trace = asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
     assert outputs == {"answer": "fallback"}
     assert "use" not in {s.node for s in trace.spans}
+
+
+def test_a_skipped_input_not_named_in_runs_on_skipped_skips_the_node():
+    g = Graph()
+    g.add(_sleep("maybe", {"q": QueryInput("query_str")}, value=SKIPPED))
+    g.add(Node("finish", Op.CALL, {"x": Ref("maybe", "out"), "gate": Ref("maybe", "out")}, ("out",),
+               FnArgs(lambda x, gate: "ran", runs_on_skipped=("x",)), CALLABLE))
+    g.set_output("answer", Ref("finish", "out"))
+    engines = {"sleep": SleepEngine(), "callable": CallablePool(CALLABLE)}
+    outputs, trace = asyncio.run(GraphScheduler(g, engines).run({"query_str": "q"}))
+    assert outputs == {"answer": SKIPPED}  # a gated branch's finish does not run for a branch not taken
+    assert "finish" not in {s.node for s in trace.spans}
+    g.add(Node("wrong", Op.CALL, {"x": Ref("maybe", "out")}, ("out",), FnArgs(_handled, runs_on_skipped=("y",)),
+               CALLABLE))
+    with pytest.raises(GraphError, match="runs without inputs \\['y'\\]"):
+        g.lint(Op)
 
 
 def _handled(x, q):

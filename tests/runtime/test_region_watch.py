@@ -84,7 +84,7 @@ def test_nobody_listening_reports_nothing_and_skipped_inputs_start_nothing():
     assert log == []
     g = _graph(log, middle=lambda q: SKIPPED)
     g.replace(Node("b", Op.CALL, {"x": Ref("a", "out")}, ("out",),
-                   FnArgs(lambda x: "fallback", runs_on_skipped=True), CALLABLE))
+                   FnArgs(lambda x: "fallback", runs_on_skipped=("x",)), CALLABLE))
     assert _run(g)[0] == {"answer": "fallback"}
     assert [entry[:2] for entry in log] == [("start", "outer"), ("end", "outer")]
 

@@ -13,14 +13,16 @@ from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.base.base_query_engine import BaseQueryEngine
+from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
 from llama_index.core.query_engine import (CitationQueryEngine, CustomQueryEngine, RetrieverQueryEngine,
-                                           TransformQueryEngine)
+                                           RouterQueryEngine, TransformQueryEngine)
 from llama_index.core.retrievers import BaseRetriever
+from llama_index.core.tools import QueryEngineTool
 from llama_index.core.vector_stores import MetadataFilter, MetadataFilters
 
 from teola.adapters.llama_index.refine import refine_pieces
 from teola.runtime.traces import record_traces
-from teola_integrations.tools.demo_app import build_app, build_index
+from teola_integrations.tools.demo_app import ROUTER_TOOLS, build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
 from teola_integrations.tools.run_trees import LlamaIndexCallbackRecorder, LlamaIndexRecorder, callback_managers
 from teola_integrations.tools.search_service import SearchService
@@ -85,6 +87,8 @@ _SPANS_OF = {"naive": ({"VectorIndexRetriever.retrieve"}, {"VectorIndexRetriever
                        {"OwnRetriever.aretrieve", "CompactAndRefine.asynthesize", "TeolaLLM.apredict"}),
              "citation": ({"CitationQueryEngine._query", "SentenceSplitter.split_text", "CompactAndRefine.synthesize"},
                           {"CitationQueryEngine._aquery", "SentenceSplitter.split_text", "TeolaLLM.apredict"}),
+             "router": ({"RouterQueryEngine._query", "RetrieverQueryEngine.query", "TeolaLLM.predict"},
+                        {"RouterQueryEngine._aquery", "RetrieverQueryEngine.aquery", "TeolaLLM.apredict"}),
              "whole": ({"Shouting.query", "RetrieverQueryEngine.query"}, {"Shouting.aquery"})}
 
 
@@ -124,7 +128,7 @@ def _app(index, llm, kind: str):
 
 @pytest.mark.parametrize("index", ["simple"], indirect=True)  # the spans do not depend on the store
 @pytest.mark.parametrize("kind", ["naive", "advanced", "hyde", "tree", "simple", "accumulate", "refine", "subquestion",
-                                  "citation", "as-is", "whole"])
+                                  "citation", "router", "as-is", "whole"])
 def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, questions, kind):
     """The query, retrieval (query fusion: the generated queries and each one's retrieval; HyDE: its
     transform, then the inner engine's query), embedding, rerank, synthesis (tree_summarize: each
@@ -456,6 +460,55 @@ def test_a_citation_query_engine_is_lowered_and_cites_what_native_cites(simple_i
     assert str(response) == str(native) and _texts(response) == _texts(native)
     asked = asyncio.run(fast.aquery(question))
     assert str(asked) == str(native) and _texts(asked) == _texts(native)
+
+
+class SecondChoice(BaseSelector):
+    """A user's own selector: the second candidate, always."""
+
+    def _get_prompts(self):
+        return {}
+
+    def _update_prompts(self, prompts):
+        pass
+
+    def _select(self, choices, query):
+        return SelectorResult(selections=[SingleSelection(index=1, reason="the second")])
+
+    async def _aselect(self, choices, query):
+        return self._select(choices, query)
+
+
+def _routers(index, llm):
+    """The router app (its LLM selector chooses the first candidate for these questions), and one whose
+    own selector chooses the second (a tree_summarize engine over twice the nodes)."""
+    candidates = (index.as_query_engine(llm=llm, similarity_top_k=3),
+                  index.as_query_engine(llm=llm, similarity_top_k=6, response_mode="tree_summarize"))
+    tools = [QueryEngineTool.from_defaults(engine, name=name, description=description)
+             for engine, (name, description) in zip(candidates, ROUTER_TOOLS)]
+    return build_app(index, llm, "router"), RouterQueryEngine(SecondChoice(), tools, llm=llm)
+
+
+@pytest.mark.answers
+def test_a_router_runs_only_the_engine_chosen_as_primitives_and_answers_as_native(simple_index, llm, questions):
+    """RouterQueryEngine as LlamaIndex's router guide builds it (its LLM selector held to its parser's
+    JSON by guided decoding, its call lowered), and with a user's own selector (run as a call): the
+    chosen engine's retrieval and LLM calls run as primitives, the other engine not at all; the same
+    answer, sources and selector result as native."""
+    question = questions[1].question
+    own_selector = ("SecondChoice runs unoptimized, as one call: Teola lowers LLMSingleSelector and LLMMultiSelector "
+                    "(a Pydantic selector calls tools) so far")
+    for router, chosen, fallbacks in zip(_routers(simple_index, llm), (0, 1), ([], [own_selector])):
+        fast = optimize(router)
+        assert fast.fallbacks == fallbacks
+        native = _warm_native(router, question)
+        assert native.metadata["selector_result"].ind == chosen
+        with record_traces() as traces:
+            _assert_same(native, fast.query(question))
+        ran = {s.node for s in traces[0].spans}
+        assert {f"route{chosen}/retrieve.search", "routed"} <= ran
+        assert not any(node.startswith(f"route{1 - chosen}/") for node in ran)
+        assert ("select.predict" in ran) == (not fallbacks)  # the LLM selector's call, lowered
+        _assert_same(native, asyncio.run(fast.aquery(question)))
 
 
 class Shouting(CustomQueryEngine):

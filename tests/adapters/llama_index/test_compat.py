@@ -6,12 +6,14 @@ from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import LLMRerank
-from llama_index.core.query_engine import CitationQueryEngine, SubQuestionQueryEngine, TransformQueryEngine
+from llama_index.core.query_engine import (CitationQueryEngine, RouterQueryEngine, SubQuestionQueryEngine,
+                                           TransformQueryEngine)
 from llama_index.core.question_gen import LLMQuestionGenerator
 from llama_index.core.tools import QueryEngineTool
 from llama_index.core.response_synthesizers import Accumulate, CompactAndRefine, SimpleSummarize, TreeSummarize
 from llama_index.core.retrievers import QueryFusionRetriever
 from llama_index.core.schema import TextNode
+from llama_index.core.selectors import LLMMultiSelector, LLMSingleSelector
 from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 from llama_index.llms.openai_like import OpenAILike
 from llama_index.vector_stores.faiss import FaissVectorStore
@@ -32,6 +34,9 @@ def _components() -> list:
         SubQuestionQueryEngine.from_defaults([QueryEngineTool.from_defaults(engine, name="docs", description="the docs")],
                                              question_gen=LLMQuestionGenerator.from_defaults(llm=llm), llm=llm),
         CitationQueryEngine.from_args(index, llm=llm),
+        RouterQueryEngine(LLMSingleSelector.from_defaults(llm=llm),
+                          [QueryEngineTool.from_defaults(engine, name="docs", description="the docs")], llm=llm),
+        LLMSingleSelector.from_defaults(llm=llm), LLMMultiSelector.from_defaults(llm=llm),
         index.as_chat_engine(chat_mode="condense_plus_context", llm=llm),
         index.as_chat_engine(chat_mode="context", llm=llm),
         llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
@@ -45,6 +50,7 @@ def test_no_private_name_the_adapter_reads_has_moved():
     covered = {kind for kind in li.PRIVATE_NAMES for c in components if kind in [k.__name__ for k in type(c).__mro__]}
     assert covered == set(li.PRIVATE_NAMES)  # one real component of every class whose privates are read
     assert li.moved_names(components) == []
+    assert li.moved_functions() == []
 
 
 def test_a_moved_name_is_named_with_its_class():
