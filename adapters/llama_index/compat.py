@@ -49,8 +49,8 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "SimpleSummarize": ("_llm", "_text_qa_template", "_prompt_helper", "_streaming", "_prepare_response_output"),
     "Accumulate": ("_llm", "_text_qa_template", "_prompt_helper", "_streaming", "_output_cls", "_multimodal",
                    "_format_response", "_prepare_response_output"),
-    "SubQuestionQueryEngine": ("_question_gen", "_metadatas", "_response_synthesizer", "_verbose", "_query_subq",
-                               "_aquery_subq", "_construct_node"),
+    "SubQuestionQueryEngine": ("_question_gen", "_metadatas", "_query_engines", "_response_synthesizer", "_verbose",
+                               "_query_subq", "_aquery_subq", "_construct_node"),
     "CitationQueryEngine": ("_node_postprocessors", "_response_synthesizer", "_multimodal", "_create_citation_nodes"),
     "CondensePlusContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors",
                                       "_condense_prompt_template", "_skip_condense", "_verbose",
@@ -142,12 +142,14 @@ def is_multimodal_citation(engine: Any) -> bool:
 
 @dataclass(frozen=True)
 class SubQuestionParts:
-    """What Teola runs of a SubQuestionQueryEngine: its question generator, its tools' metadata, its
-    synthesizer, whether it prints, how it answers one sub-question (``answer``/``aanswer``: its
-    callback event, its tool's query, a failure logged and None) and the node a sub-answer becomes."""
+    """What Teola runs of a SubQuestionQueryEngine: its question generator, its tools' metadata and
+    query engines (by tool name), its synthesizer, whether it prints, how it answers one sub-question
+    (``answer``/``aanswer``: its callback event, its tool's query, a failure logged and None) and the
+    node a sub-answer becomes."""
 
     question_gen: Any
     metadatas: list[Any]
+    engines: dict[str, Any]
     synthesizer: Any
     verbose: bool
     answer: Any
@@ -157,8 +159,9 @@ class SubQuestionParts:
 
 def sub_question_parts(engine: Any) -> SubQuestionParts:
     """A SubQuestionQueryEngine's parts."""
-    return SubQuestionParts(engine._question_gen, engine._metadatas, engine._response_synthesizer, engine._verbose,
-                            engine._query_subq, engine._aquery_subq, engine._construct_node)
+    return SubQuestionParts(engine._question_gen, engine._metadatas, dict(engine._query_engines),
+                            engine._response_synthesizer, engine._verbose, engine._query_subq, engine._aquery_subq,
+                            engine._construct_node)
 
 
 @dataclass(frozen=True)

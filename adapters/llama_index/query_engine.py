@@ -58,14 +58,14 @@ def read_engine(reading: AppReading, query_engine: Any) -> Ref:
         embedding_texts = None
         if ROUTER.accepts(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, ROUTED)))
-            return ROUTER.read(reading, query_engine, read_engine)
+            return ROUTER.read(reading, query_engine, read_inner_engine)
         if HYDE.accepts(query_engine) and not HYDE.why_not(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
             embedding_texts, query_engine = HYDE.read(reading, query_engine)
             spans.enter_context(reading.inside(inner_engine_span(reading, query_engine, RESPONSE, embedding_texts[0])))
         if SUB_QUESTION.accepts(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
-            return SUB_QUESTION.read(reading, query_engine)
+            return SUB_QUESTION.read(reading, query_engine, read_inner_engine)
         if isinstance(query_engine, CitationQueryEngine) and not li.is_multimodal_citation(query_engine):
             spans.enter_context(reading.inside(query_engine_span(reading, query_engine, RESPONSE)))
             _read_citation(reading, query_engine)
@@ -81,6 +81,20 @@ def read_engine(reading: AppReading, query_engine: Any) -> Ref:
                                            most_nodes(query_engine.retriever))
         read_synthesizer(reading, li.synthesizer(query_engine), nodes, bound)
     return RESPONSE
+
+
+def read_inner_engine(reading: AppReading, engine: Any, query: Ref, prefix: str) -> Ref:
+    """``engine`` (a query engine another one asks: a router's candidate, a sub-question's tool) read on
+    its own, then added under the name ``prefix``, asked ``query``: inside its ``query`` span, with its
+    query events, where it is lowered (one run whole reports its own); returns its response."""
+    inner = AppReading(Graph(inputs=("query_str",)))
+    response = read_engine(inner, engine)
+    inner.graph.set_output("response", response)
+    reading.take(inner)
+    with reading.asking(query):
+        region = reading.region if inner.whole else \
+            inner_engine_span(reading, engine, Ref(prefix + response.node, response.output))
+    return reading.graph.inline(inner.graph, prefix, {"query_str": query}, region)["response"]
 
 
 def _why_whole(query_engine: Any) -> str:

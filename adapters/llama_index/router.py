@@ -28,14 +28,14 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for, llm_why_not
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
-from teola.adapters.llama_index.spans import inner_engine_span, llm_call_spans, selector_span
-from teola.optimizer.ir import Graph, ModuleKind, Node, Ref, Source
+from teola.adapters.llama_index.spans import llm_call_spans, selector_span
+from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs, GenerateArgs
 from teola.optimizer.values import SKIPPED
 
 router_log = logging.getLogger(RouterQueryEngine.__module__)  # where the router logs its choice natively
 
-ReadEngine = Callable[[AppReading, Any], Ref]
+ReadInner = Callable[[AppReading, Any, Ref, str], Ref]  # query_engine.read_inner_engine
 
 
 class RouterRecogniser(Recogniser):
@@ -49,10 +49,10 @@ class RouterRecogniser(Recogniser):
     def why_not(self, component: Any) -> str | None:
         return None
 
-    def read(self, reading: AppReading, engine: RouterQueryEngine, read_engine: ReadEngine) -> Ref:
+    def read(self, reading: AppReading, engine: RouterQueryEngine, read_inner: ReadInner) -> Ref:
         """Modules ``select`` (with an LLM selector's ``select.predict``), ``route`` (the chosen
         candidates' positions), per candidate ``i`` a gate ``route{i}`` and its engine read by
-        ``read_engine`` under the prefix ``route{i}/``, and ``routed``, the router's response; in the
+        ``read_inner`` under the prefix ``route{i}/``, and ``routed``, the router's response; in the
         span being read."""
         parts = li.router_parts(engine)
         graph = reading.graph
@@ -64,7 +64,7 @@ class RouterRecogniser(Recogniser):
             gate = f"route{i}"
             graph.add(Node(gate, ModuleKind.CALL, {"query": reading.query, "chosen": Ref("route", "chosen")}, ("query",),
                            FnArgs(partial(_gate, i), f"query engine {i} chosen", pure=True)))
-            responses[f"response{i}"] = _read_candidate(reading, candidate, Ref(gate, "query"), f"{gate}/", read_engine)
+            responses[f"response{i}"] = read_inner(reading, candidate, Ref(gate, "query"), f"{gate}/")
 
         def routed(query: str, selection: Any, chosen: tuple[int, ...], **answers: Any) -> Any:
             picked = [answers[f"response{i}"] for i in chosen]
@@ -147,19 +147,6 @@ def _announce(parts: li.RouterParts, ind: int, reason: str) -> None:
 def _gate(i: int, query: str, chosen: tuple[int, ...]) -> Any:
     """The query, for candidate ``i`` where it was chosen; else SKIPPED (it does not run)."""
     return query if i in chosen else SKIPPED
-
-
-def _read_candidate(reading: AppReading, engine: Any, query: Ref, prefix: str, read_engine: ReadEngine) -> Ref:
-    """Candidate ``engine`` read on its own, then inlined under ``prefix``, asked ``query``: inside its
-    ``query`` span (with its query events) where it is lowered; a candidate run whole reports its own."""
-    sub = AppReading(Graph(inputs=("query_str",)))
-    response = read_engine(sub, engine)
-    sub.graph.set_output("response", response)
-    reading.take(sub)
-    with reading.asking(query):
-        region = reading.region if sub.whole else \
-            inner_engine_span(reading, engine, Ref(prefix + response.node, response.output))
-    return reading.graph.inline(sub.graph, prefix, {"query_str": query}, region)["response"]
 
 
 ROUTER = RouterRecogniser()

@@ -50,6 +50,7 @@ from llama_index.core.instrumentation.span import active_span_id
 from llama_index.core.instrumentation.span_handlers import NullSpanHandler
 from llama_index.core.query_engine import (CitationQueryEngine, RetrieverQueryEngine, RouterQueryEngine,
                                            SubQuestionQueryEngine)
+from llama_index.core.query_engine.sub_question_query_engine import SubQuestionAnswerPair
 from llama_index.core.schema import MetadataMode, QueryBundle
 
 from teola.adapters.llama_index import compat as li
@@ -327,6 +328,16 @@ def citation_retrieve_region(reading: "AppReading", engine: Any, nodes: Ref) -> 
                                                      lambda v: {EventPayload.QUERY_STR: v["query"]},
                                                      lambda v, o: {EventPayload.NODES: o["nodes"]})),
                         {"query": reading.query}, {"nodes": nodes})
+
+
+def sub_question_region(reading: "AppReading", engine: Any, sub_question: Ref, pair: Ref, error: Ref) -> str:
+    """The SUB_QUESTION callback event a SubQuestionQueryEngine opens around one sub-question's answer
+    (``pair``; ``error``: what failed it, where something did), inside its ``_query``."""
+    return reading.span(CallbackRegion(CallbackEvent(
+        CBEventType.SUB_QUESTION, engine.callback_manager,
+        lambda v: {EventPayload.SUB_QUESTION: SubQuestionAnswerPair(sub_q=v["sub_question"])},
+        lambda v, o: {EventPayload.EXCEPTION: o["error"]} if o["error"] is not None
+        else {EventPayload.SUB_QUESTION: o["pair"]})), {"sub_question": sub_question}, {"pair": pair, "error": error})
 
 
 class ItemSpan(RegionObserver):
