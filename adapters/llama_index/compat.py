@@ -58,6 +58,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
     "ContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors", "_get_response_synthesizer"),
     "RouterQueryEngine": ("_selector", "_query_engines", "_metadatas", "_summarizer", "_verbose"),
     "LLMSingleSelector": ("_llm", "_prompt"),
+    "LLMQuestionGenerator": ("_llm", "_prompt"),
     "LLMMultiSelector": ("_llm", "_prompt", "_max_outputs"),
     "LLM": ("_parse_output", "_get_messages", "_get_prompt"),
     "FaissVectorStore": ("_faiss_index",),
@@ -162,6 +163,11 @@ def sub_question_parts(engine: Any) -> SubQuestionParts:
     return SubQuestionParts(engine._question_gen, engine._metadatas, dict(engine._query_engines),
                             engine._response_synthesizer, engine._verbose, engine._query_subq, engine._aquery_subq,
                             engine._construct_node)
+
+
+def question_generator_parts(generator: Any) -> tuple[Any, Any]:
+    """An LLMQuestionGenerator's LLM and prompt (with its output parser)."""
+    return generator._llm, generator._prompt
 
 
 @dataclass(frozen=True)

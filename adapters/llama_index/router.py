@@ -26,11 +26,11 @@ from llama_index.core.utils import print_text
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
-from teola.adapters.llama_index.models import llm_for, llm_why_not
-from teola.adapters.llama_index.reading import AppReading, Recogniser, render
-from teola.adapters.llama_index.spans import llm_call_spans, selector_span
+from teola.adapters.llama_index.models import llm_why_not
+from teola.adapters.llama_index.predict import read_predict_parse
+from teola.adapters.llama_index.reading import AppReading, Recogniser
 from teola.optimizer.ir import ModuleKind, Node, Ref, Source
-from teola.optimizer.ops import FnArgs, GenerateArgs
+from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
 
 router_log = logging.getLogger(RouterQueryEngine.__module__)  # where the router logs its choice natively
@@ -86,29 +86,15 @@ def _read_selection(reading: AppReading, parts: li.RouterParts) -> Ref:
     why = _selector_why_not(selector)
     if why:
         reading.fallback(selector, why)
-        graph.add(Node("select", ModuleKind.CALL, {"query": reading.query}, ("selection",),
+        graph.add(Node("select", ModuleKind.CALL, {"query": reading.query}, ("result",),
                        FnArgs(lambda query: run_as_asked(selector.select, selector.aselect, parts.metadatas,
                                                          QueryBundle(query)), type(selector).__name__),
                        region=reading.region))
-        return Ref("select", "selection")
+        return Ref("select", "result")
     asked = li.selector_parts(selector, parts.metadatas)
-    llm, bound = asked.llm, llm_for(reading, asked.llm)
-
-    def arguments(query: str) -> dict[str, Any]:
-        return {**asked.arguments, "query_str": query}
-
-    graph.add(Node("select.predict", ModuleKind.GENERATE, {"query": reading.query}, ("text",),
-                   GenerateArgs(bound.engine, bound.sampling, lambda query: render(llm, asked.prompt, **arguments(query)))))
-    with reading.inside(selector_span(reading, selector, parts.metadatas, Ref("select", "selection"))):
-        llm_call_spans(reading, llm, lambda v: (asked.prompt, arguments(v["query"])), {"query": reading.query},
-                       Ref("select.predict", "text"))
-
-        def parse(text: str) -> Any:
-            return li.selector_result(asked.prompt.output_parser.parse(li.parse_output(llm, text)))
-
-        graph.add(Node("select", ModuleKind.CALL, {"text": Ref("select.predict", "text")}, ("selection",),
-                       FnArgs(parse, "selector's answer parsed", pure=True), region=reading.region))
-    return Ref("select", "selection")
+    return read_predict_parse(reading, "select", selector, "_select",
+                              lambda bundle: ((), {"choices": parts.metadatas, "query": bundle}), asked.llm, asked.prompt,
+                              lambda query: {**asked.arguments, "query_str": query}, li.selector_result)
 
 
 def _selector_why_not(selector: Any) -> str | None:

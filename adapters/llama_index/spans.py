@@ -782,11 +782,13 @@ def inner_engine_span(reading: "AppReading", engine: Any, response: Ref, texts: 
                         inputs, {"response": response})
 
 
-def selector_span(reading: "AppReading", selector: Any, choices: Sequence[Any], selection: Ref) -> str:
-    """``selector._select(choices=..., query=...)`` (``_aselect`` in an ``aquery``) for ``reading.query``,
-    ``selection`` its result: the span an LLM selector's call and parse go under."""
-    return reading.span(MethodSpan(selector, "_select", lambda v: ((), {"choices": list(choices), "query": _bundle(v)}),
-                                   result=lambda o: o["selection"]), {"query": reading.query}, {"selection": selection})
+def chooser_span(reading: "AppReading", component: Any, method: str, call_with: Callable[[QueryBundle], tuple[tuple, dict]],
+                 result: Ref) -> str:
+    """``component.method`` (its async twin in an ``aquery``) on the bundle of ``reading.query``, called
+    with ``call_with(bundle)``: a selector's ``_select``, a question generator's ``generate``, the span its
+    LLM call and parse go under; ``result`` is what it returns."""
+    return reading.span(MethodSpan(component, method, lambda v: call_with(_bundle(v)), result=lambda o: o["result"]),
+                        {"query": reading.query}, {"result": result})
 
 
 _QUERY_EVENT_ENGINES = (RetrieverQueryEngine, SubQuestionQueryEngine, CitationQueryEngine, RouterQueryEngine)

@@ -10,8 +10,9 @@ runs as primitives (its retrieval and LLM calls on the shared engines, batched w
 slots') and the others do not run. A slot keeps what the engine's own ``_query_subq`` does around
 the tool's query: its ``SUB_QUESTION`` callback event, the printed question and answer, and a
 failure (or a tool name it does not have) logged and dropped, through an error-as-value edge
-(``FnArgs.catches``). Sub-questions past the slots run as the engine runs them, as one call each;
-the generator and the final synthesis run as calls, reporting their own spans in place.
+(``FnArgs.catches``). Sub-questions past the slots run as the engine runs them, as one call each.
+An LLMQuestionGenerator's call is lowered (``predict``); any other generator, and the final synthesis
+(over the sub-answers, with their sources), run as calls, reporting their own spans in place.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from typing import Any, Callable, Mapping
 
 from llama_index.core.query_engine import SubQuestionQueryEngine
 from llama_index.core.query_engine.sub_question_query_engine import SubQuestionAnswerPair
+from llama_index.core.question_gen import LLMQuestionGenerator
+from llama_index.core.question_gen.prompts import build_tools_text
 from llama_index.core.schema import QueryBundle
 from llama_index.core.utils import get_color_mapping, print_text
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
+from teola.adapters.llama_index.models import llm_why_not
+from teola.adapters.llama_index.predict import read_predict_parse
 from teola.adapters.llama_index.reading import AppReading, Recogniser
 from teola.adapters.llama_index.spans import sub_question_region
 from teola.optimizer.ir import ModuleKind, Node, Ref, Source
@@ -57,17 +62,15 @@ class SubQuestionRecogniser(Recogniser):
         parts = li.sub_question_parts(engine)
         graph, query = reading.graph, reading.query
 
-        def questions(query: str) -> dict[str, list]:
-            found = run_as_asked(parts.question_gen.generate, parts.question_gen.agenerate, parts.metadatas,
-                                 QueryBundle(query))
+        def questions(found: list[Any]) -> dict[str, list]:
             colors = get_color_mapping([str(i) for i in range(len(found))])
             if parts.verbose:
                 print_text(f"Generated {len(found)} sub questions.\n")
             return {"sub_questions": list(found), "colors": [colors[str(i)] for i in range(len(found))]}
 
         generated = {"sub_questions": Ref("questions", "sub_questions"), "colors": Ref("questions", "colors")}
-        graph.add(Node("questions", ModuleKind.CALL, {"query": query}, tuple(generated),
-                       FnArgs(questions, "generate sub-questions"), region=reading.region))
+        graph.add(Node("questions", ModuleKind.CALL, {"found": _read_generator(reading, parts)}, tuple(generated),
+                       FnArgs(questions, "sub-questions and their colors"), region=reading.region))
         pairs = {f"pair{k}": _read_slot(reading, engine, parts, k, generated, read_inner) for k in range(MOST_LOWERED)}
 
         def rest(sub_questions: list[Any], colors: list[str]) -> list[Any]:
@@ -88,6 +91,30 @@ class SubQuestionRecogniser(Recogniser):
                        ("response",), FnArgs(synthesize, "synthesize over sub-answers", runs_on_skipped=tuple(pairs)),
                        region=reading.region))
         return Ref("synthesize", "response")
+
+
+def _read_generator(reading: AppReading, parts: li.SubQuestionParts) -> Ref:
+    """The sub-questions the engine's question generator writes: an LLMQuestionGenerator's call lowered
+    (``generate.predict``, then its parse), any other generator as one call (``generate``)."""
+    generator, why = parts.question_gen, _generator_why_not(parts.question_gen)
+    if why:
+        reading.fallback(generator, why)
+        reading.graph.add(Node("generate", ModuleKind.CALL, {"query": reading.query}, ("result",), FnArgs(
+            lambda query: run_as_asked(generator.generate, generator.agenerate, parts.metadatas, QueryBundle(query)),
+            type(generator).__name__), region=reading.region))
+        return Ref("generate", "result")
+    llm, prompt = li.question_generator_parts(generator)
+    tools = build_tools_text(parts.metadatas)
+    return read_predict_parse(reading, "generate", generator, "generate", lambda bundle: ((parts.metadatas, bundle), {}),
+                              llm, prompt, lambda query: {"tools_str": tools, "query_str": query},
+                              lambda parsed: parsed.parsed_output)
+
+
+def _generator_why_not(generator: Any) -> str | None:
+    """Why ``generator``'s LLM call cannot be lowered (None: it can)."""
+    if type(generator) is not LLMQuestionGenerator:
+        return "Teola lowers LLMQuestionGenerator (an OpenAI question generator calls tools) so far"
+    return llm_why_not(li.question_generator_parts(generator)[0])
 
 
 def _read_slot(reading: AppReading, engine: SubQuestionQueryEngine, parts: li.SubQuestionParts, k: int,

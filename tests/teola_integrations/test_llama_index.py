@@ -432,7 +432,7 @@ def test_sub_questions_are_answered_side_by_side_and_the_answer_matches_native(s
     each sub-question's tool runs as primitives (its retrieval and LLM calls), the other tools not at all."""
     fast = optimize(build_app(simple_index, llm, "subquestion"))
     assert fast.fallbacks == []
-    assert {"questions", "sub0/tool0/retrieve.search", "sub0/tool1/synthesize.step0", "sub0.pair", "rest",
+    assert {"generate.predict", "questions", "sub0/tool0/retrieve.search", "sub0/tool1/synthesize.step0", "sub0.pair", "rest",
             "synthesize"} <= {n.name for n in fast.plan}
     question = questions[1].question
     native = _warm_native(build_app(simple_index, llm, "subquestion", hand_tuned=True), question)

@@ -37,6 +37,7 @@ def _components() -> list:
         RouterQueryEngine(LLMSingleSelector.from_defaults(llm=llm),
                           [QueryEngineTool.from_defaults(engine, name="docs", description="the docs")], llm=llm),
         LLMSingleSelector.from_defaults(llm=llm), LLMMultiSelector.from_defaults(llm=llm),
+        LLMQuestionGenerator.from_defaults(llm=llm),
         index.as_chat_engine(chat_mode="condense_plus_context", llm=llm),
         index.as_chat_engine(chat_mode="context", llm=llm),
         llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
