@@ -3,7 +3,8 @@ graph, one recogniser per component family.
 
 It runs nothing itself. Each family (``retrievers``: vector index retriever, query fusion;
 ``rerank``: LLMRerank; ``refine``: the compact and refine response modes; ``synthesizers``:
-tree_summarize, simple_summarize, accumulate; ``hyde``; ``sub_question``: SubQuestionQueryEngine) has a recogniser that
+tree_summarize, simple_summarize, accumulate; ``hyde``; ``sub_question``: SubQuestionQueryEngine; ``router``:
+RouterQueryEngine; their LLM selector and question generator: ``predict``) has a recogniser that
 says whether a component is of it, why it cannot be lowered (``why_not``), and reads it into
 modules (``read``). What no recogniser lowers runs unchanged as a ``call`` module (with one log
 line saying why). The callables modules carry reuse LlamaIndex's own code (prompt helper,
