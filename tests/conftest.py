@@ -12,7 +12,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TEOLA_CACHE", str(_ROOT / ".teola-cache"))
 os.environ.setdefault("VLLM_CACHE_ROOT", str(_ROOT / ".teola-cache" / "vllm"))
 
-MAX_TOKENS = 48
+MAX_TOKENS = 32  # short answers: decode is most of every engine test; same-answer checks hold at any length
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -53,6 +53,30 @@ def recording_engine():
     get_runtime().engines[engine.name] = engine
     yield engine
     get_runtime().engines.pop(engine.name, None)
+
+
+@pytest.fixture(scope="session")
+def chosen_by_hand():
+    """A LlamaIndex selector of a user's own (no LLM): ``chosen_by_hand(i)`` always chooses candidate ``i``."""
+    from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
+
+    class ChosenByHand(BaseSelector):
+        def __init__(self, index: int) -> None:
+            self.index = index
+
+        def _get_prompts(self):
+            return {}
+
+        def _update_prompts(self, prompts):
+            pass
+
+        def _select(self, choices, query):
+            return SelectorResult(selections=[SingleSelection(index=self.index, reason="chosen by hand")])
+
+        async def _aselect(self, choices, query):
+            return self._select(choices, query)
+
+    return ChosenByHand
 
 
 @pytest.fixture(scope="session")

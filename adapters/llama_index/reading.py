@@ -7,14 +7,14 @@ import abc
 import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from llama_index.core.base.llms.types import ChatMessage as LIChatMessage
 from llama_index.core.base.llms.types import MessageRole
 
 from teola.adapters.bindings import record_spec
 from teola.adapters.llama_index import compat as li
-from teola.optimizer.ir import Graph, QueryInput, Region, Source
+from teola.optimizer.ir import Graph, QueryInput, Ref, Region, Source
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import ChatMessage, Prompt
@@ -123,6 +123,11 @@ class AppReading:
         message = f"{type(component).__name__} runs unoptimized, as one call: {why}"
         log.warning("teola: %s", message)
         self.fallbacks.append(message)
+
+
+ReadInner = Callable[[AppReading, Any, Ref, str], Ref]
+"""How a recogniser reads a query engine another one asks (``query_engine.read_inner_engine``): the
+reading, the engine, the query it is asked, the name prefix it goes under; returns its response."""
 
 
 class Recogniser(abc.ABC):

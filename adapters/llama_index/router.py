@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.query_engine.router_query_engine import acombine_responses, combine_responses
@@ -28,14 +28,12 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_why_not
 from teola.adapters.llama_index.predict import read_predict_parse
-from teola.adapters.llama_index.reading import AppReading, Recogniser
+from teola.adapters.llama_index.reading import AppReading, ReadInner, Recogniser
 from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
 
 router_log = logging.getLogger(RouterQueryEngine.__module__)  # where the router logs its choice natively
-
-ReadInner = Callable[[AppReading, Any, Ref, str], Ref]  # query_engine.read_inner_engine
 
 
 class RouterRecogniser(Recogniser):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from llama_index.core.query_engine import SubQuestionQueryEngine
 from llama_index.core.query_engine.sub_question_query_engine import SubQuestionAnswerPair
@@ -32,7 +32,7 @@ from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_why_not
 from teola.adapters.llama_index.predict import read_predict_parse
-from teola.adapters.llama_index.reading import AppReading, Recogniser
+from teola.adapters.llama_index.reading import AppReading, ReadInner, Recogniser
 from teola.adapters.llama_index.spans import sub_question_region
 from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs
@@ -40,8 +40,6 @@ from teola.optimizer.values import SKIPPED, Failed
 
 MOST_LOWERED = 4  # sub-questions whose tools run as primitives; LlamaIndex's generator writes 2-3 for most queries
 sub_question_log = logging.getLogger(SubQuestionQueryEngine.__module__)  # where the engine logs a failed one
-
-ReadInner = Callable[[AppReading, Any, Ref, str], Ref]  # query_engine.read_inner_engine
 
 
 class SubQuestionRecogniser(Recogniser):

@@ -13,7 +13,6 @@ from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.base.base_query_engine import BaseQueryEngine
-from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
 from llama_index.core.query_engine import (CitationQueryEngine, CustomQueryEngine, RetrieverQueryEngine,
                                            RouterQueryEngine, TransformQueryEngine)
 from llama_index.core.retrievers import BaseRetriever
@@ -468,42 +467,27 @@ def test_a_citation_query_engine_is_lowered_and_cites_what_native_cites(simple_i
     assert str(asked) == str(native) and _texts(asked) == _texts(native)
 
 
-class SecondChoice(BaseSelector):
-    """A user's own selector: the second candidate, always."""
-
-    def _get_prompts(self):
-        return {}
-
-    def _update_prompts(self, prompts):
-        pass
-
-    def _select(self, choices, query):
-        return SelectorResult(selections=[SingleSelection(index=1, reason="the second")])
-
-    async def _aselect(self, choices, query):
-        return self._select(choices, query)
-
-
-def _routers(index, llm):
+def _routers(index, llm, selector):
     """The router app (its LLM selector chooses the first candidate for these questions), and one whose
     own selector chooses the second (a tree_summarize engine over twice the nodes)."""
     candidates = (index.as_query_engine(llm=llm, similarity_top_k=3),
                   index.as_query_engine(llm=llm, similarity_top_k=6, response_mode="tree_summarize"))
     tools = [QueryEngineTool.from_defaults(engine, name=name, description=description)
              for engine, (name, description) in zip(candidates, ROUTER_TOOLS)]
-    return build_app(index, llm, "router"), RouterQueryEngine(SecondChoice(), tools, llm=llm)
+    return build_app(index, llm, "router"), RouterQueryEngine(selector, tools, llm=llm)
 
 
 @pytest.mark.answers
-def test_a_router_runs_only_the_engine_chosen_as_primitives_and_answers_as_native(simple_index, llm, questions):
+def test_a_router_runs_only_the_engine_chosen_as_primitives_and_answers_as_native(simple_index, llm, questions,
+                                                                                  chosen_by_hand):
     """RouterQueryEngine as LlamaIndex's router guide builds it (its LLM selector held to its parser's
     JSON by guided decoding, its call lowered), and with a user's own selector (run as a call): the
     chosen engine's retrieval and LLM calls run as primitives, the other engine not at all; the same
     answer, sources and selector result as native."""
     question = questions[1].question
-    own_selector = ("SecondChoice runs unoptimized, as one call: Teola lowers LLMSingleSelector and LLMMultiSelector "
+    own_selector = ("ChosenByHand runs unoptimized, as one call: Teola lowers LLMSingleSelector and LLMMultiSelector "
                     "(a Pydantic selector calls tools) so far")
-    for router, chosen, fallbacks in zip(_routers(simple_index, llm), (0, 1), ([], [own_selector])):
+    for router, chosen, fallbacks in zip(_routers(simple_index, llm, chosen_by_hand(1)), (0, 1), ([], [own_selector])):
         fast = optimize(router)
         assert fast.fallbacks == fallbacks
         native = _warm_native(router, question)

@@ -2,7 +2,7 @@
 
 import pytest
 from llama_index.core import VectorStoreIndex
-from llama_index.core.base.base_selector import BaseSelector, SelectorResult, SingleSelection
+from llama_index.core.base.base_selector import SelectorResult, SingleSelection
 from llama_index.core.embeddings import MockEmbedding
 from llama_index.core.llms import MockLLM
 from llama_index.core.query_engine import RouterQueryEngine
@@ -16,22 +16,6 @@ from teola.adapters.llama_index import read_query_engine
 from teola.adapters.llama_index.router import _chosen
 from teola.optimizer.ir import ModuleKind, QueryInput, Ref
 from teola.optimizer.lowering import lower
-
-
-class Second(BaseSelector):
-    """A user's own selector: always the second candidate."""
-
-    def _get_prompts(self):
-        return {}
-
-    def _update_prompts(self, prompts):
-        pass
-
-    def _select(self, choices, query):
-        return SelectorResult(selections=[SingleSelection(index=1, reason="second")])
-
-    async def _aselect(self, choices, query):
-        return self._select(choices, query)
 
 
 def _served() -> OpenAILike:
@@ -69,10 +53,10 @@ def test_every_candidate_is_read_under_its_prefix_behind_a_gate_and_an_llm_selec
     lower(graph).lint()
 
 
-def test_a_selector_teola_cannot_lower_runs_as_one_call_and_candidates_on_foreign_llms_run_whole():
-    reading = read_query_engine(_router(_served(), selector=Second()))
+def test_a_selector_teola_cannot_lower_runs_as_one_call_and_candidates_on_foreign_llms_run_whole(chosen_by_hand):
+    reading = read_query_engine(_router(_served(), selector=chosen_by_hand(1)))
     assert reading.graph["select"].op is ModuleKind.CALL and "select.predict" not in reading.graph
-    assert reading.fallbacks == ["Second runs unoptimized, as one call: Teola lowers LLMSingleSelector and "
+    assert reading.fallbacks == ["ChosenByHand runs unoptimized, as one call: Teola lowers LLMSingleSelector and "
                                  "LLMMultiSelector (a Pydantic selector calls tools) so far"]
     reading = read_query_engine(_router(MockLLM()))
     assert any(f.startswith("LLMSingleSelector runs unoptimized, as one call: its LLM MockLLM") for f in reading.fallbacks)
