@@ -97,29 +97,29 @@ def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: li
                  if v in value.items or (value.base is not None and v in prompt.input_variables)]
         variables = [tracer.key(value, v) for v in names]
         inputs = {f"var{i}": v.source for i, v in enumerate(variables)}
-        build_prompt = _prompt_fn(prompt, model, names)
+        build_prompt = prompt_fn(prompt, model, names)
         early = [i for i, v in enumerate(variables) if v.early]
         if early and len(early) < len(names) and _renders_with_marks(prompt):
             prefix = PrefixSpec(_prefix_fn(prompt, model, names, early), tuple(f"var{i}" for i in early))
     elif prompt is not None:
         inputs = {"var0": tracer.materialize(value).source}
-        build_prompt = _prompt_fn(prompt, model, None)
+        build_prompt = prompt_fn(prompt, model, None)
     else:
         inputs = {"var0": tracer.materialize(value).source}
-        build_prompt = lambda var0: _model_prompt(model, var0)  # noqa: E731
+        build_prompt = lambda var0: model_prompt(model, var0)  # noqa: E731
     steps = " | ".join(type(r).__name__ for r in (prompt, model, parser) if r is not None)
     bound = bind_model(model)
     tracer.needs(bound.spec)
     call = GenerateArgs(bound.engine, bound.sampling, build_prompt, prefix)
     if cap is not None:
-        call = replace(call, parse=_first_items_fn(_finish_fn(chat, parser), cap), max_items=cap)
+        call = replace(call, parse=_first_items_fn(finish_fn(chat, parser), cap), max_items=cap)
         tracer.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("items",), call))
         tracer.lowered.append(f"{name}.llm: {steps} | first {cap} items")
         _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(f"{name}.llm", "items"), tags)
         return Value(Ref(f"{name}.llm", "items"))
     tracer.graph.add(Node(f"{name}.llm", ModuleKind.GENERATE, inputs, ("text",), call))
     tracer.graph.add(Node(name, ModuleKind.CALL, {"text": Ref(f"{name}.llm", "text")}, ("output",),
-                        FnArgs(_finish_fn(chat, parser), f"{type(model).__name__} output", pure=True)))
+                        FnArgs(finish_fn(chat, parser), f"{type(model).__name__} output", pure=True)))
     tracer.lowered.append(f"{name}: {steps}")
     parser_tag = tags[(prompt is not None) + 1] if parser is not None else None
     model_region = _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"), tags)
@@ -201,20 +201,21 @@ def single_key(getter: operator.itemgetter) -> tuple[Any] | None:
     return keys if len(keys) == 1 else None
 
 
-def _model_prompt(model: BaseLanguageModel, value: Any) -> Prompt:
+def model_prompt(model: BaseLanguageModel, value: Any) -> Prompt:
+    """What ``model`` is sent for ``value``: its own input conversion, as a framework-free ``Prompt``."""
     prompt_value = convert_input(model, value)
     if isinstance(model, BaseChatModel):
         return to_prompt(prompt_value.to_messages())
     return Prompt(text=prompt_value.to_string())
 
 
-def _prompt_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list[str] | None) -> Callable[..., Prompt]:
+def prompt_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list[str] | None) -> Callable[..., Prompt]:
     """The prompt's variables -> what the model receives, as prompt.invoke (its own input check and
     formatting) and the model's input conversion build it."""
 
     def build_prompt(**variables: Any) -> Prompt:
         values = {n: variables[f"var{i}"] for i, n in enumerate(names)} if names is not None else variables["var0"]
-        return _model_prompt(model, prompt_value(prompt, values))
+        return model_prompt(model, prompt_value(prompt, values))
 
     return build_prompt
 
@@ -234,7 +235,7 @@ def _prefix_fn(prompt: BasePromptTemplate, model: BaseLanguageModel, names: list
     def build_prefix(**variables: Any) -> PromptPrefix:
         values = {n: CONTEXT_MARK for n in prompt.input_variables}
         values.update({names[i]: variables[f"var{i}"] for i in early})
-        return PromptPrefix(_model_prompt(model, prompt.format_prompt(**values)), CONTEXT_MARK)
+        return PromptPrefix(model_prompt(model, prompt.format_prompt(**values)), CONTEXT_MARK)
 
     return build_prefix
 
@@ -246,7 +247,7 @@ def _first_items_fn(finish: Callable[[str], list], cap: int) -> Callable[[str], 
     return parse_first
 
 
-def _finish_fn(chat: bool, parser: BaseOutputParser | None) -> Callable[[str], Any]:
+def finish_fn(chat: bool, parser: BaseOutputParser | None) -> Callable[[str], Any]:
     """Generated text -> what the model (and its parser) return natively."""
 
     def finish(text: str) -> Any:

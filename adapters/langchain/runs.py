@@ -45,7 +45,8 @@ def region_values(value: Traced) -> tuple[dict[str, Source], Assemble]:
     return sources, lambda values: rebuild(**values)
 
 
-async def _done(result: Any) -> Any:
+async def done(result: Any) -> Any:
+    """``result``, awaited where it is awaitable (an async callback manager's calls are)."""
     return await result if hasattr(result, "__await__") else result
 
 
@@ -87,15 +88,15 @@ class StepRun(RegionObserver):
         return handle
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
-        await _done(self.close(handle.run, self.assemble_out(outputs)))
+        await done(self.close(handle.run, self.assemble_out(outputs)))
 
     async def fail(self, handle: RunHandle, error: BaseException) -> None:
-        await _done(self.error(handle.run, error))
+        await done(self.error(handle.run, error))
 
     async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
         """Open the step's run on ``input``; return its run manager."""
         run_type = "parser" if isinstance(self.step, BaseOutputParser) else None  # as the parser's invoke says
-        return await _done(_manager(frame, config).on_chain_start(None, input, run_type=run_type,
+        return await done(_manager(frame, config).on_chain_start(None, input, run_type=run_type,
                                                                   name=run_name(config, self.step)))
 
     def close(self, run: Any, output: Any) -> Any:
@@ -114,11 +115,11 @@ class PromptRun(StepRun):
     step: BasePromptTemplate
 
     async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
-        return await _done(_manager(frame, config).on_chain_start(
+        return await done(_manager(frame, config).on_chain_start(
             compat.prompt_serialized(self.step), input, run_type="prompt", name=run_name(config, self.step)))
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
-        await _done(handle.run.on_chain_end(prompt_value(self.step, handle.input)))
+        await done(handle.run.on_chain_end(prompt_value(self.step, handle.input)))
 
 
 def prompt_value(prompt: BasePromptTemplate, input: Any) -> Any:
@@ -133,7 +134,7 @@ class RetrieverRun(StepRun):
 
     async def open(self, frame: StepFrame, config: RunnableConfig, input: Any) -> Any:
         manager = _manager(frame, config, self.step, compat.retriever_ls_params(self.step))
-        return await _done(manager.on_retriever_start(None, input, name=run_name(config, self.step)))
+        return await done(manager.on_retriever_start(None, input, name=run_name(config, self.step)))
 
     def close(self, run: Any, output: Any) -> Any:
         return run.on_retriever_end(output)
@@ -150,7 +151,7 @@ class EnsembleRun(RetrieverRun):
         manager = (AsyncCallbackManager if frame.is_async else CallbackManager).configure(
             config.get("callbacks"), None, False, config.get("tags", []), self.step.tags, config.get("metadata", {}),
             self.step.metadata)
-        return await _done(manager.on_retriever_start(None, input, name=run_name(config, self.step)))
+        return await done(manager.on_retriever_start(None, input, name=run_name(config, self.step)))
 
 
 class ModelRun(StepRun):
@@ -177,20 +178,25 @@ class ModelRun(StepRun):
         if handle.run.run_id not in self._pieces:  # Teola streams it (into its readers), the invocation does not
             return
         self._pieces[handle.run.run_id] += 1
-        await _done(handle.run.on_llm_new_token(piece, chunk=stream_chunk(self.step, piece, handle.run)))
+        await done(handle.run.on_llm_new_token(piece, chunk=stream_chunk(self.step, piece, handle.run)))
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
         run_id = handle.run.run_id
         if run_id not in self._pieces:
             await super().end(handle, outputs)
             return
-        text = outputs["text"]
-        if not self._pieces[run_id]:  # Teola did not stream it: its whole text is its one piece
-            await self.delta(handle, "text", text)
-        del self._pieces[run_id]
+        await self.end_stream(handle.run, outputs["text"], told=self._pieces.pop(run_id))
+
+    async def end_stream(self, run: Any, text: str, told: int, invoked: bool = False) -> None:
+        """End a streaming ``run`` with ``text``, ``told`` pieces of it already reported (none: Teola did
+        not stream it, and its whole text is its one piece). ``invoked``: a chat model invoked in a
+        streamed invocation, which streams too but ends with its chunks added up as one generation."""
+        if not told:
+            await done(run.on_llm_new_token(text, chunk=stream_chunk(self.step, text, run)))
         if isinstance(self.step, BaseChatModel):  # a chat model's stream ends with an empty last chunk
-            await _done(handle.run.on_llm_new_token("", chunk=stream_chunk(self.step, "", handle.run, last=True)))
-        await _done(handle.run.on_llm_end(LLMResult(generations=[[stream_chunk(self.step, text, handle.run)]])))
+            await done(run.on_llm_new_token("", chunk=stream_chunk(self.step, "", run, last=True)))
+        generation = ChatGeneration(message=invoked_message(text, run, True)) if invoked else stream_chunk(self.step, text, run)
+        await done(run.on_llm_end(LLMResult(generations=[[generation]])))
 
     async def fail(self, handle: RunHandle, error: BaseException) -> None:
         self._pieces.pop(handle.run.run_id, None)
@@ -206,7 +212,7 @@ class ModelRun(StepRun):
         else:
             runs = manager.on_llm_start(serialized, [prompt.to_string()], invocation_params=params,
                                         options={"stop": None}, name=config.get("run_name"), batch_size=1)
-        [run] = await _done(runs)
+        [run] = await done(runs)
         return run
 
     def close(self, run: Any, output: Any) -> Any:
@@ -237,6 +243,12 @@ def model_message(text: str, run: Any, streamed: bool = False) -> AIMessage | AI
     if streamed:
         return stream_message(text, run, last=True)
     return AIMessage(content=text, id=f"{LC_ID_PREFIX}-{run.run_id}-0")
+
+
+def invoked_message(text: str, run: Any, streamed: bool = False) -> AIMessage:
+    """The message a chat model's ``invoke`` returns in ``run``; in a streamed invocation it streams, and
+    returns its chunks added up (with the id its chunks carry)."""
+    return AIMessage(content=text, id=stream_message(text, run).id) if streamed else model_message(text, run)
 
 
 class ParserRun(StepRun):
@@ -274,10 +286,10 @@ class EachRun(StepRun):
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
         for run, output in zip(handle.items, outputs["value"]):
-            await _done(self.item_run.close(run, output))
+            await done(self.item_run.close(run, output))
         await super().end(handle, outputs)
 
     async def fail(self, handle: RunHandle, error: BaseException) -> None:
         for run in handle.items:
-            await _done(self.item_run.error(run, error))
+            await done(self.item_run.error(run, error))
         await super().fail(handle, error)

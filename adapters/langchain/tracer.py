@@ -14,6 +14,7 @@ from teola.adapters.bindings import record_spec
 from teola.adapters.langchain import compat
 from teola.adapters.langchain.attempts import fallbacks_why_not, retry_why_not, trace_fallbacks, trace_retry
 from teola.adapters.langchain.branch import trace_branch
+from teola.adapters.langchain.each_call import EACH_CALL
 from teola.adapters.langchain.compat import RunnableRetry
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import ENSEMBLE, RETRIEVER
@@ -25,7 +26,7 @@ from teola.optimizer.ops import FnArgs
 from teola.runtime.registry import EngineSpec
 
 # The families single steps are lowered by (a prompt | model | parser run is matched over a sequence).
-STEP_RECOGNISERS: tuple[StepRecogniser, ...] = (RETRIEVER, ENSEMBLE, ENGINE_MODEL)
+STEP_RECOGNISERS: tuple[StepRecogniser, ...] = (RETRIEVER, ENSEMBLE, ENGINE_MODEL, EACH_CALL)
 
 
 class UnsupportedRunnableError(TypeError):
