@@ -116,7 +116,8 @@ class EachCallRun(StepRun):
 
     async def end(self, handle: RunHandle, outputs: Mapping[str, Any]) -> None:
         chat = isinstance(self.call.model, BaseChatModel)
-        for (seq, run, frame), text, output in zip(handle.items, outputs["text"], outputs["value"]):
+        texts = outputs["text"] if handle.items else []  # no item: no call, no text
+        for (seq, run, frame), text, output in zip(handle.items, texts, outputs["value"]):
             if frame.streamed and chat:  # a chat model invoked in a streamed invocation streams too
                 await self.model_run.end_stream(run, text, told=0, invoked=True)
             else:

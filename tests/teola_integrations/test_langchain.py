@@ -269,6 +269,23 @@ def test_an_ensemble_of_retrievers_runs_them_side_by_side_on_the_engines(store, 
     assert "EnsembleRetriever" in {row[1] for row in seen["native"][1]} and "Error" not in seen["native"][0]
 
 
+@pytest.mark.answers
+def test_a_map_of_an_llm_call_runs_its_items_together_and_no_items_without_a_call(chat, questions):
+    """``(prompt | model | parser).map()`` (the contextual app's, whose answers and run trees the apps'
+    tests compare): one batched call on the engines; on two items and on none, the native output and run tree."""
+    situate = ChatPromptTemplate.from_messages([("human", "In one sentence, what is {topic} in Python?")])
+
+    def make(topics):
+        return RunnableLambda(lambda question: [{"topic": t} for t in topics]) | (situate | chat | StrOutputParser()).map()
+
+    assert optimize(make(["pass"])).lowered[-1].endswith("(ChatPromptTemplate | TeolaChatModel | StrOutputParser).map()")
+    for topics in (["the pass statement", "a tuple"], []):
+        _warm(make(topics), questions[0].question)
+        seen = _three_ways(lambda: make(topics), questions[0].question)
+        assert seen["teola"] == seen["native"] and seen["teola async"] == seen["native"]
+        assert len(seen["native"][0]) == len(topics)
+
+
 def test_a_chat_chain_without_a_parser_streams_message_chunks(chat, questions):
     chain = ChatPromptTemplate.from_messages([("human", "Answer in one sentence: {question}")]) | chat
     fast = optimize(chain)
