@@ -9,13 +9,16 @@ different keys run side by side, and a question-first prompt can be prefilled wh
 What Teola lowers into primitives: a prompt template followed by a chat model or LLM backed by a
 Teola engine (and an output parser after it; a numbered or markdown list parser cut to its first
 ``n`` items by ``itemgetter(slice(n))`` becomes a bounded list the passes stream into its readers,
-stopping the decode after ``n`` items), a Teola engine-backed model alone, and a retriever
-over a ``TeolaVectorStore`` (alone, or ``.map()``-ed over a list of queries). Everything else runs
+stopping the decode after ``n`` items), a Teola engine-backed model alone, such an LLM call
+``.map()``-ed over a list (one call per item, sent together), a retriever over a ``TeolaVectorStore``
+(alone, or ``.map()``-ed over a list of queries), and the branches, fallbacks, retries and
+ensembles of these. Everything else runs
 unchanged as a ``call``: the step's own ``invoke``/``ainvoke`` with the child config LangChain would
 give it, so its callbacks, tags and run tree are its own.
 
 The families live apart: ``tracer`` (the structure and the dispatch), ``llm_calls`` (prompt |
-model | parser runs, and a model alone), ``retrievers``; each lowered step family is a
+model | parser runs, and a model alone), ``each_call`` (their ``.map()``), ``retrievers``, ``branch``,
+``attempts`` (fallbacks, retries); each lowered step family is a
 ``StepRecogniser`` with ``accepts``, ``why_not`` and ``read``. Every private or internal
 langchain-core name is in ``compat``.
 
