@@ -99,6 +99,7 @@ class EachCallRun(StepRun):
         handle = await super().start(parent, inputs, query)
         frame: StepFrame = query["frame"]
         sequence, prompt = StepRun(self.step.bound, None, self.region), self.call.prompt
+        prompt_run = PromptRun(prompt, None, self.region) if prompt is not None else None
         items = []
         for item in inputs["value"]:
             config = child_config(handle, None)
@@ -106,7 +107,6 @@ class EachCallRun(StepRun):
             to_model = item
             if prompt is not None:
                 to_model = prompt_value(prompt, item)
-                prompt_run = PromptRun(prompt, None, self.region)
                 opened = await prompt_run.open(frame, child_config(seq, "seq:step:1"), item)
                 await done(prompt_run.close(opened, to_model))
             model_config = child_config(seq, f"seq:step:{1 + (prompt is not None)}")

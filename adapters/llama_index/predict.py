@@ -10,11 +10,23 @@ from typing import Any, Callable
 from llama_index.core.schema import QueryBundle
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for
 from teola.adapters.llama_index.reading import AppReading, render
 from teola.adapters.llama_index.spans import chooser_span, llm_call_spans
 from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs
+
+
+def read_as_call(reading: AppReading, name: str, component: Any, why: str, sync: Callable[..., Any],
+                 twin: Callable[..., Any], choices: list[Any]) -> Ref:
+    """Such a component Teola cannot lower (``why``, logged once), run as one call (module ``name``):
+    ``sync(choices, bundle)``, or its async ``twin`` in an ``aquery``; returns its result."""
+    reading.fallback(component, why)
+    reading.graph.add(Node(name, ModuleKind.CALL, {"query": reading.query}, ("result",),
+                           FnArgs(lambda query: run_as_asked(sync, twin, choices, QueryBundle(query)),
+                                  type(component).__name__), region=reading.region))
+    return Ref(name, "result")
 
 
 def read_predict_parse(reading: AppReading, name: str, component: Any, method: str,

@@ -27,7 +27,7 @@ from llama_index.core.utils import print_text
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_why_not
-from teola.adapters.llama_index.predict import read_predict_parse
+from teola.adapters.llama_index.predict import read_as_call, read_predict_parse
 from teola.adapters.llama_index.reading import AppReading, ReadInner, Recogniser
 from teola.optimizer.ir import ModuleKind, Node, Ref, Source
 from teola.optimizer.ops import FnArgs
@@ -80,15 +80,10 @@ class RouterRecogniser(Recogniser):
 
 def _read_selection(reading: AppReading, parts: li.RouterParts) -> Ref:
     """The selector's result (module ``select``): an LLM selector's call lowered, any other selector one call."""
-    selector, graph = parts.selector, reading.graph
+    selector = parts.selector
     why = _selector_why_not(selector)
     if why:
-        reading.fallback(selector, why)
-        graph.add(Node("select", ModuleKind.CALL, {"query": reading.query}, ("result",),
-                       FnArgs(lambda query: run_as_asked(selector.select, selector.aselect, parts.metadatas,
-                                                         QueryBundle(query)), type(selector).__name__),
-                       region=reading.region))
-        return Ref("select", "result")
+        return read_as_call(reading, "select", selector, why, selector.select, selector.aselect, parts.metadatas)
     asked = li.selector_parts(selector, parts.metadatas)
     return read_predict_parse(reading, "select", selector, "_select",
                               lambda bundle: ((), {"choices": parts.metadatas, "query": bundle}), asked.llm, asked.prompt,

@@ -31,7 +31,7 @@ from llama_index.core.utils import get_color_mapping, print_text
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_why_not
-from teola.adapters.llama_index.predict import read_predict_parse
+from teola.adapters.llama_index.predict import read_as_call, read_predict_parse
 from teola.adapters.llama_index.reading import AppReading, ReadInner, Recogniser
 from teola.adapters.llama_index.spans import sub_question_region
 from teola.optimizer.ir import ModuleKind, Node, Ref, Source
@@ -96,11 +96,8 @@ def _read_generator(reading: AppReading, parts: li.SubQuestionParts) -> Ref:
     (``generate.predict``, then its parse), any other generator as one call (``generate``)."""
     generator, why = parts.question_gen, _generator_why_not(parts.question_gen)
     if why:
-        reading.fallback(generator, why)
-        reading.graph.add(Node("generate", ModuleKind.CALL, {"query": reading.query}, ("result",), FnArgs(
-            lambda query: run_as_asked(generator.generate, generator.agenerate, parts.metadatas, QueryBundle(query)),
-            type(generator).__name__), region=reading.region))
-        return Ref("generate", "result")
+        return read_as_call(reading, "generate", generator, why, generator.generate, generator.agenerate,
+                            parts.metadatas)
     llm, prompt = li.question_generator_parts(generator)
     tools = build_tools_text(parts.metadatas)
     return read_predict_parse(reading, "generate", generator, "generate", lambda bundle: ((parts.metadatas, bundle), {}),
@@ -121,7 +118,7 @@ def _read_slot(reading: AppReading, engine: SubQuestionQueryEngine, parts: li.Su
     each tool behind a gate, then the question-answer pair; returns the pair (None where it failed)."""
     graph, slot = reading.graph, f"sub{k}"
     graph.add(Node(slot, ModuleKind.CALL, dict(generated), ("sub_question", "color"),
-                   FnArgs(partial(_asked, parts, k), f"sub-question {k}", pure=True), region=reading.region))
+                   FnArgs(partial(_asked, parts, k), f"sub-question {k}"), region=reading.region))  # it may print
     question = Ref(slot, "sub_question")
     responses: dict[str, Source] = {}
     with reading.inside(sub_question_region(reading, engine, question, Ref(f"{slot}.pair", "pair"),
