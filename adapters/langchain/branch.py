@@ -35,7 +35,7 @@ def trace_branch(tracer: "Tracer", step: RunnableBranch, value: Traced) -> Value
     name = tracer.name("picked")
     branches = {f"branch{i}": out.source for i, out in enumerate(outputs)}
     tracer.graph.add(Node(name, ModuleKind.CALL, branches, ("output",),
-                          FnArgs(_picked, "RunnableBranch output", pure=True, runs_on_skipped=tuple(branches))))
+                          FnArgs(first_ran, "RunnableBranch output", pure=True, runs_on_skipped=tuple(branches))))
     return Value(Ref(name, "output"))
 
 
@@ -51,6 +51,6 @@ def _gate(tracer: "Tracer", value: Value, held: Value, when: bool) -> Value:
     return Value(Ref(name, "output"))
 
 
-def _picked(**outputs: Any) -> Any:
-    """The output of the branch that ran (SKIPPED where the whole branch step was skipped)."""
+def first_ran(**outputs: Any) -> Any:
+    """The output of the branch (or route) that ran (SKIPPED where the whole branch step was skipped)."""
     return next((out for out in outputs.values() if out is not SKIPPED), SKIPPED)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from langchain_core.runnables import (Runnable, RunnableBinding, RunnableConfig, RunnableParallel, RunnableSequence,
                                       patch_config)
+from langchain_core.runnables.config import DEFAULT_RECURSION_LIMIT
 
 from teola.adapters.langchain.compat import coro_with_context, merge_configs, set_config_context
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref, Source
@@ -49,8 +50,15 @@ class GivenConfig:
     given config's callbacks where it has any, else the child's."""
 
 
+@dataclass(frozen=True)
+class Routed:
+    """In place of a child tag: the runnable a routing lambda returned, run as ``RunnableLambda``
+    runs it: an untagged child of the lambda's run, one level deeper (``recursion_limit`` less one)."""
+
+
 GIVEN_CONFIG = GivenConfig()
-ChildTag = str | BoundTag | GivenConfig | None
+ROUTED = Routed()
+ChildTag = str | BoundTag | GivenConfig | Routed | None
 # What ``.with_config`` may set for a binding to be traced through (the rest changes how its step runs).
 TRACED_CONFIG_KEYS = frozenset({"run_name", "tags", "metadata"})
 
@@ -92,6 +100,9 @@ def child_config(parent: RunHandle, tag: ChildTag) -> RunnableConfig:
     if isinstance(tag, GivenConfig):  # what ensure_config makes of it inside a child config's context
         given = {key: value for key, value in parent.config.items() if value is not None}
         return {**patch_config(parent.config, callbacks=parent.run.get_child()), **given}
+    if isinstance(tag, Routed):
+        limit = parent.config.get("recursion_limit", DEFAULT_RECURSION_LIMIT)
+        return patch_config(parent.config, callbacks=parent.run.get_child(), recursion_limit=limit - 1)
     return patch_config(parent.config, callbacks=parent.run.get_child(tag))
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import itertools
 import operator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from langchain_core.runnables import (Runnable, RunnableAssign, RunnableBranch, RunnableConfig, RunnableLambda,
                                       RunnableParallel, RunnablePassthrough, RunnableSequence, RunnableWithFallbacks)
@@ -18,6 +19,7 @@ from teola.adapters.langchain.each_call import EACH_CALL
 from teola.adapters.langchain.compat import RunnableRetry
 from teola.adapters.langchain.llm_calls import ENGINE_MODEL, FinalGeneration, single_key, llm_call_at, read_llm_call
 from teola.adapters.langchain.retrievers import ENSEMBLE, RETRIEVER
+from teola.adapters.langchain.routing import is_routing, routing_why_not, trace_routing
 from teola.adapters.langchain.runs import StepRun, region_values
 from teola.adapters.langchain.steps import (FRAME, GIVEN_CONFIG, INPUT, BoundTag, ChildTag, DictValue, StepRecogniser,
                                             Traced, Value, config_binding, dict_parts, step_call, unbind)
@@ -65,8 +67,8 @@ def read_runnable(runnable: Any) -> ChainReading:
 
 class Tracer:
     """Traces one runnable into a module graph: the structure (sequences, parallels, passthrough,
-    assign, itemgetter and ``.with_config`` here; branches, fallbacks and retries in their own
-    modules), the families Teola lowers by their recognisers, the rest as calls. Every step but the chain itself is also a region, the run LangChain would report for it
+    assign, itemgetter and ``.with_config`` here; branches, routing lambdas, fallbacks and retries in
+    their own modules), the families Teola lowers by their recognisers, the rest as calls. Every step but the chain itself is also a region, the run LangChain would report for it
     (``teola.adapters.langchain.runs``), under the region of the step that encloses it."""
 
     def __init__(self) -> None:
@@ -76,6 +78,7 @@ class Tracer:
         self.engines: list[EngineSpec] = []
         self.region: str | None = None  # the enclosing step's region while its children are traced
         self._regions: list[Region | None] = []  # parents before children: a slot is taken before it is known
+        self._routing: list[Runnable] = []  # the routing lambdas whose routes are being traced
         self._ids = itertools.count(1)
         self._region_ids = itertools.count(1)
 
@@ -101,6 +104,20 @@ class Tracer:
         for region in self._regions:
             self.graph.add_region(region)
 
+    @contextmanager
+    def routing(self, step: Runnable) -> Iterator[None]:
+        """While the routes of the routing lambda ``step`` are traced."""
+        self._routing.append(step)
+        try:
+            yield
+        finally:
+            self._routing.pop()
+
+    def routes_through(self, runnable: Runnable) -> bool:
+        """Whether ``runnable`` is a routing lambda whose routes are being traced: a route back to it
+        runs it as-is, where LangChain's recursion limit holds."""
+        return any(runnable is step for step in self._routing)
+
     def trace_root(self, runnable: Runnable, value: Traced) -> Traced:
         """The chain itself: its run is the invocation's own, so only its steps are regions."""
         if isinstance(runnable, RunnableSequence):
@@ -115,6 +132,8 @@ class Tracer:
             return trace_fallbacks(self, runnable, value, GIVEN_CONFIG, own_run=False)
         if isinstance(runnable, RunnableRetry) and retry_why_not(runnable) is None:
             return trace_retry(self, runnable, value, None, own_run=False)
+        if is_routing(runnable) and routing_why_not(runnable) is None:
+            return trace_routing(self, runnable, value)
         return self.trace(runnable, value, None)
 
     def name(self, base: str) -> str:
@@ -149,6 +168,8 @@ class Tracer:
             return trace_retry(self, step, value, tag)
         if type(step) is RunnableLambda and isinstance(step.func, operator.itemgetter) and single_key(step.func):
             return self.step_region(step, tag, value, lambda: self.key(value, single_key(step.func)[0]))
+        if is_routing(step) and not self.routes_through(step) and routing_why_not(step) is None:
+            return self.step_region(step, tag, value, lambda: trace_routing(self, step, value))
         for recogniser in STEP_RECOGNISERS:
             if recogniser.accepts(step) and recogniser.takes(value) and not recogniser.why_not(step):
                 return recogniser.read(self, step, value, tag)

@@ -20,10 +20,10 @@ from teola_integrations.tools.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
 from teola_integrations.tools.search_service import web_search
 
-AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "stuff", "fallback"]
+AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "route_fn", "stuff", "fallback"]
 # The paper's apps and branches: what the bench runs by default.
 PAPER_APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches")
-APPS: tuple[AppName, ...] = (*PAPER_APPS, "route", "stuff", "fallback")
+APPS: tuple[AppName, ...] = (*PAPER_APPS, "route", "route_fn", "stuff", "fallback")
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
 # Question first: the part of the prompt known before retrieval ends is the longest it can be.
@@ -157,6 +157,8 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
     - route: routing, as LangChain's routing guide writes it: the model classifies the question, then
       a ``RunnableBranch`` answers a question about a statement as in rag and any other from the
       model alone (LangChain has no faster form: the branch depends on the class);
+    - route_fn: the same routing in the guide's recommended form, a ``RunnableLambda`` whose function
+      returns the chain to run;
     - stuff: LangChain's standard chains, ``create_retrieval_chain(retriever,
       create_stuff_documents_chain(model, prompt))`` (langchain-classic), given ``{"input": question}``
       and read for its ``answer``;
@@ -192,11 +194,18 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
         too_much = rag_answer(store.as_retriever(search_kwargs={"k": TOO_MANY_CHUNKS}), answer)
         chain = too_much.with_fallbacks([ANSWER_PROMPT | model | StrOutputParser()])
         return LangChainApp(name, chain, chain)
-    if name == "route":
+    if name in ("route", "route_fn"):
         classify = ROUTE_PROMPT | model | StrOutputParser()
-        route = RunnableBranch((lambda x: "statement" in x["topic"].lower(), rag_answer(retriever, answer)),
-                               ANSWER_PROMPT | model | StrOutputParser())
-        chain = {"topic": classify, "question": lambda x: x["question"]} | route
+        retrieved, plain = rag_answer(retriever, answer), ANSWER_PROMPT | model | StrOutputParser()
+
+        def about_a_statement(x: dict) -> bool:
+            return "statement" in x["topic"].lower()
+
+        def route(x: dict) -> Runnable:
+            return retrieved if about_a_statement(x) else plain
+
+        pick = RunnableBranch((about_a_statement, retrieved), plain) if name == "route" else RunnableLambda(route)
+        chain = {"topic": classify, "question": lambda x: x["question"]} | pick
         return LangChainApp(name, chain, chain)
     draft = ANSWER_PROMPT | model | StrOutputParser()
     facts = FACTS_PROMPT | model | StrOutputParser()

@@ -162,15 +162,23 @@ def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questio
     assert trees["native stream"] != trees["native"]  # a stream's runs are not an invoke's (streamed generations)
 
 
-def test_a_branch_runs_the_pipeline_langchain_picks_on_the_engines(store, chat, questions):
-    """A RunnableBranch at the chain's root: a question about a statement is answered from retrieval,
-    any other from the model alone; the picked branch's retrieval and LLM call run on the engines,
-    with the native answer and run tree (the route app's branch depends on the model's class, so
-    this one routes on the question to take both branches on every CPU)."""
+@pytest.mark.parametrize("form", ["RunnableBranch", "RunnableLambda"])
+def test_a_route_runs_the_pipeline_langchain_picks_on_the_engines(form, store, chat, questions):
+    """Routing as LangChain's routing guide writes it, a RunnableBranch or a lambda returning the chain
+    to run, at the chain's root: a question about a statement is answered from retrieval, any other
+    from the model alone; the picked pipeline's retrieval and LLM call run on the engines, with the
+    native answer and run tree (the route app's route depends on the model's class, so this one
+    routes on the question to take both routes on every CPU)."""
     retrieved = rag_answer(store.as_retriever(search_kwargs={"k": 3}), RAG_PROMPT | chat | StrOutputParser())
-    chain = RunnableBranch((lambda x: "statement" in x["question"], retrieved), ANSWER_PROMPT | chat | StrOutputParser())
+    plain = ANSWER_PROMPT | chat | StrOutputParser()
+
+    def route(x):
+        return retrieved if "statement" in x["question"] else plain
+
+    chain = RunnableBranch((lambda x: "statement" in x["question"], retrieved), plain) if form == "RunnableBranch" \
+        else RunnableLambda(route)
     fast = optimize(chain)
-    assert len(fast.lowered) == 3  # the retrieval and both branches' LLM calls
+    assert len(fast.lowered) == 3  # the retrieval and both routes' LLM calls
     for question, retrieves in ((questions[0], True), (questions[4], False)):
         value = {"question": question.question}
         _warm(chain, value)
