@@ -95,17 +95,19 @@ class FnArgs(OpArgs):
     ``runs_on_skipped``: the inputs it runs without, reading ``SKIPPED`` (it finishes a skipped branch); a
     ``SKIPPED`` in any other input skips it too;
     ``catches``: the inputs whose failure it reads as a ``Failed`` value instead of failing with it
-    (it handles a failed branch, as a framework's try/except does)."""
+    (it handles a failed branch, as a framework's try/except does); ``reads_streams``: the inputs it
+    takes as a ``TextStream`` while a streaming decode fills it (any other reads the text whole)."""
 
     fn: Callable[..., Any]
     label: str = ""
     pure: bool = False
     runs_on_skipped: tuple[str, ...] = ()
     catches: tuple[str, ...] = ()
+    reads_streams: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(callable(self.fn), f"fn must be callable, got {type(self.fn).__name__}")
-        for what in ("runs_on_skipped", "catches"):
+        for what in ("runs_on_skipped", "catches", "reads_streams"):
             _check(isinstance(getattr(self, what), tuple),
                    f"{what} must be a tuple of input names, got {getattr(self, what)!r}")
 

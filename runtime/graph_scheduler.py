@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+import networkx as nx
+
 from teola.optimizer.ir import Graph, Node, Op, QueryInput
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED, Failed
@@ -80,6 +82,8 @@ class GraphScheduler:
         self.plan = plan
         self.engines = engines
         self._order = plan.topological_order()
+        dag = plan.to_networkx()
+        self._after = {node: nx.descendants(dag, node) for node in dag if plan[node].meta.stream}
         self.policy = policy
         self.ranks = policy.ranks(plan)
 
@@ -102,19 +106,21 @@ class GraphScheduler:
             regions.start()
         tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query, regions))
                  for node in self._order]
-        streaming: dict[str, TextStream] = {}
+        streaming: set[str] = set()
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
                 outputs[name] = (await results[ref.node])[ref.output]
-            streaming = {ref.node: outputs[name] for name, ref in self.plan.outputs.items()
-                         if isinstance(outputs[name], TextStream)}
+            streams = [value for value in outputs.values() if isinstance(value, TextStream)]
+            streaming = self._finishing_after(streams)
             if regions is not None:  # they end before the query does (those on a streamed answer: with it), and
-                regions.leave_to_streams(streaming)  # before the nodes left running, which some may read, are cancelled
-                await regions.settle()
+                regions.leave_to_streams(streaming, streams)  # before the nodes left running, which some may read,
+                await regions.settle()  # are cancelled
         finally:
             for node, task in zip(self._order, tasks):
-                if node.name not in streaming:  # a streamed output's decode keeps filling it
+                if node.name in streaming:  # a streamed output's decode keeps filling it, and what reads it finishes
+                    results[node.name].add_done_callback(_retrieved)
+                else:
                     task.cancel()
             for future in results.values():  # a failed branch nobody awaited must not warn
                 if future.done() and not future.cancelled():
@@ -123,6 +129,11 @@ class GraphScheduler:
                 await regions.settle()
         trace.total = time.perf_counter() - t0
         return outputs, trace
+
+    def _finishing_after(self, streams: list[TextStream]) -> set[str]:
+        """The decodes filling ``streams`` and every node after them: they run on after ``run`` returns."""
+        decodes = {stream.node for stream in streams if stream.node is not None}
+        return decodes.union(*(self._after[decode] for decode in decodes))
 
     async def _run_node(self, node: Node, inputs: Mapping[str, Any], results: dict[str, asyncio.Future],
                         trace: QueryTrace, t0: float, priority: int, query: str, regions: RegionWatch | None) -> None:
@@ -136,6 +147,9 @@ class GraphScheduler:
             if any(v is SKIPPED and arg not in _runs_without(node) for arg, v in args.items()):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
+            if isinstance(node.args, FnArgs):  # a framework callable reads a stream whole, unless it takes streams
+                args = {arg: await v.whole() if isinstance(v, TextStream) and arg not in node.args.reads_streams else v
+                        for arg, v in args.items()}
             placed = await regions.placement(node.region) if regions is not None and node.region else None
             if placed is not None:  # the framework code it runs reports under the region (this task's context only)
                 placed[0].enter(placed[1])
@@ -166,7 +180,7 @@ class GraphScheduler:
 
     async def _stream(self, node: Node, engine: EngineScheduler, request: Any, future: asyncio.Future) -> None:
         """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
-        stream = TextStream(producer=asyncio.current_task())
+        stream = TextStream(producer=asyncio.current_task(), node=node.name)
         future.set_result({node.outputs[0]: stream})
         stop_after = node.meta.stop_after
         deltas = None
@@ -187,6 +201,12 @@ class GraphScheduler:
 
 
 _query_ids = itertools.count()
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Read the outcome of a node left running after ``run`` returned (its failure is the stream's)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _runs_without(node: Node) -> tuple[str, ...]:

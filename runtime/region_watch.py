@@ -32,9 +32,7 @@ async def _maybe(result: Any) -> Any:
 
 async def _whole(source: Source, resolve: Resolve) -> Any:
     value = await resolve(source)
-    if isinstance(value, TextStream):
-        return await value.wait_until(lambda text: False)
-    return value
+    return await value.whole() if isinstance(value, TextStream) else value
 
 
 async def _output(region: Region, handle: Any, key: str, resolve: Resolve) -> Any:
@@ -90,18 +88,18 @@ class RegionWatch:
             region = self._declared[region].parent
         return None
 
-    def leave_to_streams(self, streamed: Mapping[str, TextStream]) -> None:
-        """Leave the regions that read a stream of ``streamed`` (the query's streamed answers, by
-        node), and those above them, to end with the stream: its readers see its end only once they
-        have; ``settle`` no longer waits for them."""
+    def leave_to_streams(self, nodes: set[str], streams: list[TextStream]) -> None:
+        """Leave the regions that read a node of ``nodes`` (the query's streamed answers and what
+        finishes after them), and those above them, to end with the ``streams``: their readers see
+        the end only once these regions have; ``settle`` no longer waits for them."""
         for name, region in self._regions.items():
-            if any(isinstance(s, Ref) and s.node in streamed for s in region.sources()):
+            if any(isinstance(s, Ref) and s.node in nodes for s in region.sources()):
                 while name is not None and name not in self._streamed:
                     self._streamed.add(name)
                     name = self._parents[name]
         if self._streamed:
             reported = asyncio.gather(*(self._tasks[name] for name in self._streamed), return_exceptions=True)
-            for stream in streamed.values():
+            for stream in streams:
                 stream.hold_end(reported)
 
     async def settle(self) -> None:

@@ -17,13 +17,14 @@ ItemParser = Callable[[str], list]
 class TextStream:
     """Text that grows as deltas arrive; readers wait for a condition on it or for its end.
 
-    ``producer`` is the task filling it, if one is known: a reader of ``deltas`` that stops before
+    ``producer`` is the task filling it, if one is known (and ``node`` the plan's node it runs): a reader of ``deltas`` that stops before
     the end abandons the stream, which cancels that task (and so aborts its engine request).
     Watchers (``follow``) read it without owning it; ``hold_end`` makes ``deltas`` readers see the
     end only once a watcher has reported it.
     """
 
-    def __init__(self, producer: asyncio.Task | None = None) -> None:
+    def __init__(self, producer: asyncio.Task | None = None, node: str | None = None) -> None:
+        self.node = node  # the decode filling it, where it is a plan's
         self.text = ""
         self.done = False
         self.error: BaseException | None = None
@@ -53,6 +54,10 @@ class TextStream:
             self.done = True
             self.error = error
             self._changed.notify_all()
+
+    async def whole(self) -> str:
+        """The whole text, once the stream has ended; raises the producer's error."""
+        return await self.wait_until(lambda text: False)
 
     async def wait_until(self, ready: Callable[[str], bool]) -> str:
         """The text once ``ready(text)`` holds or the stream has ended; raises the producer's error."""

@@ -30,7 +30,7 @@ the reading lists the engines the chain must start (``ChainReading.engines``).
 
 from teola.adapters.langchain.llm_calls import FinalGeneration, to_prompt
 from teola.adapters.langchain.steps import StepFrame, level_graph
-from teola.adapters.langchain.tracer import ChainReading, UnsupportedRunnableError, read_runnable
+from teola.adapters.langchain.tracer import ChainReading, RoutedAnswer, UnsupportedRunnableError, read_runnable
 
-__all__ = ["ChainReading", "FinalGeneration", "StepFrame", "UnsupportedRunnableError", "level_graph", "read_runnable",
+__all__ = ["ChainReading", "FinalGeneration", "RoutedAnswer", "StepFrame", "UnsupportedRunnableError", "level_graph", "read_runnable",
            "to_prompt"]

@@ -47,16 +47,19 @@ def to_prompt(messages: Sequence[BaseMessage]) -> Prompt:
 
 @dataclass(frozen=True)
 class FinalGeneration:
-    """The chain's output is one LLM call's text, finished by ``parser`` (or none): what streaming
-    the answer needs. ``decode`` is the name of the call's decode primitive once lowered;
-    ``parser_tag`` the tag of the parser's run under the chain's; ``model_region`` the region of
-    the model's run (whose id the streamed message chunks carry)."""
+    """An LLM call's text, finished by ``parser`` (or none): what streaming it as an answer needs.
+    ``decode`` is the name of the call's decode primitive once lowered; ``parser_tag`` the tag of
+    the parser's run under the run of ``region`` (the step the call is in; None: the chain's own),
+    ``parser_region`` the region of that run; ``model_region`` the region of the model's run (whose
+    id the streamed message chunks carry)."""
 
     decode: str
     chat: bool
     parser: BaseOutputParser | None
     parser_tag: ChildTag = None
     model_region: str | None = None
+    region: str | None = None
+    parser_region: str | None = None
 
 
 def is_engine_model(step: Any) -> bool:
@@ -122,18 +125,19 @@ def read_llm_call(tracer: "Tracer", llm_call: "LLMCall", value: Traced, tags: li
                         FnArgs(finish_fn(chat, parser), f"{type(model).__name__} output", pure=True)))
     tracer.lowered.append(f"{name}: {steps}")
     parser_tag = tags[(prompt is not None) + 1] if parser is not None else None
-    model_region = _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"), tags)
-    if tracer.region is None:  # a step of the chain itself: its parser's streamed run is the chain's child
-        tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser, parser_tag, model_region)
+    model_region, parser_region = _add_runs(tracer, llm_call, value, Ref(f"{name}.llm", "text"), Ref(name, "output"),
+                                            tags)
+    tracer.generations[Ref(name, "output")] = FinalGeneration(f"{name}.llm", chat, parser, parser_tag, model_region,
+                                                              tracer.region, parser_region)
     return Value(Ref(name, "output"))
 
 
 def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, output: Ref,
-              tags: list[ChildTag]) -> str:
+              tags: list[ChildTag]) -> tuple[str, str | None]:
     """The runs of the call's steps, as regions: the prompt's on the call's input, the model's on
     the prompt's value until its text, the parser's on that text until its output, the cap's on
     the items (the parser's output is then the items kept: decoding stops once they are in).
-    Returns the model's region."""
+    Returns the model's region and the parser's (None without a parser)."""
     prompt, model, parser = llm_call.prompt, llm_call.model, llm_call.parser
     chat = isinstance(model, BaseChatModel)
     inputs, assemble = region_values(value)
@@ -148,11 +152,13 @@ def _add_runs(tracer: "Tracer", llm_call: "LLMCall", value: Traced, text: Ref, o
     if prompt is not None:
         region(lambda name, tag: PromptRun(prompt, tag, name, assemble), inputs, {})
     model_region = region(lambda name, tag: ModelRun(model, tag, name, to_model), inputs, {"text": text})
+    parser_region = None
     if parser is not None:
-        region(lambda name, tag: ParserRun(parser, tag, name, model_region, chat), {"value": text}, {"value": output})
+        parser_region = region(lambda name, tag: ParserRun(parser, tag, name, model_region, chat), {"value": text},
+                               {"value": output})
     if llm_call.cap is not None:
         region(lambda name, tag: StepRun(llm_call.steps[-1], tag, name), {"value": output}, {"value": output})
-    return model_region
+    return model_region, parser_region
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ def trace_routing(tracer: "Tracer", step: RunnableLambda, value: Traced) -> Valu
     name = tracer.name("picked")
     tracer.graph.add(Node(name, ModuleKind.CALL, outputs, ("output",),
                           FnArgs(first_ran, "RunnableLambda output", pure=True, runs_on_skipped=tuple(outputs))))
+    tracer.routes[Ref(name, "output")] = name
     return Value(Ref(name, "output"))
 
 

@@ -35,18 +35,30 @@ class UnsupportedRunnableError(TypeError):
     """``optimize()`` was given something that is not a LangChain runnable."""
 
 
+@dataclass(frozen=True)
+class RoutedAnswer:
+    """The chain's output is that of whichever route ran, of those the node ``picked`` picks from
+    (a branch's or a routing lambda's): ``finals`` are the routes (by ``picked``'s input) whose
+    value is an LLM call's, which can stream."""
+
+    picked: str
+    finals: dict[str, FinalGeneration]
+
+
 @dataclass
 class ChainReading:
     """What the adapter read: the module graph, what was lowered, the LLM call that gives the
-    chain's output (if one does), the engines its steps run on that the chain must start
-    (its own clients'), and the configs of the ``.with_config`` bindings around the chain, which
-    every invocation's config takes (``steps.bound_config``)."""
+    chain's output (if one does, as a step of the chain itself) or the routes that do, the engines
+    its steps run on that the chain must start (its own clients'), and the configs of the
+    ``.with_config`` bindings around the chain, which every invocation's config takes
+    (``steps.bound_config``)."""
 
     graph: Graph
     lowered: list[str] = field(default_factory=list)
     final: FinalGeneration | None = None
     engines: list[EngineSpec] = field(default_factory=list)
     root_configs: tuple[RunnableConfig, ...] = ()
+    routed: RoutedAnswer | None = None
 
 
 def read_runnable(runnable: Any) -> ChainReading:
@@ -62,7 +74,9 @@ def read_runnable(runnable: Any) -> ChainReading:
     out = tracer.materialize(tracer.trace_root(chain, Value(INPUT, early=True)))
     tracer.graph.set_output("output", out.source)
     tracer.declare_regions()
-    return ChainReading(tracer.graph, tracer.lowered, tracer.generations.get(out.source), tracer.engines, root_configs)
+    final = tracer.generations.get(out.source)
+    return ChainReading(tracer.graph, tracer.lowered, final if final is not None and final.region is None else None,
+                        tracer.engines, root_configs, tracer.routed_answer(out.source))
 
 
 class Tracer:
@@ -74,7 +88,8 @@ class Tracer:
     def __init__(self) -> None:
         self.graph = Graph(inputs=("input", "frame"))
         self.lowered: list[str] = []
-        self.generations: dict[Source, FinalGeneration] = {}
+        self.generations: dict[Source, FinalGeneration] = {}  # every LLM call's output
+        self.routes: dict[Source, str] = {}  # the output of a step that picks one of its routes -> the picking node
         self.engines: list[EngineSpec] = []
         self.region: str | None = None  # the enclosing step's region while its children are traced
         self._regions: list[Region | None] = []  # parents before children: a slot is taken before it is known
@@ -117,6 +132,15 @@ class Tracer:
         """Whether ``runnable`` is a routing lambda whose routes are being traced: a route back to it
         runs it as-is, where LangChain's recursion limit holds."""
         return any(runnable is step for step in self._routing)
+
+    def routed_answer(self, source: Source) -> RoutedAnswer | None:
+        """The routes of the step whose output is ``source``, where some route's value is an LLM call's."""
+        picked = self.routes.get(source)
+        if picked is None:
+            return None
+        finals = {route: self.generations[value] for route, value in self.graph[picked].inputs.items()
+                  if value in self.generations}
+        return RoutedAnswer(picked, finals) if finals else None
 
     def trace_root(self, runnable: Runnable, value: Traced) -> Traced:
         """The chain itself: its run is the invocation's own, so only its steps are regions."""

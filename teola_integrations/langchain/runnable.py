@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, AsyncIterator, Iterable, Iterator
 
 from langchain_core.callbacks import AsyncCallbackManagerForChainRun, CallbackManagerForChainRun
@@ -13,14 +13,15 @@ from langchain_core.runnables.graph import Graph as RunnableGraph
 from langchain_core.utils.utils import LC_ID_PREFIX
 from pydantic import BaseModel
 
-from teola.adapters.langchain import FinalGeneration, StepFrame, read_runnable
+from teola.adapters.langchain import FinalGeneration, RoutedAnswer, StepFrame, read_runnable
 from teola.adapters.langchain.compat import get_executor_for_config
-from teola.adapters.langchain.steps import RunHandle, bound_config, child_config
+from teola.adapters.langchain.steps import bound_config, child_config
 from teola.optimizer.ir import Graph
 from teola.optimizer.passes import PASSES
-from teola.optimizer.stream_output import stream_output
+from teola.optimizer.stream_output import stream_output, stream_routes
 from teola.runtime.errors import PrimitiveError, original_error
 from teola.runtime.runtime import Runtime, get_runtime
+from teola.runtime.streams import TextStream
 from teola_integrations.compile import compile_graph
 from teola_integrations.langchain.answer_stream import answer_achunks, answer_chunks
 from teola_integrations.langchain.execution import ChainPlan, streams_tokens_to_a_handler
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class ChainBuild:
     """What Teola made of a runnable: the module graph, the primitive graph, the optimized plan,
-    the lowered steps, the LLM call whose text is the chain's answer (if one is), and the configs of
-    the ``.with_config`` bindings around the chain (each invocation's config takes them)."""
+    the lowered steps, the LLM call whose text is the chain's answer (if one is) or the routes whose
+    LLM calls' are, and the configs of the ``.with_config`` bindings around the chain (each
+    invocation's config takes them)."""
 
     module_graph: Graph
     primitive_graph: Graph
@@ -40,6 +42,7 @@ class ChainBuild:
     lowered: list[str]
     final: FinalGeneration | None
     root_configs: tuple[RunnableConfig, ...] = ()
+    routed: RoutedAnswer | None = None
 
 
 def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES, holder: object | None = None) -> ChainBuild:
@@ -50,7 +53,47 @@ def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PAS
         runtime.engine(spec, holder if holder is not None else runnable)
     compiled = compile_graph(reading.graph, runtime, passes)
     return ChainBuild(compiled.module_graph, compiled.primitive_graph, compiled.plan, reading.lowered, reading.final,
-                      reading.root_configs)
+                      reading.root_configs, reading.routed)
+
+
+@dataclass
+class StreamPlan:
+    """The plan a stream runs: its output the answer as it is generated (a ``TextStream``) or, where
+    the route that ran is not an LLM call, its value; ``finals`` the LLM calls whose text it streams,
+    by the route that ran (``None``: the plan's only one)."""
+
+    chain: ChainPlan
+    finals: dict[str | None, FinalGeneration]
+
+    def final(self, outputs: dict[str, Any]) -> FinalGeneration | None:
+        """The LLM call whose text a run's outputs stream (None: the route that ran gives its value)."""
+        if not isinstance(outputs["output"], TextStream):
+            return None
+        return self.finals[outputs.get("route")]
+
+
+def stream_plan(build: ChainBuild, runtime: Runtime) -> StreamPlan | None:
+    """The plan that streams ``build``'s answer, where an LLM call's text is the answer (or the
+    answer of some routes of a branch or routing lambda); None where the answer comes whole."""
+    if build.final is not None:
+        plan = stream_output(build.plan, build.final.decode, "output")
+        return StreamPlan(ChainPlan(plan, runtime), {None: _reported(build.final, plan)})
+    if build.routed is None:
+        return None
+    routed = build.routed
+    plan = stream_routes(build.plan, routed.picked, {route: final.decode for route, final in routed.finals.items()},
+                         "output")
+    finals = {route: final for route, final in routed.finals.items() if plan[final.decode].meta.stream}
+    if not finals:
+        return None
+    parser_runs = {final.parser_region for final in finals.values()}  # the stream reports them, as the root's
+    plan.keep_regions(lambda region: region.name not in parser_runs)
+    return StreamPlan(ChainPlan(plan, runtime), {route: _reported(final, plan) for route, final in finals.items()})
+
+
+def _reported(final: FinalGeneration, plan: Graph) -> FinalGeneration:
+    """``final``, its model's run left out where ``plan`` does not report it."""
+    return final if final.model_region in plan.regions else replace(final, model_region=None)
 
 
 class TeolaRunnable(Runnable):
@@ -85,11 +128,8 @@ class TeolaRunnable(Runnable):
                         "langchain-openai clients, and retrievers over a TeolaVectorStore or an InMemoryVectorStore); "
                         "its steps run as-is", self.name)
         self._chain = ChainPlan(self.plan, runtime)
-        self._final = build.final
         self._root_configs = build.root_configs
-        self._streaming = ChainPlan(stream_output(self.plan, build.final.decode, "output"), runtime) if build.final else None
-        self._model_region = build.final.model_region if self._streaming and \
-            build.final.model_region in self._streaming.plan.regions else None  # reported while streaming
+        self._streaming = stream_plan(build, runtime)
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if streams_tokens_to_a_handler(config):  # its models stream to that handler, as LangChain's do
@@ -124,33 +164,33 @@ class TeolaRunnable(Runnable):
     def _stream_answer(self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
                        config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:
         [input] = inputs
+        streaming = self._streaming.chain
         with get_executor_for_config(config) as executor, _raising_original_errors():
-            frame = StepFrame(config, run_manager, False, self._streaming.step_context(), executor, kwargs, streamed=True)
-            answer = self._streaming.run({"input": input, "frame": frame})["output"]
-            message_id = self._streaming.runtime.run(self._message_id(frame))
-            yield from answer_chunks(self._final, self._streaming.runtime.iterate(answer.deltas()),
-                                     self._parser_config(config, run_manager), message_id)
+            frame = StepFrame(config, run_manager, False, streaming.step_context(), executor, kwargs, streamed=True)
+            outputs = streaming.run({"input": input, "frame": frame})
+            final = self._streaming.final(outputs)
+            if final is None:
+                yield outputs["output"]
+                return
+            message_id, parser_config = streaming.runtime.run(_answer_runs(frame, final))
+            yield from answer_chunks(final, streaming.runtime.iterate(outputs["output"].deltas()), parser_config,
+                                     message_id)
 
     async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
         input = await anext(inputs)
+        streaming = self._streaming.chain
         with _raising_original_errors():
-            frame = StepFrame(config, run_manager, True, self._streaming.step_context(), None, kwargs, streamed=True)
-            answer = (await self._streaming.arun({"input": input, "frame": frame}))["output"]
-            message_id = await self._streaming.runtime.arun(self._message_id(frame))
-            async for chunk in answer_achunks(self._final, self._streaming.runtime.aiterate(answer.deltas()),
-                                              self._parser_config(config, run_manager), message_id):
+            frame = StepFrame(config, run_manager, True, streaming.step_context(), None, kwargs, streamed=True)
+            outputs = await streaming.arun({"input": input, "frame": frame})
+            final = self._streaming.final(outputs)
+            if final is None:
+                yield outputs["output"]
+                return
+            message_id, parser_config = await streaming.runtime.arun(_answer_runs(frame, final))
+            async for chunk in answer_achunks(final, streaming.runtime.aiterate(outputs["output"].deltas()),
+                                              parser_config, message_id):
                 yield chunk
-
-    async def _message_id(self, frame: StepFrame) -> str | None:
-        """The id of the streamed answer's message: its model run's, where the run is reported."""
-        if not frame.traced or self._model_region is None:
-            return None
-        return f"{LC_ID_PREFIX}-{(await frame.parent_run(self._model_region)).run.run_id}"
-
-    def _parser_config(self, config: RunnableConfig, run_manager: Any) -> RunnableConfig:
-        """The config the answer's parser streams with: a child of the chain's run, tagged as its step."""
-        return child_config(RunHandle(config, run_manager), self._final.parser_tag)
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:
         return self.native.get_input_schema(config)
@@ -173,6 +213,16 @@ class TeolaRunnable(Runnable):
     def get_graph(self, config: RunnableConfig | None = None) -> RunnableGraph:
         """The wrapped chain's own graph (Teola's graphs are ``module_graph`` and ``plan``)."""
         return self.native.get_graph(config)
+
+
+async def _answer_runs(frame: StepFrame, final: FinalGeneration) -> tuple[str | None, RunnableConfig]:
+    """Where the streamed answer reports: the id of its message (its model run's, where the run is
+    reported) and the config its parser streams with (a child of the run of the step the LLM call
+    is in, tagged as the parser's step)."""
+    message_id = None
+    if frame.traced and final.model_region is not None:
+        message_id = f"{LC_ID_PREFIX}-{(await frame.parent_run(final.model_region)).run.run_id}"
+    return message_id, child_config(await frame.parent_run(final.region), final.parser_tag)
 
 
 @contextmanager

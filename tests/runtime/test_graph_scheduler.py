@@ -318,3 +318,55 @@ def test_a_region_on_a_streamed_answer_is_told_each_piece_and_its_reader_sees_th
     assert "".join(asyncio.run(main())) == "streamed word by word"
     assert log[0] == "start" and "".join(log[1:-2]) == "streamed word by word"
     assert log[-2:] == [("end", "streamed word by word"), "reader saw the end"]
+
+
+class EndWatcher(RegionObserver):
+    """Logs when a region ends, and with what."""
+
+    def __init__(self, log: list) -> None:
+        self.log = log
+
+    def start(self, parent, inputs, query):
+        return None
+
+    async def end(self, handle, outputs):
+        await asyncio.sleep(0.01)
+        self.log.append(("end", outputs["value"]))
+
+    def fail(self, handle, error):
+        self.log.append("fail")
+
+
+def test_a_stream_passed_on_is_returned_at_once_while_what_reads_it_whole_finishes_before_its_reader_sees_the_end():
+    """A route's answer: the decode streams to the output through a node that takes it as a stream,
+    and a framework callable reads its text whole; the region on that callable's output ends before
+    the stream's reader sees the end."""
+    log: list = []
+    g = Graph()
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.add(Node("parse", Op.CALL, {"text": Ref("decode", "text")}, ("out",), FnArgs(lambda text: text.upper()), CALLABLE))
+    g.add(Node("answer", Op.CALL, {"text": Ref("decode", "text")}, ("out",),
+               FnArgs(lambda text: text, reads_streams=("text",)), CALLABLE))
+    g.set_output("answer", Ref("answer", "out"))
+    g.add_region(Region("parser", {"value": QueryInput("query_str")}, {"value": Ref("parse", "out")}, EndWatcher(log)))
+    g.lint(Op)
+
+    async def main():
+        outputs, _ = await GraphScheduler(g, {"llm": SlowStream(), "callable": CallablePool(CALLABLE)}).run(
+            {"query_str": "q"})
+        assert not outputs["answer"].done  # returned before the decode ended
+        pieces = [piece async for piece in outputs["answer"].deltas()]
+        log.append("reader saw the end")
+        return pieces
+
+    assert "".join(asyncio.run(main())) == "streamed word by word"
+    assert log == [("end", "STREAMED WORD BY WORD"), "reader saw the end"]
+
+
+def test_a_node_naming_a_stream_input_it_does_not_have_is_refused():
+    g = Graph()
+    g.add(Node("a", Op.CALL, {"x": QueryInput("query_str")}, ("out",), FnArgs(str, reads_streams=("y",)), CALLABLE))
+    g.set_output("out", Ref("a", "out"))
+    with pytest.raises(GraphError, match=r"reads as streams inputs \['y'\]"):
+        g.lint(Op)

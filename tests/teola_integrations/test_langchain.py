@@ -53,6 +53,10 @@ def _three_ways(make, value, keep=lambda output: output) -> dict[str, tuple]:
     return seen
 
 
+async def _astream(chain, value) -> list:
+    return [chunk async for chunk in chain.astream(value)]
+
+
 def _warm(chain, value):
     """Run once unmeasured, then again: runs compared must see the same prefix-cache state (see
     teola_integrations.tools.compare.interleave)."""
@@ -143,14 +147,11 @@ def test_callbacks_see_the_run_tree_langchain_reports(name, store, chat, questio
     value = {"question": questions[1].question}
     app.native.invoke(value)  # the native run recorded is the second, as _warm's
 
-    async def astream(chain, v):
-        return [chunk async for chunk in chain.astream(v)]
-
     invocations = [("native", app.native.invoke), ("teola", fast.invoke),
                    ("native stream", lambda v: list(app.native.stream(v))), ("teola stream", lambda v: list(fast.stream(v)))]
     if name in ("rag", "contextual"):
         invocations += [("teola async", lambda v: asyncio.run(fast.ainvoke(v))),
-                        ("teola stream async", lambda v: asyncio.run(astream(fast, v)))]
+                        ("teola stream async", lambda v: asyncio.run(_astream(fast, v)))]
     trees = {}
     for mode, invoke in invocations:
         with collect_runs() as collector:
@@ -167,7 +168,8 @@ def test_a_route_runs_the_pipeline_langchain_picks_on_the_engines(form, store, c
     """Routing as LangChain's routing guide writes it, a RunnableBranch or a lambda returning the chain
     to run, at the chain's root: a question about a statement is answered from retrieval, any other
     from the model alone; the picked pipeline's retrieval and LLM call run on the engines, with the
-    native answer and run tree (the route app's route depends on the model's class, so this one
+    native answer and run tree, and a stream streams the picked route's answer token by token with
+    a native stream's run tree (the route app's route depends on the model's class, so this one
     routes on the question to take both routes on every CPU)."""
     retrieved = rag_answer(store.as_retriever(search_kwargs={"k": 3}), RAG_PROMPT | chat | StrOutputParser())
     plain = ANSWER_PROMPT | chat | StrOutputParser()
@@ -185,7 +187,15 @@ def test_a_route_runs_the_pipeline_langchain_picks_on_the_engines(form, store, c
         trees = _three_ways(lambda: chain, value)
         assert trees["teola"] == trees["native"] and trees["teola async"] == trees["native"]
         assert ("VectorStoreRetriever" in {row[1] for row in trees["native"][1]}) is retrieves
-        assert "".join(fast.stream(value)) == trees["native"][0]  # as one chunk: the answer is not one LLM call's
+        streams = {}
+        for mode, stream in (("native", chain.stream), ("teola", fast.stream),
+                             ("teola async", lambda v: asyncio.run(_astream(fast, v)))):
+            with collect_runs() as collector:
+                chunks = list(stream(value))
+            streams[mode] = ("".join(chunks), langchain_run_tree(collector.traced_runs[0]))
+            assert len(chunks) > 1  # the picked route's answer streams token by token, as natively
+        assert streams["teola"] == streams["native"] == streams["teola async"]
+        assert streams["native"][0] == trees["native"][0]
 
 
 @pytest.mark.answers
