@@ -3,13 +3,12 @@ or that of the decode of whichever route ran."""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
 
 import networkx as nx
 
-from teola.optimizer.ir import Graph, GraphError, Node, Op, Ref, Source
-from teola.optimizer.ops import CALLABLE, FnArgs
-from teola.optimizer.values import SKIPPED
+from teola.optimizer.ir import Graph, GraphError, Op, Ref, Source
+from teola.optimizer.ops import FnArgs
 
 
 def stream_output(plan: Graph, decode: str, output: str) -> Graph:
@@ -42,11 +41,12 @@ def stream_output(plan: Graph, decode: str, output: str) -> Graph:
 
 
 def stream_routes(plan: Graph, picked: str, decodes: dict[str, str], output: str) -> Graph:
-    """A copy of ``plan`` whose output ``output`` is, as soon as it is known, that of the route that
-    ran of those the node ``picked`` picks from (its inputs, in order; the others read ``SKIPPED``),
-    and whose output ``route`` names it (``picked``'s input). A route in ``decodes`` (input name ->
-    the decode that gives its value) gives that decode's text stream, the decode streaming; any other
-    gives its value once it has it.
+    """A copy of ``plan`` whose output ``output`` is, as soon as it is known, what the node ``picked``
+    picks of its routes (its inputs), read as they come: a route in ``decodes`` (input name -> the
+    decode that gives its value) gives that decode's text stream (``TextStream.node`` names the
+    decode), the decode streaming; any other gives its value once it has it. So ``picked`` must
+    pick a route once the others are known not to have run (a branch's, not a fallback's, whose
+    next try waits for the whole text of the one before).
 
     Nothing is dropped: what reads a streamed decode reads its text whole, so the framework's own
     finishing work and the regions on it end after the stream (``GraphScheduler`` runs them on).
@@ -54,23 +54,21 @@ def stream_routes(plan: Graph, picked: str, decodes: dict[str, str], output: str
     """
     if output not in plan.outputs:
         raise GraphError(f"the plan has no output {output!r}; its outputs are {sorted(plan.outputs)}")
-    if picked not in plan:
-        raise GraphError(f"the plan has no node {picked!r} to stream the routes of")
+    if picked not in plan or not isinstance(plan[picked].args, FnArgs):
+        raise GraphError(f"the plan has no framework callable {picked!r} to stream the routes of")
     result = plan.copy()
-    inputs: dict[str, Source] = dict(plan[picked].inputs)
+    node = plan[picked]
+    inputs: dict[str, Source] = dict(node.inputs)
     streamed: list[str] = []
     for route, decode in decodes.items():
         if route in inputs and _streams_to_callables(result, decode):
-            node = result[decode]
-            result.replace(node.with_meta(stream=True))
-            inputs[route] = Ref(decode, node.outputs[0])
+            result.replace(result[decode].with_meta(stream=True))
+            inputs[route] = Ref(decode, result[decode].outputs[0])
             streamed.append(route)
-    answer = result.fresh_name("answer")
-    result.add(Node(answer, Op.CALL, inputs, ("output", "route"),
-                    FnArgs(_first_route, "the route that ran", pure=True, runs_on_skipped=tuple(inputs),
-                           reads_streams=tuple(streamed)), CALLABLE))
-    result.set_output(output, Ref(answer, "output"))
-    result.set_output("route", Ref(answer, "route"))
+    answer = replace(node, name=result.fresh_name(f"{picked}.streamed"), inputs=inputs,
+                     args=replace(node.args, reads_streams=tuple(streamed)))
+    result.add(answer)
+    result.set_output(output, Ref(answer.name, node.outputs[0]))
     result.lint(Op)
     return result
 
@@ -79,11 +77,3 @@ def _streams_to_callables(plan: Graph, decode: str) -> bool:
     """Whether ``decode`` is a decode that only framework callables read (so it may stream)."""
     return decode in plan and plan[decode].op is Op.DECODE and \
         all(isinstance(reader.args, FnArgs) for reader in plan.consumers(decode))
-
-
-def _first_route(**routes: Any) -> dict[str, Any]:
-    """The value (or stream) of the route that ran, and its name."""
-    for name, value in routes.items():
-        if value is not SKIPPED:
-            return {"output": value, "route": name}
-    return {"output": SKIPPED, "route": SKIPPED}

@@ -16,8 +16,10 @@ streamed answer, which end with it.
 A node with ``meta.stream`` (a streaming decode) publishes a ``TextStream`` as its output as soon
 as it starts and fills it while it runs, so its consumers start on the first items; with
 ``meta.stop_after`` it stops once the parse finds that many final items, as nothing downstream
-reads further. A graph output that is such a stream is returned as soon as it
-starts (a streamed answer); its decode goes on filling it after ``run`` has returned.
+reads further; a framework callable reads it whole, unless it names it in ``reads_streams`` (it
+passes the stream on). A graph output that is such a stream is returned as soon as it starts (a
+streamed answer); its decode goes on filling it after ``run`` has returned, and the nodes after the
+decode run on, the stream's reader seeing its end once the regions on them have ended.
 """
 
 from __future__ import annotations

@@ -59,17 +59,15 @@ def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PAS
 @dataclass
 class StreamPlan:
     """The plan a stream runs: its output the answer as it is generated (a ``TextStream``) or, where
-    the route that ran is not an LLM call, its value; ``finals`` the LLM calls whose text it streams,
-    by the route that ran (``None``: the plan's only one)."""
+    the route that ran is not an LLM call, its value; ``finals`` the LLM calls whose text it may
+    stream, by decode."""
 
     chain: ChainPlan
-    finals: dict[str | None, FinalGeneration]
+    finals: dict[str, FinalGeneration]
 
-    def final(self, outputs: dict[str, Any]) -> FinalGeneration | None:
-        """The LLM call whose text a run's outputs stream (None: the route that ran gives its value)."""
-        if not isinstance(outputs["output"], TextStream):
-            return None
-        return self.finals[outputs.get("route")]
+    def final(self, answer: Any) -> FinalGeneration | None:
+        """The LLM call whose text ``answer`` streams (None: the route that ran gives its value)."""
+        return self.finals[answer.node] if isinstance(answer, TextStream) else None
 
 
 def stream_plan(build: ChainBuild, runtime: Runtime) -> StreamPlan | None:
@@ -77,18 +75,18 @@ def stream_plan(build: ChainBuild, runtime: Runtime) -> StreamPlan | None:
     answer of some routes of a branch or routing lambda); None where the answer comes whole."""
     if build.final is not None:
         plan = stream_output(build.plan, build.final.decode, "output")
-        return StreamPlan(ChainPlan(plan, runtime), {None: _reported(build.final, plan)})
+        return StreamPlan(ChainPlan(plan, runtime), {build.final.decode: _reported(build.final, plan)})
     if build.routed is None:
         return None
     routed = build.routed
     plan = stream_routes(build.plan, routed.picked, {route: final.decode for route, final in routed.finals.items()},
                          "output")
-    finals = {route: final for route, final in routed.finals.items() if plan[final.decode].meta.stream}
+    finals = [final for final in routed.finals.values() if plan[final.decode].meta.stream]
     if not finals:
         return None
-    parser_runs = {final.parser_region for final in finals.values()}  # the stream reports them, as the root's
+    parser_runs = {final.parser_region for final in finals}  # the stream reports them, as the root's
     plan.keep_regions(lambda region: region.name not in parser_runs)
-    return StreamPlan(ChainPlan(plan, runtime), {route: _reported(final, plan) for route, final in finals.items()})
+    return StreamPlan(ChainPlan(plan, runtime), {final.decode: _reported(final, plan) for final in finals})
 
 
 def _reported(final: FinalGeneration, plan: Graph) -> FinalGeneration:
@@ -108,8 +106,9 @@ class TeolaRunnable(Runnable):
     When the answer streams, its model's run reports each piece as it comes and its parser's run is
     the native stream's. Where the chain's answer is an LLM call's (parsed)
     text, streaming yields it token by token as the native chain does, from a plan whose final
-    decode streams (the parser then streams as in a native stream, with its own child run);
-    otherwise the answer comes as one chunk. An ``invoke``/``ainvoke`` that a token-streaming handler
+    decode streams (the parser then streams as in a native stream, with its own child run); so does
+    a chain whose answer is a branch's or routing lambda's, where the route that ran is an LLM call
+    (``StreamPlan``); otherwise the answer comes as one chunk. An ``invoke``/``ainvoke`` that a token-streaming handler
     watches (LangGraph's ``messages`` stream mode, ``astream_events``, ``astream_log``) runs the
     wrapped chain, whose models stream their tokens to it. ``module_graph``, ``primitive_graph``
     and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps. Each
@@ -167,14 +166,13 @@ class TeolaRunnable(Runnable):
         streaming = self._streaming.chain
         with get_executor_for_config(config) as executor, _raising_original_errors():
             frame = StepFrame(config, run_manager, False, streaming.step_context(), executor, kwargs, streamed=True)
-            outputs = streaming.run({"input": input, "frame": frame})
-            final = self._streaming.final(outputs)
+            answer = streaming.run({"input": input, "frame": frame})["output"]
+            final = self._streaming.final(answer)
             if final is None:
-                yield outputs["output"]
+                yield answer
                 return
             message_id, parser_config = streaming.runtime.run(_answer_runs(frame, final))
-            yield from answer_chunks(final, streaming.runtime.iterate(outputs["output"].deltas()), parser_config,
-                                     message_id)
+            yield from answer_chunks(final, streaming.runtime.iterate(answer.deltas()), parser_config, message_id)
 
     async def _astream_answer(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
                               config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
@@ -182,14 +180,14 @@ class TeolaRunnable(Runnable):
         streaming = self._streaming.chain
         with _raising_original_errors():
             frame = StepFrame(config, run_manager, True, streaming.step_context(), None, kwargs, streamed=True)
-            outputs = await streaming.arun({"input": input, "frame": frame})
-            final = self._streaming.final(outputs)
+            answer = (await streaming.arun({"input": input, "frame": frame}))["output"]
+            final = self._streaming.final(answer)
             if final is None:
-                yield outputs["output"]
+                yield answer
                 return
             message_id, parser_config = await streaming.runtime.arun(_answer_runs(frame, final))
-            async for chunk in answer_achunks(final, streaming.runtime.aiterate(outputs["output"].deltas()),
-                                              parser_config, message_id):
+            async for chunk in answer_achunks(final, streaming.runtime.aiterate(answer.deltas()), parser_config,
+                                              message_id):
                 yield chunk
 
     def get_input_schema(self, config: RunnableConfig | None = None) -> type[BaseModel]:

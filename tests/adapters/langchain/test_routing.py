@@ -7,7 +7,6 @@ import logging
 
 import networkx as nx
 import pytest
-from langchain_core.language_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnableParallel
@@ -16,21 +15,12 @@ from langchain_core.tracers.context import collect_runs
 from teola.adapters.langchain import read_runnable
 from teola.adapters.langchain.routing import MOST_ROUTES, routing_why_not
 from teola.optimizer.ir import ModuleKind
-from teola.optimizer.ops import EngineId, EngineKind
-from teola.optimizer.values import Sampling
 from teola_integrations.langchain import optimize
 from teola_integrations.tools.run_trees import langchain_run_tree
 
 
-class EngineChat(FakeListChatModel):
-    """A fake chat model that carries what an engine-backed one carries."""
-
-    teola_engine: EngineId = EngineId(EngineKind.LLM, "llm")
-    teola_sampling: Sampling = Sampling(max_tokens=8)
-
-
-def test_each_route_a_lambda_names_is_lowered_and_runs_only_after_the_function():
-    model = EngineChat(responses=["x"])
+def test_each_route_a_lambda_names_is_lowered_and_runs_only_after_the_function(fake_chat):
+    model = fake_chat
     answer = ChatPromptTemplate.from_template("Answer: {question}") | model | StrOutputParser()
     explain = ChatPromptTemplate.from_template("Explain: {question}") | model | StrOutputParser()
 

@@ -5,7 +5,6 @@ lambdas through optimize() (no engine needed)."""
 import asyncio
 
 import pytest
-from langchain_core.language_models import FakeListChatModel
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableLambda, RunnablePassthrough
@@ -14,17 +13,8 @@ from langchain_core.tracers.context import collect_runs
 from teola.adapters.langchain import read_runnable
 from teola.adapters.langchain.steps import config_binding, unbind
 from teola.optimizer.ir import ModuleKind
-from teola.optimizer.ops import EngineId, EngineKind
-from teola.optimizer.values import Sampling
 from teola_integrations.langchain import optimize
 from teola_integrations.tools.run_trees import langchain_run_metadata, langchain_run_tree
-
-
-class EngineChat(FakeListChatModel):
-    """A fake chat model that carries what an engine-backed one carries."""
-
-    teola_engine: EngineId = EngineId(EngineKind.LLM, "llm")
-    teola_sampling: Sampling = Sampling(max_tokens=8)
 
 
 def test_only_bindings_of_names_tags_and_metadata_are_traced_through():
@@ -39,8 +29,8 @@ def test_only_bindings_of_names_tags_and_metadata_are_traced_through():
     assert chain is step and configs == ({"run_name": "inner", "tags": ["outer"]},)
 
 
-def test_an_llm_call_under_with_config_is_still_lowered():
-    model = EngineChat(responses=["x"])
+def test_an_llm_call_under_with_config_is_still_lowered(fake_chat):
+    model = fake_chat
     answer = (ChatPromptTemplate.from_template("Q: {question}") | model | StrOutputParser()).with_config(run_name="answer")
     reading = read_runnable({"question": lambda x: x} | answer)
     assert [n.op for n in reading.graph if n.op is ModuleKind.GENERATE] == [ModuleKind.GENERATE]

@@ -6,7 +6,6 @@ import networkx as nx
 import pytest
 from langchain_core.documents import Document
 from langchain_core.embeddings import DeterministicFakeEmbedding
-from langchain_core.language_models import FakeListChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import (CommaSeparatedListOutputParser, JsonOutputParser, NumberedListOutputParser,
                                            StrOutputParser)
@@ -19,14 +18,7 @@ from teola.optimizer.ir import ModuleKind
 from teola.optimizer.lowering import lower
 from teola.optimizer.ops import EngineId, EngineKind
 from teola.optimizer.passes import optimize_plan
-from teola.optimizer.values import PromptPrefix, Sampling
-
-
-class EngineChat(FakeListChatModel):
-    """A fake chat model that carries what an engine-backed one carries."""
-
-    teola_engine: EngineId = EngineId(EngineKind.LLM, "llm")
-    teola_sampling: Sampling = Sampling(max_tokens=8)
+from teola.optimizer.values import PromptPrefix
 
 
 class EngineEmbedding(DeterministicFakeEmbedding):
@@ -54,9 +46,9 @@ def _modules(reading, kind):
     return [n for n in reading.graph if n.op is kind]
 
 
-def test_rag_chain_lowers_retriever_and_prompt_model_parser_into_one_llm_call(retriever):
+def test_rag_chain_lowers_retriever_and_prompt_model_parser_into_one_llm_call(retriever, fake_chat):
     chain = ({"context": operator.itemgetter("question") | retriever | (lambda docs: " ".join(d.page_content for d in docs)),
-              "question": operator.itemgetter("question")} | PROMPT | EngineChat(responses=["x"]) | StrOutputParser())
+              "question": operator.itemgetter("question")} | PROMPT | fake_chat | StrOutputParser())
     reading = read_runnable(chain)
     [retrieve] = _modules(reading, ModuleKind.RETRIEVE)
     [generate] = _modules(reading, ModuleKind.GENERATE)
@@ -72,8 +64,8 @@ def test_rag_chain_lowers_retriever_and_prompt_model_parser_into_one_llm_call(re
     assert any(n.meta.warm for n in plan)
 
 
-def test_the_prompt_is_the_one_langchain_builds(retriever):
-    chain = {"context": RunnableLambda(lambda x: "ctx"), "question": RunnablePassthrough()} | PROMPT | EngineChat(responses=["x"])
+def test_the_prompt_is_the_one_langchain_builds(retriever, fake_chat):
+    chain = {"context": RunnableLambda(lambda x: "ctx"), "question": RunnablePassthrough()} | PROMPT | fake_chat
     reading = read_runnable(chain)
     [generate] = _modules(reading, ModuleKind.GENERATE)
     names = {"var0": "ctx", "var1": "q"} if generate.args.prefix.inputs == ("var1",) else {"var0": "q", "var1": "ctx"}
@@ -84,21 +76,21 @@ def test_the_prompt_is_the_one_langchain_builds(retriever):
 
 @pytest.mark.parametrize("parser, text", [(StrOutputParser(), " plain "), (CommaSeparatedListOutputParser(), "a, b, c"),
                                           (JsonOutputParser(), 'Here: ```json\n{"answer": [1, 2]}\n```')])
-def test_parsers_finish_the_llm_call_as_they_parse_natively_and_say_how_to_stream(parser, text):
-    reading = read_runnable(ChatPromptTemplate.from_template("{question}") | EngineChat(responses=["x"]) | parser)
+def test_parsers_finish_the_llm_call_as_they_parse_natively_and_say_how_to_stream(parser, text, fake_chat):
+    reading = read_runnable(ChatPromptTemplate.from_template("{question}") | fake_chat | parser)
     finish = reading.graph[reading.graph.outputs["output"].node]
     assert finish.args.fn(text) == parser.invoke(AIMessage(content=text))
     assert reading.final.parser is parser and reading.final.chat
     assert reading.graph[reading.final.decode].op is ModuleKind.GENERATE  # the decode keeps the call's name
 
 
-def test_a_chain_whose_answer_is_not_an_llm_call_has_no_answer_stream():
-    chain = ChatPromptTemplate.from_template("{question}") | EngineChat(responses=["x"]) | RunnableLambda(str)
+def test_a_chain_whose_answer_is_not_an_llm_call_has_no_answer_stream(fake_chat):
+    chain = ChatPromptTemplate.from_template("{question}") | fake_chat | RunnableLambda(str)
     assert read_runnable(chain).final is None
 
 
-def test_the_first_items_of_a_line_list_stream_into_their_readers_and_the_decode_stops_after_them(retriever):
-    queries = ChatPromptTemplate.from_template("Queries for {question}") | EngineChat(responses=["x"])
+def test_the_first_items_of_a_line_list_stream_into_their_readers_and_the_decode_stops_after_them(retriever, fake_chat):
+    queries = ChatPromptTemplate.from_template("Queries for {question}") | fake_chat
     chain = queries | NumberedListOutputParser() | operator.itemgetter(slice(3)) | retriever.map()
     reading = read_runnable(chain)
     [generate] = _modules(reading, ModuleKind.GENERATE)
@@ -111,8 +103,8 @@ def test_the_first_items_of_a_line_list_stream_into_their_readers_and_the_decode
     assert len([n for n in plan if n.meta.items]) == 3  # one parse per item, each retrieved on its own
 
 
-def test_lists_that_are_not_line_lists_or_not_cut_are_parsed_whole():
-    model = EngineChat(responses=["x"])
+def test_lists_that_are_not_line_lists_or_not_cut_are_parsed_whole(fake_chat):
+    model = fake_chat
     prompt = ChatPromptTemplate.from_template("{question}")
     for chain in (prompt | model | CommaSeparatedListOutputParser() | operator.itemgetter(slice(3)),
                   prompt | model | NumberedListOutputParser() | operator.itemgetter(slice(1, 3))):
@@ -120,8 +112,8 @@ def test_lists_that_are_not_line_lists_or_not_cut_are_parsed_whole():
         assert generate.args.max_items is None
 
 
-def test_assign_steps_reading_different_keys_are_independent():
-    model = EngineChat(responses=["x"])
+def test_assign_steps_reading_different_keys_are_independent(fake_chat):
+    model = fake_chat
     first = ChatPromptTemplate.from_template("A {question}") | model | StrOutputParser()
     second = ChatPromptTemplate.from_template("B {question}") | model | StrOutputParser()
     join = ChatPromptTemplate.from_template("{question} {a} {b}") | model | StrOutputParser()
