@@ -1,15 +1,19 @@
 """Reading a LlamaIndex chat engine into a module graph: one chat turn.
 
 ``index.as_chat_engine()`` builds a ``CondensePlusContextChatEngine`` (``chat_mode="context"`` a
-``ContextChatEngine``). A turn reads the chat history from its memory, condenses the history and
+``ContextChatEngine``, ``chat_mode="condense_question"`` a ``CondenseQuestionChatEngine``). A turn reads the chat history from its memory, condenses the history and
 the new message into a standalone question (an LLM completion; none on the first turn, nor in a
 context engine, which retrieves by the message itself), retrieves and postprocesses nodes for it,
 and answers the message with a CompactAndRefine synthesizer the engine builds for the turn, its
 templates holding the chat history; then it stores the message and the answer in its memory.
 
+A condense-question turn condenses the history and the message into a question (an LLM
+``predict``; none on a first turn) and asks its query engine that question.
+
 Teola lowers the LLM and retrieval work (the condensation, the retriever, the refine steps of the
-turn's synthesizer) into primitives; the memory's reads and writes run as calls, where the native
-turn makes them. Any other chat engine (condense-question, simple, an agent) runs whole, as one call.
+turn's synthesizer; a condense-question engine's query engine, read as any query engine) into
+primitives; the memory's reads and writes run as calls, where the native turn makes them. Any
+other chat engine (simple, an agent) runs whole, as one call.
 """
 
 from __future__ import annotations
@@ -20,27 +24,28 @@ from typing import Any
 
 from llama_index.core.base.llms.generic_utils import messages_to_history_str
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
-from llama_index.core.chat_engine import CondensePlusContextChatEngine, ContextChatEngine
+from llama_index.core.chat_engine import CondensePlusContextChatEngine, CondenseQuestionChatEngine, ContextChatEngine
 from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, ToolOutput
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import completion_prompt, llm_for, llm_why_not
-from teola.adapters.llama_index.query_engine import read_postprocessors, read_retriever
-from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise
+from teola.adapters.llama_index.query_engine import read_inner_engine, read_postprocessors, read_retriever
+from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise, render
 from teola.adapters.llama_index.refine import REFINE_STEPS
 from teola.adapters.llama_index.retrievers import most_nodes
-from teola.adapters.llama_index.spans import completion_spans
+from teola.adapters.llama_index.spans import completion_spans, llm_call_spans
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs
 from teola.optimizer.values import SKIPPED, Prompt
 
 log = logging.getLogger("teola.adapters.llama_index")
+condense_question_log = logging.getLogger(CondenseQuestionChatEngine.__module__)  # where it logs its question natively
 
 CHAT_INPUTS = ("message", "chat_history", "prev_chunks")
 MESSAGE = QueryInput("message")
 RESPONSE = Ref("reply", "response")
-_LOWERED = (CondensePlusContextChatEngine, ContextChatEngine)
+_LOWERED = (CondensePlusContextChatEngine, ContextChatEngine, CondenseQuestionChatEngine)
 
 
 def read_chat_engine(chat_engine: Any) -> AppReading:
@@ -59,6 +64,8 @@ def read_chat_engine(chat_engine: Any) -> AppReading:
         reading.whole = True
         reading.graph.add(Node("reply", ModuleKind.CALL, {name: QueryInput(name) for name in CHAT_INPUTS},
                                ("response",), FnArgs(partial(_whole_turn, chat_engine), type(chat_engine).__name__)))
+    elif type(chat_engine) is CondenseQuestionChatEngine:
+        _read_question_turn(reading, li.condense_question_parts(chat_engine))
     else:
         _read_turn(reading, chat_engine)
     reading.graph.set_output("response", RESPONSE)
@@ -67,7 +74,12 @@ def read_chat_engine(chat_engine: Any) -> AppReading:
 
 def _why_not(chat_engine: Any) -> str | None:
     if type(chat_engine) not in _LOWERED:
-        return "Teola lowers CondensePlusContextChatEngine and ContextChatEngine turns so far"
+        return "Teola lowers CondensePlusContextChatEngine, ContextChatEngine and CondenseQuestionChatEngine turns so far"
+    if type(chat_engine) is CondenseQuestionChatEngine:
+        question_parts = li.condense_question_parts(chat_engine)
+        if li.streams_its_answers(question_parts.query_engine):
+            return "its query engine streams (a turn turns that off while it asks)"
+        return llm_why_not(question_parts.llm)
     parts = li.chat_engine_parts(chat_engine)
     why = llm_why_not(parts.llm)
     if why:
@@ -140,6 +152,51 @@ def _read_condense(reading: AppReading, parts: li.ChatEngineParts) -> Ref:
     return Ref("question", "question")
 
 
+def _read_question_turn(reading: AppReading, parts: li.CondenseQuestionParts) -> None:
+    """turn (memory) -> [condense] -> question -> the query engine, asked it (read as any query
+    engine, under the prefix ``query/``) -> reply (memory)."""
+    graph, llm = reading.graph, parts.llm
+    bound = llm_for(reading, llm)
+
+    def history(message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+        return chat_history or run_as_asked(_stored, _astored, parts.memory, message)
+
+    graph.add(Node("turn", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
+                   ("history",), FnArgs(history, "chat memory")))
+
+    def arguments(message: str, history: list[ChatMessage]) -> dict[str, Any]:
+        return {"question": message, "chat_history": messages_to_history_str(history)}
+
+    def build_prompt(message: str, history: list[ChatMessage]) -> Prompt | Any:
+        return render(llm, parts.condense_prompt, **arguments(message, history)) if history else SKIPPED
+
+    inputs = {"message": MESSAGE, "history": Ref("turn", "history")}
+    graph.add(Node("condense", ModuleKind.GENERATE, inputs, ("text",),
+                   GenerateArgs(bound.engine, bound.sampling, build_prompt)))
+    llm_call_spans(reading, llm, lambda v: (parts.condense_prompt, arguments(v["message"], v["history"])),
+                   {**inputs, "prompt": Ref("condense", "prompt")}, Ref("condense", "text"))
+
+    def standalone(message: str, text: Any) -> str:
+        question = message if text is SKIPPED else li.parse_output(llm, text)
+        condense_question_log.info("Querying with: %s", question)
+        if parts.verbose:
+            print(f"Querying with: {question}")
+        return question
+
+    graph.add(Node("question", ModuleKind.CALL, {"message": MESSAGE, "text": Ref("condense", "text")}, ("question",),
+                   FnArgs(standalone, "standalone question", runs_on_skipped=("text",))))
+    response = read_inner_engine(reading, parts.query_engine, Ref("question", "question"), "query/")
+
+    def reply(message: str, question: str, response: Any) -> AgentChatResponse:
+        run_as_asked(_remember, _aremember, parts.memory, message, str(response))
+        source = ToolOutput(content=str(response), tool_name="query_engine", raw_input={"query": question},
+                            raw_output=response)
+        return AgentChatResponse(response=str(response), sources=[source])
+
+    graph.add(Node("reply", ModuleKind.CALL, {"message": MESSAGE, "question": Ref("question", "question"),
+                                              "response": response}, ("response",), FnArgs(reply, "chat memory")))
+
+
 def _whole_turn(chat_engine: Any, message: str, chat_history: list[ChatMessage] | None,
                 prev_chunks: list[Any] | None) -> Any:
     """A turn of a chat engine Teola runs as it is (``prev_chunks`` passed only where given)."""
@@ -162,6 +219,15 @@ def _history(memory: Any, message: str, chat_history: list[ChatMessage] | None) 
 async def _ahistory(memory: Any, message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
     if chat_history is not None:
         await memory.aset(chat_history)
+    return await memory.aget(input=message)
+
+
+def _stored(memory: Any, message: str) -> list[ChatMessage]:
+    """The memory's chat history for ``message``."""
+    return memory.get(input=message)
+
+
+async def _astored(memory: Any, message: str) -> list[ChatMessage]:
     return await memory.aget(input=message)
 
 

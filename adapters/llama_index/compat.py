@@ -56,6 +56,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
                                       "_condense_prompt_template", "_skip_condense", "_verbose",
                                       "_get_response_synthesizer"),
     "ContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors", "_get_response_synthesizer"),
+    "CondenseQuestionChatEngine": ("_query_engine", "_condense_question_prompt", "_memory", "_llm", "_verbose"),
     "RouterQueryEngine": ("_selector", "_query_engines", "_metadatas", "_summarizer", "_verbose"),
     "LLMSingleSelector": ("_llm", "_prompt"),
     "LLMQuestionGenerator": ("_llm", "_prompt"),
@@ -238,6 +239,30 @@ def chat_engine_parts(engine: Any) -> ChatEngineParts:
         return parts
     return replace(parts, condense_template=engine._condense_prompt_template, skip_condense=engine._skip_condense,
                    verbose=engine._verbose)
+
+
+@dataclass(frozen=True)
+class CondenseQuestionParts:
+    """What Teola runs of a CondenseQuestionChatEngine: the query engine it asks, the prompt that
+    condenses the conversation into its question, its memory and LLM, whether it prints the question."""
+
+    query_engine: Any
+    condense_prompt: Any
+    memory: Any
+    llm: Any
+    verbose: bool
+
+
+def condense_question_parts(engine: Any) -> CondenseQuestionParts:
+    """A CondenseQuestionChatEngine's parts."""
+    return CondenseQuestionParts(engine._query_engine, engine._condense_question_prompt, engine._memory, engine._llm,
+                                 engine._verbose)
+
+
+def streams_its_answers(query_engine: Any) -> bool:
+    """Whether a RetrieverQueryEngine's synthesizer streams (a condense-question turn turns that off while
+    it asks the engine, so Teola runs such a turn whole)."""
+    return getattr(getattr(query_engine, "_response_synthesizer", None), "_streaming", False)
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ _DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LL
               "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
               "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis",
               "subquestion": "sub-question engine over two tools", "citation": "citation query engine",
-              "chat": "chat engine (condense plus context)"}
+              "chat": "chat engine (condense plus context)", "chat_question": "chat engine (condense question)"}
 
 
 def _demo(args: argparse.Namespace) -> int:

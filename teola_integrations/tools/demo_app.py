@@ -77,9 +77,9 @@ CHAT_HISTORY = (ChatMessage(role=MessageRole.USER, content="I am reading the Pyt
                 ChatMessage(role=MessageRole.ASSISTANT, content="Ask me about any of its statements or built-in types."))
 
 AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion", "citation",
-                  "chat", "router"]
+                  "chat", "chat_question", "router"]
 APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
-                                  "citation", "chat", "router")
+                                  "citation", "chat", "chat_question", "router")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -114,7 +114,10 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
       it chooses answers;
     - chat: ``index.as_chat_engine()`` (condense-plus-context): each question is a turn after
       ``CHAT_HISTORY`` (see ``ask``): the LLM condenses the conversation and the question into a
-      standalone question, which is retrieved top-k; the answer is synthesized with the conversation.
+      standalone question, which is retrieved top-k; the answer is synthesized with the conversation;
+    - chat_question: ``index.as_chat_engine(chat_mode="condense_question")``: each question a turn after
+      ``CHAT_HISTORY``: the LLM condenses the conversation and the question into a standalone question,
+      which a top-k query engine (compact synthesis) answers.
 
     ``hand_tuned`` asks for LlamaIndex's own parallel form where it has one (see ``has_hand_tuned_form``):
     query fusion with ``use_async=True`` (the generated queries retrieved concurrently), tree_summarize
@@ -138,6 +141,8 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
                                      use_async=hand_tuned)
     if kind == "chat":
         return index.as_chat_engine(llm=llm, similarity_top_k=top_k)
+    if kind == "chat_question":
+        return index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=top_k)
     if kind == "citation":
         return CitationQueryEngine.from_args(index, llm=llm, similarity_top_k=top_k)
     if kind == "subquestion":

@@ -37,18 +37,23 @@ def _conversation(engine, turns, asynchronous=False):
     return [engine.chat(turn) for turn in turns]
 
 
+CONDENSING = ("condense_plus_context", "condense_question")
+
+
 @pytest.mark.answers
-@pytest.mark.parametrize("mode", ["condense_plus_context", "context"])
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context", "condense_question"])
 def test_a_conversation_runs_as_primitives_with_the_same_turns_and_memory_as_native(simple_index, llm, questions, mode):
     """Two turns from an empty memory: the first has no history (nothing to condense), the second a
-    follow-up the condense-plus-context engine turns into a standalone question before retrieving.
-    Teola reads and extends the wrapped engine's own memory, as the native turns do."""
+    follow-up the condensing engines turn into a standalone question before retrieving (a
+    condense-question engine asks its query engine, lowered under the prefix ``query/``). Teola
+    reads and extends the wrapped engine's own memory, as the native turns do."""
     chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
     fast = optimize(chat_engine)
     assert isinstance(fast, TeolaChatEngine) and fast.fallbacks == []
     ops = {n.name: n.op.value for n in fast.plan}
-    assert ops["retrieve.embed"] == "embed" and ops["synthesize.step0"] == "decode"
-    assert (ops.get("condense") == "decode") == (mode == "condense_plus_context")
+    inner = "query/" if mode == "condense_question" else ""
+    assert ops[f"{inner}retrieve.embed"] == "embed" and ops[f"{inner}synthesize.step0"] == "decode"
+    assert (ops.get("condense") == "decode") == (mode in CONDENSING)
     turns = [questions[1].question, FOLLOW_UP]
     _conversation(chat_engine, turns)  # vLLM's output for a cached prefix can differ from a cold run's: warm both
     native = [_turn(r) for r in _conversation(chat_engine, turns)]
@@ -58,18 +63,19 @@ def test_a_conversation_runs_as_primitives_with_the_same_turns_and_memory_as_nat
         assert [_turn(r) for r in _conversation(fast, turns)] == native
     assert _history(fast) == native_history
     condensed = ["condense" in {s.node for s in trace.spans} for trace in traces]
-    assert condensed == ([False, True] if mode == "condense_plus_context" else [False, False])
-    if mode == "condense_plus_context":
-        assert native[1][2]["message"] != FOLLOW_UP  # the retriever was asked the condensed question
+    assert condensed == ([False, True] if mode in CONDENSING else [False, False])
+    if mode in CONDENSING:  # the retriever (the query engine) was asked the condensed question
+        assert native[1][2].get("message", native[1][2].get("query")) != FOLLOW_UP
     assert [_turn(r) for r in _conversation(fast, turns, asynchronous=True)] == native
     assert _history(fast) == native_history
 
 
-@pytest.mark.parametrize("mode", ["condense_plus_context", "context"])
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context", "condense_question"])
 def test_span_and_event_handlers_see_the_chat_tree_llama_index_reports(simple_index, llm, questions, mode):
-    """The chat span, the condensation's completion, the retrieval, embedding, synthesis and LLM
-    spans under it, nested and named as natively with the same events and the instrument tags of
-    the turn, sync and async; and the same legacy callback events."""
+    """The chat span, the condensation's completion (a condense-question engine's predict, then its
+    query engine's query span), the retrieval, embedding, synthesis and LLM spans under it, nested
+    and named as natively with the same events and the instrument tags of the turn, sync and async;
+    and the same legacy callback events."""
     chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
     fast = optimize(chat_engine)
     question = questions[5].question
@@ -95,7 +101,8 @@ def test_span_and_event_handlers_see_the_chat_tree_llama_index_reports(simple_in
     spans = {row[1] for row in trees["native"]}
     assert {"VectorIndexRetriever.retrieve", "CompactAndRefine.synthesize", "TeolaLLM.chat"} <= spans
     assert ("TeolaLLM.complete" in spans) == (mode == "condense_plus_context")
-    assert "TeolaLLM.acomplete" in {row[1] for row in trees["native async"]} or mode == "context"
+    assert ("TeolaLLM.predict" in spans and "RetrieverQueryEngine.query" in spans) == (mode == "condense_question")
+    assert "TeolaLLM.acomplete" in {row[1] for row in trees["native async"]} or mode != "condense_plus_context"
     assert trees["teola"] == trees["native"]
     assert trees["teola async"] == trees["native async"]
     assert {"retrieve", "synthesize", "llm"} <= {row[1] for row in callback_trees["native"]}

@@ -14,7 +14,7 @@ from langchain_core.tracers.context import collect_runs
 
 from teola.adapters.langchain import read_runnable
 from teola.adapters.langchain.routing import MOST_ROUTES, routing_why_not
-from teola.optimizer.ir import ModuleKind
+from teola.optimizer.ir import ModuleKind, Ref
 from teola_integrations.langchain import optimize
 from teola_integrations.tools.run_trees import langchain_run_tree
 
@@ -27,13 +27,13 @@ def test_each_route_a_lambda_names_is_lowered_and_runs_only_after_the_function(f
     def route(x):
         return explain if "why" in x["question"] else answer
 
-    reading = read_runnable({"question": lambda x: x["question"]} | RunnableLambda(route))
-    generates = [n.name for n in reading.graph if n.op is ModuleKind.GENERATE]
-    [function] = [n.name for n in reading.graph if n.op is ModuleKind.CALL and n.args.label == "route"]
-    assert len(generates) == 2 and len(reading.lowered) == 2
-    dag = reading.graph.to_networkx()
-    assert all(nx.has_path(dag, function, g) for g in generates)
-    assert all(reading.graph[g].args.prefix is None for g in generates)  # not known before the route is chosen
+    graph = read_runnable({"question": lambda x: x["question"]} | RunnableLambda(route)).graph
+    [function] = [n for n in graph if getattr(n.args, "label", None) == "route"]
+    gates = [n for n in graph if getattr(n.args, "label", None) in ("route 0 chosen", "route 1 chosen")]
+    assert [gate.inputs["chosen"] for gate in gates] == [Ref(function.name, "chosen")] * 2
+    for gate in gates:  # each route's LLM call waits for its gate, and its prompt is not known before
+        [call] = [n for n in graph if n.op is ModuleKind.GENERATE and nx.has_path(graph.to_networkx(), gate.name, n.name)]
+        assert call.args.prefix is None
 
 
 def test_a_lambda_naming_no_runnable_or_too_many_runs_as_is():

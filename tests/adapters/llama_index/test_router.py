@@ -9,18 +9,12 @@ from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.schema import TextNode
 from llama_index.core.selectors import LLMSingleSelector
 from llama_index.core.tools import QueryEngineTool
-from llama_index.llms.openai_like import OpenAILike
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index import read_query_engine
 from teola.adapters.llama_index.router import _chosen
 from teola.optimizer.ir import ModuleKind, QueryInput, Ref
 from teola.optimizer.lowering import lower
-
-
-def _served() -> OpenAILike:
-    """An LLM Teola serves (a client of an OpenAI-compatible server; nothing is sent while reading)."""
-    return OpenAILike(model="m", api_base="http://127.0.0.1:9/v1", api_key="k", is_chat_model=True)
 
 
 def _router(llm, selector=None) -> RouterQueryEngine:
@@ -31,8 +25,8 @@ def _router(llm, selector=None) -> RouterQueryEngine:
     return RouterQueryEngine(selector or LLMSingleSelector.from_defaults(llm=llm), tools, llm=llm)
 
 
-def test_every_candidate_is_read_under_its_prefix_behind_a_gate_and_an_llm_selector_is_lowered():
-    reading = read_query_engine(_router(_served()))
+def test_every_candidate_is_read_under_its_prefix_behind_a_gate_and_an_llm_selector_is_lowered(served_llm):
+    reading = read_query_engine(_router(served_llm))
     graph = reading.graph
     assert reading.fallbacks == [] and not reading.whole
     assert graph["select.predict"].op is ModuleKind.GENERATE and graph["select"].inputs == {"text": Ref("select.predict", "text")}
@@ -53,8 +47,8 @@ def test_every_candidate_is_read_under_its_prefix_behind_a_gate_and_an_llm_selec
     lower(graph).lint()
 
 
-def test_a_selector_teola_cannot_lower_runs_as_one_call_and_candidates_on_foreign_llms_run_whole(chosen_by_hand):
-    reading = read_query_engine(_router(_served(), selector=chosen_by_hand(1)))
+def test_a_selector_teola_cannot_lower_runs_as_one_call_and_candidates_on_foreign_llms_run_whole(chosen_by_hand, served_llm):
+    reading = read_query_engine(_router(served_llm, selector=chosen_by_hand(1)))
     assert reading.graph["select"].op is ModuleKind.CALL and "select.predict" not in reading.graph
     assert reading.fallbacks == ["ChosenByHand runs unoptimized, as one call: Teola lowers LLMSingleSelector and "
                                  "LLMMultiSelector (a Pydantic selector calls tools) so far"]

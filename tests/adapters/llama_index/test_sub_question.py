@@ -11,7 +11,6 @@ from llama_index.core.question_gen.types import SubQuestion
 from llama_index.core.response import Response
 from llama_index.core.schema import TextNode
 from llama_index.core.tools import QueryEngineTool
-from llama_index.llms.openai_like import OpenAILike
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index import read_query_engine
@@ -28,9 +27,8 @@ def _engine(llm) -> SubQuestionQueryEngine:
     return SubQuestionQueryEngine.from_defaults(tools, question_gen=LLMQuestionGenerator.from_defaults(llm=llm), llm=llm)
 
 
-def test_each_slot_reads_every_tool_behind_a_gate_and_the_generator_call_is_lowered():
-    served = OpenAILike(model="m", api_base="http://127.0.0.1:9/v1", api_key="k", is_chat_model=True)
-    reading = read_query_engine(_engine(served))
+def test_each_slot_reads_every_tool_behind_a_gate_and_the_generator_call_is_lowered(served_llm):
+    reading = read_query_engine(_engine(served_llm))
     graph = reading.graph
     assert reading.fallbacks == []
     assert graph["generate.predict"].op is ModuleKind.GENERATE
