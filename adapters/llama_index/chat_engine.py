@@ -8,12 +8,13 @@ and answers the message with a CompactAndRefine synthesizer the engine builds fo
 templates holding the chat history; then it stores the message and the answer in its memory.
 
 A condense-question turn condenses the history and the message into a question (an LLM
-``predict``; none on a first turn) and asks its query engine that question.
+``predict``; none on a first turn) and asks its query engine that question. A simple engine's turn
+is one chat call on its prefix messages and the history.
 
 Teola lowers the LLM and retrieval work (the condensation, the retriever, the refine steps of the
-turn's synthesizer; a condense-question engine's query engine, read as any query engine) into
-primitives; the memory's reads and writes run as calls, where the native turn makes them. Any
-other chat engine (simple, an agent) runs whole, as one call.
+turn's synthesizer; a condense-question engine's query engine, read as any query engine; a simple
+engine's chat call) into primitives; the memory's reads and writes run as calls, where the native
+turn makes them. Any other chat engine (an agent) runs whole, as one call.
 """
 
 from __future__ import annotations
@@ -24,17 +25,18 @@ from typing import Any
 
 from llama_index.core.base.llms.generic_utils import messages_to_history_str
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
-from llama_index.core.chat_engine import CondensePlusContextChatEngine, CondenseQuestionChatEngine, ContextChatEngine
+from llama_index.core.chat_engine import (CondensePlusContextChatEngine, CondenseQuestionChatEngine, ContextChatEngine,
+                                          SimpleChatEngine)
 from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, ToolOutput
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import completion_prompt, llm_for, llm_why_not
 from teola.adapters.llama_index.query_engine import read_inner_engine, read_postprocessors, read_retriever
-from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise, render
+from teola.adapters.llama_index.reading import AppReading, UnsupportedPipelineError, recognise, render, to_prompt
 from teola.adapters.llama_index.refine import REFINE_STEPS
 from teola.adapters.llama_index.retrievers import most_nodes
-from teola.adapters.llama_index.spans import completion_spans, llm_call_spans
+from teola.adapters.llama_index.spans import chat_spans, completion_spans, llm_call_spans
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
 from teola.optimizer.ops import FnArgs, GenerateArgs
 from teola.optimizer.values import SKIPPED, Prompt
@@ -45,7 +47,7 @@ condense_question_log = logging.getLogger(CondenseQuestionChatEngine.__module__)
 CHAT_INPUTS = ("message", "chat_history", "prev_chunks")
 MESSAGE = QueryInput("message")
 RESPONSE = Ref("reply", "response")
-_LOWERED = (CondensePlusContextChatEngine, ContextChatEngine, CondenseQuestionChatEngine)
+_LOWERED = (CondensePlusContextChatEngine, ContextChatEngine, CondenseQuestionChatEngine, SimpleChatEngine)
 
 
 def read_chat_engine(chat_engine: Any) -> AppReading:
@@ -66,6 +68,8 @@ def read_chat_engine(chat_engine: Any) -> AppReading:
                                ("response",), FnArgs(partial(_whole_turn, chat_engine), type(chat_engine).__name__)))
     elif type(chat_engine) is CondenseQuestionChatEngine:
         _read_question_turn(reading, li.condense_question_parts(chat_engine))
+    elif type(chat_engine) is SimpleChatEngine:
+        _read_simple_turn(reading, li.simple_chat_parts(chat_engine))
     else:
         _read_turn(reading, chat_engine)
     reading.graph.set_output("response", RESPONSE)
@@ -74,7 +78,11 @@ def read_chat_engine(chat_engine: Any) -> AppReading:
 
 def _why_not(chat_engine: Any) -> str | None:
     if type(chat_engine) not in _LOWERED:
-        return "Teola lowers CondensePlusContextChatEngine, ContextChatEngine and CondenseQuestionChatEngine turns so far"
+        return ("Teola lowers CondensePlusContextChatEngine, ContextChatEngine, CondenseQuestionChatEngine and "
+                "SimpleChatEngine turns so far")
+    if type(chat_engine) is SimpleChatEngine:
+        llm = li.simple_chat_parts(chat_engine).llm
+        return llm_why_not(llm) or (None if llm.metadata.is_chat_model else "its LLM is not a chat model")
     if type(chat_engine) is CondenseQuestionChatEngine:
         question_parts = li.condense_question_parts(chat_engine)
         if li.streams_its_answers(question_parts.query_engine):
@@ -197,6 +205,27 @@ def _read_question_turn(reading: AppReading, parts: li.CondenseQuestionParts) ->
                                               "response": response}, ("response",), FnArgs(reply, "chat memory")))
 
 
+def _read_simple_turn(reading: AppReading, parts: li.SimpleChatParts) -> None:
+    """turn (memory: the message stored, the messages read) -> chat -> reply (memory)."""
+    graph, llm = reading.graph, parts.llm
+    bound = llm_for(reading, llm)
+
+    def turn(message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+        return parts.prefix_messages + run_as_asked(_asked, _aasked, parts, message, chat_history)
+
+    graph.add(Node("turn", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
+                   ("messages",), FnArgs(turn, "chat memory")))
+    messages = {"messages": Ref("turn", "messages")}
+    graph.add(Node("chat", ModuleKind.GENERATE, messages, ("text",), GenerateArgs(bound.engine, bound.sampling, to_prompt)))
+    chat_spans(reading, llm, lambda v: v["messages"], messages, Ref("chat", "text"))
+
+    def reply(text: str) -> AgentChatResponse:
+        run_as_asked(_answered, _aanswered, parts.memory, text)
+        return AgentChatResponse(response=text)
+
+    graph.add(Node("reply", ModuleKind.CALL, {"text": Ref("chat", "text")}, ("response",), FnArgs(reply, "chat memory")))
+
+
 def _whole_turn(chat_engine: Any, message: str, chat_history: list[ChatMessage] | None,
                 prev_chunks: list[Any] | None) -> Any:
     """A turn of a chat engine Teola runs as it is (``prev_chunks`` passed only where given)."""
@@ -229,6 +258,39 @@ def _stored(memory: Any, message: str) -> list[ChatMessage]:
 
 async def _astored(memory: Any, message: str) -> list[ChatMessage]:
     return await memory.aget(input=message)
+
+
+def _asked(parts: li.SimpleChatParts, message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+    """A simple engine's turn: ``chat_history`` set where given, the message stored, then the history the
+    memory gives with room left for the prefix messages."""
+    if chat_history is not None:
+        parts.memory.set(chat_history)
+    parts.memory.put(ChatMessage(content=message, role=MessageRole.USER))
+    return parts.memory.get(initial_token_count=_prefix_tokens(parts))
+
+
+async def _aasked(parts: li.SimpleChatParts, message: str, chat_history: list[ChatMessage] | None) -> list[ChatMessage]:
+    if chat_history is not None:
+        await parts.memory.aset(chat_history)
+    await parts.memory.aput(ChatMessage(content=message, role=MessageRole.USER))
+    return await parts.memory.aget(initial_token_count=_prefix_tokens(parts))
+
+
+def _prefix_tokens(parts: li.SimpleChatParts) -> int:
+    """How many tokens a simple engine's prefix messages take of its memory's budget, as it counts them."""
+    if not hasattr(parts.memory, "tokenizer_fn"):
+        return 0
+    return len(parts.memory.tokenizer_fn(" ".join(m.content or "" for m in parts.prefix_messages
+                                                  if isinstance(m.content, str))))
+
+
+def _answered(memory: Any, text: str) -> None:
+    """The LLM's answer stored in a simple engine's memory."""
+    memory.put(ChatMessage(content=text, role=MessageRole.ASSISTANT))
+
+
+async def _aanswered(memory: Any, text: str) -> None:
+    await memory.aput(ChatMessage(content=text, role=MessageRole.ASSISTANT))
 
 
 def _remember(memory: Any, message: str, answer: str) -> None:

@@ -57,6 +57,7 @@ PRIVATE_NAMES: dict[str, tuple[str, ...]] = {
                                       "_get_response_synthesizer"),
     "ContextChatEngine": ("_retriever", "_llm", "_memory", "_node_postprocessors", "_get_response_synthesizer"),
     "CondenseQuestionChatEngine": ("_query_engine", "_condense_question_prompt", "_memory", "_llm", "_verbose"),
+    "SimpleChatEngine": ("_llm", "_memory", "_prefix_messages"),
     "RouterQueryEngine": ("_selector", "_query_engines", "_metadatas", "_summarizer", "_verbose"),
     "LLMSingleSelector": ("_llm", "_prompt"),
     "LLMQuestionGenerator": ("_llm", "_prompt"),
@@ -263,6 +264,20 @@ def streams_its_answers(query_engine: Any) -> bool:
     """Whether a RetrieverQueryEngine's synthesizer streams (a condense-question turn turns that off while
     it asks the engine, so Teola runs such a turn whole)."""
     return getattr(getattr(query_engine, "_response_synthesizer", None), "_streaming", False)
+
+
+@dataclass(frozen=True)
+class SimpleChatParts:
+    """What Teola runs of a SimpleChatEngine: its LLM, memory and the messages every turn starts with."""
+
+    llm: Any
+    memory: Any
+    prefix_messages: list[Any]
+
+
+def simple_chat_parts(engine: Any) -> SimpleChatParts:
+    """A SimpleChatEngine's parts."""
+    return SimpleChatParts(engine._llm, engine._memory, list(engine._prefix_messages))
 
 
 @dataclass(frozen=True)

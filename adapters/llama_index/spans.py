@@ -533,6 +533,12 @@ def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[
     _complete_spans(reading, llm, prompt, {}, inputs, Answer(text))
 
 
+def chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
+               inputs: Mapping[str, Source], text: Ref) -> None:
+    """``llm.chat(messages(inputs))`` with its events; ``text`` is the answer."""
+    _chat_spans(reading, llm, messages, inputs, Answer(text))
+
+
 def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
                 inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
     result = lambda o: _chat_response(answer.of(o))  # noqa: E731

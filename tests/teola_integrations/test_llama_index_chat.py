@@ -4,6 +4,7 @@ import asyncio
 import logging
 
 import pytest
+from llama_index.core.chat_engine import SimpleChatEngine
 from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.postprocessor import SimilarityPostprocessor
 
@@ -70,12 +71,21 @@ def test_a_conversation_runs_as_primitives_with_the_same_turns_and_memory_as_nat
     assert _history(fast) == native_history
 
 
-@pytest.mark.parametrize("mode", ["condense_plus_context", "context", "condense_question"])
+RETRIEVING = {"VectorIndexRetriever.retrieve", "CompactAndRefine.synthesize", "TeolaLLM.chat"}
+# The spans and legacy callback events a turn of each chat mode reports (among others), natively.
+TURN_REPORTS = {"condense_plus_context": (RETRIEVING | {"TeolaLLM.complete"}, {"retrieve", "synthesize", "llm"}),
+                "context": (RETRIEVING, {"retrieve", "synthesize", "llm"}),
+                "condense_question": (RETRIEVING | {"TeolaLLM.predict", "RetrieverQueryEngine.query"},
+                                      {"retrieve", "synthesize", "llm", "query"}),
+                "simple": ({"TeolaLLM.chat"}, {"llm"})}
+
+
+@pytest.mark.parametrize("mode", list(TURN_REPORTS))
 def test_span_and_event_handlers_see_the_chat_tree_llama_index_reports(simple_index, llm, questions, mode):
     """The chat span, the condensation's completion (a condense-question engine's predict, then its
-    query engine's query span), the retrieval, embedding, synthesis and LLM spans under it, nested
-    and named as natively with the same events and the instrument tags of the turn, sync and async;
-    and the same legacy callback events."""
+    query engine's query span), the retrieval, embedding, synthesis and LLM spans under it (a simple
+    engine's chat call alone), nested and named as natively with the same events and the instrument
+    tags of the turn, sync and async; and the same legacy callback events."""
     chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
     fast = optimize(chat_engine)
     question = questions[5].question
@@ -99,23 +109,43 @@ def test_span_and_event_handlers_see_the_chat_tree_llama_index_reports(simple_in
     engine_name = type(chat_engine).__name__
     assert trees["native"][0][1] == f"{engine_name}.chat" and trees["native async"][0][1] == f"{engine_name}.achat"
     spans = {row[1] for row in trees["native"]}
-    assert {"VectorIndexRetriever.retrieve", "CompactAndRefine.synthesize", "TeolaLLM.chat"} <= spans
+    reported_spans, reported_events = TURN_REPORTS[mode]
+    assert reported_spans <= spans
     assert ("TeolaLLM.complete" in spans) == (mode == "condense_plus_context")
-    assert ("TeolaLLM.predict" in spans and "RetrieverQueryEngine.query" in spans) == (mode == "condense_question")
+    assert ("VectorIndexRetriever.retrieve" in spans) == (mode != "simple")
     assert "TeolaLLM.acomplete" in {row[1] for row in trees["native async"]} or mode != "condense_plus_context"
     assert trees["teola"] == trees["native"]
     assert trees["teola async"] == trees["native async"]
-    assert {"retrieve", "synthesize", "llm"} <= {row[1] for row in callback_trees["native"]}
+    assert reported_events <= {row[1] for row in callback_trees["native"]}
     assert callback_trees["teola"] == callback_trees["native"]
     assert callback_trees["teola async"] == callback_trees["native async"]
 
 
+@pytest.mark.answers
+def test_a_simple_chat_engines_turns_are_one_lowered_chat_call_with_the_same_answers_and_memory(simple_index, llm,
+                                                                                                 questions):
+    """``chat_mode="simple"`` (no retrieval) with a system prompt: two turns from an empty memory, sync
+    and async, give the native answers and leave the native memory."""
+    chat_engine = simple_index.as_chat_engine(chat_mode="simple", llm=llm, system_prompt="Answer in one sentence.")
+    fast = optimize(chat_engine)
+    assert fast.fallbacks == [] and {n.name: n.op.value for n in fast.plan}["chat"] == "decode"
+    turns = [questions[1].question, FOLLOW_UP]
+    _conversation(chat_engine, turns)
+    native = [str(r) for r in _conversation(chat_engine, turns)]
+    native_history = _history(chat_engine)
+    assert len(native_history) == 4
+    assert [str(r) for r in _conversation(fast, turns)] == native and _history(fast) == native_history
+    assert [str(r) for r in _conversation(fast, turns, asynchronous=True)] == native
+    assert _history(fast) == native_history
+
+
 def test_a_chat_engine_teola_cannot_lower_runs_whole_as_one_call(simple_index, llm, questions, caplog):
-    chat_engine = simple_index.as_chat_engine(chat_mode="simple", llm=llm)
+    my_chat_engine = type("MyChatEngine", (SimpleChatEngine,), {})  # a user's own engine
+    chat_engine = my_chat_engine.from_defaults(llm=llm)
     with caplog.at_level(logging.WARNING, logger="teola"):
         fast = optimize(chat_engine)
     assert [r.getMessage() for r in caplog.records if r.name.startswith("teola")] == [f"teola: {fast.fallbacks[0]}"]
-    assert fast.fallbacks[0].startswith("SimpleChatEngine runs unoptimized")
+    assert fast.fallbacks[0].startswith("MyChatEngine runs unoptimized")
     assert [n.name for n in fast.plan] == ["reply"]
     question = questions[2].question
     chat_engine.chat(question, chat_history=list(CHAT_HISTORY))

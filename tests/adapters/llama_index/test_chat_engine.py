@@ -35,3 +35,14 @@ def test_a_condense_question_engine_whose_query_engine_streams_runs_whole(served
     assert reading.whole and [node.name for node in reading.graph] == ["reply"]
     assert reading.fallbacks == ["CondenseQuestionChatEngine runs unoptimized, as one call: its query engine streams "
                                  "(a turn turns that off while it asks)"]
+
+
+def test_a_simple_turn_is_one_chat_call_on_the_prefix_messages_and_the_memory(served_llm):
+    engine = _index().as_chat_engine(chat_mode="simple", llm=served_llm, system_prompt="Be brief.")
+    reading = read_chat_engine(engine)
+    graph = reading.graph
+    assert reading.fallbacks == [] and [n.name for n in graph] == ["turn", "chat", "reply"]
+    [messages] = graph["turn"].args.fn(message="hi", chat_history=None)[:1]
+    assert (messages.role.value, messages.content) == ("system", "Be brief.")
+    assert [(m.role.value, m.content) for m in engine.chat_history] == [("user", "hi")]  # stored as natively
+    lower(graph).lint()

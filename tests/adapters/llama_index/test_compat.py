@@ -41,6 +41,7 @@ def _components() -> list:
         index.as_chat_engine(chat_mode="condense_plus_context", llm=llm),
         index.as_chat_engine(chat_mode="context", llm=llm),
         index.as_chat_engine(chat_mode="condense_question", llm=llm),
+        index.as_chat_engine(chat_mode="simple", llm=llm),
         llm, FaissVectorStore(faiss_index=faiss.IndexFlatL2(8)),
         OpenAILike(model="m", api_base="http://127.0.0.1:9/v1", api_key="k"),  # nothing is sent until it is called
         HuggingFaceEmbedding(model_name=resolve_embedding()),
