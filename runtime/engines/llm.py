@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 # (to 1e-4 nats, with or without AMX), while bfloat16 on vLLM-CPU's AMX path is off by up to 0.13 nats and
 # flips near-ties ("What is the capital of France?" starts "L'Étoile, ..."). README: "Numerics on CPU".
 CPU_DEFAULT_DTYPE = "float32"
+DEATH_CHECK_S = 0.5  # how often a vLLM engine looks whether its core died with requests in flight
 
 
 class PromptTooLongError(ValueError):
@@ -219,6 +220,7 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
                 f"{type(exc).__name__}: {exc}. {why_not_started(exc)}"
             ) from exc
         self._ids = itertools.count()
+        self._watchdog: asyncio.Task | None = None
 
     @classmethod
     async def started(cls, model: str, **settings: Any) -> "VLLMEngine":
@@ -264,6 +266,7 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
             raise ValueError(f"the in-process LLM engine takes max_tokens, temperature, stop and json_schema; it cannot send "
                              f"{sorted(k for k, _ in sampling.extra)} (an engine on an OpenAI-compatible server can)")
         request_id = request_id or f"teola-{next(self._ids)}"
+        self._watch_for_death()
         room = self.max_model_len - len(token_ids)
         params = SamplingParams(
             temperature=1.0 if sampling.temperature is None else sampling.temperature,
@@ -302,6 +305,24 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
         return [(ranked[token].logprob, min(ranked.values(), key=lambda lp: lp.rank).logprob)
                 for token, ranked in zip(token_ids[start:], scored[start:])]
 
+    def _watch_for_death(self) -> None:
+        """Start (once, on the loop requests come from) the watch that fails the requests in flight
+        when the engine core dies: vLLM's monitor thread notices the death and shuts its client down
+        from off the loop, and its notice may never reach them; they would wait forever."""
+        if self._watchdog is None or self._watchdog.done():
+            self._watchdog = asyncio.get_running_loop().create_task(self._fail_requests_of_dead_cores())
+
+    async def _fail_requests_of_dead_cores(self) -> None:
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        told = None
+        while self._engine is not None:
+            await asyncio.sleep(DEATH_CHECK_S)
+            engine = self._engine
+            if engine is not None and engine.errored and engine is not told:
+                told = engine
+                engine.output_processor.propagate_error(EngineDeadError())  # what vLLM's output handler does
+
     def unfinished_requests(self) -> int:
         """How many requests the engine holds that have not finished (aborted ones are gone)."""
         return self._engine.get_num_unfinished_requests()
@@ -311,3 +332,5 @@ class VLLMEngine(ChatTokenizer, LLMEngine):
         engine, self._engine = self._engine, None
         if engine is not None:
             engine.shutdown()
+        if self._watchdog is not None and not self._watchdog.get_loop().is_closed():
+            self._watchdog.get_loop().call_soon_threadsafe(self._watchdog.cancel)
