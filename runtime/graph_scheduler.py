@@ -133,8 +133,8 @@ class GraphScheduler:
         return outputs, trace
 
     def _finishing_after(self, streams: list[TextStream]) -> set[str]:
-        """The decodes filling ``streams`` and every node after them: they run on after ``run`` returns."""
-        decodes = {stream.node for stream in streams if stream.node is not None}
+        """This plan's decodes filling ``streams`` and every node after them: they run on after ``run`` returns."""
+        decodes = {stream.node for stream in streams if stream.node in self._after}
         return decodes.union(*(self._after[decode] for decode in decodes))
 
     async def _run_node(self, node: Node, inputs: Mapping[str, Any], results: dict[str, asyncio.Future],

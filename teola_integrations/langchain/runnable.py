@@ -81,7 +81,7 @@ def stream_plan(build: ChainBuild, runtime: Runtime) -> StreamPlan | None:
     routed = build.routed
     plan = stream_routes(build.plan, routed.picked, {route: final.decode for route, final in routed.finals.items()},
                          "output")
-    finals = [final for final in routed.finals.values() if plan[final.decode].meta.stream]
+    finals = [final for final in routed.finals.values() if final.decode in plan and plan[final.decode].meta.stream]
     if not finals:
         return None
     parser_runs = {final.parser_region for final in finals}  # the stream reports them, as the root's
