@@ -149,7 +149,8 @@ class GraphScheduler:
             if any(v is SKIPPED and arg not in _runs_without(node) for arg, v in args.items()):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
-            if isinstance(node.args, FnArgs):  # a framework callable reads a stream whole, unless it takes streams
+            if isinstance(node.args, FnArgs) and any(isinstance(v, TextStream) for v in args.values()):
+                # a framework callable reads a stream whole, unless it takes streams
                 args = {arg: await v.whole() if isinstance(v, TextStream) and arg not in node.args.reads_streams else v
                         for arg, v in args.items()}
             placed = await regions.placement(node.region) if regions is not None and node.region else None

@@ -36,7 +36,7 @@ def trace_branch(tracer: "Tracer", step: RunnableBranch, value: Traced) -> Value
     branches = {f"branch{i}": out.source for i, out in enumerate(outputs)}
     tracer.graph.add(Node(name, ModuleKind.CALL, branches, ("output",),
                           FnArgs(first_ran, "RunnableBranch output", pure=True, runs_on_skipped=tuple(branches))))
-    tracer.routes[Ref(name, "output")] = name
+    tracer.picks.add(Ref(name, "output"))
     return Value(Ref(name, "output"))
 
 

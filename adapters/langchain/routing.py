@@ -12,17 +12,16 @@ is the lambda's output, as natively."""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from typing import TYPE_CHECKING, Any, Callable
 
 from langchain_core.runnables import Runnable, RunnableLambda
-from langchain_core.runnables.config import acall_func_with_variable_args, call_func_with_variable_args
+from langchain_core.runnables.config import acall_func_with_variable_args, call_func_with_variable_args, run_in_executor
 
 from teola.adapters.langchain.branch import first_ran
-from teola.adapters.langchain.compat import coro_with_context, set_config_context
-from teola.adapters.langchain.steps import FRAME, ROUTED, RunHandle, StepFrame, Traced, Value, child_config
+from teola.adapters.langchain.steps import (FRAME, ROUTED, RunHandle, StepFrame, Traced, Value, child_config,
+                                            run_in_config)
 from teola.optimizer.ir import ModuleKind, Node, Ref
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED
@@ -46,8 +45,9 @@ def routing_why_not(step: RunnableLambda) -> str | None:
         return "it has only an async function"
     if inspect.isgeneratorfunction(step.func) or inspect.isasyncgenfunction(getattr(step, "afunc", None)):
         return "its function is a generator"
-    if len(routes(step)) > MOST_ROUTES:
-        return f"its function names {len(routes(step))} runnables (Teola traces up to {MOST_ROUTES})"
+    named = len(routes(step))
+    if named > MOST_ROUTES:
+        return f"its function names {named} runnables (Teola traces up to {MOST_ROUTES})"
     return None
 
 
@@ -79,7 +79,7 @@ def trace_routing(tracer: "Tracer", step: RunnableLambda, value: Traced) -> Valu
     name = tracer.name("picked")
     tracer.graph.add(Node(name, ModuleKind.CALL, outputs, ("output",),
                           FnArgs(first_ran, "RunnableLambda output", pure=True, runs_on_skipped=tuple(outputs))))
-    tracer.routes[Ref(name, "output")] = name
+    tracer.picks.add(Ref(name, "output"))
     return Value(Ref(name, "output"))
 
 
@@ -94,9 +94,10 @@ def _route_fn(step: RunnableLambda, candidates: list[Runnable], region: str | No
     """The lambda's function called as ``RunnableLambda`` calls it, under the run of ``region``:
     ``chosen`` is the index of the candidate it returned (None otherwise), ``output`` the
     function's own value, or that of a runnable it returned that is not a candidate (run as-is)."""
-    told: list[bool] = []
+    told = False
 
     async def route(value: Any, frame: StepFrame) -> dict[str, Any]:
+        nonlocal told
         lambda_run = await frame.parent_run(region)
         returned = await _called(step, value, frame, lambda_run)
         if not isinstance(returned, Runnable):
@@ -106,10 +107,12 @@ def _route_fn(step: RunnableLambda, candidates: list[Runnable], region: str | No
             if returned is candidate:
                 return {"chosen": i, "output": SKIPPED}
         if not told:
-            told.append(True)
+            told = True
             log.info("teola: %s returned a runnable its function does not name (%s); it runs as-is",
                      step.get_name(), returned.get_name())
-        return {"chosen": None, "output": await _invoked(returned, value, config, frame)}
+        output = await run_in_config(frame, config, lambda: returned.invoke(value, config),
+                                     lambda: returned.ainvoke(value, config))
+        return {"chosen": None, "output": output}
 
     return route
 
@@ -124,25 +127,14 @@ def _deeper(step: RunnableLambda, value: Any, lambda_run: RunHandle) -> dict[str
 
 async def _called(step: RunnableLambda, value: Any, frame: StepFrame, lambda_run: RunHandle) -> Any:
     """The function's return value: called with the lambda's config and run manager, in a child
-    config's context (the async function where the invocation is async and the lambda has one; the
-    sync one in the invocation's executor otherwise)."""
-    config = child_config(lambda_run, None)
-    if frame.is_async and hasattr(step, "afunc"):
-        with set_config_context(config) as context:
-            call = acall_func_with_variable_args(step.afunc, value, lambda_run.config, lambda_run.run)
-            return await coro_with_context(call, context, create_task=True)
-    run = lambda_run.run.get_sync() if frame.is_async else lambda_run.run
+    config's context (in an async invocation its async function where it has one, else the sync
+    one in an executor, as ``RunnableLambda.ainvoke`` calls them)."""
+    config, run = lambda_run.config, lambda_run.run
 
-    def call() -> Any:
-        with set_config_context(config) as context:
-            return context.run(call_func_with_variable_args, step.func, value, lambda_run.config, run)
+    async def called_async() -> Any:
+        if hasattr(step, "afunc"):
+            return await acall_func_with_variable_args(step.afunc, value, config, run)
+        return await run_in_executor(config, call_func_with_variable_args, step.func, value, config, run.get_sync())
 
-    return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run, call)
-
-
-async def _invoked(runnable: Runnable, value: Any, config: dict[str, Any], frame: StepFrame) -> Any:
-    """``runnable`` run as-is on ``value`` with ``config``."""
-    if frame.is_async:
-        return await runnable.ainvoke(value, config)
-    return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run,
-                                                            runnable.invoke, value, config)
+    return await run_in_config(frame, child_config(lambda_run, None),
+                               lambda: call_func_with_variable_args(step.func, value, config, run), called_async)

@@ -9,7 +9,7 @@ import asyncio
 import contextvars
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from langchain_core.runnables import (Runnable, RunnableBinding, RunnableConfig, RunnableParallel, RunnableSequence,
                                       patch_config)
@@ -168,17 +168,26 @@ def step_call(step: Runnable, tag: ChildTag, first: bool = False, region: str | 
         parent = await frame.parent_run(region)
         config = child_config(parent, tag)
         kwargs = frame.kwargs if first else {}
-        if frame.is_async:
-            with set_config_context(config) as context:
-                return await coro_with_context(step.ainvoke(input, config, **kwargs), context, create_task=True)
-
-        def invoke() -> Any:
-            with set_config_context(config) as context:
-                return context.run(step.invoke, input, config, **kwargs)
-
-        return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run, invoke)
+        return await run_in_config(frame, config, lambda: step.invoke(input, config, **kwargs),
+                                   lambda: step.ainvoke(input, config, **kwargs))
 
     return call
+
+
+async def run_in_config(frame: StepFrame, config: RunnableConfig, sync: Callable[[], Any],
+                        coroutine: Callable[[], Awaitable[Any]]) -> Any:
+    """What a step's ``invoke`` (``sync()``) or, in an async invocation, its ``ainvoke``
+    (``coroutine()``) returns, run in ``config``'s context as LangChain runs a child: the sync one
+    in the invocation's executor, inside a copy of the caller's context."""
+    if frame.is_async:
+        with set_config_context(config) as context:
+            return await coro_with_context(coroutine(), context, create_task=True)
+
+    def invoke() -> Any:
+        with set_config_context(config) as context:
+            return context.run(sync)
+
+    return await asyncio.get_running_loop().run_in_executor(frame.executor, frame.context.copy().run, invoke)
 
 
 @dataclass(frozen=True)

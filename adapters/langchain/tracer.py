@@ -89,7 +89,7 @@ class Tracer:
         self.graph = Graph(inputs=("input", "frame"))
         self.lowered: list[str] = []
         self.generations: dict[Source, FinalGeneration] = {}  # every LLM call's output
-        self.routes: dict[Source, str] = {}  # the output of a step that picks one of its routes -> the picking node
+        self.picks: set[Ref] = set()  # the outputs of the nodes that pick one of a step's routes
         self.engines: list[EngineSpec] = []
         self.region: str | None = None  # the enclosing step's region while its children are traced
         self._regions: list[Region | None] = []  # parents before children: a slot is taken before it is known
@@ -135,12 +135,11 @@ class Tracer:
 
     def routed_answer(self, source: Source) -> RoutedAnswer | None:
         """The routes of the step whose output is ``source``, where some route's value is an LLM call's."""
-        picked = self.routes.get(source)
-        if picked is None:
+        if source not in self.picks:
             return None
-        finals = {route: self.generations[value] for route, value in self.graph[picked].inputs.items()
+        finals = {route: self.generations[value] for route, value in self.graph[source.node].inputs.items()
                   if value in self.generations}
-        return RoutedAnswer(picked, finals) if finals else None
+        return RoutedAnswer(source.node, finals) if finals else None
 
     def trace_root(self, runnable: Runnable, value: Traced) -> Traced:
         """The chain itself: its run is the invocation's own, so only its steps are regions."""
