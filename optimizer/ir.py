@@ -272,7 +272,7 @@ class Graph:
                 if before not in self._nodes:
                     raise GraphError(f"node {node.name!r} runs after {before!r}, but there is no such node")
             for field, what in (("catches", "catches the failure of"), ("runs_on_skipped", "runs without"),
-                                ("reads_streams", "reads as streams")):
+                                ("reads_streams", "reads as streams"), ("reads_later", "reads later")):
                 unknown = set(getattr(node.args, field, ())) - set(node.inputs)
                 if unknown:
                     raise GraphError(f"node {node.name!r} {what} inputs {sorted(unknown)} it does not have")

@@ -11,6 +11,7 @@ graph is built, not deep in the runtime.
 from __future__ import annotations
 
 import enum
+import inspect
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -96,7 +97,10 @@ class FnArgs(OpArgs):
     ``SKIPPED`` in any other input skips it too;
     ``catches``: the inputs whose failure it reads as a ``Failed`` value instead of failing with it
     (it handles a failed branch, as a framework's try/except does); ``reads_streams``: the inputs it
-    takes as a ``TextStream`` while a streaming decode fills it (any other reads the text whole)."""
+    takes as a ``TextStream`` while a streaming decode fills it (any other reads the text whole);
+    ``reads_later``: the inputs it is handed unresolved, each as an awaitable of its value (a stream
+    as it starts), so it can answer before the later ones are known (``fn`` is then a coroutine
+    function, run on the query's own task)."""
 
     fn: Callable[..., Any]
     label: str = ""
@@ -104,10 +108,13 @@ class FnArgs(OpArgs):
     runs_on_skipped: tuple[str, ...] = ()
     catches: tuple[str, ...] = ()
     reads_streams: tuple[str, ...] = ()
+    reads_later: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check(callable(self.fn), f"fn must be callable, got {type(self.fn).__name__}")
-        for what in ("runs_on_skipped", "catches", "reads_streams"):
+        _check(not self.reads_later or inspect.iscoroutinefunction(self.fn),
+               f"a callable that reads inputs later ({self.reads_later}) must be a coroutine function")
+        for what in ("runs_on_skipped", "catches", "reads_streams", "reads_later"):
             _check(isinstance(getattr(self, what), tuple),
                    f"{what} must be a tuple of input names, got {getattr(self, what)!r}")
 

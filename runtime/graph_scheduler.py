@@ -16,8 +16,10 @@ streamed answer, which end with it.
 A node with ``meta.stream`` (a streaming decode) publishes a ``TextStream`` as its output as soon
 as it starts and fills it while it runs, so its consumers start on the first items; with
 ``meta.stop_after`` it stops once the parse finds that many final items, as nothing downstream
-reads further; a framework callable reads it whole, unless it names it in ``reads_streams`` (it
-passes the stream on). A graph output that is such a stream is returned as soon as it starts (a
+reads further; any other primitive reads it whole, but a framework callable that names it in
+``reads_streams`` (it passes the stream on). A framework callable with ``reads_later`` inputs is a
+coroutine run on the node's own task, handed those inputs unresolved: it may answer (a streamed
+answer picked among several) before the later ones are known. A graph output that is such a stream is returned as soon as it starts (a
 streamed answer); its decode goes on filling it after ``run`` has returned, and the nodes after the
 decode run on, the stream's reader seeing its end once the regions on them have ended.
 """
@@ -143,15 +145,17 @@ class GraphScheduler:
         try:
             for before in node.after:
                 await asyncio.shield(results[before])
-            caught = node.args.catches if isinstance(node.args, FnArgs) else ()
+            fn_args = node.args if isinstance(node.args, FnArgs) else None
+            caught, later = (fn_args.catches, fn_args.reads_later) if fn_args else ((), ())
             args = {arg: await (_resolve_caught if arg in caught else _resolve)(source, inputs, results)
-                    for arg, source in node.inputs.items()}
+                    for arg, source in node.inputs.items() if arg not in later}
             if any(v is SKIPPED and arg not in _runs_without(node) for arg, v in args.items()):
                 future.set_result({out: SKIPPED for out in node.outputs})
                 return
-            if isinstance(node.args, FnArgs) and any(isinstance(v, TextStream) for v in args.values()):
-                # a framework callable reads a stream whole, unless it takes streams
-                args = {arg: await v.whole() if isinstance(v, TextStream) and arg not in node.args.reads_streams else v
+            if node.op is not Op.PARSE and any(isinstance(v, TextStream) for v in args.values()):
+                # a parse reads the items it needs of a stream; anything else its whole text, unless it takes streams
+                takes = fn_args.reads_streams if fn_args else ()
+                args = {arg: await v.whole() if isinstance(v, TextStream) and arg not in takes else v
                         for arg, v in args.items()}
             placed = await regions.placement(node.region) if regions is not None and node.region else None
             if placed is not None:  # the framework code it runs reports under the region (this task's context only)
@@ -159,13 +163,11 @@ class GraphScheduler:
             start = time.perf_counter() - t0
             trace.running.add(node.name)
             try:
-                rule = self._rules[node.name]
-                request = rule.request_for(node, args, f"{query}:{node.name}", self.policy.priority(priority, self.ranks[node.name]))
-                engine = self.engines[node.engine.name]
-                if node.meta.stream:
-                    await self._stream(node, engine, request, future)
+                if later:  # a coroutine run here, not a request to the callable pool
+                    value = await fn_args.fn(**args, **{arg: _Later(node.inputs[arg], inputs, results) for arg in later})
+                    future.set_result(_as_outputs(node, value))
                 else:
-                    future.set_result(_as_outputs(node, rule.value_of(node, await engine.execute(request))))
+                    await self._send(node, args, f"{query}:{node.name}", priority, future)
             except (asyncio.CancelledError, PrimitiveError):
                 raise
             except Exception as exc:
@@ -180,6 +182,17 @@ class GraphScheduler:
         except BaseException as exc:
             if not future.done():
                 future.set_exception(exc)
+
+    async def _send(self, node: Node, args: Mapping[str, Any], request_id: str, priority: int,
+                    future: asyncio.Future) -> None:
+        """Send the node's request to its engine; set its outputs (a streaming decode's at once)."""
+        rule = self._rules[node.name]
+        request = rule.request_for(node, args, request_id, self.policy.priority(priority, self.ranks[node.name]))
+        engine = self.engines[node.engine.name]
+        if node.meta.stream:
+            await self._stream(node, engine, request, future)
+        else:
+            future.set_result(_as_outputs(node, rule.value_of(node, await engine.execute(request))))
 
     async def _stream(self, node: Node, engine: EngineScheduler, request: Any, future: asyncio.Future) -> None:
         """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
@@ -235,6 +248,17 @@ async def _resolve_caught(source: Any, inputs: Mapping[str, Any], results: dict[
         raise
     except Exception as exc:
         return Failed(original_error(exc))
+
+
+class _Later:
+    """An input a framework callable reads when it needs it (``FnArgs.reads_later``): awaiting it
+    gives its value, a stream as soon as it starts."""
+
+    def __init__(self, source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> None:
+        self._source, self._inputs, self._results = source, inputs, results
+
+    def __await__(self) -> Any:
+        return _resolve(self._source, self._inputs, self._results).__await__()
 
 
 def _as_outputs(node: Node, value: Any) -> dict[str, Any]:

@@ -26,6 +26,7 @@ class TextStream:
     def __init__(self, producer: asyncio.Task | None = None, node: str | None = None) -> None:
         self.node = node  # the decode filling it, where it is a plan's
         self.text = ""
+        self.ends: list[int] = []  # where each delta pushed ends in ``text``
         self.done = False
         self.error: BaseException | None = None
         self.producer = producer
@@ -46,6 +47,7 @@ class TextStream:
         """Append a delta and wake the readers."""
         async with self._changed:
             self.text += delta
+            self.ends.append(len(self.text))
             self._changed.notify_all()
 
     async def finish(self, error: BaseException | None = None) -> None:
@@ -68,15 +70,18 @@ class TextStream:
         return self.text
 
     async def follow(self) -> AsyncIterator[str]:
-        """The text piece by piece as it grows, to its end; raises the producer's error. A watcher's
-        read: stopping early leaves the stream to its readers."""
-        seen = 0
+        """The text delta by delta as it was pushed (however far behind the reader is), to its end;
+        raises the producer's error. A watcher's read: stopping early leaves the stream to its readers."""
+        read = 0
         while True:
-            text = await self.wait_until(lambda grown: len(grown) > seen)
-            if len(text) > seen:
-                yield text[seen:]
-                seen = len(text)
-            elif self.done:
+            async with self._changed:
+                await self._changed.wait_for(lambda: self.done or len(self.ends) > read)
+            if self.error is not None:
+                raise self.error
+            while read < len(self.ends):
+                yield self.text[self.ends[read - 1] if read else 0:self.ends[read]]
+                read += 1
+            if self.done and read == len(self.ends):
                 return
 
     async def deltas(self) -> AsyncIterator[str]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import pytest
 
 from teola.optimizer.ir import Graph, GraphError, Node, Op, QueryInput, Ref, Region
-from teola.optimizer.ops import CALLABLE, DecodeArgs, EngineId, EngineKind, FnArgs, Meta, ParseArgs
+from teola.optimizer.ops import CALLABLE, DecodeArgs, EngineId, EngineKind, FnArgs, Meta, ParseArgs, PromptArgs
 from teola.optimizer.regions import RegionObserver
 from teola.optimizer.values import SKIPPED, Failed, Sampling
 from teola.runtime.engine_scheduler import CallablePool, EngineScheduler
@@ -370,3 +370,80 @@ def test_a_node_naming_a_stream_input_it_does_not_have_is_refused():
     g.set_output("out", Ref("a", "out"))
     with pytest.raises(GraphError, match=r"reads as streams inputs \['y'\]"):
         g.lint(Op)
+
+
+class Endless(StreamingEngine):
+    """Streams one word, then nothing until cancelled."""
+
+    async def stream(self, request):
+        yield "first"
+        await asyncio.Event().wait()
+
+
+def test_a_callable_reading_inputs_later_answers_before_they_are_known_and_what_it_left_is_cancelled():
+    """The first decode's stream is picked as soon as it starts, while the second decode is still
+    running; the query returns the stream, and the second decode is cancelled."""
+    cancelled = []
+
+    class Watched(Endless):
+        async def stream(self, request):
+            try:
+                async for piece in super().stream(request):
+                    yield piece
+            except asyncio.CancelledError:
+                cancelled.append(request)
+                raise
+
+    async def pick(first, second):
+        return await first  # the second is never read
+
+    g = Graph()
+    g.add(Node("first", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.add(Node("second", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()),
+               EngineId(EngineKind.LLM, "other"), meta=Meta(stream=True)))
+    g.add(Node("pick", Op.CALL, {"first": Ref("first", "text"), "second": Ref("second", "text")}, ("out",),
+               FnArgs(pick, reads_later=("first", "second")), CALLABLE))
+    g.set_output("answer", Ref("pick", "out"))
+    g.lint(Op)
+
+    async def main():
+        engines = {"llm": SlowStream(), "other": Watched(), "callable": CallablePool(CALLABLE)}
+        outputs, _ = await asyncio.wait_for(GraphScheduler(g, engines).run({"query_str": "q"}), 5)
+        assert not outputs["answer"].done  # returned as the first decode started, the second still running
+        text = "".join([piece async for piece in outputs["answer"].deltas()])
+        await asyncio.sleep(0)
+        return text
+
+    assert asyncio.run(main()) == "streamed word by word"
+    assert len(cancelled) == 1
+
+
+def test_a_callable_reading_later_must_be_a_coroutine_function_and_name_its_inputs():
+    with pytest.raises(ValueError, match="must be a coroutine function"):
+        FnArgs(lambda x: x, reads_later=("x",))
+
+    async def pick(x):
+        return await x
+
+    g = Graph()
+    g.add(Node("a", Op.CALL, {"x": QueryInput("query_str")}, ("out",), FnArgs(pick, reads_later=("y",)), CALLABLE))
+    g.set_output("out", Ref("a", "out"))
+    with pytest.raises(GraphError, match=r"reads later inputs \['y'\]"):
+        g.lint(Op)
+
+
+def test_a_prompt_reads_a_streamed_text_whole():
+    g = Graph()
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.add(Node("prompt", Op.PROMPT, {"text": Ref("decode", "text")}, ("prompt",),
+               PromptArgs(lambda text: f"<{text}>"), CALLABLE))
+    g.set_output("prompt", Ref("prompt", "prompt"))
+
+    async def main():
+        outputs, _ = await GraphScheduler(g, {"llm": SlowStream(), "callable": CallablePool(CALLABLE)}).run(
+            {"query_str": "q"})
+        return outputs["prompt"]
+
+    assert asyncio.run(main()) == "<streamed word by word>"

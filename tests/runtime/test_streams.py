@@ -65,3 +65,17 @@ def test_deltas_give_the_text_piece_by_piece_to_its_end_or_its_error():
 
 async def _collect(deltas):
     return [delta async for delta in deltas]
+
+
+def test_a_reader_behind_the_producer_still_gets_the_text_delta_by_delta():
+    """What reports each token (an LLM's in-progress events) sees the deltas as they were pushed,
+    however many came while it was busy; empty ones included, as the engine sent them."""
+
+    async def main():
+        stream = TextStream()
+        for delta in ("one", " two", "", " three"):
+            await stream.push(delta)
+        await stream.finish()
+        return [piece async for piece in stream.follow()]
+
+    assert asyncio.run(main()) == ["one", " two", "", " three"]
