@@ -327,7 +327,9 @@ class Graph:
         return "\n".join(lines)
 
 
-_META_OPS = {"stream": Op.DECODE, "stop_after": Op.DECODE, "warm": Op.PREFILL, "items": Op.PARSE}
+# the ops that may carry each meta (a generate module's stream: its decode's, once lowered)
+_META_OPS = {"stream": (Op.DECODE, ModuleKind.GENERATE), "stop_after": (Op.DECODE,), "warm": (Op.PREFILL,),
+             "items": (Op.PARSE,)}
 
 
 def _check_schema(node: Node) -> None:
@@ -349,8 +351,9 @@ def _check_schema(node: Node) -> None:
         raise GraphError(f"node {node.name!r} ({node.op.value}) must read {sorted(schema.required)}"
                          f"{f' and may read {sorted(schema.optional)}' if schema.optional else ''}; "
                          f"it reads {sorted(node.inputs)}")
-    for name, op in _META_OPS.items():
-        if getattr(node.meta, name) not in (None, False) and node.op is not op:
-            raise GraphError(f"node {node.name!r} has meta {name}, which only a {op.value} may have")
+    for name, ops in _META_OPS.items():
+        if getattr(node.meta, name) not in (None, False) and node.op not in ops:
+            raise GraphError(f"node {node.name!r} has meta {name}, which only a {' or a '.join(o.value for o in ops)} "
+                             "may have")
     if node.meta.stop_after is not None and not node.meta.stream:
         raise GraphError(f"decode {node.name!r} stops after items but does not stream")

@@ -15,8 +15,8 @@ from dataclasses import replace
 from typing import Callable, Mapping
 
 from teola.optimizer.ir import Graph, GraphError, ModuleKind, Node, Op, QueryInput, Ref, Source
-from teola.optimizer.ops import (CALLABLE, DecodeArgs, EmbedArgs, FnArgs, GenerateArgs, LLMCallArgs, ParseArgs,
-                                 PrefillArgs, PromptArgs, RetrieveArgs, SearchArgs, SynthesizeArgs)
+from teola.optimizer.ops import (CALLABLE, NO_META, DecodeArgs, EmbedArgs, FnArgs, GenerateArgs, LLMCallArgs, Meta,
+                                 ParseArgs, PrefillArgs, PromptArgs, RetrieveArgs, SearchArgs, SynthesizeArgs)
 
 
 def _lower_retrieve(module: Node) -> list[Node]:
@@ -52,7 +52,8 @@ def _lower_aggregate_retrieve(module: Node) -> list[Node]:
 
 def _llm_call(module: Node, prompt_inputs: Mapping[str, Source], decode_name: str,
               decode_outputs: tuple[str, ...]) -> list[Node]:
-    """prompt -> prefill -> decode for one LLM call of ``module``."""
+    """prompt -> prefill -> decode for one LLM call of ``module`` (its text streams where the module's does:
+    ``meta.stream``)."""
     a: LLMCallArgs = module.args
     name, batch = module.name, a.batch
     return [
@@ -60,7 +61,7 @@ def _llm_call(module: Node, prompt_inputs: Mapping[str, Source], decode_name: st
         Node(f"{name}.prefill", Op.PREFILL, {"prompt": Ref(f"{name}.prompt", "prompt")}, ("tokens",),
              PrefillArgs(batch=batch), a.llm),
         Node(decode_name, Op.DECODE, {"tokens": Ref(f"{name}.prefill", "tokens")}, decode_outputs,
-             DecodeArgs(a.sampling, batch=batch), a.llm),
+             DecodeArgs(a.sampling, batch=batch), a.llm, meta=Meta(stream=True) if module.meta.stream else NO_META),
     ]
 
 

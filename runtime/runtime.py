@@ -14,7 +14,6 @@ import asyncio
 import atexit
 import concurrent.futures
 import logging
-import queue
 import threading
 import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, TypeVar
@@ -28,6 +27,7 @@ from teola.runtime.backends.in_process import InProcessBackend
 from teola.runtime.engine_scheduler import BatchingScheduler, CallablePool, EngineScheduler, LLMScheduler
 from teola.runtime.errors import TeolaRuntimeError
 from teola.runtime.graph_scheduler import GraphScheduler, QueryTrace
+from teola.runtime.loop_bridge import aiterate_on, iterate_on
 from teola.runtime.policy import CriticalPathFirst, SchedulingPolicy
 from teola.runtime.models import DEFAULT_EMBEDDING, DEFAULT_LLM
 from teola.runtime.profiler import profile_engine
@@ -37,7 +37,6 @@ from teola.runtime.traces import deliver
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-_END = object()
 _FOREVER = object()  # the holder of an engine asked for without one
 
 
@@ -89,46 +88,11 @@ class Runtime:
     def iterate(self, stream: AsyncIterator[T]) -> Iterator[T]:
         """Yield the items of ``stream`` (pumped on the runtime loop) in the calling thread; the
         stream's error, if any, is raised here."""
-        items: queue.Queue = queue.Queue()
+        return iterate_on(self._loop, stream)
 
-        async def pump() -> None:
-            try:
-                async for item in stream:
-                    items.put(item)
-            except BaseException as exc:  # handed to the consumer (if it still reads), which re-raises it
-                items.put(exc)
-            items.put(_END)
-
-        pumping = self.submit(pump())
-        try:
-            while (item := items.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            pumping.cancel()
-
-    async def aiterate(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
+    def aiterate(self, stream: AsyncIterator[T]) -> AsyncIterator[T]:
         """Yield the items of ``stream`` (pumped on the runtime loop) on the caller's own event loop."""
-        loop = asyncio.get_running_loop()
-        items: asyncio.Queue = asyncio.Queue()
-
-        async def pump() -> None:
-            try:
-                async for item in stream:
-                    loop.call_soon_threadsafe(items.put_nowait, item)
-            except BaseException as exc:  # handed to the consumer (if it still reads), which re-raises it
-                loop.call_soon_threadsafe(items.put_nowait, exc)
-            loop.call_soon_threadsafe(items.put_nowait, _END)
-
-        pumping = self.submit(pump())
-        try:
-            while (item := await items.get()) is not _END:
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            pumping.cancel()
+        return aiterate_on(self._loop, stream)
 
     def engine(self, spec: EngineSpec, holder: object | None = None) -> EngineScheduler:
         """The shared engine ``spec`` asks for, started on first use (vLLM takes 10-50 s on CPU). One

@@ -30,6 +30,11 @@ def asked(asynchronously: bool) -> Iterator[None]:
         _caller_loop.reset(token)
 
 
+def asked_asynchronously() -> bool:
+    """Whether the query running here was asked with ``aquery`` (``achat`` ...)."""
+    return _caller_loop.get() is not None
+
+
 def run_as_asked(sync: Callable[..., T], twin: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
     """``sync(*args, **kwargs)``, or its async ``twin`` on the caller's loop where the query was
     asked with ``aquery``; called on a runtime thread, never on the caller's loop."""

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 
 import llama_index.core
 from llama_index.core.async_utils import run_jobs
+from llama_index.core.response.utils import aget_response_text, get_response_text
 from llama_index.core.schema import NodeWithScore, QueryBundle
 from llama_index.core.selectors import llm_selectors
 from llama_index.core.vector_stores.types import VectorStoreQueryResult
@@ -260,10 +261,24 @@ def condense_question_parts(engine: Any) -> CondenseQuestionParts:
                                  engine._verbose)
 
 
+def stream_why_not(synth: Any) -> str | None:
+    """Why a streaming synthesizer's answer cannot stream from Teola's engines (None: it can): its
+    LLM's stream() raises where an output parser is set, so the native synthesizer answers."""
+    parts = synthesizer_parts(synth)
+    parsers = [parts.llm.output_parser, *(getattr(t, "output_parser", None)
+                                          for t in (parts.text_qa_template, parts.refine_template) if t is not None)]
+    return "an output parser on a streamed answer (LlamaIndex's stream() refuses one)" if any(parsers) else None
+
+
+def synthesizer_streams(synth: Any) -> bool:
+    """Whether a synthesizer answers with a stream of tokens (``streaming=True``)."""
+    return getattr(synth, "_streaming", False)
+
+
 def streams_its_answers(query_engine: Any) -> bool:
     """Whether a RetrieverQueryEngine's synthesizer streams (a condense-question turn turns that off while
     it asks the engine, so Teola runs such a turn whole)."""
-    return getattr(getattr(query_engine, "_response_synthesizer", None), "_streaming", False)
+    return synthesizer_streams(getattr(query_engine, "_response_synthesizer", None))
 
 
 @dataclass(frozen=True)
@@ -406,16 +421,17 @@ class SynthesizerParts:
     summary_template: Any
     prompt_helper: Any
     padding: int
-    plain: bool  # not streaming, no structured output, no answer filtering, not multimodal
+    plain: bool  # no structured output, no answer filtering, not multimodal
+    streaming: bool  # its answer is a generator of tokens
 
 
 def synthesizer_parts(synth: Any) -> SynthesizerParts:
     """What Teola reads of a CompactAndRefine, TreeSummarize, SimpleSummarize or Accumulate synthesizer."""
-    plain = not (synth._streaming or getattr(synth, "_output_cls", None) is not None
+    plain = not (getattr(synth, "_output_cls", None) is not None
                  or getattr(synth, "_structured_answer_filtering", False) or getattr(synth, "_multimodal", False))
     return SynthesizerParts(synth._llm, getattr(synth, "_text_qa_template", None), getattr(synth, "_refine_template", None),
                             getattr(synth, "_summary_template", None), synth._prompt_helper,
-                            getattr(synth, "_response_padding_size", 0), plain)
+                            getattr(synth, "_response_padding_size", 0), plain, synth._streaming)
 
 
 def compact_chunks(synth: Any, query: str, texts: list[str]) -> list[str]:
@@ -423,16 +439,20 @@ def compact_chunks(synth: Any, query: str, texts: list[str]) -> list[str]:
     return synth._make_compact_text_chunks(query, texts)
 
 
-def refine_answer(synth: Any, template: Any, variables: dict[str, Any]) -> str | None:
+def refine_answer(synth: Any, template: Any, variables: dict[str, Any], last: bool = False) -> Any:
     """One call of a refine loop (compact or refine mode), as the loop makes it: through the
-    synthesizer's refine program (whose span wraps the LLM's ``predict``); None where the loop keeps
-    its answer (an empty one)."""
-    return synth._update_response(synth._program_factory(template), variables, {})
+    synthesizer's refine program (whose span wraps the LLM's ``predict``, or ``stream`` where it
+    streams); None where the loop keeps its answer (an empty one). A streaming loop's ``last`` call
+    is left a generator, unread, as the loop returns it; the others' text is read, as the loop reads
+    it before its next call."""
+    answer = synth._update_response(synth._program_factory(template), variables, {})
+    return answer if last or not inspect.isgenerator(answer) else get_response_text(answer)
 
 
-async def arefine_answer(synth: Any, template: Any, variables: dict[str, Any]) -> str | None:
-    """``refine_answer``'s async twin, as the async loop makes the call."""
-    return await synth._aupdate_response(synth._program_factory(template), variables, {})
+async def arefine_answer(synth: Any, template: Any, variables: dict[str, Any], last: bool = False) -> Any:
+    """``refine_answer``'s async twin, as the async loop makes the call (an async generator where it streams)."""
+    answer = await synth._aupdate_response(synth._program_factory(template), variables, {})
+    return answer if last or not inspect.isasyncgen(answer) else await aget_response_text(answer)
 
 
 def accumulated(synth: Any, answers: list[str]) -> str:

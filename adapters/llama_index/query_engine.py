@@ -38,8 +38,10 @@ def read_query_engine(query_engine: Any) -> AppReading:
             f"(index.as_chat_engine()), "
             f"got {type(query_engine).__module__}.{type(query_engine).__name__}"
         )
-    reading = AppReading(Graph(inputs=("query_str",)))
+    reading = AppReading(Graph(inputs=("query_str",)), answers_its_caller=True)
     reading.graph.set_output("response", read_engine(reading, query_engine))
+    if reading.stream is not None:  # the runtime keeps what fills it running past the query's return
+        reading.graph.set_output("stream", reading.stream)
     return reading
 
 
@@ -169,8 +171,12 @@ def _postprocess_fn(postprocessor: Any) -> Callable[..., list[NodeWithScore]]:
 
 
 def read_synthesizer(reading: AppReading, synth: Any, nodes: Ref, most_nodes: int | None) -> None:
-    """The synthesize module(s) of ``synth`` over ``nodes`` (one call where no recogniser lowers it)."""
+    """The synthesize module(s) of ``synth`` over ``nodes`` (one call where no recogniser lowers it;
+    a streaming one streams its answer to the app's caller only)."""
     recogniser, why = recognise((*REFINE_STEPS, *SYNTHESIZERS), synth)
+    if recogniser is not None and li.synthesizer_streams(synth) and not reading.answers_its_caller:
+        recogniser, why = None, "it streams the answer of an engine another one asks (Teola streams the answer of " \
+                                "the engine it wraps)"
     if recogniser is not None:
         recogniser.read(reading, synth, nodes, most_nodes)
         return

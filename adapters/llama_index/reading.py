@@ -72,7 +72,9 @@ class AppReading:
     components that run unoptimized (each with why), and whether that is the whole query engine
     (``whole``: its own ``query`` then reports the query's span). ``query`` is where the
     components being read take their query from: the app's query, or another module's output (a
-    chat engine's condensed question)."""
+    chat engine's condensed question). ``answers_its_caller``: the engine read answers the app's
+    caller (its answer may stream to them), not another engine; ``stream``: the text stream of
+    the answer, where it streams (a streaming synthesizer's last call)."""
 
     graph: Graph
     indexes: list[IndexSource] = field(default_factory=list)
@@ -81,6 +83,8 @@ class AppReading:
     region: str | None = None  # the span the components being read report under (None: the query's)
     whole: bool = False
     query: Source = QueryInput("query_str")
+    answers_its_caller: bool = False
+    stream: Ref | None = None
 
     def span(self, observer: RegionObserver, inputs: Mapping[str, Source], outputs: Mapping[str, Source]) -> str:
         """Declare the span ``observer`` reports, under the current one; return its region's name."""

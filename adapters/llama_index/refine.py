@@ -18,45 +18,54 @@ where the steps left it.
 from __future__ import annotations
 
 from itertools import takewhile
-from typing import Any, Callable, Generator, Mapping, Sequence
+from typing import Any, Callable, Generator, Mapping, NamedTuple, Sequence
 
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
 from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.answer_tokens import answer_tokens
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
 from teola.adapters.llama_index.spans import refine_spans
 from teola.adapters.llama_index.synthesizers import finishing, per_query, synthesizer_why_not, template_prefix
 from teola.optimizer.ir import ModuleKind, Node, Ref
-from teola.optimizer.ops import FnArgs, GenerateArgs, PrefixSpec
+from teola.optimizer.ops import FnArgs, GenerateArgs, Meta, PrefixSpec
 from teola.optimizer.values import CONTEXT_MARK, SKIPPED, PromptPrefix
 
 # the most refine calls lowered as steps when the retriever's top-k does not bound them (the rest run natively)
 MOST_REFINE_STEPS = 8
 
-LLMCall = tuple[Any, dict[str, Any]]  # a template and the variables predict() gets with it
+class LLMCall(NamedTuple):
+    """One call of the loop: a template, the variables predict() gets with it, and whether the loop
+    makes no call after it (whatever it answers: its pieces are all used)."""
+
+    template: Any
+    variables: dict[str, Any]
+    last: bool
+
+
 RefineCalls = Generator[LLMCall, "str | None", "str | None"]
 
 
 def refine_calls(synth: Refine, query: str, pieces: Sequence[str]) -> RefineCalls:
-    """The refine loop over ``pieces``: yields each LLM call (template, variables) and is sent the
-    call's parsed answer (None where the loop keeps its answer); returns the final answer (None: none)."""
+    """The refine loop over ``pieces``: yields each LLM call and is sent the call's parsed answer
+    (None where the loop keeps its answer); returns the final answer (None: none)."""
     parts = li.synthesizer_parts(synth)
     pending, response = list(pieces), None
     while pending:
         piece = pending.pop(0)
         if response is None:
-            call = parts.text_qa_template.partial_format(query_str=query), {"context_str": piece}
+            call = LLMCall(parts.text_qa_template.partial_format(query_str=query), {"context_str": piece}, not pending)
         else:
             template = parts.refine_template.partial_format(query_str=query, existing_answer=response)
             repacked = parts.prompt_helper.repack(template, [piece], llm=parts.llm)
             if len(repacked) > 1:  # too big beside the answer so far: its parts go first, last part first
                 pending[:0] = reversed(repacked)
                 continue
-            call = template, {"context_msg": repacked[0]}
+            call = LLMCall(template, {"context_msg": repacked[0]}, not pending)
         answer = yield call
         response = answer or response
     return response
@@ -97,22 +106,34 @@ def replayed(synth: Refine, query: str, pieces: Sequence[str], answers: Sequence
     return calls, call
 
 
-def _native_rest(synth: Refine, calls: RefineCalls, call: LLMCall) -> str | None:
-    """The rest of the loop, run as the native loop runs it: ``call`` and those after it."""
-    try:
-        while True:
+def _native_rest(synth: Refine, calls: RefineCalls, call: LLMCall) -> Any:
+    """The rest of the loop, run as the native loop runs it: ``call`` and those after it (a streaming
+    loop's last call left a generator, unread, as the loop returns it)."""
+    while not call.last:
+        try:
             call = calls.send(li.refine_answer(synth, *call))
-    except StopIteration as ended:
-        return ended.value
+        except StopIteration as ended:
+            return ended.value
+    return li.refine_answer(synth, *call) or _ended(calls, None)
 
 
-async def _anative_rest(synth: Refine, calls: RefineCalls, call: LLMCall) -> str | None:
+async def _anative_rest(synth: Refine, calls: RefineCalls, call: LLMCall) -> Any:
     """``_native_rest`` in an ``aquery``: the async loop's calls."""
-    try:
-        while True:
+    while not call.last:
+        try:
             call = calls.send(await li.arefine_answer(synth, *call))
+        except StopIteration as ended:
+            return ended.value
+    return await li.arefine_answer(synth, *call) or _ended(calls, None)
+
+
+def _ended(calls: RefineCalls, answer: str | None) -> str | None:
+    """The loop's final answer, its last call answered ``answer``."""
+    try:
+        calls.send(answer)
     except StopIteration as ended:
         return ended.value
+    raise AssertionError("the refine loop went on past its last call")
 
 
 class RefineStepsRecogniser(Recogniser):
@@ -125,7 +146,7 @@ class RefineStepsRecogniser(Recogniser):
         return type(component) is self.kind
 
     def why_not(self, component: Any) -> str | None:
-        return synthesizer_why_not(component)
+        return synthesizer_why_not(component, streams=True)
 
     def read(self, reading: AppReading, synth: Refine, nodes: Ref, most_nodes: int | None = None,
              turn: Ref | None = None) -> Ref:
@@ -149,18 +170,47 @@ class RefineStepsRecogniser(Recogniser):
                 PrefixSpec(self._refine_prefix(synth, pieces, i), ("query", "nodes", *own))
             reading.graph.add(Node(step, ModuleKind.GENERATE, {"query": query, "nodes": nodes, **own, **answers},
                                    ("text",), GenerateArgs(bound.engine, bound.sampling,
-                                                           self._prompt(synth, calls, i), prefix)))
+                                                           self._prompt(synth, calls, i), prefix),
+                                   meta=Meta(stream=parts.streaming)))
         packed = per_query(lambda query, nodes, synth: packed_chunks(synth, query, nodes))
         native = refine_spans(reading, synth, query, nodes, steps, lambda v, i: calls(
             v["query"], v["nodes"], v.get("synth", synth), *(v[f"answer{j}"] for j in range(i))),
             packed=(lambda v: packed(v["query"], v["nodes"], v.get("synth", synth)))
-            if isinstance(synth, CompactAndRefine) else None, turn=turn)
+            if isinstance(synth, CompactAndRefine) else None, turn=turn, streaming=parts.streaming)
         every_answer = {f"answer{i}": Ref(step, "text") for i, step in enumerate(steps)}
-        reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **own, **every_answer},
+        finish = "synthesize.whole" if parts.streaming else "synthesize"
+        reading.graph.add(Node(finish, ModuleKind.CALL, {"query": query, "nodes": nodes, **own, **every_answer},
             ("response",), FnArgs(self._finish(synth, pieces, count), "build response", pure=True,
                                   runs_on_skipped=tuple(every_answer)),
             region=native))
+        if parts.streaming:
+            reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **own,
+                                                                    **every_answer, "whole": Ref(finish, "response")},
+                                   ("response", "text"), FnArgs(self._streamed(synth, calls, count), "stream the answer",
+                                                                pure=True, reads_later=(*every_answer, "whole"))))
+            reading.stream = Ref("synthesize", "text")
         return Ref("synthesize", "response")
+
+    @staticmethod
+    def _streamed(read: Refine, calls: Callable[..., Any], count: int) -> Callable[..., Any]:
+        """A streaming loop's answer, as soon as its last call starts: the Response whose tokens
+        are that call's text stream (``text``), its steps before it read whole; where no step is
+        its last call (it makes more calls than there are steps, or none: no nodes came), the
+        finish step's Response (``whole``: the native loop's, its last call's tokens unread)."""
+
+        async def answer(query: str, nodes: list[NodeWithScore], whole: Any, synth: Refine = read,
+                         **answers: Any) -> dict[str, Any]:
+            made: list[str] = []
+            for i in range(count):
+                text = await answers[f"answer{i}"]
+                if text is SKIPPED:  # no call: no nodes came
+                    break
+                if calls(query, nodes, synth, *made).last:
+                    return {"response": li.response(synth, answer_tokens(text), list(nodes)), "text": text}
+                made.append(await text.whole())
+            return {"response": await whole, "text": None}
+
+        return answer
 
     @staticmethod
     def _prompt(read: Refine, calls: Callable[..., Any], i: int) -> Callable[..., Any]:
@@ -172,7 +222,7 @@ class RefineStepsRecogniser(Recogniser):
             if not nodes:
                 return SKIPPED
             call = calls(query, nodes, synth, *(answers[f"answer{j}"] for j in range(i)))
-            return SKIPPED if call is SKIPPED else render(llm, call[0], **call[1])
+            return SKIPPED if call is SKIPPED else render(llm, call.template, **call.variables)
 
         return build_prompt
 

@@ -38,7 +38,8 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.dispatcher import DISPATCHER_SPAN_DECORATED_ATTR, active_instrument_tags
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.embedding import EmbeddingEndEvent, EmbeddingStartEvent
-from llama_index.core.instrumentation.events.llm import (LLMChatEndEvent, LLMChatStartEvent, LLMCompletionEndEvent,
+from llama_index.core.instrumentation.events.llm import (LLMChatEndEvent, LLMChatInProgressEvent, LLMChatStartEvent,
+                                                         LLMCompletionEndEvent, LLMCompletionInProgressEvent,
                                                          LLMCompletionStartEvent, LLMPredictEndEvent,
                                                          LLMPredictStartEvent)
 from llama_index.core.instrumentation.events.query import QueryEndEvent, QueryStartEvent
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 
 Events = Callable[[Mapping[str, Any], Mapping[str, Any]], Sequence[BaseEvent]]
 Call = Callable[[Mapping[str, Any]], tuple[tuple, dict]]
+Progress = Callable[[Mapping[str, Any], str, str], Sequence[BaseEvent]]
 
 
 def reports_its_own_span(method: Callable) -> Callable:
@@ -196,13 +198,18 @@ class Span(RegionObserver, abc.ABC):
     starts (after its events). ``mode``: reported only in a ``query`` ("sync") or
     an ``aquery`` ("async") where the framework's sync and async paths differ (None: in both); a span
     not reported passes its children to its own parent. ``when(inputs)``: whether the framework
-    opens it for these values (None: always)."""
+    opens it for these values (None: always). ``progress(inputs, text, delta)``: the events each
+    delta of its streamed output ``text`` brings. ``detached``: a top-level span of its own, outside
+    the query's (an LLM call a streamed response makes as its reader reads it)."""
 
     def __init__(self, call: Call, start_events: Events | None = None, end_events: Events | None = None,
                  result: Callable[[Mapping[str, Any]], Any] | None = None, mode: str | None = None,
-                 when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None) -> None:
+                 when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None,
+                 progress: Progress | None = None, detached: bool = False) -> None:
         self.call, self.start_events, self.end_events, self.result = call, start_events, end_events, result
         self.mode, self.when, self.callback = mode, when, callback
+        self.progress, self.detached = progress, detached
+        self._streamed: dict[str, str] = {}  # the text each open span's stream has brought so far
 
     def active(self, query: Mapping[str, Any]) -> bool:
         spans = query.get("spans")
@@ -222,9 +229,12 @@ class Span(RegionObserver, abc.ABC):
     def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
         spans: QuerySpans = query["spans"]
         args, kwargs = self.call(inputs)
-        callback_parent = parent.callback_parent if parent else spans.callback_parent
-        handle = _open(self.site_of(spans, inputs), args, kwargs, parent.id if parent else spans.parent, inputs, spans.tags,
-                       callback_parent)
+        if self.detached:
+            parent_id, callback_parent = None, BASE_TRACE_EVENT
+        else:
+            parent_id = parent.id if parent else spans.parent
+            callback_parent = parent.callback_parent if parent else spans.callback_parent
+        handle = _open(self.site_of(spans, inputs), args, kwargs, parent_id, inputs, spans.tags, callback_parent)
         if self.start_events:
             _emit(handle, self.start_events(inputs, {}))
         if self.callback is not None and self.callback.manager.handlers:
@@ -234,7 +244,13 @@ class Span(RegionObserver, abc.ABC):
                 handle = replace(handle, callback_id=event, callback_parent=callback_parent if leaf else event)
         return handle
 
+    def delta(self, handle: SpanHandle, key: str, piece: str) -> None:
+        if self.progress is not None:
+            text = self._streamed[handle.id] = self._streamed.get(handle.id, "") + piece
+            _emit(handle, self.progress(handle.inputs, text, piece))
+
     def end(self, handle: SpanHandle, outputs: Mapping[str, Any]) -> None:
+        self._streamed.pop(handle.id, None)
         if self.end_events:
             _emit(handle, self.end_events(handle.inputs, outputs))
         if handle.callback_id is not None:
@@ -242,6 +258,7 @@ class Span(RegionObserver, abc.ABC):
         _exit(handle, self.result(outputs) if self.result else None)
 
     def fail(self, handle: SpanHandle, error: BaseException) -> None:
+        self._streamed.pop(handle.id, None)
         if handle.callback_id is not None:
             self.callback.fail(handle.callback_id, error)
         _drop(handle, error)
@@ -261,8 +278,8 @@ class MethodSpan(Span):
                  end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
                  mode: str | None = None, asynchronous: bool | None = None,
                  when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None,
-                 instance_input: str | None = None) -> None:
-        super().__init__(call, start_events, end_events, result, mode, when, callback)
+                 instance_input: str | None = None, progress: Progress | None = None, detached: bool = False) -> None:
+        super().__init__(call, start_events, end_events, result, mode, when, callback, progress, detached)
         self.instance, self.method, self.asynchronous = instance, method, asynchronous
         self.instance_input = instance_input
         self._sites: dict[bool, SpanSite] = {}
@@ -502,28 +519,59 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
     def parsed(o: Mapping[str, Any]) -> str:
         return li.parse_output(llm, answer.of(o))
 
-    def templating(v: Mapping[str, Any]) -> dict:
-        template, args = predict(v)
+    span = reading.span(MethodSpan(
+        llm, "predict", lambda v: ((predict(v)[0],), predict(v)[1]),
+        lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
+        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous, when=answer.made(),
+        callback=_templating(llm, predict)), inputs, {"text": text})
+    with reading.inside(span):
+        _model_spans(reading, llm, predict, inputs, answer, asynchronous)
+
+
+def llm_stream_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[str, Any]], tuple[Any, dict]],
+                     inputs: Mapping[str, Source], text: Ref, when: Callable[[Mapping[str, Any]], bool],
+                     detached: bool = False) -> None:
+    """``llm.stream(template, **args)`` > ``stream_chat(messages)`` or ``stream_complete(prompt,
+    formatted=True)`` (their async twins in an ``aquery``) with their events, one in-progress event
+    per delta of ``text`` (a streamed decode's); ``predict(inputs)`` gives the template and its
+    arguments; ``when(inputs)``: whether the call is made so. ``detached``: a streaming
+    synthesizer's last call, which its response makes as its reader reads it, outside the query."""
+    span = reading.span(MethodSpan(
+        llm, "stream", lambda v: ((predict(v)[0],), predict(v)[1]),
+        lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
+        when=when, callback=_templating(llm, predict), detached=detached), inputs, {"text": text})
+    with reading.inside(span):
+        _model_spans(reading, llm, predict, inputs, Answer(text), None, when)
+
+
+def _templating(llm: Any, predict: Callable[[Mapping[str, Any]], tuple[Any, dict]]) -> CallbackEvent:
+    """The ``TEMPLATING`` callback event ``predict``/``stream`` start with the template and its arguments."""
+
+    def payload(v: Mapping[str, Any]) -> dict:
+        template, args = predict(v)[:2]
         return {EventPayload.TEMPLATE: template.get_template(llm=llm),
                 EventPayload.TEMPLATE_VARS: {k: x for k, x in ChainMap(template.kwargs, args).items()
                                              if k in template.template_vars},
                 EventPayload.SYSTEM_PROMPT: llm.system_prompt, EventPayload.QUERY_WRAPPER_PROMPT: llm.query_wrapper_prompt}
 
-    span = reading.span(MethodSpan(
-        llm, "predict", lambda v: ((predict(v)[0],), predict(v)[1]),
-        lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
-        lambda v, o: [LLMPredictEndEvent(output=parsed(o))], parsed, asynchronous=asynchronous, when=answer.made(),
-        callback=CallbackEvent(CBEventType.TEMPLATING, llm.callback_manager, templating)), inputs, {"text": text})
+    return CallbackEvent(CBEventType.TEMPLATING, llm.callback_manager, payload)
+
+
+def _model_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[str, Any]], tuple[Any, dict]],
+                 inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None,
+                 streamed_when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+    """The chat or completion call ``predict`` (``stream``, where ``streamed_when`` is given) makes,
+    by the kind of model ``llm`` is."""
 
     def rendered(v: Mapping[str, Any]) -> tuple[list[Any] | None, str | None]:
-        template, args = predict(v)
+        template, args = predict(v)[:2]
         return li.render(llm, template, **args)
 
-    with reading.inside(span):
-        if llm.metadata.is_chat_model:
-            _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, answer, asynchronous)
-        else:
-            _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, answer, asynchronous)
+    if llm.metadata.is_chat_model:
+        _chat_spans(reading, llm, lambda v: rendered(v)[0], inputs, answer, asynchronous, streamed_when)
+    else:
+        _complete_spans(reading, llm, lambda v: rendered(v)[1], {"formatted": True}, inputs, answer, asynchronous,
+                        streamed_when)
 
 
 def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str],
@@ -540,44 +588,58 @@ def chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str,
 
 
 def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
-                inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
+                inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None,
+                streamed_when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+    """``chat`` (``stream_chat`` where ``streamed_when`` is given: made when it holds) with its events."""
     result = lambda o: _chat_response(answer.of(o))  # noqa: E731
     callback = CallbackEvent(CBEventType.LLM, llm.callback_manager,
                              lambda v: {EventPayload.MESSAGES: messages(v), EventPayload.ADDITIONAL_KWARGS: {},
                                         EventPayload.SERIALIZED: _payload(llm)},
                              lambda v, o: {EventPayload.MESSAGES: messages(v), EventPayload.RESPONSE: result(o)})
-    _method_spans(reading, llm, "chat", lambda v: ((messages(v),), {}),
+    progress = lambda v, text, delta: [LLMChatInProgressEvent(  # noqa: E731
+        messages=messages(v), response=ChatResponse(message=LIChatMessage(role=MessageRole.ASSISTANT, content=text),
+                                                    delta=delta))]
+    _method_spans(reading, llm, "stream_chat" if streamed_when else "chat", lambda v: ((messages(v),), {}),
                   lambda v, o: [LLMChatStartEvent(model_dict=_payload(llm), messages=messages(v), additional_kwargs={})],
                   lambda v, o: [LLMChatEndEvent(messages=messages(v), response=result(o))], result, inputs, answer,
-                  asynchronous, callback)
+                  asynchronous, callback, streamed_when, progress)
 
 
 def _complete_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[str, Any]], str], kwargs: dict,
-                    inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None) -> None:
+                    inputs: Mapping[str, Source], answer: Answer, asynchronous: bool | None = None,
+                    streamed_when: Callable[[Mapping[str, Any]], bool] | None = None) -> None:
+    """``complete`` (``stream_complete`` where ``streamed_when`` is given: made when it holds) with its events."""
     result = lambda o: CompletionResponse(text=answer.of(o))  # noqa: E731
     callback = CallbackEvent(CBEventType.LLM, llm.callback_manager,
                              lambda v: {EventPayload.PROMPT: prompt(v), EventPayload.ADDITIONAL_KWARGS: kwargs,
                                         EventPayload.SERIALIZED: _payload(llm)},
                              lambda v, o: {EventPayload.PROMPT: prompt(v), EventPayload.COMPLETION: result(o)})
-    _method_spans(reading, llm, "complete", lambda v: ((prompt(v),), kwargs),
+    progress = lambda v, text, delta: [LLMCompletionInProgressEvent(  # noqa: E731
+        prompt=prompt(v), response=CompletionResponse(text=text, delta=delta))]
+    _method_spans(reading, llm, "stream_complete" if streamed_when else "complete", lambda v: ((prompt(v),), kwargs),
                   lambda v, o: [LLMCompletionStartEvent(model_dict=_payload(llm), prompt=prompt(v),
                                                         additional_kwargs=kwargs)],
                   lambda v, o: [LLMCompletionEndEvent(prompt=prompt(v), response=result(o))], result, inputs, answer,
-                  asynchronous, callback)
+                  asynchronous, callback, streamed_when, progress)
 
 
 def _method_spans(reading: "AppReading", llm: Any, method: str, call: Call, start: Events, end: Events,
                   result: Callable[[Mapping[str, Any]], Any], inputs: Mapping[str, Source], answer: Answer,
-                  asynchronous: bool | None, callback: CallbackEvent) -> None:
-    """``llm.method``'s span with its events, inside the spans of the overrides a call passes through first."""
+                  asynchronous: bool | None, callback: CallbackEvent,
+                  streamed_when: Callable[[Mapping[str, Any]], bool] | None = None,
+                  progress: Progress | None = None) -> None:
+    """``llm.method``'s span with its events, inside the spans of the overrides a call passes through
+    first; a streamed call (``streamed_when``: made when it holds) reports ``progress`` on each delta."""
     outer = reading.region
+    when = streamed_when or answer.made()
     for _ in range(_delegations(llm, method)):  # an override's own span around the method it delegates to
         with reading.inside(outer):
             outer = reading.span(MethodSpan(llm, method, call, result=result, asynchronous=asynchronous,
-                                            when=answer.made()), inputs, {"text": answer.text})
+                                            when=when), inputs, {"text": answer.text})
     with reading.inside(outer):
-        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous, when=answer.made(),
-                                callback=callback), inputs, {"text": answer.text})
+        reading.span(MethodSpan(llm, method, call, start, end, result, asynchronous=asynchronous, when=when,
+                                callback=callback, progress=progress if streamed_when else None),
+                     inputs, {"text": answer.text})
 
 
 def _delegations(llm: Any, method: str) -> int:
@@ -631,16 +693,18 @@ def _instance(turn: Source | None) -> str | None:
 
 
 def refine_spans(reading: "AppReading", synth: Any, query: Source, nodes: Source, steps: Sequence[str],
-                 call: Callable[[Mapping[str, Any], int], tuple[Any, dict]],
-                 packed: Callable[[Mapping[str, Any]], list[str]] | None = None, turn: Source | None = None) -> str:
+                 call: Callable[[Mapping[str, Any], int], Any],
+                 packed: Callable[[Mapping[str, Any]], list[str]] | None = None, turn: Source | None = None,
+                 streaming: bool = False) -> str:
     """``synth.synthesize`` > ``get_response`` (compact mode: > its refine ``get_response`` on the
     ``packed(values)`` chunks) > the LLM's spans of each refine step made, ``call(values, i)``
-    giving step ``i``'s template and variables from its inputs (the answers before it: ``answer<j>``),
+    giving step ``i``'s ``LLMCall`` from its inputs (the answers before it: ``answer<j>``; where
+    the synthesizer is ``streaming``, its calls stream, the last one outside the query's spans),
     for the refine steps ``steps`` finished by the module ``synthesize``. Returns the span the
     loop's calls after the steps (run natively) go under; none are reported where the first step
     has no prompt (the native synthesizer runs and reports itself). ``turn``: see ``_synthesize_spans``."""
     response = {"response": Ref("synthesize", "response")}
-    text = lambda o: o["response"].response  # noqa: E731
+    text = lambda o: getattr(o["response"], "response_gen", None) or o["response"].response  # noqa: E731
     first = Ref(steps[0], "prompt")
     outer = _synthesize_spans(reading, synth, "synthesize", query, nodes, response, text, first, events=packed is None,
                               turn=turn)
@@ -652,11 +716,20 @@ def refine_spans(reading: "AppReading", synth: Any, query: Source, nodes: Source
                 lambda v: ((), {"query_str": v["query"], "text_chunks": packed(v), "prev_response": None}),
                 lambda v, o: [GetResponseStartEvent(query_str=v["query"], text_chunks=packed(v))],
                 lambda v, o: [GetResponseEndEvent()], text, instance_input=_instance(turn)), inputs, response)
+    llm = li.synthesizer_parts(synth).llm
     for i, step in enumerate(steps):
         inputs = {"query": query, "nodes": nodes, "prompt": Ref(step, "prompt"), **_turn(turn),
                   **{f"answer{j}": Ref(steps[j], "text") for j in range(i)}}
-        with reading.inside(outer):
-            llm_call_spans(reading, li.synthesizer_parts(synth).llm, lambda v, i=i: call(v, i), inputs, Ref(step, "text"))
+        step_call = lambda v, i=i: call(v, i)  # noqa: E731
+        if not streaming:
+            with reading.inside(outer):
+                llm_call_spans(reading, llm, step_call, inputs, Ref(step, "text"))
+            continue
+        with reading.inside(outer):  # a call the loop reads before its next one
+            llm_stream_spans(reading, llm, step_call, inputs, Ref(step, "text"), lambda v, i=i: not call(v, i).last)
+        with reading.inside(None):  # the last, which the response's reader makes
+            llm_stream_spans(reading, llm, step_call, inputs, Ref(step, "text"), lambda v, i=i: call(v, i).last,
+                             detached=True)
     return outer
 
 

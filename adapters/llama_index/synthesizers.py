@@ -31,11 +31,16 @@ from teola.optimizer.values import CONTEXT_MARK, SKIPPED, Prompt, PromptPrefix
 log = logging.getLogger("teola.adapters.llama_index")
 
 
-def synthesizer_why_not(synth: Any) -> str | None:
-    """Why a synthesizer of a family Teola lowers cannot be lowered (None: it can)."""
+def synthesizer_why_not(synth: Any, streams: bool = False) -> str | None:
+    """Why a synthesizer of a family Teola lowers cannot be lowered (None: it can); ``streams``: the
+    family streams its answer where the synthesizer does."""
     parts = li.synthesizer_parts(synth)
     if not parts.plain:
-        return "streaming, structured output or answer filtering"
+        return "structured output or answer filtering"
+    if parts.streaming:
+        why = li.stream_why_not(synth) if streams else "streaming (Teola streams the compact and refine modes' answers)"
+        if why:
+            return why
     return llm_why_not(parts.llm)
 
 

@@ -7,11 +7,12 @@ a latency comparison measures the execution strategy and nothing else.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
-from llama_index.core.base.llms.types import (ChatMessage, ChatResponse, ChatResponseGen, CompletionResponse,
-                                              CompletionResponseGen, LLMMetadata, MessageRole)
+from llama_index.core.base.llms.types import (ChatMessage, ChatResponse, ChatResponseAsyncGen, ChatResponseGen,
+                                              CompletionResponse, CompletionResponseAsyncGen, CompletionResponseGen,
+                                              LLMMetadata, MessageRole)
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 from pydantic import Field, PrivateAttr
@@ -76,6 +77,9 @@ class TeolaLLM(CustomLLM):
     def _deltas(self, prompt: Prompt) -> Iterator[str]:
         return self._client.deltas(prompt, self.teola_sampling)
 
+    def _adeltas(self, prompt: Prompt) -> AsyncIterator[str]:
+        return self._client.adeltas(prompt, self.teola_sampling)
+
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=self._text(to_prompt(messages))))
@@ -95,6 +99,16 @@ class TeolaLLM(CustomLLM):
 
         return gen()
 
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        async def gen() -> ChatResponseAsyncGen:
+            text = ""
+            async for delta in self._adeltas(to_prompt(messages)):
+                text += delta
+                yield ChatResponse(message=ChatMessage(role=MessageRole.ASSISTANT, content=text), delta=delta)
+
+        return gen()
+
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         return CompletionResponse(text=self._text(Prompt(text=prompt)))
@@ -108,6 +122,16 @@ class TeolaLLM(CustomLLM):
         def gen() -> CompletionResponseGen:
             text = ""
             for delta in self._deltas(Prompt(text=prompt)):
+                text += delta
+                yield CompletionResponse(text=text, delta=delta)
+
+        return gen()
+
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        async def gen() -> CompletionResponseAsyncGen:
+            text = ""
+            async for delta in self._adeltas(Prompt(text=prompt)):
                 text += delta
                 yield CompletionResponse(text=text, delta=delta)
 

@@ -86,7 +86,7 @@ def test_lint_rejects_inputs_the_op_does_not_read_and_missing_ones():
 
 
 def test_lint_rejects_meta_on_an_op_it_does_not_apply_to():
-    with pytest.raises(GraphError, match="meta stream, which only a decode may have"):
+    with pytest.raises(GraphError, match="meta stream, which only a decode or a generate may have"):
         _linted(Node("embed", Op.EMBED, {"text": QueryInput("query_str")}, ("vector",), EmbedArgs(), EMBEDDING,
                      meta=Meta(stream=True)))
     with pytest.raises(GraphError, match="stops after items but does not stream"):

@@ -1,6 +1,6 @@
 from teola.optimizer.ir import Graph, ModuleKind, Node, Op, QueryInput, Ref
 from teola.optimizer.lowering import lower
-from teola.optimizer.ops import CALLABLE, EngineId, EngineKind, FnArgs, RetrieveArgs, SynthesizeArgs
+from teola.optimizer.ops import CALLABLE, EngineId, EngineKind, FnArgs, GenerateArgs, Meta, RetrieveArgs, SynthesizeArgs
 from teola.optimizer.values import Sampling
 
 EMBEDDING = EngineId(EngineKind.EMBEDDING, "embedding")
@@ -45,3 +45,16 @@ def test_lowering_keeps_the_module_graph_untouched():
     before = str(modules)
     lower(modules)
     assert str(modules) == before
+
+
+def test_a_generate_module_that_streams_lowers_to_a_streaming_decode():
+    g = Graph()
+    g.add(Node("answer", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
+               GenerateArgs(LLM, Sampling(), lambda query: query), meta=Meta(stream=True)))
+    g.add(Node("other", ModuleKind.GENERATE, {"query": QueryInput("query_str")}, ("text",),
+               GenerateArgs(LLM, Sampling(), lambda query: query)))
+    g.set_output("text", Ref("answer", "text"))
+    g.set_output("other", Ref("other", "text"))
+    plan = lower(g)
+    assert plan["answer"].op is Op.DECODE and plan["answer"].meta.stream
+    assert not plan["other"].meta.stream and not plan["answer.prompt"].meta.stream

@@ -39,15 +39,18 @@ def _text(words: int, seed: int) -> str:
 
 
 def _ours(synth: Refine, llm: ScriptedLLM, query: str, nodes: list[NodeWithScore]) -> tuple[list[str], str | None]:
-    """The prompts ``refine_calls`` asks for, sent the same scripted answers, and its final answer."""
-    calls, prompts = refine_calls(synth, query, refine_pieces(synth, query, nodes)), []
+    """The prompts ``refine_calls`` asks for, sent the same scripted answers, and its final answer;
+    each call says whether it is the last, before its answer is known."""
+    calls, prompts, lasts = refine_calls(synth, query, refine_pieces(synth, query, nodes)), [], []
     try:
         call = next(calls)
         while True:
-            messages, text = li.render(llm, call[0], **call[1])
+            messages, text = li.render(llm, call.template, **call.variables)
             prompts.append(text if messages is None else llm.messages_to_prompt(messages))
+            lasts.append(call.last)
             call = calls.send(li.parse_output(llm, llm.answers[(len(prompts) - 1) % len(llm.answers)]))
     except StopIteration as ended:
+        assert lasts == [False] * (len(lasts) - 1) + [True]
         return prompts, ended.value
 
 
