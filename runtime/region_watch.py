@@ -90,13 +90,22 @@ class RegionWatch:
 
     def leave_to_streams(self, nodes: set[str], streams: list[TextStream]) -> None:
         """Leave the regions that read a node of ``nodes`` (the query's streamed answers and what
-        finishes after them), and those above them, to end with the ``streams``: their readers see
-        the end only once these regions have; ``settle`` no longer waits for them."""
-        for name, region in self._regions.items():
-            if any(isinstance(s, Ref) and s.node in nodes for s in region.sources()):
-                while name is not None and name not in self._streamed:
-                    self._streamed.add(name)
-                    name = self._parents[name]
+        finishes after them), those above them (they end after them) and those below them (they
+        start after them), to end with the ``streams``: their readers see the end only once these
+        regions have; ``settle`` no longer waits for them."""
+        reading = [name for name, region in self._regions.items()
+                   if any(isinstance(s, Ref) and s.node in nodes for s in region.sources())]
+        below = list(reading)
+        while below:
+            name = below.pop()
+            if name not in self._streamed:
+                self._streamed.add(name)
+                below += self._children[name]
+        for name in reading:
+            name = self._parents[name]
+            while name is not None and name not in self._streamed:
+                self._streamed.add(name)
+                name = self._parents[name]
         if self._streamed:
             reported = asyncio.gather(*(self._tasks[name] for name in self._streamed), return_exceptions=True)
             for stream in streams:

@@ -17,9 +17,9 @@ any other ``BaseEmbedding`` an engine around the model object; the reading lists
 must start (``AppReading.engines``).
 """
 
-from teola.adapters.llama_index.chat_engine import read_chat_engine
+from teola.adapters.llama_index.chat_engine import read_chat_engine, streamed_turn_why_not
 from teola.adapters.llama_index.query_engine import read_query_engine
 from teola.adapters.llama_index.reading import AppReading, IndexSource, UnsupportedPipelineError, to_prompt
 
 __all__ = ["AppReading", "IndexSource", "UnsupportedPipelineError", "read_chat_engine", "read_query_engine",
-           "to_prompt"]
+           "streamed_turn_why_not", "to_prompt"]

@@ -2,37 +2,67 @@
 
 A streaming synthesizer answers with a ``StreamingResponse`` whose ``response_gen`` yields the
 tokens of its last LLM call (an ``AsyncStreamingResponse`` and an async generator in an
-``aquery``). Teola's answer is the text stream of a decode running on the runtime's loop;
-``answer_tokens`` reads it from the caller's thread or loop, delta by delta, raising a failed
-decode's own error (the LLM client's), as the native generator would.
+``aquery``); natively that call starts where its reader first reads, and reports its spans there
+(the user's own span, a chat engine's writer thread). Teola's answer is the text stream of a decode
+already running on the runtime's loop; ``answer_tokens`` reads it from the caller's thread or loop,
+delta by delta, raising a failed decode's own error (the LLM client's), as the native generator
+would, and tells ``read`` where its reader began reading (``ReadingPlace``; None once it is dropped
+unread), which is where the call's spans go.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import AsyncIterator, Iterator
+import weakref
+from typing import Any, AsyncIterator, Iterator
 
 from teola.adapters.llama_index.as_asked import asked_asynchronously
+from teola.adapters.llama_index.spans import ReadingPlace, reading_place
+from teola.optimizer.values import SKIPPED
 from teola.runtime.errors import PrimitiveError, original_error
 from teola.runtime.loop_bridge import aiterate_on, iterate_on
 from teola.runtime.streams import TextStream
 
 
-def answer_tokens(stream: TextStream) -> Iterator[str] | AsyncIterator[str]:
+def answer_tokens(stream: TextStream, read: asyncio.Future) -> Iterator[str] | AsyncIterator[str]:
     """The tokens of ``stream`` as a generator (an async generator where the query was asked with
-    ``aquery``); called on the loop the stream is filled on. Closing it early stops the decode."""
+    ``aquery``); called on the loop the stream is filled on, whose future ``read`` it sets. Closing
+    it early stops the decode."""
     loop = asyncio.get_running_loop()
-    return _atokens(loop, stream) if asked_asynchronously() else _tokens(loop, stream)
+    tokens = _atokens(loop, stream, read) if asked_asynchronously() else _tokens(loop, stream, read)
+    weakref.finalize(tokens, _tell, loop, read, None)  # dropped unread: no place
+    return tokens
 
 
-def _tokens(loop: asyncio.AbstractEventLoop, stream: TextStream) -> Iterator[str]:
+async def where_read(read: Any) -> ReadingPlace | Any:
+    """Where the reader of a streamed answer began reading it, once it has (``read``: the future
+    ``answer_tokens`` sets; None where the answer did not stream); SKIPPED where it never did."""
+    future = await read
+    place = None if future is None else await future
+    return SKIPPED if place is None else place
+
+
+def _tell(loop: asyncio.AbstractEventLoop, read: asyncio.Future, place: ReadingPlace | None) -> None:
+    """Settle ``read`` with ``place`` from any thread (the first word only)."""
+
+    def settle() -> None:
+        if not read.done():
+            read.set_result(place)
+
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(settle)
+
+
+def _tokens(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.Future) -> Iterator[str]:
+    _tell(loop, read, reading_place())
     try:
         yield from iterate_on(loop, stream.deltas())
     except PrimitiveError as exc:
         raise original_error(exc) from None
 
 
-async def _atokens(loop: asyncio.AbstractEventLoop, stream: TextStream) -> AsyncIterator[str]:
+async def _atokens(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.Future) -> AsyncIterator[str]:
+    _tell(loop, read, reading_place())
     try:
         async for token in aiterate_on(loop, stream.deltas()):
             yield token

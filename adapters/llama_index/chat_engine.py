@@ -19,15 +19,18 @@ turn makes them. Any other chat engine (an agent) runs whole, as one call.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
-from typing import Any
+from typing import Any, AsyncIterator, Iterator
 
 from llama_index.core.base.llms.generic_utils import messages_to_history_str
-from llama_index.core.base.llms.types import ChatMessage, MessageRole
+from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from llama_index.core.chat_engine import (CondensePlusContextChatEngine, CondenseQuestionChatEngine, ContextChatEngine,
                                           SimpleChatEngine)
-from llama_index.core.chat_engine.types import AgentChatResponse, BaseChatEngine, ToolOutput
+from llama_index.core.types import Thread  # LlamaIndex's: the thread runs in a copy of the context
+from llama_index.core.chat_engine.types import (AgentChatResponse, BaseChatEngine, StreamingAgentChatResponse,
+                                                ToolOutput)
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.as_asked import run_as_asked
@@ -50,16 +53,26 @@ RESPONSE = Ref("reply", "response")
 _LOWERED = (CondensePlusContextChatEngine, ContextChatEngine, CondenseQuestionChatEngine, SimpleChatEngine)
 
 
-def read_chat_engine(chat_engine: Any) -> AppReading:
+def read_chat_engine(chat_engine: Any, streamed: bool = False) -> AppReading:
     """Read a chat engine's turn (``chat``/``achat`` with a message and, optionally, the chat history
     to start from and, for a context engine, the nodes to answer from where retrieval finds none:
-    ``prev_chunks``) into a module graph whose output ``response`` is the ``AgentChatResponse``."""
+    ``prev_chunks``) into a module graph whose output ``response`` is the ``AgentChatResponse``;
+    ``streamed``: a ``stream_chat``/``astream_chat`` turn, whose ``StreamingAgentChatResponse``
+    streams the answer from the engines (where ``streamed_turn_why_not`` allows it)."""
     li.check_version()
     if not isinstance(chat_engine, BaseChatEngine):
         raise UnsupportedPipelineError(
             f"optimize() takes a llama_index query or chat engine (for example index.as_chat_engine()), "
             f"got {type(chat_engine).__module__}.{type(chat_engine).__name__}")
     reading = AppReading(Graph(inputs=CHAT_INPUTS))
+    if streamed:
+        why = streamed_turn_why_not(chat_engine)
+        if why:
+            raise ValueError(f"a streamed turn of {type(chat_engine).__name__} cannot be lowered: {why}")
+        _read_turn(reading, chat_engine, streamed=True)
+        reading.graph.set_output("response", RESPONSE)
+        reading.graph.set_output("stream", reading.stream)
+        return reading
     why = _why_not(chat_engine)
     if why:
         reading.fallback(chat_engine, why)
@@ -95,14 +108,24 @@ def _why_not(chat_engine: Any) -> str | None:
     return recognise(REFINE_STEPS, parts.synthesizer_for([]))[1] or None
 
 
-def _read_turn(reading: AppReading, chat_engine: Any) -> None:
-    """turn (memory) -> [condense] -> retrieve -> postprocess* -> refine steps -> reply (memory)."""
+def streamed_turn_why_not(chat_engine: Any) -> str | None:
+    """Why Teola cannot stream ``chat_engine``'s turns from its engines (None: it can; its
+    ``stream_chat`` then runs natively)."""
+    if type(chat_engine) not in (CondensePlusContextChatEngine, ContextChatEngine):
+        return "Teola streams the turns of CondensePlusContextChatEngine and ContextChatEngine so far"
+    return _why_not(chat_engine) or \
+        recognise(REFINE_STEPS, li.chat_engine_parts(chat_engine).synthesizer_for([], streaming=True))[1] or None
+
+
+def _read_turn(reading: AppReading, chat_engine: Any, streamed: bool = False) -> None:
+    """turn (memory) -> [condense] -> retrieve -> postprocess* -> refine steps -> reply (memory);
+    ``streamed``: the synthesizer streams, and the reply streams its answer, storing it once read."""
     parts = li.chat_engine_parts(chat_engine)
     graph = reading.graph
 
     def turn(message: str, chat_history: list[ChatMessage] | None) -> dict[str, Any]:
         history = run_as_asked(_history, _ahistory, parts.memory, message, chat_history)
-        return {"history": history, "synth": parts.synthesizer_for(history)}
+        return {"history": history, "synth": parts.synthesizer_for(history, streaming=streamed)}
 
     graph.add(Node("turn", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
                    ("history", "synth"), FnArgs(turn, "chat memory")))
@@ -115,12 +138,15 @@ def _read_turn(reading: AppReading, chat_engine: Any) -> None:
                        ("nodes",), FnArgs(_context, "previous chunks where none came", pure=True)))
         nodes, bound = Ref("context", "nodes"), None
     with reading.asking(MESSAGE):
-        REFINE_STEPS[0].read(reading, parts.synthesizer_for([]), nodes, bound, turn=Ref("turn", "synth"))
+        REFINE_STEPS[0].read(reading, parts.synthesizer_for([], streaming=streamed), nodes, bound,
+                             turn=Ref("turn", "synth"))
 
-    def reply(message: str, question: str, nodes: list[Any], response: Any) -> AgentChatResponse:
-        run_as_asked(_remember, _aremember, parts.memory, message, str(response))
+    def reply(message: str, question: str, nodes: list[Any], response: Any) -> Any:
         source = ToolOutput(tool_name="retriever", content=str(nodes), raw_input={"message": question},
                             raw_output=nodes)
+        if streamed:
+            return run_as_asked(_streamed_reply, _astreamed_reply, parts.memory, message, response, source, nodes)
+        run_as_asked(_remember, _aremember, parts.memory, message, str(response))
         return AgentChatResponse(response=str(response), sources=[source], source_nodes=nodes)
 
     graph.add(Node("reply", ModuleKind.CALL, {"message": MESSAGE, "question": question, "nodes": nodes,
@@ -291,6 +317,43 @@ def _answered(memory: Any, text: str) -> None:
 
 async def _aanswered(memory: Any, text: str) -> None:
     await memory.aput(ChatMessage(content=text, role=MessageRole.ASSISTANT))
+
+
+def _streamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
+                    nodes: list[Any]) -> StreamingAgentChatResponse:
+    """A streamed turn's reply, as a context engine's ``stream_chat`` makes it: the message stored,
+    the answer streamed as chat responses, stored by a thread of its own once read."""
+    memory.put(ChatMessage(content=message, role=MessageRole.USER))
+    reply = StreamingAgentChatResponse(chat_stream=_chat_responses(response.response_gen), sources=[source],
+                                       source_nodes=nodes)
+    reply.write_response_to_history_thread = Thread(target=reply.write_response_to_history, args=(memory,))
+    reply.write_response_to_history_thread.start()
+    return reply
+
+
+async def _astreamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
+                           nodes: list[Any]) -> StreamingAgentChatResponse:
+    """``astream_chat``'s reply: the answer stored by a task on the caller's loop once read."""
+    await memory.aput(ChatMessage(content=message, role=MessageRole.USER))
+    reply = StreamingAgentChatResponse(achat_stream=_achat_responses(response.async_response_gen()), sources=[source],
+                                       source_nodes=nodes)
+    reply.awrite_response_to_history_task = asyncio.create_task(reply.awrite_response_to_history(memory))
+    return reply
+
+
+def _chat_responses(tokens: Iterator[str]) -> Iterator[ChatResponse]:
+    """The tokens of a streamed answer as the chat responses a chat engine streams (the text so far, the token)."""
+    text = ""
+    for token in tokens:
+        text += token
+        yield ChatResponse(message=ChatMessage(content=text, role=MessageRole.ASSISTANT), delta=token)
+
+
+async def _achat_responses(tokens: AsyncIterator[str]) -> AsyncIterator[ChatResponse]:
+    text = ""
+    async for token in tokens:
+        text += token
+        yield ChatResponse(message=ChatMessage(content=text, role=MessageRole.ASSISTANT), delta=token)
 
 
 def _remember(memory: Any, message: str, answer: str) -> None:

@@ -17,15 +17,16 @@ where the steps left it.
 
 from __future__ import annotations
 
+import asyncio
 from itertools import takewhile
-from typing import Any, Callable, Generator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Generator, NamedTuple, Sequence
 
 from llama_index.core.prompts.prompt_utils import get_biggest_prompt
 from llama_index.core.response_synthesizers import CompactAndRefine, Refine
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from teola.adapters.llama_index import compat as li
-from teola.adapters.llama_index.answer_tokens import answer_tokens
+from teola.adapters.llama_index.answer_tokens import answer_tokens, where_read
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import llm_for
 from teola.adapters.llama_index.reading import AppReading, Recogniser, render
@@ -176,7 +177,8 @@ class RefineStepsRecogniser(Recogniser):
         native = refine_spans(reading, synth, query, nodes, steps, lambda v, i: calls(
             v["query"], v["nodes"], v.get("synth", synth), *(v[f"answer{j}"] for j in range(i))),
             packed=(lambda v: packed(v["query"], v["nodes"], v.get("synth", synth)))
-            if isinstance(synth, CompactAndRefine) else None, turn=turn, streaming=parts.streaming)
+            if isinstance(synth, CompactAndRefine) else None, turn=turn,
+            read_where=Ref("synthesize.read", "place") if parts.streaming else None)
         every_answer = {f"answer{i}": Ref(step, "text") for i, step in enumerate(steps)}
         finish = "synthesize.whole" if parts.streaming else "synthesize"
         reading.graph.add(Node(finish, ModuleKind.CALL, {"query": query, "nodes": nodes, **own, **every_answer},
@@ -186,19 +188,23 @@ class RefineStepsRecogniser(Recogniser):
         if parts.streaming:
             reading.graph.add(Node("synthesize", ModuleKind.CALL, {"query": query, "nodes": nodes, **own,
                                                                     **every_answer, "whole": Ref(finish, "response")},
-                                   ("response", "text"), FnArgs(self._streamed(synth, calls, count), "stream the answer",
-                                                                pure=True, reads_later=(*every_answer, "whole"))))
+                                   ("response", "text", "read"),
+                                   FnArgs(self._streamed(synth, calls, count), "stream the answer", pure=True,
+                                          reads_later=(*every_answer, "whole"))))
+            reading.graph.add(Node("synthesize.read", ModuleKind.CALL, {"read": Ref("synthesize", "read")}, ("place",),
+                                   FnArgs(where_read, "where the answer is read", pure=True, reads_later=("read",))))
             reading.stream = Ref("synthesize", "text")
         return Ref("synthesize", "response")
 
     @staticmethod
-    def _streamed(read: Refine, calls: Callable[..., Any], count: int) -> Callable[..., Any]:
+    def _streamed(first: Refine, calls: Callable[..., Any], count: int) -> Callable[..., Any]:
         """A streaming loop's answer, as soon as its last call starts: the Response whose tokens
-        are that call's text stream (``text``), its steps before it read whole; where no step is
-        its last call (it makes more calls than there are steps, or none: no nodes came), the
-        finish step's Response (``whole``: the native loop's, its last call's tokens unread)."""
+        are that call's text stream (``text``; ``read``: told where its reader reads it), its steps
+        before it read whole; where no step is its last call (it makes more calls than there are
+        steps, or none: no nodes came), the finish step's Response (``whole``: the native loop's,
+        its last call's tokens unread)."""
 
-        async def answer(query: str, nodes: list[NodeWithScore], whole: Any, synth: Refine = read,
+        async def answer(query: str, nodes: list[NodeWithScore], whole: Any, synth: Refine = first,
                          **answers: Any) -> dict[str, Any]:
             made: list[str] = []
             for i in range(count):
@@ -206,9 +212,11 @@ class RefineStepsRecogniser(Recogniser):
                 if text is SKIPPED:  # no call: no nodes came
                     break
                 if calls(query, nodes, synth, *made).last:
-                    return {"response": li.response(synth, answer_tokens(text), list(nodes)), "text": text}
+                    read = asyncio.get_running_loop().create_future()
+                    return {"response": li.response(synth, answer_tokens(text, read), list(nodes)), "text": text,
+                            "read": read}
                 made.append(await text.whole())
-            return {"response": await whole, "text": None}
+            return {"response": await whole, "text": None, "read": None}
 
         return answer
 

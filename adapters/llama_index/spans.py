@@ -96,6 +96,21 @@ class QuerySpans:
     callback_parent: str = BASE_TRACE_EVENT
 
 
+@dataclass(frozen=True)
+class ReadingPlace:
+    """Where the reader of a streamed answer began reading it: the span active there (None: none),
+    the legacy callback event events started there go under, the instrument tags active there."""
+
+    span: str | None
+    callback_parent: str
+    tags: Mapping[str, Any]
+
+
+def reading_place() -> ReadingPlace:
+    """The place the calling code runs in."""
+    return ReadingPlace(active_span_id.get(), li.callback_parent(), dict(active_instrument_tags.get()))
+
+
 def async_name(method: str) -> str:
     """The async twin of an instrumented method: ``retrieve`` -> ``aretrieve``, ``_query`` -> ``_aquery``."""
     return f"_a{method[1:]}" if method.startswith("_") else f"a{method}"
@@ -199,16 +214,17 @@ class Span(RegionObserver, abc.ABC):
     an ``aquery`` ("async") where the framework's sync and async paths differ (None: in both); a span
     not reported passes its children to its own parent. ``when(inputs)``: whether the framework
     opens it for these values (None: always). ``progress(inputs, text, delta)``: the events each
-    delta of its streamed output ``text`` brings. ``detached``: a top-level span of its own, outside
-    the query's (an LLM call a streamed response makes as its reader reads it)."""
+    delta of its streamed output ``text`` brings. ``read_where``: the input that says where the reader
+    of a streamed answer started reading it (a ``ReadingPlace``): the span goes there, outside the
+    query's (the LLM call a streamed response makes natively as it is read)."""
 
     def __init__(self, call: Call, start_events: Events | None = None, end_events: Events | None = None,
                  result: Callable[[Mapping[str, Any]], Any] | None = None, mode: str | None = None,
                  when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None,
-                 progress: Progress | None = None, detached: bool = False) -> None:
+                 progress: Progress | None = None, read_where: str | None = None) -> None:
         self.call, self.start_events, self.end_events, self.result = call, start_events, end_events, result
         self.mode, self.when, self.callback = mode, when, callback
-        self.progress, self.detached = progress, detached
+        self.progress, self.read_where = progress, read_where
         self._streamed: dict[str, str] = {}  # the text each open span's stream has brought so far
 
     def active(self, query: Mapping[str, Any]) -> bool:
@@ -229,12 +245,14 @@ class Span(RegionObserver, abc.ABC):
     def start(self, parent: SpanHandle | None, inputs: Mapping[str, Any], query: Mapping[str, Any]) -> SpanHandle:
         spans: QuerySpans = query["spans"]
         args, kwargs = self.call(inputs)
-        if self.detached:
-            parent_id, callback_parent = None, BASE_TRACE_EVENT
+        if self.read_where is not None:
+            place: ReadingPlace = inputs[self.read_where]
+            parent_id, callback_parent, tags = place.span, place.callback_parent, place.tags
         else:
             parent_id = parent.id if parent else spans.parent
             callback_parent = parent.callback_parent if parent else spans.callback_parent
-        handle = _open(self.site_of(spans, inputs), args, kwargs, parent_id, inputs, spans.tags, callback_parent)
+            tags = spans.tags
+        handle = _open(self.site_of(spans, inputs), args, kwargs, parent_id, inputs, tags, callback_parent)
         if self.start_events:
             _emit(handle, self.start_events(inputs, {}))
         if self.callback is not None and self.callback.manager.handlers:
@@ -278,8 +296,9 @@ class MethodSpan(Span):
                  end_events: Events | None = None, result: Callable[[Mapping[str, Any]], Any] | None = None,
                  mode: str | None = None, asynchronous: bool | None = None,
                  when: Callable[[Mapping[str, Any]], bool] | None = None, callback: CallbackEvent | None = None,
-                 instance_input: str | None = None, progress: Progress | None = None, detached: bool = False) -> None:
-        super().__init__(call, start_events, end_events, result, mode, when, callback, progress, detached)
+                 instance_input: str | None = None, progress: Progress | None = None,
+                 read_where: str | None = None) -> None:
+        super().__init__(call, start_events, end_events, result, mode, when, callback, progress, read_where)
         self.instance, self.method, self.asynchronous = instance, method, asynchronous
         self.instance_input = instance_input
         self._sites: dict[bool, SpanSite] = {}
@@ -530,16 +549,18 @@ def llm_call_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[s
 
 def llm_stream_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping[str, Any]], tuple[Any, dict]],
                      inputs: Mapping[str, Source], text: Ref, when: Callable[[Mapping[str, Any]], bool],
-                     detached: bool = False) -> None:
+                     read_where: Source | None = None) -> None:
     """``llm.stream(template, **args)`` > ``stream_chat(messages)`` or ``stream_complete(prompt,
     formatted=True)`` (their async twins in an ``aquery``) with their events, one in-progress event
     per delta of ``text`` (a streamed decode's); ``predict(inputs)`` gives the template and its
-    arguments; ``when(inputs)``: whether the call is made so. ``detached``: a streaming
-    synthesizer's last call, which its response makes as its reader reads it, outside the query."""
+    arguments; ``when(inputs)``: whether the call is made so. ``read_where``: where a streaming
+    synthesizer's last call goes, which its response makes as its reader reads it (a ``ReadingPlace``:
+    outside the query, where reading began)."""
     span = reading.span(MethodSpan(
         llm, "stream", lambda v: ((predict(v)[0],), predict(v)[1]),
         lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
-        when=when, callback=_templating(llm, predict), detached=detached), inputs, {"text": text})
+        when=when, callback=_templating(llm, predict), read_where=read_where and "read_where"),
+        {**inputs, **({"read_where": read_where} if read_where else {})}, {"text": text})
     with reading.inside(span):
         _model_spans(reading, llm, predict, inputs, Answer(text), None, when)
 
@@ -695,11 +716,11 @@ def _instance(turn: Source | None) -> str | None:
 def refine_spans(reading: "AppReading", synth: Any, query: Source, nodes: Source, steps: Sequence[str],
                  call: Callable[[Mapping[str, Any], int], Any],
                  packed: Callable[[Mapping[str, Any]], list[str]] | None = None, turn: Source | None = None,
-                 streaming: bool = False) -> str:
+                 read_where: Source | None = None) -> str:
     """``synth.synthesize`` > ``get_response`` (compact mode: > its refine ``get_response`` on the
     ``packed(values)`` chunks) > the LLM's spans of each refine step made, ``call(values, i)``
-    giving step ``i``'s ``LLMCall`` from its inputs (the answers before it: ``answer<j>``; where
-    the synthesizer is ``streaming``, its calls stream, the last one outside the query's spans),
+    giving step ``i``'s ``LLMCall`` from its inputs (the answers before it: ``answer<j>``; where the
+    synthesizer streams, its calls stream, the last one where ``read_where`` says its reader read it),
     for the refine steps ``steps`` finished by the module ``synthesize``. Returns the span the
     loop's calls after the steps (run natively) go under; none are reported where the first step
     has no prompt (the native synthesizer runs and reports itself). ``turn``: see ``_synthesize_spans``."""
@@ -721,15 +742,15 @@ def refine_spans(reading: "AppReading", synth: Any, query: Source, nodes: Source
         inputs = {"query": query, "nodes": nodes, "prompt": Ref(step, "prompt"), **_turn(turn),
                   **{f"answer{j}": Ref(steps[j], "text") for j in range(i)}}
         step_call = lambda v, i=i: call(v, i)  # noqa: E731
-        if not streaming:
+        if read_where is None:
             with reading.inside(outer):
                 llm_call_spans(reading, llm, step_call, inputs, Ref(step, "text"))
             continue
         with reading.inside(outer):  # a call the loop reads before its next one
             llm_stream_spans(reading, llm, step_call, inputs, Ref(step, "text"), lambda v, i=i: not call(v, i).last)
-        with reading.inside(None):  # the last, which the response's reader makes
+        with reading.inside(None):  # the last, which the response makes where its reader reads it
             llm_stream_spans(reading, llm, step_call, inputs, Ref(step, "text"), lambda v, i=i: call(v, i).last,
-                             detached=True)
+                             read_where=read_where)
     return outer
 
 

@@ -20,7 +20,6 @@ import time
 from dataclasses import replace
 from typing import AsyncIterator, Callable, Sequence, TypeVar
 
-from teola.optimizer.ops import EngineKind
 from teola.optimizer.values import ChatMessage, Prompt, PromptPrefix, Sampling
 from teola.runtime.backends.routing import TokenRouter
 from teola.runtime.engines.base import EngineCapabilities

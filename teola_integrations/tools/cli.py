@@ -29,7 +29,7 @@ def _offline_defaults() -> None:
     os.environ.setdefault("VLLM_CACHE_ROOT", str(Path(cache) / "vllm"))
 
 
-_DEMO_APPS = {"naive": "naive RAG", "advanced": "advanced RAG (query fusion + LLM rerank)",
+_DEMO_APPS = {"naive": "naive RAG", "stream": "naive RAG, its answer streamed", "advanced": "advanced RAG (query fusion + LLM rerank)",
               "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
               "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis",
               "subquestion": "sub-question engine over two tools", "citation": "citation query engine",

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
+from llama_index.core.base.response.schema import StreamingResponse
 from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.llms import LLM
@@ -76,10 +77,10 @@ ROUTER_TOOLS = (("facts", "Useful for a question about one specific statement, t
 CHAT_HISTORY = (ChatMessage(role=MessageRole.USER, content="I am reading the Python language reference."),
                 ChatMessage(role=MessageRole.ASSISTANT, content="Ask me about any of its statements or built-in types."))
 
-AppKind = Literal["search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion", "citation",
-                  "chat", "chat_question", "router"]
-APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
-                                  "citation", "chat", "chat_question", "router")
+AppKind = Literal["search", "naive", "stream", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
+                  "citation", "chat", "chat_question", "router"]
+APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "stream", "advanced", "refine", "tree", "simple", "accumulate",
+                                  "subquestion", "citation", "chat", "chat_question", "router")
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -96,6 +97,7 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     - search: search-engine-empowered generation: top-k hits of the web-search API at ``search_url``,
       compact synthesis over their snippets;
     - naive: retrieve top-k, compact synthesis;
+    - stream: naive, streaming its answer (``streaming=True``; ``ask`` reads every token);
     - advanced: LlamaIndex's query fusion (the LLM writes 3 more queries, each retrieved top-k,
       reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
     - refine: retrieve top-k, refine synthesis (one LLM call per chunk, each on the last answer);
@@ -130,6 +132,8 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
         return RetrieverQueryEngine.from_args(WebSearchRetriever(search_url, top_k), llm=llm)
     if kind == "naive":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)
+    if kind == "stream":
+        return index.as_query_engine(llm=llm, similarity_top_k=top_k, streaming=True)
     if kind == "refine":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k, response_mode="refine")
     if kind == "simple":
@@ -167,10 +171,12 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
 
 
 def ask(app: Any, question: str) -> Any:
-    """Ask a demo app ``question``: a query engine's query, a chat engine's next turn after ``CHAT_HISTORY``."""
+    """Ask a demo app ``question``: a query engine's query (a streamed answer read to its last token),
+    a chat engine's next turn after ``CHAT_HISTORY``."""
     if isinstance(app, BaseChatEngine):
         return app.chat(question, chat_history=list(CHAT_HISTORY))
-    return app.query(question)
+    response = app.query(question)
+    return response.get_response() if isinstance(response, StreamingResponse) else response
 
 
 def has_hand_tuned_form(kind: AppKind) -> bool:

@@ -12,12 +12,14 @@ are fresh on every run, are left out.
 from __future__ import annotations
 
 import re
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from llama_index.core.callbacks.base import CallbackManager
 from llama_index.core.callbacks.base_handler import BaseCallbackHandler
 from llama_index.core.callbacks.schema import CBEventType
 from llama_index.core.instrumentation import get_dispatcher
+from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.span.simple import SimpleSpan
 from llama_index.core.instrumentation.span_handlers import BaseSpanHandler
@@ -212,3 +214,22 @@ def callback_managers(app: Any, depth: int = 6) -> list[CallbackManager]:
 
     walk(app, depth)
     return list(found.values())
+
+
+@contextmanager
+def traced(app: Any, tags: dict[str, Any] | None = None) -> Iterator[tuple[LlamaIndexRecorder, LlamaIndexCallbackRecorder]]:
+    """Record what tracing tools see of ``app`` inside: LlamaIndex's spans and events, and the legacy
+    callback events of every callback manager of its components (``callback_managers``); ``tags``:
+    the instrument tags the work inside is asked under."""
+    callbacks = LlamaIndexCallbackRecorder()
+    managers = callback_managers(app)
+    for manager in managers:
+        if callbacks not in manager.handlers:  # managers may share their handler list
+            manager.add_handler(callbacks)
+    try:
+        with LlamaIndexRecorder() as recorder, instrument_tags(tags or {}):
+            yield recorder, callbacks
+    finally:
+        for manager in managers:
+            if callbacks in manager.handlers:
+                manager.remove_handler(callbacks)

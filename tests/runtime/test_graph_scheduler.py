@@ -447,3 +447,37 @@ def test_a_prompt_reads_a_streamed_text_whole():
         return outputs["prompt"]
 
     assert asyncio.run(main()) == "<streamed word by word>"
+
+
+def test_a_region_waiting_on_what_follows_a_streamed_answer_and_the_regions_below_it_do_not_hold_the_query():
+    """A region that starts on what only the answer's end gives (an LLM call's spans placed where its
+    reader reads it) and its child, which reads nothing streamed but starts after it, end with the
+    stream, not before the query returns."""
+    log: list = []
+
+    async def whole(text):
+        return await (await text).whole()
+
+    g = Graph()
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.add(Node("after", Op.CALL, {"text": Ref("decode", "text")}, ("out",), FnArgs(whole, reads_later=("text",)),
+               CALLABLE))
+    g.set_output("answer", Ref("decode", "text"))
+    g.add_region(Region("parent", {"value": Ref("after", "out")}, {"value": Ref("after", "out")}, EndWatcher(log)))
+    g.add_region(Region("child", {"value": QueryInput("query_str")}, {"value": QueryInput("query_str")},
+                        EndWatcher(log), parent="parent"))
+    g.lint(Op)
+
+    async def main():
+        engines = {"llm": Endless(), "callable": CallablePool(CALLABLE)}
+        outputs, _ = await asyncio.wait_for(GraphScheduler(g, engines).run({"query_str": "q"}), 5)
+        assert log == []  # returned: nothing waited for the stream's end
+        async for piece in outputs["answer"].deltas():
+            assert piece == "first"
+            break  # the reader stops: the decode ends, what follows it runs, the regions report
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        return log
+
+    assert asyncio.run(main()) == [("end", "q"), ("end", "first")]

@@ -7,7 +7,6 @@ import pytest
 from llama_index.core import get_response_synthesizer
 from llama_index.core.callbacks import TokenCountingHandler
 from llama_index.core.indices.prompt_helper import PromptHelper
-from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.llms import MockLLM
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.indices.query.query_transform import HyDEQueryTransform
@@ -23,7 +22,7 @@ from teola.adapters.llama_index.refine import refine_pieces
 from teola.runtime.traces import record_traces
 from teola_integrations.tools.demo_app import ROUTER_TOOLS, build_app, build_index
 from teola_integrations.llama_index import UnsupportedPipelineError, optimize
-from teola_integrations.tools.run_trees import LlamaIndexCallbackRecorder, LlamaIndexRecorder, callback_managers
+from teola_integrations.tools.run_trees import LlamaIndexRecorder, callback_managers, traced
 from teola_integrations.tools.search_service import SearchService
 
 pytestmark = pytest.mark.engines
@@ -142,17 +141,8 @@ def test_span_and_event_handlers_see_the_tree_llama_index_reports(index, llm, qu
     trees, callback_trees = {}, {}
     for mode, engine in (("native", query_engine), ("teola", fast)):
         for variant, ask in (("", engine.query), (" async", lambda q: asyncio.run(engine.aquery(q)))):
-            callbacks = LlamaIndexCallbackRecorder()  # on every component's callback manager
-            for manager in callback_managers(query_engine):
-                if callbacks not in manager.handlers:  # managers may share their handler list
-                    manager.add_handler(callbacks)
-            try:
-                with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
-                    ask(question)
-            finally:
-                for manager in callback_managers(query_engine):
-                    if callbacks in manager.handlers:
-                        manager.remove_handler(callbacks)
+            with traced(query_engine, {"session": "s-1"}) as (recorder, callbacks):
+                ask(question)
             trees[mode + variant] = recorder.tree()
             callback_trees[mode + variant] = callbacks.tree()
             assert recorder.tag_sets() == {(("session", "s-1"),)}, mode + variant  # every span carries the tags

@@ -5,13 +5,12 @@ import logging
 
 import pytest
 from llama_index.core.chat_engine import SimpleChatEngine
-from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.postprocessor import SimilarityPostprocessor
 
 from teola.runtime.traces import record_traces
 from teola_integrations.llama_index import TeolaChatEngine, optimize
 from teola_integrations.tools.demo_app import CHAT_HISTORY
-from teola_integrations.tools.run_trees import LlamaIndexCallbackRecorder, LlamaIndexRecorder, callback_managers
+from teola_integrations.tools.run_trees import traced
 
 pytestmark = pytest.mark.engines
 
@@ -92,18 +91,8 @@ def test_span_and_event_handlers_see_the_chat_tree_llama_index_reports(simple_in
     trees, callback_trees = {}, {}
     for name, engine in (("native", chat_engine), ("teola", fast)):
         for variant, ask in (("", engine.chat), (" async", lambda q, h: asyncio.run(engine.achat(q, h)))):
-            callbacks = LlamaIndexCallbackRecorder()
-            managers = callback_managers(chat_engine)
-            for manager in managers:
-                if callbacks not in manager.handlers:
-                    manager.add_handler(callbacks)
-            try:
-                with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
-                    ask(question, list(CHAT_HISTORY))
-            finally:
-                for manager in managers:
-                    if callbacks in manager.handlers:
-                        manager.remove_handler(callbacks)
+            with traced(chat_engine, {"session": "s-1"}) as (recorder, callbacks):
+                ask(question, list(CHAT_HISTORY))
             trees[name + variant], callback_trees[name + variant] = recorder.tree(), callbacks.tree()
             assert recorder.tag_sets() == {(("session", "s-1"),)}, name + variant
     engine_name = type(chat_engine).__name__
@@ -153,9 +142,55 @@ def test_a_chat_engine_teola_cannot_lower_runs_whole_as_one_call(simple_index, l
     assert str(fast.chat(question, chat_history=list(CHAT_HISTORY))) == str(native)
 
 
-def test_a_streamed_turn_runs_natively_with_one_log_line_and_a_bad_message_is_refused(simple_index, llm, questions,
-                                                                                       caplog):
-    chat_engine = simple_index.as_chat_engine(llm=llm, similarity_top_k=2)
+def _streamed_turn(engine, question, asynchronous):
+    """A streamed turn after ``CHAT_HISTORY``, read to its end (which waits until the answer is
+    stored): the response and its tokens."""
+    if not asynchronous:
+        response = engine.stream_chat(question, list(CHAT_HISTORY))
+        return response, list(response.response_gen)
+
+    async def turn():
+        response = await engine.astream_chat(question, list(CHAT_HISTORY))
+        return response, [token async for token in response.async_response_gen()]
+
+    return asyncio.run(turn())
+
+
+def _seen_streamed(engine, chat_engine, question, asynchronous):
+    """What a user and their tracing tools see of a streamed turn: its tokens, sources and what the
+    retriever was asked, the memory after it, the spans and events, the callback events, the tags."""
+    with traced(chat_engine, {"session": "s-1"}) as (recorder, callbacks):
+        response, tokens = _streamed_turn(engine, question, asynchronous)
+    return {"tokens": tokens, "sources": [n.node.node_id for n in response.source_nodes],
+            "asked": response.sources[0].raw_input, "memory": _history(chat_engine), "spans": recorder.tree(),
+            "callbacks": callbacks.tree(), "tags": recorder.tag_sets()}
+
+
+@pytest.mark.answers
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context"])
+def test_a_context_engines_streamed_turn_streams_the_native_tokens_and_keeps_the_native_memory_and_spans(
+        simple_index, llm, questions, mode):
+    """``stream_chat``/``astream_chat`` run on the engines: the same tokens one by one, sources and
+    memory (the answer stored once read), and the native tree (the turn's spans, the answer's
+    ``stream`` > ``stream_chat`` under the writer thread's or task's span, where it is read)."""
+    chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
+    fast = optimize(chat_engine)
+    question = questions[3].question
+    _streamed_turn(chat_engine, question, False)  # the prefix cache as warm for the native turn as for Teola's
+    for asynchronous in (False, True):
+        native = _seen_streamed(chat_engine, chat_engine, question, asynchronous)
+        teola = _seen_streamed(fast, chat_engine, question, asynchronous)
+        assert teola == native, asynchronous
+    assert len(native["tokens"]) > 1 and native["memory"][-1] == ("assistant", "".join(native["tokens"]))
+    rows = [row[:2] for row in native["spans"]]  # the answer's call, under the task that reads it
+    writer = rows.index((1, "StreamingAgentChatResponse.awrite_response_to_history"))
+    assert rows[writer + 1] == (2, "TeolaLLM.astream")
+    assert {n.name for n in fast.streamed_plan if n.meta.stream} >= {"synthesize.step0"}
+
+
+def test_a_streamed_turn_teola_cannot_lower_runs_natively_with_one_log_line_and_a_bad_message_is_refused(
+        simple_index, llm, questions, caplog):
+    chat_engine = simple_index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=2)
     fast = optimize(chat_engine)
     question = questions[3].question
     native = "".join(chat_engine.stream_chat(question, list(CHAT_HISTORY)).response_gen)
@@ -163,7 +198,8 @@ def test_a_streamed_turn_runs_natively_with_one_log_line_and_a_bad_message_is_re
         streamed = [fast.stream_chat(question, list(CHAT_HISTORY)) for _ in range(2)]
     assert ["".join(s.response_gen) for s in streamed] == [native, native]
     told = [r.getMessage() for r in caplog.records if r.name.startswith("teola")]
-    assert len(told) == 1 and "streams its turns natively" in told[0]
+    assert len(told) == 1 and "streams its turns natively" in told[0] and "CondensePlusContextChatEngine" in told[0]
+    assert fast.streamed_plan is None
     with pytest.raises(TypeError, match="takes the user's message as a str, got dict"):
         fast.chat({"text": question})
 

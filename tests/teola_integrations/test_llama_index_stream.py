@@ -7,7 +7,6 @@ import logging
 import pytest
 from llama_index.core import get_response_synthesizer
 from llama_index.core.indices.prompt_helper import PromptHelper
-from llama_index.core.instrumentation.dispatcher import instrument_tags
 from llama_index.core.postprocessor import SimilarityPostprocessor
 from llama_index.core.query_engine import RouterQueryEngine
 from llama_index.core.tools import QueryEngineTool
@@ -15,7 +14,7 @@ from llama_index.core.tools import QueryEngineTool
 from teola.runtime.traces import record_traces
 from teola_integrations.llama_index import optimize
 from teola_integrations.tools.demo_app import ROUTER_TOOLS
-from teola_integrations.tools.run_trees import LlamaIndexCallbackRecorder, LlamaIndexRecorder, callback_managers
+from teola_integrations.tools.run_trees import traced
 
 pytestmark = pytest.mark.engines
 
@@ -49,18 +48,8 @@ def _read(engine, question, asynchronous):
 def _seen(engine, app, question, asynchronous):
     """What a user and their tracing tools see of one streamed answer: the response's type, its tokens,
     sources and metadata; the spans and events, the callback events, the instrument tags."""
-    callbacks = LlamaIndexCallbackRecorder()
-    managers = callback_managers(app)
-    for manager in managers:
-        if callbacks not in manager.handlers:
-            manager.add_handler(callbacks)
-    try:
-        with LlamaIndexRecorder() as recorder, instrument_tags({"session": "s-1"}):
-            response, tokens = _read(engine, question, asynchronous)
-    finally:
-        for manager in managers:
-            if callbacks in manager.handlers:
-                manager.remove_handler(callbacks)
+    with traced(app, {"session": "s-1"}) as (recorder, callbacks):
+        response, tokens = _read(engine, question, asynchronous)
     return {"type": type(response).__name__, "tokens": tokens, "sources": [n.node.node_id for n in response.source_nodes],
             "metadata": response.metadata, "spans": recorder.tree(), "callbacks": callbacks.tree(),
             "tags": recorder.tag_sets()}
