@@ -13,6 +13,12 @@ chat refine template puts the new context and the query before it), so it is pre
 steps before it decode. A loop that makes more calls than there are steps (a piece split to fit next
 to a long answer, more pieces than the retriever's top-k) goes on natively in the finish step, from
 where the steps left it.
+
+A streaming synthesizer (``streaming=True``) answers with the tokens of the loop's last call. Its
+steps' decodes stream; the answer step (``synthesize``) reads them as they start and returns the
+``StreamingResponse`` as soon as the step it knows to be the loop's last has started (every call
+knows it is the last before its answer: ``LLMCall.last``), its tokens that step's stream; the finish
+step (``synthesize.whole``) answers where no step is the last.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from teola.optimizer.values import CONTEXT_MARK, SKIPPED, PromptPrefix
 
 # the most refine calls lowered as steps when the retriever's top-k does not bound them (the rest run natively)
 MOST_REFINE_STEPS = 8
+
 
 class LLMCall(NamedTuple):
     """One call of the loop: a template, the variables predict() gets with it, and whether the loop
