@@ -24,13 +24,14 @@ from teola.runtime.loop_bridge import aiterate_on, iterate_on
 from teola.runtime.streams import TextStream
 
 
-def answer_tokens(stream: TextStream, read: asyncio.Future) -> Iterator[str] | AsyncIterator[str]:
+def answer_tokens(stream: TextStream, read: asyncio.Future | None = None) -> Iterator[str] | AsyncIterator[str]:
     """The tokens of ``stream`` as a generator (an async generator where the query was asked with
-    ``aquery``); called on the loop the stream is filled on, whose future ``read`` it sets. Closing
-    it early stops the decode."""
+    ``aquery``); called on the loop the stream is filled on, whose future ``read`` (where given) it
+    sets. Closing it early stops the decode."""
     loop = asyncio.get_running_loop()
     tokens = _atokens(loop, stream, read) if asked_asynchronously() else _tokens(loop, stream, read)
-    weakref.finalize(tokens, _tell, loop, read, None)  # dropped unread: no place
+    if read is not None:
+        weakref.finalize(tokens, _tell, loop, read, None)  # dropped unread: no place
     return tokens
 
 
@@ -42,18 +43,18 @@ async def where_read(read: Any) -> ReadingPlace | Any:
     return SKIPPED if place is None else place
 
 
-def _tell(loop: asyncio.AbstractEventLoop, read: asyncio.Future, place: ReadingPlace | None) -> None:
-    """Settle ``read`` with ``place`` from any thread (the first word only)."""
+def _tell(loop: asyncio.AbstractEventLoop, read: asyncio.Future | None, place: ReadingPlace | None) -> None:
+    """Settle ``read`` with ``place`` from any thread (the first word only; nothing where ``read`` is None)."""
 
     def settle() -> None:
         if not read.done():
             read.set_result(place)
 
-    if not loop.is_closed():
+    if read is not None and not loop.is_closed():
         loop.call_soon_threadsafe(settle)
 
 
-def _tokens(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.Future) -> Iterator[str]:
+def _tokens(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.Future | None) -> Iterator[str]:
     _tell(loop, read, reading_place())
     try:
         yield from iterate_on(loop, stream.deltas())
@@ -61,7 +62,8 @@ def _tokens(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.F
         raise original_error(exc) from None
 
 
-async def _atokens(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.Future) -> AsyncIterator[str]:
+async def _atokens(loop: asyncio.AbstractEventLoop, stream: TextStream,
+                   read: asyncio.Future | None) -> AsyncIterator[str]:
     _tell(loop, read, reading_place())
     try:
         async for token in aiterate_on(loop, stream.deltas()):

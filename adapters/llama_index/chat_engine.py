@@ -33,6 +33,7 @@ from llama_index.core.chat_engine.types import (AgentChatResponse, BaseChatEngin
                                                 ToolOutput)
 
 from teola.adapters.llama_index import compat as li
+from teola.adapters.llama_index.answer_tokens import answer_tokens
 from teola.adapters.llama_index.as_asked import run_as_asked
 from teola.adapters.llama_index.models import completion_prompt, llm_for, llm_why_not
 from teola.adapters.llama_index.query_engine import read_inner_engine, read_postprocessors, read_retriever
@@ -41,7 +42,7 @@ from teola.adapters.llama_index.refine import REFINE_STEPS
 from teola.adapters.llama_index.retrievers import most_nodes
 from teola.adapters.llama_index.spans import chat_spans, completion_spans, llm_call_spans
 from teola.optimizer.ir import Graph, ModuleKind, Node, QueryInput, Ref
-from teola.optimizer.ops import FnArgs, GenerateArgs
+from teola.optimizer.ops import FnArgs, GenerateArgs, Meta
 from teola.optimizer.values import SKIPPED, Prompt
 
 log = logging.getLogger("teola.adapters.llama_index")
@@ -69,7 +70,10 @@ def read_chat_engine(chat_engine: Any, streamed: bool = False) -> AppReading:
         why = streamed_turn_why_not(chat_engine)
         if why:
             raise ValueError(f"a streamed turn of {type(chat_engine).__name__} cannot be lowered: {why}")
-        _read_turn(reading, chat_engine, streamed=True)
+        if type(chat_engine) is SimpleChatEngine:
+            _read_simple_turn(reading, li.simple_chat_parts(chat_engine), streamed=True)
+        else:
+            _read_turn(reading, chat_engine, streamed=True)
         reading.graph.set_output("response", RESPONSE)
         reading.graph.set_output("stream", reading.stream)
         return reading
@@ -111,10 +115,12 @@ def _why_not(chat_engine: Any) -> str | None:
 def streamed_turn_why_not(chat_engine: Any) -> str | None:
     """Why Teola cannot stream ``chat_engine``'s turns from its engines (None: it can; its
     ``stream_chat`` then runs natively)."""
-    if type(chat_engine) not in (CondensePlusContextChatEngine, ContextChatEngine):
-        return "Teola streams the turns of CondensePlusContextChatEngine and ContextChatEngine so far"
-    return _why_not(chat_engine) or \
-        recognise(REFINE_STEPS, li.chat_engine_parts(chat_engine).synthesizer_for([], streaming=True))[1] or None
+    if type(chat_engine) not in (CondensePlusContextChatEngine, ContextChatEngine, SimpleChatEngine):
+        return "Teola streams the turns of CondensePlusContextChatEngine, ContextChatEngine and SimpleChatEngine so far"
+    why = _why_not(chat_engine)
+    if why or type(chat_engine) is SimpleChatEngine:
+        return why
+    return recognise(REFINE_STEPS, li.chat_engine_parts(chat_engine).synthesizer_for([], streaming=True))[1] or None
 
 
 def _read_turn(reading: AppReading, chat_engine: Any, streamed: bool = False) -> None:
@@ -231,8 +237,9 @@ def _read_question_turn(reading: AppReading, parts: li.CondenseQuestionParts) ->
                                               "response": response}, ("response",), FnArgs(reply, "chat memory")))
 
 
-def _read_simple_turn(reading: AppReading, parts: li.SimpleChatParts) -> None:
-    """turn (memory: the message stored, the messages read) -> chat -> reply (memory)."""
+def _read_simple_turn(reading: AppReading, parts: li.SimpleChatParts, streamed: bool = False) -> None:
+    """turn (memory: the message stored, the messages read) -> chat -> reply (memory); ``streamed``:
+    the chat call streams, and the reply streams it, storing the answer once read."""
     graph, llm = reading.graph, parts.llm
     bound = llm_for(reading, llm)
 
@@ -242,8 +249,16 @@ def _read_simple_turn(reading: AppReading, parts: li.SimpleChatParts) -> None:
     graph.add(Node("turn", ModuleKind.CALL, {"message": MESSAGE, "chat_history": QueryInput("chat_history")},
                    ("messages",), FnArgs(turn, "chat memory")))
     messages = {"messages": Ref("turn", "messages")}
-    graph.add(Node("chat", ModuleKind.GENERATE, messages, ("text",), GenerateArgs(bound.engine, bound.sampling, to_prompt)))
-    chat_spans(reading, llm, lambda v: v["messages"], messages, Ref("chat", "text"))
+    graph.add(Node("chat", ModuleKind.GENERATE, messages, ("text",), GenerateArgs(bound.engine, bound.sampling, to_prompt),
+                   meta=Meta(stream=streamed)))
+    chat_spans(reading, llm, lambda v: v["messages"], messages, Ref("chat", "text"), streamed=streamed)
+    if streamed:
+        graph.add(Node("reply.tokens", ModuleKind.CALL, {"text": Ref("chat", "text")}, ("tokens",),
+                       FnArgs(_tokens_of, "the answer's tokens", pure=True, reads_later=("text",))))
+        graph.add(Node("reply", ModuleKind.CALL, {"tokens": Ref("reply.tokens", "tokens")}, ("response",),
+                       FnArgs(partial(run_as_asked, _stream_reply, _astream_reply, parts.memory), "chat memory")))
+        reading.stream = Ref("chat", "text")
+        return
 
     def reply(text: str) -> AgentChatResponse:
         run_as_asked(_answered, _aanswered, parts.memory, text)
@@ -321,24 +336,37 @@ async def _aanswered(memory: Any, text: str) -> None:
 
 def _streamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
                     nodes: list[Any]) -> StreamingAgentChatResponse:
-    """A streamed turn's reply, as a context engine's ``stream_chat`` makes it: the message stored,
-    the answer streamed as chat responses, stored by a thread of its own once read."""
+    """A context engine's streamed reply, as its ``stream_chat`` makes it: the message stored, then
+    the synthesizer's tokens streamed (``_stream_reply``)."""
     memory.put(ChatMessage(content=message, role=MessageRole.USER))
-    reply = StreamingAgentChatResponse(chat_stream=_chat_responses(response.response_gen), sources=[source],
-                                       source_nodes=nodes)
+    return _stream_reply(memory, response.response_gen, sources=[source], source_nodes=nodes)
+
+
+async def _astreamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
+                           nodes: list[Any]) -> StreamingAgentChatResponse:
+    await memory.aput(ChatMessage(content=message, role=MessageRole.USER))
+    return await _astream_reply(memory, response.async_response_gen(), sources=[source], source_nodes=nodes)
+
+
+def _stream_reply(memory: Any, tokens: Iterator[str], **fields: Any) -> StreamingAgentChatResponse:
+    """A reply streaming ``tokens`` as chat responses, the answer stored in ``memory`` by a thread of
+    its own once read, as a chat engine's ``stream_chat`` makes it."""
+    reply = StreamingAgentChatResponse(chat_stream=_chat_responses(tokens), **fields)
     reply.write_response_to_history_thread = Thread(target=reply.write_response_to_history, args=(memory,))
     reply.write_response_to_history_thread.start()
     return reply
 
 
-async def _astreamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
-                           nodes: list[Any]) -> StreamingAgentChatResponse:
-    """``astream_chat``'s reply: the answer stored by a task on the caller's loop once read."""
-    await memory.aput(ChatMessage(content=message, role=MessageRole.USER))
-    reply = StreamingAgentChatResponse(achat_stream=_achat_responses(response.async_response_gen()), sources=[source],
-                                       source_nodes=nodes)
+async def _astream_reply(memory: Any, tokens: AsyncIterator[str], **fields: Any) -> StreamingAgentChatResponse:
+    """``_stream_reply`` in ``astream_chat``: the answer stored by a task on the caller's loop."""
+    reply = StreamingAgentChatResponse(achat_stream=_achat_responses(tokens), **fields)
     reply.awrite_response_to_history_task = asyncio.create_task(reply.awrite_response_to_history(memory))
     return reply
+
+
+async def _tokens_of(text: Any) -> Iterator[str] | AsyncIterator[str]:
+    """The tokens of a streamed chat call, read where the turn was asked."""
+    return answer_tokens(await text)
 
 
 def _chat_responses(tokens: Iterator[str]) -> Iterator[ChatResponse]:

@@ -603,9 +603,10 @@ def completion_spans(reading: "AppReading", llm: Any, prompt: Callable[[Mapping[
 
 
 def chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],
-               inputs: Mapping[str, Source], text: Ref) -> None:
-    """``llm.chat(messages(inputs))`` with its events; ``text`` is the answer."""
-    _chat_spans(reading, llm, messages, inputs, Answer(text))
+               inputs: Mapping[str, Source], text: Ref, streamed: bool = False) -> None:
+    """``llm.chat(messages(inputs))`` with its events (``streamed``: ``stream_chat``, one in-progress
+    event per delta of ``text``, a streamed decode's); ``text`` is the answer."""
+    _chat_spans(reading, llm, messages, inputs, Answer(text), streamed_when=(lambda v: True) if streamed else None)
 
 
 def _chat_spans(reading: "AppReading", llm: Any, messages: Callable[[Mapping[str, Any]], list[Any]],

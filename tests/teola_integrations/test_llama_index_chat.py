@@ -162,17 +162,18 @@ def _seen_streamed(engine, chat_engine, question, asynchronous):
     with traced(chat_engine, {"session": "s-1"}) as (recorder, callbacks):
         response, tokens = _streamed_turn(engine, question, asynchronous)
     return {"tokens": tokens, "sources": [n.node.node_id for n in response.source_nodes],
-            "asked": response.sources[0].raw_input, "memory": _history(chat_engine), "spans": recorder.tree(),
-            "callbacks": callbacks.tree(), "tags": recorder.tag_sets()}
+            "asked": [source.raw_input for source in response.sources], "memory": _history(chat_engine),
+            "spans": recorder.tree(), "callbacks": callbacks.tree(), "tags": recorder.tag_sets()}
 
 
 @pytest.mark.answers
-@pytest.mark.parametrize("mode", ["condense_plus_context", "context"])
-def test_a_context_engines_streamed_turn_streams_the_native_tokens_and_keeps_the_native_memory_and_spans(
-        simple_index, llm, questions, mode):
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context", "simple"])
+def test_a_streamed_turn_streams_the_native_tokens_and_keeps_the_native_memory_and_spans(simple_index, llm, questions,
+                                                                                        mode):
     """``stream_chat``/``astream_chat`` run on the engines: the same tokens one by one, sources and
-    memory (the answer stored once read), and the native tree (the turn's spans, the answer's
-    ``stream`` > ``stream_chat`` under the writer thread's or task's span, where it is read)."""
+    memory (the answer stored once read), and the native tree (the turn's spans; a context engine's
+    answer ``stream`` > ``stream_chat`` under the writer thread's or task's span, where it is read;
+    a simple engine's ``stream_chat`` under the turn's, where it is called)."""
     chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
     fast = optimize(chat_engine)
     question = questions[3].question
@@ -182,9 +183,12 @@ def test_a_context_engines_streamed_turn_streams_the_native_tokens_and_keeps_the
         teola = _seen_streamed(fast, chat_engine, question, asynchronous)
         assert teola == native, asynchronous
     assert len(native["tokens"]) > 1 and native["memory"][-1] == ("assistant", "".join(native["tokens"]))
-    rows = [row[:2] for row in native["spans"]]  # the answer's call, under the task that reads it
+    rows = [row[:2] for row in native["spans"]]
+    if mode == "simple":
+        assert (1, "TeolaLLM.astream_chat") in rows and {n.name for n in fast.streamed_plan if n.meta.stream} == {"chat"}
+        return
     writer = rows.index((1, "StreamingAgentChatResponse.awrite_response_to_history"))
-    assert rows[writer + 1] == (2, "TeolaLLM.astream")
+    assert rows[writer + 1] == (2, "TeolaLLM.astream")  # the answer's call, under the task that reads it
     assert {n.name for n in fast.streamed_plan if n.meta.stream} >= {"synthesize.step0"}
 
 
