@@ -559,8 +559,8 @@ def llm_stream_spans(reading: "AppReading", llm: Any, predict: Callable[[Mapping
     span = reading.span(MethodSpan(
         llm, "stream", lambda v: ((predict(v)[0],), predict(v)[1]),
         lambda v, o: [LLMPredictStartEvent(template=predict(v)[0], template_args=predict(v)[1])],
-        when=when, callback=_templating(llm, predict), read_where=read_where and "read_where"),
-        {**inputs, **({"read_where": read_where} if read_where else {})}, {"text": text})
+        when=when, callback=_templating(llm, predict), read_where=None if read_where is None else "read_where"),
+        inputs if read_where is None else {**inputs, "read_where": read_where}, {"text": text})
     with reading.inside(span):
         _model_spans(reading, llm, predict, inputs, Answer(text), None, when)
 
