@@ -1,7 +1,8 @@
 """The graph scheduler: runs one query's primitive graph, each primitive as soon as its inputs are ready.
 
-Every node is one asyncio task that awaits the futures of the nodes it reads; there is no polling
-loop. A node's input values become a typed engine request (``teola.runtime.dispatch``) named
+Every node is one asyncio task that awaits the futures of the outputs it reads and holds no other
+(what a query answered is freed once its caller drops it, whatever of the query still runs); there is
+no polling loop. A node's input values become a typed engine request (``teola.runtime.dispatch``) named
 ``<query>:<node>``, sent to the node's engine with the priority its ``SchedulingPolicy`` gives it
 (by default ``(query priority, -depth)``, depth the longest path from the primitive to the graph's
 outputs: engines serve the work farthest from an answer first, the paper's topology-aware
@@ -27,14 +28,15 @@ decode run on, the stream's reader seeing its end once the regions on them have 
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import networkx as nx
 
-from teola.optimizer.ir import Graph, Node, Op, QueryInput
+from teola.optimizer.ir import Graph, Node, Op, QueryInput, Ref, Source
 from teola.optimizer.ops import FnArgs
 from teola.optimizer.values import SKIPPED, Failed
 from teola.runtime.dispatch import rule_for
@@ -102,19 +104,20 @@ class GraphScheduler:
         loop = asyncio.get_running_loop()
         trace = trace if trace is not None else QueryTrace()
         t0 = time.perf_counter()
-        results: dict[str, asyncio.Future] = {node.name: loop.create_future() for node in self._order}
+        futures = {node.name: _NodeFutures.of(node, loop) for node in self._order}
         query = f"q{next(_query_ids)}"
-        regions = RegionWatch(self.plan.regions, inputs, lambda source: _resolve(source, inputs, results)) \
-            if self.plan.regions else None
+        regions = RegionWatch(self.plan.regions, inputs) if self.plan.regions else None
         if regions is not None:
-            regions.start()
-        tasks = [loop.create_task(self._run_node(node, inputs, results, trace, t0, priority, query, regions))
+            regions.start(lambda sources: functools.partial(_resolve, inputs=inputs, values=_values(sources, futures)))
+        tasks = [loop.create_task(self._run_node(node, inputs, futures[node.name], _values(node.inputs.values(), futures),
+                                                 [futures[before].ended for before in node.after], trace, t0, priority,
+                                                 query, regions))
                  for node in self._order]
         streaming: set[str] = set()
         try:
             outputs = {}
             for name, ref in self.plan.outputs.items():
-                outputs[name] = (await results[ref.node])[ref.output]
+                outputs[name] = await futures[ref.node].outputs[ref.output]
             streams = [value for value in outputs.values() if isinstance(value, TextStream)]
             streaming = self._finishing_after(streams)
             if regions is not None:  # they end before the query does (those on a streamed answer: with it), and
@@ -123,12 +126,14 @@ class GraphScheduler:
         finally:
             for node, task in zip(self._order, tasks):
                 if node.name in streaming:  # a streamed output's decode keeps filling it, and what reads it finishes
-                    results[node.name].add_done_callback(_retrieved)
+                    for future in futures[node.name].all():
+                        future.add_done_callback(_retrieved)
                 else:
                     task.cancel()
-            for future in results.values():  # a failed branch nobody awaited must not warn
-                if future.done() and not future.cancelled():
-                    future.exception()
+            for node_futures in futures.values():  # a failed branch nobody awaited must not warn
+                for future in node_futures.all():
+                    if future.done() and not future.cancelled():
+                        future.exception()
             if regions is not None:  # after a failure: the regions fail once the nodes they wait for are cancelled
                 await regions.settle()
         trace.total = time.perf_counter() - t0
@@ -139,18 +144,20 @@ class GraphScheduler:
         decodes = {stream.node for stream in streams if stream.node in self._after}
         return decodes.union(*(self._after[decode] for decode in decodes))
 
-    async def _run_node(self, node: Node, inputs: Mapping[str, Any], results: dict[str, asyncio.Future],
-                        trace: QueryTrace, t0: float, priority: int, query: str, regions: RegionWatch | None) -> None:
-        future = results[node.name]
+    async def _run_node(self, node: Node, inputs: Mapping[str, Any], own: _NodeFutures, values: _Values,
+                        before: list[asyncio.Future], trace: QueryTrace, t0: float, priority: int, query: str,
+                        regions: RegionWatch | None) -> None:
+        """Run ``node`` once what it reads (``values``: its inputs' futures, and no other) and the nodes it
+        runs after (``before``) have ended; settle ``own``."""
         try:
-            for before in node.after:
-                await asyncio.shield(results[before])
+            for ended in before:
+                await asyncio.shield(ended)
             fn_args = node.args if isinstance(node.args, FnArgs) else None
             caught, later = (fn_args.catches, fn_args.reads_later) if fn_args else ((), ())
-            args = {arg: await (_resolve_caught if arg in caught else _resolve)(source, inputs, results)
+            args = {arg: await (_resolve_caught if arg in caught else _resolve)(source, inputs, values)
                     for arg, source in node.inputs.items() if arg not in later}
             if any(v is SKIPPED and arg not in _runs_without(node) for arg, v in args.items()):
-                future.set_result({out: SKIPPED for out in node.outputs})
+                own.set({out: SKIPPED for out in node.outputs})
                 return
             if node.op is not Op.PARSE and any(isinstance(v, TextStream) for v in args.values()):
                 # a parse reads the items it needs of a stream; anything else its whole text, unless it takes streams
@@ -164,10 +171,10 @@ class GraphScheduler:
             trace.running.add(node.name)
             try:
                 if later:  # a coroutine run here, not a request to the callable pool
-                    value = await fn_args.fn(**args, **{arg: _Later(node.inputs[arg], inputs, results) for arg in later})
-                    future.set_result(_as_outputs(node, value))
+                    value = await fn_args.fn(**args, **{arg: _Later(node.inputs[arg], inputs, values) for arg in later})
+                    own.set(_as_outputs(node, value))
                 else:
-                    await self._send(node, args, f"{query}:{node.name}", priority, future)
+                    await self._send(node, args, f"{query}:{node.name}", priority, own)
             except (asyncio.CancelledError, PrimitiveError):
                 raise
             except Exception as exc:
@@ -177,27 +184,26 @@ class GraphScheduler:
             trace.spans.append(PrimitiveSpan(node.name, node.op.value, node.engine.name, start,
                                              time.perf_counter() - t0))
         except asyncio.CancelledError:
-            future.cancel()
+            own.cancel()
             raise
         except BaseException as exc:
-            if not future.done():
-                future.set_exception(exc)
+            own.fail(exc)
 
     async def _send(self, node: Node, args: Mapping[str, Any], request_id: str, priority: int,
-                    future: asyncio.Future) -> None:
+                    own: _NodeFutures) -> None:
         """Send the node's request to its engine; set its outputs (a streaming decode's at once)."""
         rule = self._rules[node.name]
         request = rule.request_for(node, args, request_id, self.policy.priority(priority, self.ranks[node.name]))
         engine = self.engines[node.engine.name]
         if node.meta.stream:
-            await self._stream(node, engine, request, future)
+            await self._stream(node, engine, request, own)
         else:
-            future.set_result(_as_outputs(node, rule.value_of(node, await engine.execute(request))))
+            own.set(_as_outputs(node, rule.value_of(node, await engine.execute(request))))
 
-    async def _stream(self, node: Node, engine: EngineScheduler, request: Any, future: asyncio.Future) -> None:
+    async def _stream(self, node: Node, engine: EngineScheduler, request: Any, own: _NodeFutures) -> None:
         """Publish the node's ``TextStream`` at once, then fill it from the engine's deltas."""
         stream = TextStream(producer=asyncio.current_task(), node=node.name)
-        future.set_result({node.outputs[0]: stream})
+        own.set({node.outputs[0]: stream})
         stop_after = node.meta.stop_after
         deltas = None
         error: BaseException | None = None
@@ -230,20 +236,59 @@ def _runs_without(node: Node) -> tuple[str, ...]:
     return node.args.runs_on_skipped if isinstance(node.args, FnArgs) else ()
 
 
-async def _resolve(source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> Any:
+_Values = Mapping[tuple[str, str], asyncio.Future]  # (node, output): the future of that output's value
+
+
+@dataclass(frozen=True)
+class _NodeFutures:
+    """One node's futures in one query: one per output, and ``ended``, done once they are (with the
+    node's error where it failed)."""
+
+    outputs: dict[str, asyncio.Future]
+    ended: asyncio.Future
+
+    @staticmethod
+    def of(node: Node, loop: asyncio.AbstractEventLoop) -> _NodeFutures:
+        return _NodeFutures({out: loop.create_future() for out in node.outputs}, loop.create_future())
+
+    def all(self) -> tuple[asyncio.Future, ...]:
+        return (*self.outputs.values(), self.ended)
+
+    def set(self, values: Mapping[str, Any]) -> None:
+        for out, future in self.outputs.items():
+            future.set_result(values[out])
+        self.ended.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """Fail what is not set yet (a streaming decode's output is its stream's to fail)."""
+        for future in self.all():
+            if not future.done():
+                future.set_exception(exc)
+
+    def cancel(self) -> None:
+        for future in self.all():
+            future.cancel()
+
+
+def _values(sources: Iterable[Source], futures: Mapping[str, _NodeFutures]) -> dict[tuple[str, str], asyncio.Future]:
+    """The futures of the node outputs ``sources`` read."""
+    return {(s.node, s.output): futures[s.node].outputs[s.output] for s in sources if isinstance(s, Ref)}
+
+
+async def _resolve(source: Source, inputs: Mapping[str, Any], values: _Values) -> Any:
     """The value an input reads: a query input, another node's output, or a slice of a list output."""
     if isinstance(source, QueryInput):
         return inputs[source.name]
-    value = (await asyncio.shield(results[source.node]))[source.output]
+    value = await asyncio.shield(values[source.node, source.output])
     if source.items is None or value is SKIPPED:
         return value
     return value[source.items[0]:source.items[1]]
 
 
-async def _resolve_caught(source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> Any:
+async def _resolve_caught(source: Source, inputs: Mapping[str, Any], values: _Values) -> Any:
     """The value an input reads, or the failure of what it reads as a ``Failed`` value (for a node that catches it)."""
     try:
-        return await _resolve(source, inputs, results)
+        return await _resolve(source, inputs, values)
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -254,11 +299,11 @@ class _Later:
     """An input a framework callable reads when it needs it (``FnArgs.reads_later``): awaiting it
     gives its value, a stream as soon as it starts."""
 
-    def __init__(self, source: Any, inputs: Mapping[str, Any], results: dict[str, asyncio.Future]) -> None:
-        self._source, self._inputs, self._results = source, inputs, results
+    def __init__(self, source: Source, inputs: Mapping[str, Any], values: _Values) -> None:
+        self._source, self._inputs, self._values = source, inputs, values
 
     def __await__(self) -> Any:
-        return _resolve(self._source, self._inputs, self._results).__await__()
+        return _resolve(self._source, self._inputs, self._values).__await__()
 
 
 def _as_outputs(node: Node, value: Any) -> dict[str, Any]:

@@ -6,7 +6,8 @@ waits for the region's parent to start and for its inputs, starts it, waits for 
 its observer each piece of a streamed one) and for its children to end, then ends it, or fails it
 with the error that came instead (the component's own, unwrapped). A region whose inputs never come (a
 failed or skipped branch), or whose observer says it does not apply to the values that came, never
-starts, as the framework would never have run it. A node placed in a region (``Node.region``)
+starts, as the framework would never have run it (an input skipped settles that at once, the
+inputs read in order). A node placed in a region (``Node.region``)
 runs its framework code under the region once it has started (``placement``), or under the closest
 region above it that is reported, where it is not.
 """
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from teola.optimizer.ir import Ref, Region, Source
 from teola.optimizer.regions import RegionObserver
@@ -49,11 +50,10 @@ class RegionWatch:
     """The regions of one query: ``start`` their tasks, ``settle`` waits until they have reported,
     but for those left to the query's streamed answers (``leave_to_streams``)."""
 
-    def __init__(self, regions: Mapping[str, Region], query: Mapping[str, Any], resolve: Resolve) -> None:
+    def __init__(self, regions: Mapping[str, Region], query: Mapping[str, Any]) -> None:
         self._declared = regions
         self._regions = {name: r for name, r in regions.items() if r.observer.active(query)}
         self._query = query
-        self._resolve = resolve
         self._parents: dict[str, str | None] = {}
         self._children: dict[str, list[str]] = {name: [] for name in self._regions}
         for region in self._regions.values():
@@ -66,12 +66,14 @@ class RegionWatch:
         self._tasks: dict[str, asyncio.Task] = {}
         self._streamed: set[str] = set()  # the regions left to streamed answers, with those above them
 
-    def start(self) -> None:
-        """One task per listened-to region, on the running loop."""
+    def start(self, resolver: Callable[[Iterable[Source]], Resolve]) -> None:
+        """One task per listened-to region, on the running loop, each reading its own sources only
+        (``resolver(sources)``), so that a region left to a stream holds no other value of the query."""
         loop = asyncio.get_running_loop()
         self._handles = {name: loop.create_future() for name in self._regions}
         self._ended = {name: loop.create_future() for name in self._regions}
-        self._tasks = {name: loop.create_task(self._watch(region)) for name, region in self._regions.items()}
+        self._tasks = {name: loop.create_task(self._watch(region, resolver(region.sources())))
+                       for name, region in self._regions.items()}
 
     async def placement(self, region: str | None) -> tuple[RegionObserver, Any] | None:
         """Where code run inside ``region`` reports: the observer and handle of the region once it
@@ -117,28 +119,32 @@ class RegionWatch:
         if now:
             await asyncio.gather(*now, return_exceptions=True)
 
-    async def _watch(self, region: Region) -> None:
+    async def _watch(self, region: Region, resolve: Resolve) -> None:
         try:
-            await self._observe(region)
+            await self._observe(region, resolve)
         finally:
             if not self._handles[region.name].done():
                 self._handles[region.name].cancel()  # its children never start either
             self._ended[region.name].set_result(None)
 
-    async def _observe(self, region: Region) -> None:
+    async def _observe(self, region: Region, resolve: Resolve) -> None:
         try:
             parent_name = self._parents[region.name]
             parent = await asyncio.shield(self._handles[parent_name]) if parent_name else None
-            inputs = {key: await _whole(source, self._resolve) for key, source in region.inputs.items()}
+            inputs = {}
+            for key, source in region.inputs.items():  # in order: the first one skipped settles it
+                inputs[key] = await _whole(source, resolve)
+                if inputs[key] is SKIPPED:
+                    return
         except (Exception, asyncio.CancelledError):
             return  # its inputs never came (or its parent never started): the framework never runs it
-        if any(value is SKIPPED for value in inputs.values()) or not region.observer.applies(inputs):
+        if not region.observer.applies(inputs):
             return
         handle = await _maybe(region.observer.start(parent, inputs, self._query))
         self._handles[region.name].set_result(handle)
         error: BaseException | None = None
         try:
-            outputs = {key: await _output(region, handle, key, self._resolve) for key in region.outputs}
+            outputs = {key: await _output(region, handle, key, resolve) for key in region.outputs}
         except (Exception, asyncio.CancelledError) as exc:
             error = original_error(exc)
         for child in self._children[region.name]:  # a run ends after its children, as natively

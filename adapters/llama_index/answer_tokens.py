@@ -7,7 +7,8 @@ tokens of its last LLM call (an ``AsyncStreamingResponse`` and an async generato
 already running on the runtime's loop; ``answer_tokens`` reads it from the caller's thread or loop,
 delta by delta, raising a failed decode's own error (the LLM client's), as the native generator
 would, and tells ``read`` where its reader began reading (``ReadingPlace``; None once it is dropped
-unread), which is where the call's spans go.
+unread), which is where the call's spans go. An answer dropped unread stops its decode: natively its
+call never starts.
 """
 
 from __future__ import annotations
@@ -27,11 +28,10 @@ from teola.runtime.streams import TextStream
 def answer_tokens(stream: TextStream, read: asyncio.Future | None = None) -> Iterator[str] | AsyncIterator[str]:
     """The tokens of ``stream`` as a generator (an async generator where the query was asked with
     ``aquery``); called on the loop the stream is filled on, whose future ``read`` (where given) it
-    sets. Closing it early stops the decode."""
+    sets. Closing it early, or dropping it unread, stops the decode."""
     loop = asyncio.get_running_loop()
     tokens = _atokens(loop, stream, read) if asked_asynchronously() else _tokens(loop, stream, read)
-    if read is not None:
-        weakref.finalize(tokens, _tell, loop, read, None)  # dropped unread: no place
+    weakref.finalize(tokens, _dropped, loop, stream, read)
     return tokens
 
 
@@ -41,6 +41,14 @@ async def where_read(read: Any) -> ReadingPlace | Any:
     future = await read
     place = None if future is None else await future
     return SKIPPED if place is None else place
+
+
+def _dropped(loop: asyncio.AbstractEventLoop, stream: TextStream, read: asyncio.Future | None) -> None:
+    """The tokens are gone: where nobody read them, ``read`` has no place and the decode stops (a no-op
+    on a stream read to its end)."""
+    _tell(loop, read, None)
+    if not loop.is_closed():
+        loop.call_soon_threadsafe(stream.abandon)
 
 
 def _tell(loop: asyncio.AbstractEventLoop, read: asyncio.Future | None, place: ReadingPlace | None) -> None:

@@ -174,6 +174,11 @@ class RefineStepsRecogniser(Recogniser):
                                                                           answers))
         for i, step in enumerate(steps):
             answers = {f"answer{j}": Ref(steps[j], "text") for j in range(i)}
+            if i:  # skipped as soon as the call before it is known to be the last, before that call decodes
+                reading.graph.add(Node(f"{step}.needed", ModuleKind.CALL,
+                                       {"query": query, "nodes": nodes, **own, **dict(list(answers.items())[:-1])},
+                                       ("needed",), FnArgs(self._needed(synth, calls, i), "is there a call", pure=True)))
+                answers["needed"] = Ref(f"{step}.needed", "needed")
             prefix = PrefixSpec(self._qa_prefix(synth), ("query", *own)) if i == 0 else \
                 PrefixSpec(self._refine_prefix(synth, pieces, i), ("query", "nodes", *own))
             reading.graph.add(Node(step, ModuleKind.GENERATE, {"query": query, "nodes": nodes, **own, **answers},
@@ -233,13 +238,26 @@ class RefineStepsRecogniser(Recogniser):
         loop ends sooner (or where no nodes came: the native synthesizer answers)."""
         llm = li.synthesizer_parts(read).llm
 
-        def build_prompt(query: str, nodes: list[NodeWithScore], synth: Refine = read, **answers: str) -> Any:
+        def build_prompt(query: str, nodes: list[NodeWithScore], synth: Refine = read, needed: bool = True,
+                         **answers: str) -> Any:
             if not nodes:
                 return SKIPPED
             call = calls(query, nodes, synth, *(answers[f"answer{j}"] for j in range(i)))
             return SKIPPED if call is SKIPPED else render(llm, call.template, **call.variables)
 
         return build_prompt
+
+    @staticmethod
+    def _needed(read: Refine, calls: Callable[..., Any], i: int) -> Callable[..., Any]:
+        """Whether the loop makes an ``i``-th call (``i`` > 0), from the answers before the call before
+        it: SKIPPED where that call is its last (or it ends sooner), so step ``i``, its spans and what
+        waits on them skip while that call decodes (a streamed answer's query ends as it returns)."""
+
+        def needed(query: str, nodes: list[NodeWithScore], synth: Refine = read, **answers: str) -> Any:
+            call = calls(query, nodes, synth, *(answers[f"answer{j}"] for j in range(i - 1))) if nodes else SKIPPED
+            return SKIPPED if call is SKIPPED or call.last else True
+
+        return needed
 
     @staticmethod
     def _qa_prefix(read: Refine) -> Callable[..., PromptPrefix]:

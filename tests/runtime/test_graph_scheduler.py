@@ -1,6 +1,8 @@
 """Pure graph-execution logic, on zero-cost engines defined here (no models needed)."""
 
 import asyncio
+import gc
+import weakref
 from dataclasses import dataclass
 
 import pytest
@@ -481,3 +483,42 @@ def test_a_region_waiting_on_what_follows_a_streamed_answer_and_the_regions_belo
         return log
 
     assert asyncio.run(main()) == [("end", "q"), ("end", "first")]
+
+
+class Answer:
+    """What a query answers beside its stream (weakly referable)."""
+
+
+def test_what_a_query_answered_is_freed_once_its_caller_drops_it_while_its_stream_runs_on():
+    """Nodes and regions left running after a streamed answer hold only what they read: the query's
+    other outputs go once the caller drops them, not when the stream ends."""
+    log: list = []
+
+    async def whole(text):
+        return await (await text).whole()
+
+    g = Graph()
+    g.add(Node("answer", Op.CALL, {"q": QueryInput("query_str")}, ("out",), FnArgs(lambda q: Answer()), CALLABLE))
+    g.add(Node("decode", Op.DECODE, {"tokens": QueryInput("query_str")}, ("text",), DecodeArgs(Sampling()), LLM,
+               meta=Meta(stream=True)))
+    g.add(Node("after", Op.CALL, {"text": Ref("decode", "text")}, ("out",), FnArgs(lambda text: text), CALLABLE))
+    g.set_output("answer", Ref("answer", "out"))
+    g.set_output("text", Ref("decode", "text"))
+    g.add_region(Region("on the stream", {"value": Ref("after", "out")}, {"value": Ref("after", "out")},
+                        EndWatcher(log)))
+    g.lint(Op)
+
+    async def main():
+        engines = {"llm": Endless(), "callable": CallablePool(CALLABLE)}
+        outputs, _ = await asyncio.wait_for(GraphScheduler(g, engines).run({"query_str": "q"}), 5)
+        answer, text = weakref.ref(outputs.pop("answer")), outputs.pop("text")
+        gc.collect()
+        assert answer() is None  # though the decode, what reads it and the region on it still run
+        assert not text.done and log == []
+        async for _ in text.deltas():
+            break
+        for _ in range(20):
+            await asyncio.sleep(0.01)
+        return log
+
+    assert asyncio.run(main()) == [("end", "first")]

@@ -2,7 +2,9 @@
 the same tokens, one by one, the same sources and the same spans as the native engine streams."""
 
 import asyncio
+import gc
 import logging
+import weakref
 
 import pytest
 from llama_index.core import get_response_synthesizer
@@ -80,7 +82,9 @@ def test_a_streaming_query_engine_streams_the_native_tokens_with_the_native_span
         assert (5, "TeolaLLM.astream", ("LLMPredictStartEvent",)) in native["spans"]
 
 
-def test_a_stream_left_early_stops_its_decode_and_the_next_query_streams_in_full(simple_index, llm, questions):
+def test_a_stream_left_early_or_dropped_unread_stops_its_decode_and_frees_its_answer(simple_index, llm, questions):
+    """A reader that stops aborts the decode; an answer nobody reads (natively its call never starts)
+    is freed once dropped, though its query's decode was running, and the decode stops."""
     app = _streaming_app(simple_index, llm, "one call")
     fast = optimize(app)
     question = questions[3].question
@@ -89,11 +93,15 @@ def test_a_stream_left_early_stops_its_decode_and_the_next_query_streams_in_full
         tokens = response.response_gen
         first = next(tokens)
         tokens.close()  # the reader stops: the decode stops too, its request aborted
+        dropped = weakref.ref(fast.query(question))
+        gc.collect()
+        assert dropped() is None
     _, native = _read(app, question, False)
     assert first == native[0]
-    # the decode never finished (a finished primitive is recorded): it stopped with its reader
-    assert "retrieve.search" in {s.node for s in traces[0].spans}
-    assert "synthesize.step0" not in {s.node for s in traces[0].spans}
+    # the decodes never finished (a finished primitive is recorded): each stopped without its reader
+    for trace in traces:
+        assert "retrieve.search" in {s.node for s in trace.spans}
+        assert "synthesize.step0" not in {s.node for s in trace.spans}
     _, again = _read(fast, question, False)
     assert again == native
 
