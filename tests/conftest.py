@@ -12,7 +12,7 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("TEOLA_CACHE", str(_ROOT / ".teola-cache"))
 os.environ.setdefault("VLLM_CACHE_ROOT", str(_ROOT / ".teola-cache" / "vllm"))
 
-MAX_TOKENS = 32  # short answers: decode is most of every engine test; same-answer checks hold at any length
+MAX_TOKENS = 16  # short answers: decode is most of every engine test; same-answer checks hold at any length
 
 
 def pytest_sessionfinish(session, exitstatus):

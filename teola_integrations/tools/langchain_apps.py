@@ -20,10 +20,11 @@ from teola_integrations.tools.data import load_corpus
 from teola_integrations.langchain.engines import TeolaChatModel, TeolaEmbeddings, TeolaVectorStore
 from teola_integrations.tools.search_service import web_search
 
-AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "route_fn", "stuff", "fallback"]
+AppName = Literal["search", "rag", "fusion", "contextual", "branches", "route", "route_fn", "stuff", "fallback",
+                  "retry", "ensemble"]
 # The paper's apps and branches: what the bench runs by default.
 PAPER_APPS: tuple[AppName, ...] = ("search", "rag", "fusion", "contextual", "branches")
-APPS: tuple[AppName, ...] = (*PAPER_APPS, "route", "route_fn", "stuff", "fallback")
+APPS: tuple[AppName, ...] = (*PAPER_APPS, "route", "route_fn", "stuff", "fallback", "retry", "ensemble")
 
 SYSTEM = "You are a concise assistant for questions about Python. Answer in at most three sentences."
 # Question first: the part of the prompt known before retrieval ends is the longest it can be.
@@ -163,7 +164,10 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
       create_stuff_documents_chain(model, prompt))`` (langchain-classic), given ``{"input": question}``
       and read for its ``answer``;
     - fallback: ``with_fallbacks``, guarding a context that may not fit: rag over 40 chunks, a prompt
-      longer than the model's context (the engine refuses it), falls back to the question alone.
+      longer than the model's context (the engine refuses it), falls back to the question alone;
+    - retry: rag under ``with_retry`` (two attempts, as a flaky network calls for): on healthy engines
+      the first attempt answers;
+    - ensemble: rag over langchain-classic's ``EnsembleRetriever`` (``ensemble_retriever``).
     """
     retriever = store.as_retriever(search_kwargs={"k": top_k})
     answer = RAG_PROMPT | model | StrOutputParser()
@@ -190,6 +194,12 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
     if name == "stuff":
         chain = {"input": itemgetter("question")} | standard_retrieval_chain(retriever, model) | itemgetter("answer")
         return LangChainApp(name, chain, chain)
+    if name == "retry":
+        chain = rag_answer(retriever, answer).with_retry(stop_after_attempt=2)
+        return LangChainApp(name, chain, chain)
+    if name == "ensemble":
+        chain = rag_answer(ensemble_retriever(store, top_k), answer)
+        return LangChainApp(name, chain, chain)
     if name == "fallback":
         too_much = rag_answer(store.as_retriever(search_kwargs={"k": TOO_MANY_CHUNKS}), answer)
         chain = too_much.with_fallbacks([ANSWER_PROMPT | model | StrOutputParser()])
@@ -215,8 +225,29 @@ def build_app(name: AppName, store: TeolaVectorStore, model: TeolaChatModel, top
     return LangChainApp(name, native, hand_tuned, reference="hand_tuned")
 
 
+def ensemble_retriever(store: TeolaVectorStore, k: int) -> Runnable:
+    """langchain-classic's ``EnsembleRetriever`` as its guide builds one: two retrievers of the same
+    question fused by weighted reciprocal rank, here ``store``'s top-k and the top-k of LangChain's
+    own ``InMemoryVectorStore`` over the corpus's first 60 chunks (an index a team keeps beside its
+    main one), on the same embedding model."""
+    try:
+        from langchain_classic.retrievers import EnsembleRetriever
+    except ImportError as exc:
+        raise ImportError("the ensemble app needs langchain-classic's EnsembleRetriever: "
+                          "pip install langchain-classic (or teola[clients])") from exc
+    from langchain_core.vectorstores import InMemoryVectorStore
+
+    second = InMemoryVectorStore(store.embeddings)
+    second.add_documents(corpus_documents(60))
+    return EnsembleRetriever(retrievers=[store.as_retriever(search_kwargs={"k": k}),
+                                         second.as_retriever(search_kwargs={"k": k})], weights=[0.6, 0.4])
+
+
+def corpus_documents(corpus_limit: int | None = None) -> list[Document]:
+    """The demo corpus's chunks as LangChain documents (the corpus ids, topics as metadata)."""
+    return [Document(id=c.id, page_content=c.text, metadata={"topic": c.topic}) for c in load_corpus(corpus_limit)]
+
+
 def build_store(corpus_limit: int | None = None) -> TeolaVectorStore:
-    """The demo corpus in a ``TeolaVectorStore`` (documents keep the corpus ids and topics)."""
-    chunks = load_corpus(corpus_limit)
-    docs = [Document(id=c.id, page_content=c.text, metadata={"topic": c.topic}) for c in chunks]
-    return TeolaVectorStore.from_documents(docs, TeolaEmbeddings())
+    """The demo corpus in a ``TeolaVectorStore``."""
+    return TeolaVectorStore.from_documents(corpus_documents(corpus_limit), TeolaEmbeddings())

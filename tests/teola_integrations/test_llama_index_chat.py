@@ -58,7 +58,7 @@ def test_a_conversation_runs_as_primitives_with_the_same_turns_and_memory_as_nat
     _conversation(chat_engine, turns)  # vLLM's output for a cached prefix can differ from a cold run's: warm both
     native = [_turn(r) for r in _conversation(chat_engine, turns)]
     native_history = _history(chat_engine)
-    assert len(native_history) == 4 and native[0][0] != native[1][0]
+    assert len(native_history) == 4 and native[0] != native[1]  # short answers may begin alike: the whole turns
     with record_traces() as traces:
         assert [_turn(r) for r in _conversation(fast, turns)] == native
     assert _history(fast) == native_history
