@@ -175,8 +175,9 @@ class RefineStepsRecogniser(Recogniser):
         for i, step in enumerate(steps):
             answers = {f"answer{j}": Ref(steps[j], "text") for j in range(i)}
             if i:  # skipped as soon as the call before it is known to be the last, before that call decodes
-                reading.graph.add(Node(f"{step}.needed", ModuleKind.CALL,
-                                       {"query": query, "nodes": nodes, **own, **dict(list(answers.items())[:-1])},
+                before_last = {f"answer{j}": answers[f"answer{j}"] for j in range(i - 1)}
+                reading.graph.add(Node(f"{step}.needed", ModuleKind.CALL, {"query": query, "nodes": nodes, **own,
+                                                                           **before_last},
                                        ("needed",), FnArgs(self._needed(synth, calls, i), "is there a call", pure=True)))
                 answers["needed"] = Ref(f"{step}.needed", "needed")
             prefix = PrefixSpec(self._qa_prefix(synth), ("query", *own)) if i == 0 else \
@@ -239,7 +240,7 @@ class RefineStepsRecogniser(Recogniser):
         llm = li.synthesizer_parts(read).llm
 
         def build_prompt(query: str, nodes: list[NodeWithScore], synth: Refine = read, needed: bool = True,
-                         **answers: str) -> Any:
+                         **answers: str) -> Any:  # ``needed`` only gates the step (``_needed``)
             if not nodes:
                 return SKIPPED
             call = calls(query, nodes, synth, *(answers[f"answer{j}"] for j in range(i)))

@@ -17,7 +17,7 @@ from teola.runtime.engines.llm import PromptTooLongError
 from teola.runtime.traces import record_traces
 from teola_integrations.langchain import TeolaEmbeddings, TeolaVectorStore, executor, optimize, teola_executor
 from teola_integrations.tools.langchain_apps import (ANSWER_PROMPT, APPS, RAG_PROMPT, TOO_MANY_CHUNKS, build_app,
-                                                     rag_answer, standard_retrieval_chain)
+                                                     ensemble_retriever, rag_answer, standard_retrieval_chain)
 from teola_integrations.tools.run_trees import langchain_run_tree
 from teola_integrations.tools.search_service import SearchService
 
@@ -267,18 +267,11 @@ def test_a_retried_chain_runs_its_attempts_on_the_engines_as_langchain_does(stor
 
 
 @pytest.mark.answers
-def test_an_ensemble_of_retrievers_runs_them_side_by_side_on_the_engines(store, chat, questions, corpus):
+def test_an_ensemble_of_retrievers_runs_them_side_by_side_on_the_engines(store, chat, questions):
     """langchain-classic's EnsembleRetriever of a TeolaVectorStore retriever and an InMemoryVectorStore
-    one (on the same embedding model), in the rag chain: both retrievals lowered, fused by the
+    one (on the same embedding model; the ``ensemble`` app's), in the rag chain: both retrievals lowered, fused by the
     ensemble's own weighted reciprocal rank; the native documents, answer and run tree."""
-    from langchain_classic.retrievers import EnsembleRetriever
-    from langchain_core.vectorstores import InMemoryVectorStore
-
-    second = InMemoryVectorStore(TeolaEmbeddings())
-    second.add_documents([Document(id=c.id, page_content=c.text) for c in corpus[:60]])
-    ensemble = EnsembleRetriever(retrievers=[store.as_retriever(search_kwargs={"k": 3}),
-                                             second.as_retriever(search_kwargs={"k": 2})], weights=[0.6, 0.4])
-    chain = rag_answer(ensemble, RAG_PROMPT | chat | StrOutputParser())
+    chain = rag_answer(ensemble_retriever(store, 3), RAG_PROMPT | chat | StrOutputParser())
     assert len(optimize(chain).lowered) == 3
     value = {"question": questions[6].question}
     _warm(chain, value)
