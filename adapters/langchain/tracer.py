@@ -51,7 +51,8 @@ class ChainReading:
     chain's output (if one does, as a step of the chain itself) or the routes that do, the engines
     its steps run on that the chain must start (its own clients'), and the configs of the
     ``.with_config`` bindings around the chain, which every invocation's config takes
-    (``steps.bound_config``)."""
+    (``steps.bound_config``). ``streams_natively``: why a stream of the chain must run as LangChain
+    runs it (None: Teola can stream it)."""
 
     graph: Graph
     lowered: list[str] = field(default_factory=list)
@@ -59,6 +60,7 @@ class ChainReading:
     engines: list[EngineSpec] = field(default_factory=list)
     root_configs: tuple[RunnableConfig, ...] = ()
     routed: RoutedAnswer | None = None
+    streams_natively: str | None = None
 
 
 def read_runnable(runnable: Any) -> ChainReading:
@@ -76,7 +78,15 @@ def read_runnable(runnable: Any) -> ChainReading:
     tracer.declare_regions()
     final = tracer.generations.get(out.source)
     return ChainReading(tracer.graph, tracer.lowered, final if final is not None and final.region is None else None,
-                        tracer.engines, root_configs, tracer.routed_answer(out.source))
+                        tracer.engines, root_configs, tracer.routed_answer(out.source), _streams_natively(tracer.tries))
+
+
+def _streams_natively(tries: set[str]) -> str | None:
+    """Why a chain with the steps ``tries`` (with_fallbacks, with_retry) streams as LangChain streams it."""
+    if not tries:
+        return None
+    return (f"it has {' and '.join(sorted(tries))} steps, which LangChain's stream runs its own way "
+            f"(a retry's stream is not retried, a fallback is chosen by the first chunk)")
 
 
 class Tracer:
@@ -90,6 +100,7 @@ class Tracer:
         self.lowered: list[str] = []
         self.generations: dict[Source, FinalGeneration] = {}  # every LLM call's output
         self.picks: set[Ref] = set()  # the outputs of the nodes that pick one of a step's routes
+        self.tries: set[str] = set()  # the kinds of with_fallbacks/with_retry steps met
         self.engines: list[EngineSpec] = []
         self.region: str | None = None  # the enclosing step's region while its children are traced
         self._regions: list[Region | None] = []  # parents before children: a slot is taken before it is known
@@ -143,6 +154,7 @@ class Tracer:
 
     def trace_root(self, runnable: Runnable, value: Traced) -> Traced:
         """The chain itself: its run is the invocation's own, so only its steps are regions."""
+        self._note_tries(runnable)
         if isinstance(runnable, RunnableSequence):
             return self._sequence(runnable.steps, value)
         if isinstance(runnable, RunnableParallel):
@@ -159,6 +171,10 @@ class Tracer:
             return trace_routing(self, runnable, value)
         return self.trace(runnable, value, None)
 
+    def _note_tries(self, step: Runnable) -> None:
+        if isinstance(step, (RunnableWithFallbacks, RunnableRetry)):
+            self.tries.add("with_fallbacks" if isinstance(step, RunnableWithFallbacks) else "with_retry")
+
     def name(self, base: str) -> str:
         """A fresh node name."""
         return f"{base}{next(self._ids)}"
@@ -173,6 +189,7 @@ class Tracer:
 
     def trace(self, step: Runnable, value: Traced, tag: ChildTag) -> Traced:
         """``step`` applied to ``value``; ``tag`` is the child tag LangChain gives the step."""
+        self._note_tries(step)
         if isinstance(step, RunnableSequence):
             return self.step_region(step, tag, value, lambda: self._sequence(step.steps, value))
         if isinstance(step, RunnableParallel):

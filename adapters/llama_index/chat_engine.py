@@ -15,6 +15,11 @@ Teola lowers the LLM and retrieval work (the condensation, the retriever, the re
 turn's synthesizer; a condense-question engine's query engine, read as any query engine; a simple
 engine's chat call) into primitives; the memory's reads and writes run as calls, where the native
 turn makes them. Any other chat engine (an agent) runs whole, as one call.
+
+A streamed turn (``stream_chat``/``astream_chat``) is the same turn with a streaming synthesizer (a
+context engine's built for the turn; a condense-question engine's query engine read with its
+synthesizer streaming, as the native turn sets it while it asks; a simple engine's chat call
+streaming), its reply a ``StreamingAgentChatResponse`` whose answer is stored once read.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from llama_index.core.base.llms.generic_utils import messages_to_history_str
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse, MessageRole
 from llama_index.core.chat_engine import (CondensePlusContextChatEngine, CondenseQuestionChatEngine, ContextChatEngine,
                                           SimpleChatEngine)
-from llama_index.core.types import Thread  # LlamaIndex's: the thread runs in a copy of the context
 from llama_index.core.chat_engine.types import (AgentChatResponse, BaseChatEngine, StreamingAgentChatResponse,
                                                 ToolOutput)
+from llama_index.core.query_engine import RetrieverQueryEngine
+from llama_index.core.types import Thread  # LlamaIndex's: the thread runs in a copy of the context
 
 from teola.adapters.llama_index import compat as li
 from teola.adapters.llama_index.answer_tokens import answer_tokens
@@ -72,6 +78,8 @@ def read_chat_engine(chat_engine: Any, streamed: bool = False) -> AppReading:
             raise ValueError(f"a streamed turn of {type(chat_engine).__name__} cannot be lowered: {why}")
         if type(chat_engine) is SimpleChatEngine:
             _read_simple_turn(reading, li.simple_chat_parts(chat_engine), streamed=True)
+        elif type(chat_engine) is CondenseQuestionChatEngine:
+            _read_question_turn(reading, li.condense_question_parts(chat_engine), streamed=True)
         else:
             _read_turn(reading, chat_engine, streamed=True)
         reading.graph.set_output("response", RESPONSE)
@@ -115,8 +123,15 @@ def _why_not(chat_engine: Any) -> str | None:
 def streamed_turn_why_not(chat_engine: Any) -> str | None:
     """Why Teola cannot stream ``chat_engine``'s turns from its engines (None: it can; its
     ``stream_chat`` then runs natively)."""
-    if type(chat_engine) not in (CondensePlusContextChatEngine, ContextChatEngine, SimpleChatEngine):
-        return "Teola streams the turns of CondensePlusContextChatEngine, ContextChatEngine and SimpleChatEngine so far"
+    if type(chat_engine) not in _LOWERED:
+        return ("Teola streams the turns of CondensePlusContextChatEngine, ContextChatEngine, "
+                "CondenseQuestionChatEngine and SimpleChatEngine so far")
+    if type(chat_engine) is CondenseQuestionChatEngine:
+        parts = li.condense_question_parts(chat_engine)
+        if not isinstance(parts.query_engine, RetrieverQueryEngine):  # natively only one of those streams here
+            return f"its query engine is a {type(parts.query_engine).__name__}, not a RetrieverQueryEngine"
+        return llm_why_not(parts.llm) or recognise(REFINE_STEPS, li.synthesizer(li.streaming_twin(parts.query_engine)))[1] \
+            or None
     why = _why_not(chat_engine)
     if why or type(chat_engine) is SimpleChatEngine:
         return why
@@ -151,7 +166,8 @@ def _read_turn(reading: AppReading, chat_engine: Any, streamed: bool = False) ->
         source = ToolOutput(tool_name="retriever", content=str(nodes), raw_input={"message": question},
                             raw_output=nodes)
         if streamed:
-            return run_as_asked(_streamed_reply, _astreamed_reply, parts.memory, message, response, source, nodes)
+            return run_as_asked(_streamed_reply, _astreamed_reply, parts.memory, message, response, sources=[source],
+                                source_nodes=nodes)
         run_as_asked(_remember, _aremember, parts.memory, message, str(response))
         return AgentChatResponse(response=str(response), sources=[source], source_nodes=nodes)
 
@@ -192,9 +208,11 @@ def _read_condense(reading: AppReading, parts: li.ChatEngineParts) -> Ref:
     return Ref("question", "question")
 
 
-def _read_question_turn(reading: AppReading, parts: li.CondenseQuestionParts) -> None:
+def _read_question_turn(reading: AppReading, parts: li.CondenseQuestionParts, streamed: bool = False) -> None:
     """turn (memory) -> [condense] -> question -> the query engine, asked it (read as any query
-    engine, under the prefix ``query/``) -> reply (memory)."""
+    engine, under the prefix ``query/``) -> reply (memory); ``streamed``: the query engine's
+    synthesizer streams, as the native ``stream_chat`` makes it while it asks, and the reply streams
+    its answer, storing it once read."""
     graph, llm = reading.graph, parts.llm
     bound = llm_for(reading, llm)
 
@@ -225,12 +243,15 @@ def _read_question_turn(reading: AppReading, parts: li.CondenseQuestionParts) ->
 
     graph.add(Node("question", ModuleKind.CALL, {"message": MESSAGE, "text": Ref("condense", "text")}, ("question",),
                    FnArgs(standalone, "standalone question", runs_on_skipped=("text",))))
-    response = read_inner_engine(reading, parts.query_engine, Ref("question", "question"), "query/")
+    engine = li.streaming_twin(parts.query_engine) if streamed else parts.query_engine
+    response = read_inner_engine(reading, engine, Ref("question", "question"), "query/", answers_its_caller=streamed)
 
-    def reply(message: str, question: str, response: Any) -> AgentChatResponse:
+    def reply(message: str, question: str, response: Any) -> Any:
+        source = ToolOutput(content="" if streamed else str(response), tool_name="query_engine",
+                            raw_input={"query": question}, raw_output=response)
+        if streamed:
+            return run_as_asked(_streamed_reply, _astreamed_reply, parts.memory, message, response, sources=[source])
         run_as_asked(_remember, _aremember, parts.memory, message, str(response))
-        source = ToolOutput(content=str(response), tool_name="query_engine", raw_input={"query": question},
-                            raw_output=response)
         return AgentChatResponse(response=str(response), sources=[source])
 
     graph.add(Node("reply", ModuleKind.CALL, {"message": MESSAGE, "question": Ref("question", "question"),
@@ -334,18 +355,16 @@ async def _aanswered(memory: Any, text: str) -> None:
     await memory.aput(ChatMessage(content=text, role=MessageRole.ASSISTANT))
 
 
-def _streamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
-                    nodes: list[Any]) -> StreamingAgentChatResponse:
-    """A context engine's streamed reply, as its ``stream_chat`` makes it: the message stored, then
-    the synthesizer's tokens streamed (``_stream_reply``)."""
+def _streamed_reply(memory: Any, message: str, response: Any, **fields: Any) -> StreamingAgentChatResponse:
+    """A context or condense-question engine's streamed reply, as its ``stream_chat`` makes it: the
+    message stored, then the synthesizer's tokens streamed (``_stream_reply``) in a reply with ``fields``."""
     memory.put(ChatMessage(content=message, role=MessageRole.USER))
-    return _stream_reply(memory, response.response_gen, sources=[source], source_nodes=nodes)
+    return _stream_reply(memory, response.response_gen, **fields)
 
 
-async def _astreamed_reply(memory: Any, message: str, response: Any, source: ToolOutput,
-                           nodes: list[Any]) -> StreamingAgentChatResponse:
+async def _astreamed_reply(memory: Any, message: str, response: Any, **fields: Any) -> StreamingAgentChatResponse:
     await memory.aput(ChatMessage(content=message, role=MessageRole.USER))
-    return await _astream_reply(memory, response.async_response_gen(), sources=[source], source_nodes=nodes)
+    return await _astream_reply(memory, response.async_response_gen(), **fields)
 
 
 def _stream_reply(memory: Any, tokens: Iterator[str], **fields: Any) -> StreamingAgentChatResponse:

@@ -12,6 +12,7 @@ warning the first time an app is read.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import types
@@ -279,6 +280,17 @@ def streams_its_answers(query_engine: Any) -> bool:
     """Whether a RetrieverQueryEngine's synthesizer streams (a condense-question turn turns that off while
     it asks the engine, so Teola runs such a turn whole)."""
     return synthesizer_streams(getattr(query_engine, "_response_synthesizer", None))
+
+
+def streaming_twin(query_engine: Any) -> Any:
+    """A RetrieverQueryEngine as a condense-question turn's ``stream_chat`` asks it: a shallow copy whose
+    synthesizer (a shallow copy of the engine's own) streams. The native turn sets ``_streaming`` on the
+    engine's own synthesizer while it asks; Teola reads the copy instead, once, and leaves the engine as it is."""
+    synth = copy.copy(query_engine._response_synthesizer)
+    synth._streaming = True
+    twin = copy.copy(query_engine)
+    twin._response_synthesizer = synth
+    return twin
 
 
 @dataclass(frozen=True)

@@ -85,18 +85,26 @@ def read_engine(reading: AppReading, query_engine: Any) -> Ref:
     return RESPONSE
 
 
-def read_inner_engine(reading: AppReading, engine: Any, query: Ref, prefix: str) -> Ref:
-    """``engine`` (a query engine another one asks: a router's candidate, a sub-question's tool) read on
-    its own, then added under the name ``prefix``, asked ``query``: inside its ``query`` span, with its
-    query events, where it is lowered (one run whole reports its own); returns its response."""
-    inner = AppReading(Graph(inputs=("query_str",)))
+def read_inner_engine(reading: AppReading, engine: Any, query: Ref, prefix: str,
+                      answers_its_caller: bool = False) -> Ref:
+    """``engine`` (a query engine another one asks: a router's candidate, a sub-question's tool, a
+    condense-question chat engine's query engine) read on its own, then added under the name
+    ``prefix``, asked ``query``: inside its ``query`` span, with its query events, where it is lowered
+    (one run whole reports its own); returns its response. ``answers_its_caller``: its answer is the
+    app's (a streamed chat turn's), so a streaming synthesizer streams it to the app's caller
+    (``reading.stream``)."""
+    inner = AppReading(Graph(inputs=("query_str",)), answers_its_caller=answers_its_caller)
     response = read_engine(inner, engine)
     inner.graph.set_output("response", response)
+    if inner.stream is not None:
+        inner.graph.set_output("stream", inner.stream)
     reading.take(inner)
     with reading.asking(query):
         region = reading.region if inner.whole else \
             inner_engine_span(reading, engine, Ref(prefix + response.node, response.output))
-    return reading.graph.inline(inner.graph, prefix, {"query_str": query}, region)["response"]
+    outputs = reading.graph.inline(inner.graph, prefix, {"query_str": query}, region)
+    reading.stream = outputs.get("stream", reading.stream)
+    return outputs["response"]
 
 
 def _why_whole(query_engine: Any) -> str:

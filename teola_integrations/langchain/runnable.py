@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 class ChainBuild:
     """What Teola made of a runnable: the module graph, the primitive graph, the optimized plan,
     the lowered steps, the LLM call whose text is the chain's answer (if one is) or the routes whose
-    LLM calls' are, and the configs of the ``.with_config`` bindings around the chain (each
-    invocation's config takes them)."""
+    LLM calls' are, the configs of the ``.with_config`` bindings around the chain (each
+    invocation's config takes them), and why its streams run as LangChain runs them (None: on Teola)."""
 
     module_graph: Graph
     primitive_graph: Graph
@@ -43,6 +43,7 @@ class ChainBuild:
     final: FinalGeneration | None
     root_configs: tuple[RunnableConfig, ...] = ()
     routed: RoutedAnswer | None = None
+    streams_natively: str | None = None
 
 
 def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PASSES, holder: object | None = None) -> ChainBuild:
@@ -53,7 +54,7 @@ def build_plan(runnable: Runnable, runtime: Runtime, passes: Iterable[str] = PAS
         runtime.engine(spec, holder if holder is not None else runnable)
     compiled = compile_graph(reading.graph, runtime, passes)
     return ChainBuild(compiled.module_graph, compiled.primitive_graph, compiled.plan, reading.lowered, reading.final,
-                      reading.root_configs, reading.routed)
+                      reading.root_configs, reading.routed, reading.streams_natively)
 
 
 @dataclass
@@ -108,7 +109,9 @@ class TeolaRunnable(Runnable):
     text, streaming yields it token by token as the native chain does, from a plan whose final
     decode streams (the parser then streams as in a native stream, with its own child run); so does
     a chain whose answer is a branch's or routing lambda's, where the route that ran is an LLM call
-    (``StreamPlan``); otherwise the answer comes as one chunk. An ``invoke``/``ainvoke`` that a token-streaming handler
+    (``StreamPlan``); otherwise the answer comes as one chunk. A chain with ``with_fallbacks`` or
+    ``with_retry`` steps streams as LangChain streams it (one log line): LangChain's stream does not
+    retry, and picks a fallback by its first chunk. An ``invoke``/``ainvoke`` that a token-streaming handler
     watches (LangGraph's ``messages`` stream mode, ``astream_events``, ``astream_log``) runs the
     wrapped chain, whose models stream their tokens to it. ``module_graph``, ``primitive_graph``
     and ``plan`` show what Teola made of the chain; ``lowered`` lists the lowered steps. Each
@@ -129,6 +132,8 @@ class TeolaRunnable(Runnable):
         self._chain = ChainPlan(self.plan, runtime)
         self._root_configs = build.root_configs
         self._streaming = stream_plan(build, runtime)
+        self._streams_natively = build.streams_natively
+        self._told_streaming = False
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         if streams_tokens_to_a_handler(config):  # its models stream to that handler, as LangChain's do
@@ -141,6 +146,9 @@ class TeolaRunnable(Runnable):
         return await self._chain.ainvoke(self.name, input, bound_config(self._root_configs, config), kwargs)
 
     def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        if self._stream_natively():
+            yield from self.native.stream(input, config, **kwargs)
+            return
         if self._streaming is None:
             yield from super().stream(input, config, **kwargs)
             return
@@ -148,6 +156,10 @@ class TeolaRunnable(Runnable):
                                                       bound_config(self._root_configs, config), **kwargs)
 
     async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        if self._stream_natively():
+            async for chunk in self.native.astream(input, config, **kwargs):
+                yield chunk
+            return
         if self._streaming is None:
             async for chunk in super().astream(input, config, **kwargs):
                 yield chunk
@@ -159,6 +171,16 @@ class TeolaRunnable(Runnable):
         async for chunk in self._atransform_stream_with_config(only(), self._astream_answer,
                                                                bound_config(self._root_configs, config), **kwargs):
             yield chunk
+
+    def _stream_natively(self) -> bool:
+        """Whether a stream runs as LangChain runs it (said once, with why)."""
+        if self._streams_natively is None:
+            return False
+        if not self._told_streaming:
+            log.warning("teola: %s streams as LangChain streams it (unoptimized): %s; invoke() and batch() run on "
+                        "Teola", self.name, self._streams_natively)
+            self._told_streaming = True
+        return True
 
     def _stream_answer(self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun,
                        config: RunnableConfig, **kwargs: Any) -> Iterator[Any]:

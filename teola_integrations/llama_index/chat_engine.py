@@ -26,11 +26,11 @@ class TeolaChatEngine(OptimizedApp, BaseChatEngine):
 
     It keeps the wrapped engine's interface and state: the same memory (a turn reads and extends the
     wrapped engine's own chat history), the same ``AgentChatResponse`` (text, sources, source nodes),
-    the same spans and callback events, the same exceptions. A context engine's (condense-plus-context,
-    context) ``stream_chat``/``astream_chat`` turns run on the engines too, their
-    ``StreamingAgentChatResponse`` streaming the answer's tokens as the engine decodes them (the
+    the same spans and callback events, the same exceptions. ``stream_chat``/``astream_chat`` turns
+    (of a condense-plus-context, context, condense-question or simple engine) run on the engines too,
+    their ``StreamingAgentChatResponse`` streaming the answer's tokens as the engine decodes them (the
     streamed plan is built on the first streamed turn: ``streamed_plan``); other engines' streamed
-    turns run natively (one log line). ``reset`` and ``chat_history`` are the wrapped engine's own.
+    turns, and those whose answer Teola cannot stream, run natively (one log line). ``reset`` and ``chat_history`` are the wrapped engine's own.
     ``plan`` is the lowered turn after the chosen passes.
     """
 

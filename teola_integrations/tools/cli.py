@@ -33,7 +33,9 @@ _DEMO_APPS = {"naive": "naive RAG", "stream": "naive RAG, its answer streamed", 
               "refine": "RAG with refine synthesis", "tree": "RAG with tree_summarize synthesis",
               "simple": "RAG with simple_summarize synthesis", "accumulate": "RAG with accumulate synthesis",
               "subquestion": "sub-question engine over two tools", "citation": "citation query engine",
-              "chat": "chat engine (condense plus context)", "chat_question": "chat engine (condense question)"}
+              "chat": "chat engine (condense plus context)", "chat_question": "chat engine (condense question)",
+              "chat_simple": "simple chat engine (no retrieval)", "filtered": "naive RAG, its retriever filtered by metadata",
+              "cutoff": "RAG with a similarity cutoff (SimilarityPostprocessor)"}
 
 
 def _demo(args: argparse.Namespace) -> int:

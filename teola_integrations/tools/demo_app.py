@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from llama_index.core import StorageContext, VectorStoreIndex
 from llama_index.core.base.embeddings.base import BaseEmbedding
@@ -11,7 +11,7 @@ from llama_index.core.base.llms.types import ChatMessage, MessageRole
 from llama_index.core.chat_engine.types import BaseChatEngine
 from llama_index.core.llms import LLM
 from llama_index.core.indices.utils import default_parse_choice_select_answer_fn
-from llama_index.core.postprocessor import LLMRerank
+from llama_index.core.postprocessor import LLMRerank, SimilarityPostprocessor
 from llama_index.core.base.base_query_engine import BaseQueryEngine
 from llama_index.core.query_engine import (CitationQueryEngine, RetrieverQueryEngine, RouterQueryEngine,
                                            SubQuestionQueryEngine)
@@ -20,6 +20,7 @@ from llama_index.core.retrievers import BaseRetriever, QueryFusionRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 from llama_index.core.selectors import LLMSingleSelector
 from llama_index.core.tools import QueryEngineTool, ToolMetadata
+from llama_index.core.vector_stores import FilterOperator, MetadataFilter, MetadataFilters
 
 from teola_integrations.tools.data import Chunk, load_corpus
 from teola_integrations.llama_index import TeolaEmbedding, TeolaLLM, guided_llm, selection_schema, sub_question_schema
@@ -77,10 +78,13 @@ ROUTER_TOOLS = (("facts", "Useful for a question about one specific statement, t
 CHAT_HISTORY = (ChatMessage(role=MessageRole.USER, content="I am reading the Python language reference."),
                 ChatMessage(role=MessageRole.ASSISTANT, content="Ask me about any of its statements or built-in types."))
 
+# The cutoff app keeps the retrieved nodes at least this similar to the question (all-MiniLM-L6-v2's cosine:
+# the demo questions' best chunk scores about 0.6-0.7, the next ones 0.35-0.6).
+SIMILARITY_CUTOFF = 0.5
+
 AppKind = Literal["search", "naive", "stream", "advanced", "refine", "tree", "simple", "accumulate", "subquestion",
-                  "citation", "chat", "chat_question", "router"]
-APP_KINDS: tuple[AppKind, ...] = ("search", "naive", "stream", "advanced", "refine", "tree", "simple", "accumulate",
-                                  "subquestion", "citation", "chat", "chat_question", "router")
+                  "citation", "chat", "chat_question", "chat_simple", "router", "filtered", "cutoff"]
+APP_KINDS: tuple[AppKind, ...] = get_args(AppKind)
 
 
 def build_rag_app(top_k: int = 3, max_tokens: int = 64, store: Literal["simple", "faiss"] = "simple",
@@ -97,6 +101,9 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
     - search: search-engine-empowered generation: top-k hits of the web-search API at ``search_url``,
       compact synthesis over their snippets;
     - naive: retrieve top-k, compact synthesis;
+    - filtered: naive, its retriever filtered by metadata (every topic but the general "types" chapter);
+    - cutoff: retrieve 2k, keep the nodes whose similarity reaches ``SIMILARITY_CUTOFF``
+      (``SimilarityPostprocessor``), compact synthesis;
     - stream: naive, streaming its answer (``streaming=True``; ``ask`` reads every token);
     - advanced: LlamaIndex's query fusion (the LLM writes 3 more queries, each retrieved top-k,
       reciprocal-rank fusion), LLM reranking of the fused top 2k, compact synthesis over the top k;
@@ -119,7 +126,9 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
       standalone question, which is retrieved top-k; the answer is synthesized with the conversation;
     - chat_question: ``index.as_chat_engine(chat_mode="condense_question")``: each question a turn after
       ``CHAT_HISTORY``: the LLM condenses the conversation and the question into a standalone question,
-      which a top-k query engine (compact synthesis) answers.
+      which a top-k query engine (compact synthesis) answers;
+    - chat_simple: ``index.as_chat_engine(chat_mode="simple")`` (a ``SimpleChatEngine``, no retrieval):
+      each question a turn after ``CHAT_HISTORY``, answered by one chat call on the conversation.
 
     ``hand_tuned`` asks for LlamaIndex's own parallel form where it has one (see ``has_hand_tuned_form``):
     query fusion with ``use_async=True`` (the generated queries retrieved concurrently), tree_summarize
@@ -132,6 +141,12 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
         return RetrieverQueryEngine.from_args(WebSearchRetriever(search_url, top_k), llm=llm)
     if kind == "naive":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k)
+    if kind == "filtered":
+        not_types = MetadataFilter(key="topic", value="types", operator=FilterOperator.NE)
+        return index.as_query_engine(llm=llm, similarity_top_k=top_k, filters=MetadataFilters(filters=[not_types]))
+    if kind == "cutoff":
+        return index.as_query_engine(llm=llm, similarity_top_k=2 * top_k,
+                                     node_postprocessors=[SimilarityPostprocessor(similarity_cutoff=SIMILARITY_CUTOFF)])
     if kind == "stream":
         return index.as_query_engine(llm=llm, similarity_top_k=top_k, streaming=True)
     if kind == "refine":
@@ -147,6 +162,8 @@ def build_app(index: VectorStoreIndex, llm: LLM, kind: AppKind = "naive", top_k:
         return index.as_chat_engine(llm=llm, similarity_top_k=top_k)
     if kind == "chat_question":
         return index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=top_k)
+    if kind == "chat_simple":
+        return index.as_chat_engine(chat_mode="simple", llm=llm)
     if kind == "citation":
         return CitationQueryEngine.from_args(index, llm=llm, similarity_top_k=top_k)
     if kind == "subquestion":

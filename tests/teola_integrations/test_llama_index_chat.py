@@ -158,7 +158,9 @@ def _streamed_turn(engine, question, asynchronous):
 
 def _seen_streamed(engine, chat_engine, question, asynchronous):
     """What a user and their tracing tools see of a streamed turn: its tokens, sources and what the
-    retriever was asked, the memory after it, the spans and events, the callback events, the tags."""
+    retriever was asked, the memory after it (from an empty one: a condense-question turn adds to the
+    memory it has, whatever history it is given), the spans and events, the callback events, the tags."""
+    chat_engine.reset()
     with traced(chat_engine, {"session": "s-1"}) as (recorder, callbacks):
         response, tokens = _streamed_turn(engine, question, asynchronous)
     return {"tokens": tokens, "sources": [n.node.node_id for n in response.source_nodes],
@@ -167,13 +169,14 @@ def _seen_streamed(engine, chat_engine, question, asynchronous):
 
 
 @pytest.mark.answers
-@pytest.mark.parametrize("mode", ["condense_plus_context", "context", "simple"])
+@pytest.mark.parametrize("mode", ["condense_plus_context", "context", "condense_question", "simple"])
 def test_a_streamed_turn_streams_the_native_tokens_and_keeps_the_native_memory_and_spans(simple_index, llm, questions,
                                                                                         mode):
     """``stream_chat``/``astream_chat`` run on the engines: the same tokens one by one, sources and
-    memory (the answer stored once read), and the native tree (the turn's spans; a context engine's
-    answer ``stream`` > ``stream_chat`` under the writer thread's or task's span, where it is read;
-    a simple engine's ``stream_chat`` under the turn's, where it is called)."""
+    memory (the answer stored once read), and the native tree (the turn's spans; a context or
+    condense-question engine's answer ``stream`` > ``stream_chat`` under the writer thread's or task's
+    span, where it is read; a simple engine's ``stream_chat`` under the turn's, where it is called).
+    A condense-question engine's query engine streams only while the turn asks it, natively and in Teola."""
     chat_engine = simple_index.as_chat_engine(chat_mode=mode, llm=llm, similarity_top_k=2)
     fast = optimize(chat_engine)
     question = questions[3].question
@@ -189,20 +192,30 @@ def test_a_streamed_turn_streams_the_native_tokens_and_keeps_the_native_memory_a
         return
     writer = rows.index((1, "StreamingAgentChatResponse.awrite_response_to_history"))
     assert rows[writer + 1] == (2, "TeolaLLM.astream")  # the answer's call, under the task that reads it
-    assert {n.name for n in fast.streamed_plan if n.meta.stream} >= {"synthesize.step0"}
+    inner = "query/" if mode == "condense_question" else ""
+    assert {n.name for n in fast.streamed_plan if n.meta.stream} >= {f"{inner}synthesize.step0"}
+    if mode == "condense_question":
+        assert (1, "RetrieverQueryEngine.aquery") in rows and native["asked"] != [{"query": question}]  # condensed
+        assert not chat_engine._query_engine._response_synthesizer._streaming
+        assert str(fast.chat(question, list(CHAT_HISTORY))) == str(chat_engine.chat(question, list(CHAT_HISTORY)))
 
 
 def test_a_streamed_turn_teola_cannot_lower_runs_natively_with_one_log_line_and_a_bad_message_is_refused(
         simple_index, llm, questions, caplog):
-    chat_engine = simple_index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=2)
+    """A condense-question engine whose query engine synthesizes by tree_summarize: its streamed turns
+    run natively (Teola streams the refine loop's last call), said once; chat() stays lowered."""
+    chat_engine = simple_index.as_chat_engine(chat_mode="condense_question", llm=llm, similarity_top_k=2,
+                                              response_mode="tree_summarize")
     fast = optimize(chat_engine)
+    assert fast.fallbacks == []
     question = questions[3].question
     native = "".join(chat_engine.stream_chat(question, list(CHAT_HISTORY)).response_gen)
     with caplog.at_level(logging.WARNING, logger="teola"):
         streamed = [fast.stream_chat(question, list(CHAT_HISTORY)) for _ in range(2)]
     assert ["".join(s.response_gen) for s in streamed] == [native, native]
     told = [r.getMessage() for r in caplog.records if r.name.startswith("teola")]
-    assert len(told) == 1 and "streams its turns natively" in told[0] and "CondensePlusContextChatEngine" in told[0]
+    assert len(told) == 1 and "CondenseQuestionChatEngine streams its turns natively" in told[0]
+    assert "the 'compact' response mode" in told[0]
     assert fast.streamed_plan is None
     with pytest.raises(TypeError, match="takes the user's message as a str, got dict"):
         fast.chat({"text": question})

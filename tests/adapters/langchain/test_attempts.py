@@ -2,9 +2,10 @@
 engine needed): the try LangChain would return from, the error it would raise, and its run tree."""
 
 import asyncio
+import logging
 
 import pytest
-from langchain_core.runnables import RunnableLambda
+from langchain_core.runnables import RunnableGenerator, RunnableLambda
 from langchain_core.tracers.context import collect_runs
 
 from teola.adapters.langchain import read_runnable
@@ -111,3 +112,48 @@ def test_each_try_after_the_first_waits_on_the_one_before_and_nothing_waits_on_t
     assert len(gates) == 2
     readers = {source.node for n in reading.graph for source in n.inputs.values() if hasattr(source, "node")}
     assert all(gate.name in readers for gate in gates)
+
+
+def _words(chunks):
+    """A streaming step: each number as three chunks."""
+    for x in chunks:
+        yield from (str(x), " then ", str(x + 1))
+
+
+def _streamed(stream):
+    with collect_runs() as collector:
+        try:
+            chunks = list(stream(1))
+        except Exception as exc:  # the error is part of what is compared
+            chunks = repr(exc)
+    return chunks, [langchain_run_tree(run) for run in collector.traced_runs]
+
+
+def _astreamed(chain):
+    async def chunks(value):
+        return [chunk async for chunk in chain.astream(value)]
+
+    return lambda value: asyncio.run(chunks(value))
+
+
+def test_a_chain_with_fallbacks_or_retries_streams_as_langchain_streams_it(caplog):
+    """LangChain's stream does not retry (a retry's stream is its bound runnable's) and picks a
+    fallback by its first chunk, then streams it: such a chain streams natively, said once; its
+    invoke stays on Teola, retrying."""
+    fallback = _plus(0) | _fails(ValueError).with_fallbacks([RunnableGenerator(_words)])
+    fast = optimize(fallback)
+    with caplog.at_level(logging.WARNING, logger="teola"):
+        streamed = _streamed(fallback.stream)
+        assert _streamed(fast.stream) == streamed
+        assert _streamed(_astreamed(fast)) == _streamed(_astreamed(fallback))
+    assert streamed[0] == ["1", " then ", "2"]
+    told = [r.getMessage() for r in caplog.records if "stream" in r.getMessage()]
+    assert len(told) == 1 and "streams as LangChain streams it" in told[0] and "with_fallbacks" in told[0]
+
+    def retried():
+        return _plus(0) | _flaky(1).with_retry(stop_after_attempt=2, **NO_WAIT)
+
+    streamed = _streamed(retried().stream)
+    assert streamed[0] == "ValueError('call 1 failed')"  # not retried
+    assert _streamed(optimize(retried()).stream) == streamed
+    assert optimize(retried()).invoke(1) == retried().invoke(1) == 2
