@@ -130,8 +130,8 @@ def streamed_turn_why_not(chat_engine: Any) -> str | None:
         parts = li.condense_question_parts(chat_engine)
         if not isinstance(parts.query_engine, RetrieverQueryEngine):  # natively only one of those streams here
             return f"its query engine is a {type(parts.query_engine).__name__}, not a RetrieverQueryEngine"
-        return llm_why_not(parts.llm) or recognise(REFINE_STEPS, li.synthesizer(li.streaming_twin(parts.query_engine)))[1] \
-            or None
+        streaming_synth = li.synthesizer(li.streaming_twin(parts.query_engine))
+        return llm_why_not(parts.llm) or recognise(REFINE_STEPS, streaming_synth)[1] or None
     why = _why_not(chat_engine)
     if why or type(chat_engine) is SimpleChatEngine:
         return why
